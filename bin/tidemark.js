@@ -1,0 +1,9 @@
+#!/usr/bin/env node
+// Thin launcher: the CLI is compiled TypeScript in dist/ (built by `npm ci` via the prepare script).
+import { existsSync } from 'node:fs';
+const main = new URL('../dist/src/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write('tidemark: not built yet; run `npm ci` (or `npm run build`) first\n');
+  process.exit(1);
+}
+await import(main.href);

@@ -1,0 +1,84 @@
+/**
+ * The one error table. Wire replies carry `code`; the SDK maps it back to a {@link TidemarkError}
+ * with the same `retriable` flag, so server and client can never disagree about what may be retried.
+ */
+export const ErrorCodes = {
+  /** The topic (or partition) does not exist, or not yet on this node. Metadata may be stale. */
+  UNKNOWN_TOPIC: { retriable: true, message: 'unknown topic or partition' },
+  /** This node is not the leader for the partition. Refresh metadata and retry. */
+  NOT_LEADER: { retriable: true, message: 'not the leader for this partition' },
+  /** The request carried a leader epoch older than the partition's. Refresh metadata. */
+  FENCED_LEADER_EPOCH: { retriable: true, message: 'leader epoch is stale' },
+  /** The request carried a leader epoch newer than this replica knows. Retry after it catches up. */
+  UNKNOWN_LEADER_EPOCH: { retriable: true, message: 'leader epoch is not yet known here' },
+  /** The fetch offset is below the log start or above the log end. */
+  OFFSET_OUT_OF_RANGE: { retriable: false, message: 'offset out of range' },
+  /** A record batch is larger than the topic's `max.message.bytes`. */
+  RECORD_TOO_LARGE: { retriable: false, message: 'record batch too large' },
+  /** The batch failed its header or CRC32C check. */
+  CORRUPT_MESSAGE: { retriable: false, message: 'record batch is corrupt' },
+  /** The request is malformed: bad msgpack, wrong field types, values out of bounds. */
+  INVALID_REQUEST: { retriable: false, message: 'invalid request' },
+  /** Topic names: 1-249 of [a-zA-Z0-9._-], not "." or "..". */
+  INVALID_TOPIC: { retriable: false, message: 'invalid topic name' },
+  INVALID_PARTITIONS: { retriable: false, message: 'invalid number of partitions' },
+  INVALID_REPLICATION_FACTOR: { retriable: false, message: 'invalid replication factor' },
+  INVALID_CONFIG: { retriable: false, message: 'invalid topic config' },
+  TOPIC_ALREADY_EXISTS: { retriable: false, message: 'topic already exists' },
+  /** The request's deadline passed before it could be answered. */
+  TIMEOUT: { retriable: true, message: 'request timed out' },
+  /** Nobody answers on the subject: the node is down or the partition has no leader right now. */
+  NO_RESPONDERS: { retriable: true, message: 'no node answers for this subject' },
+  /** A bounded queue on the node is full; back off and retry. */
+  BUSY: { retriable: true, message: 'node is busy, retry later' },
+  /** The node is shutting down. */
+  SHUTTING_DOWN: { retriable: true, message: 'node is shutting down' },
+  /** A storage or internal failure on the node. */
+  INTERNAL: { retriable: false, message: 'internal error' },
+  /** The client was closed while a call was pending. */
+  CLOSED: { retriable: false, message: 'client closed' },
+} as const satisfies Record<string, { retriable: boolean; message: string }>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ErrorCodes, value);
+}
+
+/** What an error looks like on the wire. */
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+}
+
+/** Base class of every error Tidemark raises on purpose (server or SDK). */
+export class TidemarkError extends Error {
+  readonly code: ErrorCode;
+  readonly retriable: boolean;
+  readonly context: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; context?: Record<string, unknown> }) {
+    super(message ?? ErrorCodes[code].message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'TidemarkError';
+    this.code = code;
+    this.retriable = ErrorCodes[code].retriable;
+    this.context = options?.context ?? {};
+  }
+
+  toWire(): WireError {
+    return { code: this.code, message: this.message };
+  }
+
+  static fromWire(wire: WireError, context?: Record<string, unknown>): TidemarkError {
+    return new TidemarkError(wire.code, wire.message, context === undefined ? undefined : { context });
+  }
+}
+
+export function tidemarkError(code: ErrorCode, message?: string, context?: Record<string, unknown>): TidemarkError {
+  return new TidemarkError(code, message, context === undefined ? undefined : { context });
+}
+
+/** An invariant broken inside Tidemark is a bug: crash loudly, never reply with it as if normal. */
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`assertion failed: ${message}`);
+}

@@ -1,0 +1,79 @@
+/**
+ * Every NATS subject Tidemark uses is built here and nowhere else.
+ *
+ *   tm.<cluster>.admin.<op>                         controller role (queue group): topic administration
+ *   tm.<cluster>.metadata                           any node (queue group): brokers, topics, leaders
+ *   tm.<cluster>.b.<broker>.produce.<topic>.<p>     the broker leading partition p of topic
+ *   tm.<cluster>.b.<broker>.fetch.<topic>.<p>       idem, for reads
+ *   tm.<cluster>.b.<broker>.offsets                 log start / end / high watermark of partitions it leads
+ *
+ * The topic sits in the subject so NATS permissions can allow or deny per topic. Topic names may
+ * contain '.', which NATS uses as a token separator, so a topic token writes '.' as '~' ('~' is not
+ * a legal topic character, so the mapping is one to one).
+ */
+import { tidemarkError } from './errors.js';
+
+export const ADMIN_OPS = ['create-topic', 'delete-topic', 'list-topics', 'describe-topic'] as const;
+export type AdminOp = (typeof ADMIN_OPS)[number];
+export type PartitionOp = 'produce' | 'fetch';
+
+const CLUSTER_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const TOPIC_NAME = /^[A-Za-z0-9._-]{1,249}$/;
+
+export function isValidClusterName(name: string): boolean {
+  return CLUSTER_NAME.test(name);
+}
+
+export function isValidTopicName(name: string): boolean {
+  return TOPIC_NAME.test(name) && name !== '.' && name !== '..';
+}
+
+export function topicToken(topic: string): string {
+  return topic.replaceAll('.', '~');
+}
+
+export function topicFromToken(token: string): string {
+  return token.replaceAll('~', '.');
+}
+
+export class Subjects {
+  readonly prefix: string;
+
+  constructor(readonly cluster: string) {
+    if (!isValidClusterName(cluster)) {
+      throw tidemarkError('INVALID_REQUEST', `invalid cluster name "${cluster}": use 1-64 of [A-Za-z0-9_-]`);
+    }
+    this.prefix = `tm.${cluster}`;
+  }
+
+  admin(op: AdminOp): string {
+    return `${this.prefix}.admin.${op}`;
+  }
+
+  metadata(): string {
+    return `${this.prefix}.metadata`;
+  }
+
+  partition(op: PartitionOp, brokerId: number, topic: string, partition: number): string {
+    return `${this.prefix}.b.${brokerId}.${op}.${topicToken(topic)}.${partition}`;
+  }
+
+  /** Wildcard a broker subscribes to for one partition operation on all its partitions. */
+  partitionWildcard(op: PartitionOp, brokerId: number): string {
+    return `${this.prefix}.b.${brokerId}.${op}.*.*`;
+  }
+
+  offsets(brokerId: number): string {
+    return `${this.prefix}.b.${brokerId}.offsets`;
+  }
+
+  /** Parses `…b.<broker>.<op>.<topic>.<p>` back into topic and partition; undefined if malformed. */
+  parsePartition(subject: string): { topic: string; partition: number } | undefined {
+    const tokens = subject.split('.');
+    if (tokens.length !== 7) return undefined;
+    const topic = topicFromToken(tokens[5]!);
+    const partitionText = tokens[6]!;
+    if (!/^(0|[1-9][0-9]{0,8})$/.test(partitionText) || !isValidTopicName(topic)) return undefined;
+    return { topic, partition: Number(partitionText) };
+  }
+}
