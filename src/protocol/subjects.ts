@@ -1,7 +1,7 @@
 /**
  * Every NATS subject Tidemark uses is built here and nowhere else.
  *
- *   tm.<cluster>.admin.<op>                         controller role (queue group): topic administration
+ *   tm.<cluster>.admin.<op>                         controller role (queue group): topic changes
  *   tm.<cluster>.metadata                           any node (queue group): brokers, topics, leaders
  *   tm.<cluster>.b.<broker>.produce.<topic>.<p>     the broker leading partition p of topic
  *   tm.<cluster>.b.<broker>.fetch.<topic>.<p>       idem, for reads
@@ -13,7 +13,7 @@
  */
 import { tidemarkError } from './errors.js';
 
-export const ADMIN_OPS = ['create-topic', 'delete-topic', 'list-topics', 'describe-topic'] as const;
+export const ADMIN_OPS = ['create-topic', 'delete-topic'] as const;
 export type AdminOp = (typeof ADMIN_OPS)[number];
 export type PartitionOp = 'produce' | 'fetch';
 

@@ -1,0 +1,221 @@
+/**
+ * Requests and replies on every subject (see subjects.ts), msgpack on the wire. Each request type
+ * has a schema that checks shape and bounds where the bytes enter; replies are either the body or
+ * `{ error: { code, message } }`.
+ */
+import { decode, encode } from '@msgpack/msgpack';
+import { isErrorCode, TidemarkError, type WireError } from './errors.js';
+import { array, bytes, int, object, oneOf, optional, str, stringMap, type Infer, type Schema } from './validate.js';
+
+/** Upper bound on any request's time budget, ms. */
+export const REQUEST_TIMEOUT_MS_MAX = 300_000;
+/** Upper bound on how long a fetch may wait for data, ms. */
+export const FETCH_WAIT_MS_MAX = 30_000;
+/** Partitions per topic, upper bound. */
+export const TOPIC_PARTITIONS_MAX = 10_000;
+export const REPLICATION_FACTOR_MAX = 16;
+/** Topic config: entries and key/value length bounds. */
+export const TOPIC_CONFIG_ENTRIES_MAX = 64;
+export const TOPIC_CONFIG_LENGTH_MAX = 1024;
+/** Partitions named in one offsets request. */
+export const OFFSETS_PARTITIONS_MAX = TOPIC_PARTITIONS_MAX;
+/** Largest single payload we accept before a NATS limit would refuse it anyway, bytes. */
+export const PAYLOAD_BYTES_MAX = 64 * 1024 * 1024;
+
+const timeoutMs = int(1, REQUEST_TIMEOUT_MS_MAX);
+const offset = int(0, Number.MAX_SAFE_INTEGER);
+const topicName = str(249);
+const partitionIndex = int(0, TOPIC_PARTITIONS_MAX - 1);
+
+// --- requests -------------------------------------------------------------------------------
+
+/** acks: 0 = no reply, 1 = after the leader's append, -1 ("all") = after the high watermark passes it. */
+export const produceRequest = object({
+  timeoutMs,
+  acks: oneOf(0, 1, -1),
+  batch: bytes(PAYLOAD_BYTES_MAX),
+});
+export type ProduceRequest = Infer<typeof produceRequest>;
+
+export const fetchRequest = object({
+  timeoutMs,
+  offset,
+  /** Reply size bound, bytes; the first batch is returned even if larger so readers progress. */
+  maxBytes: int(1, PAYLOAD_BYTES_MAX),
+  /** How long to wait for data when there is none at `offset`, ms. 0 = answer at once. */
+  maxWaitMs: int(0, FETCH_WAIT_MS_MAX),
+});
+export type FetchRequest = Infer<typeof fetchRequest>;
+
+export const offsetsRequest = object({
+  timeoutMs,
+  partitions: array(object({ topic: topicName, partition: partitionIndex }), OFFSETS_PARTITIONS_MAX),
+});
+export type OffsetsRequest = Infer<typeof offsetsRequest>;
+
+export const metadataRequest = object({
+  timeoutMs,
+  /** Topics to describe; all when absent. */
+  topics: optional(array(topicName, 1000)),
+});
+export type MetadataRequest = Infer<typeof metadataRequest>;
+
+export const createTopicRequest = object({
+  timeoutMs,
+  name: topicName,
+  partitions: int(1, TOPIC_PARTITIONS_MAX),
+  replicationFactor: int(1, REPLICATION_FACTOR_MAX),
+  config: stringMap(TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX),
+});
+export type CreateTopicRequest = Infer<typeof createTopicRequest>;
+
+export const deleteTopicRequest = object({ timeoutMs, name: topicName });
+export type DeleteTopicRequest = Infer<typeof deleteTopicRequest>;
+
+// --- replies --------------------------------------------------------------------------------
+
+export interface ProduceReply {
+  baseOffset: number;
+  logStartOffset: number;
+}
+
+export interface FetchReply {
+  highWatermark: number;
+  logStartOffset: number;
+  /** Whole batches, concatenated; the first may start before the requested offset. */
+  records: Uint8Array;
+}
+
+export interface PartitionOffsets {
+  topic: string;
+  partition: number;
+  error?: WireError;
+  logStartOffset: number;
+  logEndOffset: number;
+  highWatermark: number;
+}
+
+export interface OffsetsReply {
+  partitions: PartitionOffsets[];
+}
+
+export interface PartitionMetadata {
+  partition: number;
+  /** Broker id of the leader, -1 when the partition has none. */
+  leader: number;
+  leaderEpoch: number;
+  replicas: number[];
+  isr: number[];
+}
+
+export interface TopicMetadata {
+  name: string;
+  topicId: string;
+  config: Record<string, string>;
+  partitions: PartitionMetadata[];
+}
+
+export interface BrokerMetadata {
+  id: number;
+}
+
+export interface MetadataReply {
+  brokers: BrokerMetadata[];
+  topics: TopicMetadata[];
+}
+
+export interface CreateTopicReply {
+  topic: TopicMetadata;
+}
+
+export type DeleteTopicReply = Record<string, never>;
+
+// --- schemas for replies (the SDK validates what it receives, too) --------------------------
+
+const wireErrorSchema: Schema<WireError> = (v, path) => {
+  const o = object({ code: str(64), message: str(4096) })(v, path);
+  if (!isErrorCode(o.code)) throw new TidemarkError('INVALID_REQUEST', `${path}.code: unknown error code ${o.code}`);
+  return { code: o.code, message: o.message };
+};
+
+export const produceReply: Schema<ProduceReply> = object({ baseOffset: offset, logStartOffset: offset });
+export const fetchReply: Schema<FetchReply> = object({
+  highWatermark: offset,
+  logStartOffset: offset,
+  records: bytes(PAYLOAD_BYTES_MAX),
+});
+const partitionMetadata: Schema<PartitionMetadata> = object({
+  partition: partitionIndex,
+  leader: int(-1, 2 ** 31 - 1),
+  leaderEpoch: int(-1, 2 ** 31 - 1),
+  replicas: array(int(0, 2 ** 31 - 1), REPLICATION_FACTOR_MAX),
+  isr: array(int(0, 2 ** 31 - 1), REPLICATION_FACTOR_MAX),
+});
+const topicMetadata: Schema<TopicMetadata> = object({
+  name: topicName,
+  topicId: str(64),
+  config: stringMap(TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX),
+  partitions: array(partitionMetadata, TOPIC_PARTITIONS_MAX),
+});
+export const metadataReply: Schema<MetadataReply> = object({
+  brokers: array(object({ id: int(0, 2 ** 31 - 1) }), 10_000),
+  topics: array(topicMetadata, 100_000),
+});
+export const createTopicReply: Schema<CreateTopicReply> = object({ topic: topicMetadata });
+export const deleteTopicReply: Schema<DeleteTopicReply> = () => ({});
+export const offsetsReply: Schema<OffsetsReply> = object({
+  partitions: array(
+    (v, path) => {
+      const o = object({
+        topic: topicName,
+        partition: partitionIndex,
+        logStartOffset: int(-1, Number.MAX_SAFE_INTEGER),
+        logEndOffset: int(-1, Number.MAX_SAFE_INTEGER),
+        highWatermark: int(-1, Number.MAX_SAFE_INTEGER),
+        error: optional(wireErrorSchema),
+      })(v, path);
+      const { error, ...rest } = o;
+      return error === undefined ? rest : { ...rest, error };
+    },
+    OFFSETS_PARTITIONS_MAX,
+  ),
+});
+
+// --- encoding -------------------------------------------------------------------------------
+
+/** Decodes and checks a request; throws INVALID_REQUEST on bad msgpack, shape or bounds. */
+export function decodeRequest<T>(data: Uint8Array, schema: Schema<T>): T {
+  let value: unknown;
+  try {
+    value = decode(data);
+  } catch (cause) {
+    throw new TidemarkError('INVALID_REQUEST', 'request is not valid msgpack', { cause });
+  }
+  return schema(value, '');
+}
+
+export function encodeMessage(body: object): Uint8Array {
+  return encode(body, { ignoreUndefined: true });
+}
+
+export function encodeError(error: WireError): Uint8Array {
+  return encode({ error: { code: error.code, message: error.message } });
+}
+
+/** Decodes a reply: the body if it passes its schema, or throws the TidemarkError it carries. */
+export function decodeReply<T>(data: Uint8Array, schema: Schema<T>): T {
+  let value: unknown;
+  try {
+    value = decode(data);
+  } catch (cause) {
+    throw new TidemarkError('INTERNAL', 'reply is not valid msgpack', { cause });
+  }
+  if (typeof value === 'object' && value !== null && 'error' in value) {
+    throw TidemarkError.fromWire(wireErrorSchema((value as { error: unknown }).error, 'error'));
+  }
+  try {
+    return schema(value, '');
+  } catch (cause) {
+    throw new TidemarkError('INTERNAL', `malformed reply: ${(cause as Error).message}`, { cause });
+  }
+}
