@@ -7,6 +7,8 @@ export const ErrorCodes = {
   UNKNOWN_TOPIC: { retriable: true, message: 'unknown topic or partition' },
   /** This node is not the leader for the partition. Refresh metadata and retry. */
   NOT_LEADER: { retriable: true, message: 'not the leader for this partition' },
+  /** The partition's leader is being elected or is still loading its log. Retry shortly. */
+  LEADER_NOT_AVAILABLE: { retriable: true, message: 'leader not available' },
   /** The request carried a leader epoch older than the partition's. Refresh metadata. */
   FENCED_LEADER_EPOCH: { retriable: true, message: 'leader epoch is stale' },
   /** The request carried a leader epoch newer than this replica knows. Retry after it catches up. */

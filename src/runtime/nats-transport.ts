@@ -53,6 +53,7 @@ export function wrap(nc: NatsConnection): NatsTransport {
           handler({
             subject: msg.subject,
             data: msg.data,
+            reply: msg.reply,
             respond: (data) => msg.respond(data),
           });
         },

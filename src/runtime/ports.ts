@@ -20,6 +20,8 @@ export interface Random {
 export interface InboundMessage {
   readonly subject: string;
   readonly data: Uint8Array;
+  /** Reply subject of a request; absent for a plain publish (e.g. produce with acks=0). */
+  readonly reply: string | undefined;
   /** Answer the sender of a request. Returns false when the message has no reply subject. */
   respond(data: Uint8Array): boolean;
 }

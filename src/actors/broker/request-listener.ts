@@ -1,0 +1,127 @@
+/**
+ * The broker's door: subscribes to its subjects, decodes and checks every request where the bytes
+ * enter (msgpack shape and bounds, batch header and CRC), answers bad input with a typed error and
+ * routes good requests to the partition actor that leads the partition.
+ */
+import { fromCallback, type AnyActorRef } from 'xstate';
+import type { MetadataStore } from '../../metadata/metadata-store.js';
+import { topicByName } from '../../metadata/image.js';
+import { verifyBatch } from '../../protocol/batch.js';
+import { TidemarkError } from '../../protocol/errors.js';
+import {
+  decodeRequest,
+  encodeError,
+  encodeMessage,
+  fetchRequest,
+  metadataRequest,
+  offsetsRequest,
+  produceRequest,
+  type OffsetsReply,
+  type PartitionOffsets,
+} from '../../protocol/messages.js';
+import type { Subjects } from '../../protocol/subjects.js';
+import type { InboundMessage, Logger, Subscription, Transport } from '../../runtime/ports.js';
+import type { PartitionContext } from '../partition/machine.js';
+import type { PartitionEvent } from '../partition/types.js';
+import { metadataReply, partitionActorId } from './metadata-view.js';
+
+export interface RequestListenerInput {
+  brokerId: number;
+  subjects: Subjects;
+  transport: Transport;
+  metadata: MetadataStore;
+  logger: Logger;
+}
+
+type Handler = (msg: InboundMessage) => void;
+
+export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInput>(({ input, system }) => {
+  const { brokerId, subjects, transport, metadata, logger } = input;
+
+  const answerError = (msg: InboundMessage, error: unknown) => {
+    const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'internal error', { cause: error });
+    if (err.code === 'INTERNAL') logger.error({ err: error, subject: msg.subject }, 'request failed');
+    else logger.debug({ code: err.code, reason: err.message, subject: msg.subject }, 'request refused');
+    if (msg.reply !== undefined) msg.respond(encodeError(err.toWire()));
+  };
+
+  /** Wraps a handler so nothing thrown by bad input escapes into the NATS callback. */
+  const guarded =
+    (handler: Handler): Handler =>
+    (msg) => {
+      try {
+        handler(msg);
+      } catch (error) {
+        answerError(msg, error);
+      }
+    };
+
+  const leaderActor = (subject: string): AnyActorRef => {
+    const target = subjects.parsePartition(subject);
+    if (target === undefined) throw new TidemarkError('INVALID_REQUEST', `malformed subject ${subject}`);
+    const topic = topicByName(metadata.image(), target.topic);
+    const info = topic?.partitions[target.partition];
+    if (topic === undefined || info === undefined) {
+      throw new TidemarkError('UNKNOWN_TOPIC', `unknown topic-partition ${target.topic}/${target.partition}`);
+    }
+    if (info.leader !== brokerId) {
+      throw new TidemarkError('NOT_LEADER', `broker ${brokerId} does not lead ${target.topic}/${target.partition} (leader: ${info.leader})`);
+    }
+    const actor = system.get(partitionActorId(topic.topicId, target.partition)) as AnyActorRef | undefined;
+    if (actor === undefined) throw new TidemarkError('LEADER_NOT_AVAILABLE', `${target.topic}/${target.partition} is still loading`);
+    return actor;
+  };
+
+  const onProduce: Handler = (msg) => {
+    const request = decodeRequest(msg.data, produceRequest);
+    const header = verifyBatch(request.batch);
+    const event: PartitionEvent = {
+      type: 'PRODUCE',
+      replyTo: request.acks === 0 ? undefined : msg.reply,
+      acks: request.acks,
+      batch: request.batch,
+      recordCount: header.recordCount,
+    };
+    leaderActor(msg.subject).send(event);
+  };
+
+  const onFetch: Handler = (msg) => {
+    const request = decodeRequest(msg.data, fetchRequest);
+    if (msg.reply === undefined) throw new TidemarkError('INVALID_REQUEST', 'fetch needs a reply subject');
+    const maxWaitMs = Math.min(request.maxWaitMs, request.timeoutMs);
+    const event: PartitionEvent = { type: 'FETCH', replyTo: msg.reply, offset: request.offset, maxBytes: request.maxBytes, maxWaitMs };
+    leaderActor(msg.subject).send(event);
+  };
+
+  const onOffsets: Handler = (msg) => {
+    const request = decodeRequest(msg.data, offsetsRequest);
+    const image = metadata.image();
+    const partitions = request.partitions.map(({ topic, partition }): PartitionOffsets => {
+      const info = topicByName(image, topic);
+      const actor = info === undefined ? undefined : (system.get(partitionActorId(info.topicId, partition)) as AnyActorRef | undefined);
+      if (actor === undefined) {
+        const error = new TidemarkError(info === undefined ? 'UNKNOWN_TOPIC' : 'NOT_LEADER').toWire();
+        return { topic, partition, error, logStartOffset: -1, logEndOffset: -1, highWatermark: -1 };
+      }
+      const ctx = actor.getSnapshot().context as PartitionContext;
+      return { topic, partition, logStartOffset: ctx.logStartOffset, logEndOffset: ctx.logEndOffset, highWatermark: ctx.highWatermark };
+    });
+    const reply: OffsetsReply = { partitions };
+    msg.respond(encodeMessage(reply));
+  };
+
+  const onMetadata: Handler = (msg) => {
+    const request = decodeRequest(msg.data, metadataRequest);
+    msg.respond(encodeMessage(metadataReply(metadata.image(), request.topics)));
+  };
+
+  const subs: Subscription[] = [
+    transport.subscribe(subjects.partitionWildcard('produce', brokerId), guarded(onProduce)),
+    transport.subscribe(subjects.partitionWildcard('fetch', brokerId), guarded(onFetch)),
+    transport.subscribe(subjects.offsets(brokerId), guarded(onOffsets)),
+    transport.subscribe(subjects.metadata(), guarded(onMetadata), { queue: 'metadata' }),
+  ];
+  return () => {
+    for (const sub of subs) sub.unsubscribe();
+  };
+});

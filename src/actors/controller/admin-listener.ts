@@ -1,0 +1,55 @@
+/** Receives topic-administration requests (queue group: one controller answers) and checks them. */
+import { fromCallback } from 'xstate';
+import { TidemarkError } from '../../protocol/errors.js';
+import { createTopicRequest, decodeRequest, deleteTopicRequest, encodeError } from '../../protocol/messages.js';
+import type { Subjects } from '../../protocol/subjects.js';
+import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';
+import type { AdminJob, ControllerEvent } from './types.js';
+
+export interface AdminListenerInput {
+  subjects: Subjects;
+  transport: Transport;
+  clock: Clock;
+  logger: Logger;
+}
+
+export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(({ input, sendBack }) => {
+  const { subjects, transport, clock, logger } = input;
+
+  const handle = (msg: InboundMessage, parse: (data: Uint8Array) => Omit<AdminJob, 'replyTo' | 'deadlineMs'> & { timeoutMs: number }) => {
+    try {
+      if (msg.reply === undefined) throw new TidemarkError('INVALID_REQUEST', 'admin requests need a reply subject');
+      const { timeoutMs, ...job } = parse(msg.data);
+      const event: ControllerEvent = { type: 'ADMIN', job: { ...job, replyTo: msg.reply, deadlineMs: clock.now() + timeoutMs } as AdminJob };
+      sendBack(event);
+    } catch (error) {
+      const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', undefined, { cause: error });
+      logger.debug({ code: err.code, reason: err.message }, 'admin request refused');
+      if (msg.reply !== undefined) msg.respond(encodeError(err.toWire()));
+    }
+  };
+
+  const subs = [
+    transport.subscribe(
+      subjects.admin('create-topic'),
+      (msg) =>
+        handle(msg, (data) => {
+          const r = decodeRequest(data, createTopicRequest);
+          return { op: 'create-topic', timeoutMs: r.timeoutMs, request: r };
+        }),
+      { queue: 'controller' },
+    ),
+    transport.subscribe(
+      subjects.admin('delete-topic'),
+      (msg) =>
+        handle(msg, (data) => {
+          const r = decodeRequest(data, deleteTopicRequest);
+          return { op: 'delete-topic', timeoutMs: r.timeoutMs, request: r };
+        }),
+      { queue: 'controller' },
+    ),
+  ];
+  return () => {
+    for (const sub of subs) sub.unsubscribe();
+  };
+});

@@ -1,0 +1,63 @@
+/**
+ * Serves reads from storage and answers the fetch directly. The machine decides what may be read
+ * (up to the high watermark); this actor bounds how many reads run and wait.
+ */
+import { fromCallback } from 'xstate';
+import { TidemarkError } from '../../protocol/errors.js';
+import { encodeError, encodeMessage, type FetchReply } from '../../protocol/messages.js';
+import type { Logger, Transport } from '../../runtime/ports.js';
+import type { PartitionStore } from '../../storage/partition-store.js';
+import type { ReaderEvent } from './types.js';
+
+export interface ReaderInput {
+  store: PartitionStore;
+  transport: Transport;
+  logger: Logger;
+  readsInFlightMax: number;
+  readQueueMax: number;
+}
+
+/** Room left in a NATS message for the reply envelope around the records, bytes. */
+const REPLY_ENVELOPE_BYTES = 1024;
+
+export const logReader = fromCallback<ReaderEvent, ReaderInput>(({ input, receive }) => {
+  const { store, transport, logger } = input;
+  const queue: ReaderEvent[] = [];
+  let running = 0;
+
+  const serve = async (read: ReaderEvent): Promise<void> => {
+    const maxBytes = Math.min(read.maxBytes, transport.maxPayloadBytes - REPLY_ENVELOPE_BYTES);
+    try {
+      const batches = await store.read(read.offset, maxBytes, read.endOffset);
+      const reply: FetchReply = {
+        highWatermark: read.highWatermark,
+        logStartOffset: read.logStartOffset,
+        records: batches.length === 1 ? batches[0]! : Buffer.concat(batches),
+      };
+      transport.publish(read.replyTo, encodeMessage(reply));
+    } catch (error) {
+      logger.error({ err: error, offset: read.offset }, 'read failed');
+      transport.publish(read.replyTo, encodeError(new TidemarkError('INTERNAL', 'read failed').toWire()));
+    }
+  };
+
+  const pump = () => {
+    while (running < input.readsInFlightMax && queue.length > 0) {
+      const next = queue.shift()!;
+      running++;
+      void serve(next).finally(() => {
+        running--;
+        pump();
+      });
+    }
+  };
+
+  receive((event) => {
+    if (queue.length >= input.readQueueMax) {
+      transport.publish(event.replyTo, encodeError(new TidemarkError('BUSY', 'too many reads queued on this partition').toWire()));
+      return;
+    }
+    queue.push(event);
+    pump();
+  });
+});

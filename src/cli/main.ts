@@ -1,0 +1,58 @@
+/** The `tidemark` command: dispatches to a command; user mistakes print one line, never a stack. */
+import { TidemarkError } from '../protocol/errors.js';
+import { GLOBAL_HELP } from './args.js';
+import { UsageError } from './cli-error.js';
+import { consumeCommand } from './commands/consume.js';
+import { devCommand } from './commands/dev.js';
+import { nodeCommand } from './commands/node.js';
+import { produceCommand } from './commands/produce.js';
+import { topicCommand } from './commands/topic.js';
+
+const HELP = `Usage: tidemark <command> [options]
+
+Commands:
+  dev                         run a local Tidemark (and nats-server if none answers)
+  node start                  run one node against an existing NATS server
+  topic create|list|describe|delete
+  produce TOPIC               records from stdin, one per line
+  consume TOPIC               print records, one value per line
+
+Run "tidemark <command> --help" for a command's options.
+${GLOBAL_HELP}`;
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  dev: devCommand,
+  node: nodeCommand,
+  topic: topicCommand,
+  produce: produceCommand,
+  consume: consumeCommand,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${HELP}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (command === undefined) throw new UsageError(`unknown command "${name}"`);
+  return command(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`tidemark: ${error.message} (see tidemark --help)\n`);
+      process.exitCode = 2;
+    } else if (error instanceof TidemarkError) {
+      process.stderr.write(`tidemark: ${error.code}: ${error.message}\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`tidemark: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

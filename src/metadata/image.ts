@@ -1,0 +1,93 @@
+/**
+ * The metadata image: what every node knows about the cluster, the result of applying the
+ * committed metadata records in order. `applyRecord` is pure and total over valid records.
+ */
+import type { MetadataRecord, PartitionRecord } from './records.js';
+
+export interface BrokerInfo {
+  readonly id: number;
+  readonly epoch: number;
+  readonly rack: string;
+}
+
+export interface PartitionInfo {
+  readonly partition: number;
+  readonly replicas: readonly number[];
+  readonly isr: readonly number[];
+  readonly leader: number;
+  readonly leaderEpoch: number;
+  readonly partitionEpoch: number;
+}
+
+export interface TopicInfo {
+  readonly topicId: string;
+  readonly name: string;
+  readonly config: Readonly<Record<string, string>>;
+  readonly partitions: readonly PartitionInfo[];
+}
+
+export interface MetadataImage {
+  /** Index of the last record applied, -1 for the empty image. */
+  readonly offset: number;
+  readonly brokers: ReadonlyMap<number, BrokerInfo>;
+  readonly topicsById: ReadonlyMap<string, TopicInfo>;
+  readonly topicIdsByName: ReadonlyMap<string, string>;
+}
+
+export const emptyImage: MetadataImage = {
+  offset: -1,
+  brokers: new Map(),
+  topicsById: new Map(),
+  topicIdsByName: new Map(),
+};
+
+export function topicByName(image: MetadataImage, name: string): TopicInfo | undefined {
+  const id = image.topicIdsByName.get(name);
+  return id === undefined ? undefined : image.topicsById.get(id);
+}
+
+function partitionInfo(r: PartitionRecord): PartitionInfo {
+  return {
+    partition: r.partition,
+    replicas: r.replicas,
+    isr: r.isr,
+    leader: r.leader,
+    leaderEpoch: r.leaderEpoch,
+    partitionEpoch: r.partitionEpoch,
+  };
+}
+
+export function applyRecord(image: MetadataImage, record: MetadataRecord, offset: number): MetadataImage {
+  switch (record.type) {
+    case 'RegisterBroker': {
+      const brokers = new Map(image.brokers);
+      brokers.set(record.brokerId, { id: record.brokerId, epoch: record.brokerEpoch, rack: record.rack });
+      return { ...image, offset, brokers };
+    }
+    case 'Topic': {
+      const topicsById = new Map(image.topicsById);
+      topicsById.set(record.topicId, { topicId: record.topicId, name: record.name, config: record.config, partitions: [] });
+      const topicIdsByName = new Map(image.topicIdsByName);
+      topicIdsByName.set(record.name, record.topicId);
+      return { ...image, offset, topicsById, topicIdsByName };
+    }
+    case 'Partition': {
+      const topic = image.topicsById.get(record.topicId);
+      if (topic === undefined) return { ...image, offset };
+      const partitions = [...topic.partitions];
+      partitions[record.partition] = partitionInfo(record);
+      const topicsById = new Map(image.topicsById);
+      topicsById.set(record.topicId, { ...topic, partitions });
+      return { ...image, offset, topicsById };
+    }
+    case 'RemoveTopic': {
+      const topic = image.topicsById.get(record.topicId);
+      if (topic === undefined) return { ...image, offset };
+      const topicsById = new Map(image.topicsById);
+      topicsById.delete(record.topicId);
+      const topicIdsByName = new Map(image.topicIdsByName);
+      topicIdsByName.delete(topic.name);
+      return { ...image, offset, topicsById, topicIdsByName };
+    }
+  }
+}

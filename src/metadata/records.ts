@@ -1,0 +1,63 @@
+/**
+ * Metadata records: every metadata change is one of these, appended to the metadata log and
+ * applied in order (Kafka KRaft's TopicRecord / PartitionRecord / RemoveTopicRecord /
+ * RegisterBrokerRecord). Today the log is node-local; the controller quorum replicates it next,
+ * with the same records and the same `applyRecord`.
+ */
+import { decode, encode } from '@msgpack/msgpack';
+import { TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX, TOPIC_PARTITIONS_MAX, REPLICATION_FACTOR_MAX } from '../protocol/messages.js';
+import { array, int, object, oneOf, str, stringMap, type Schema } from '../protocol/validate.js';
+
+const brokerId = int(0, 2 ** 31 - 1);
+
+export const registerBrokerRecord = object({
+  type: oneOf('RegisterBroker'),
+  brokerId,
+  /** Bumped on every registration; requests carrying an older one are refused (issue 3). */
+  brokerEpoch: int(0, Number.MAX_SAFE_INTEGER),
+  rack: str(255),
+});
+export const topicRecord = object({
+  type: oneOf('Topic'),
+  topicId: str(32),
+  name: str(249),
+  config: stringMap(TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX),
+});
+export const partitionRecord = object({
+  type: oneOf('Partition'),
+  topicId: str(32),
+  partition: int(0, TOPIC_PARTITIONS_MAX - 1),
+  replicas: array(brokerId, REPLICATION_FACTOR_MAX),
+  isr: array(brokerId, REPLICATION_FACTOR_MAX),
+  /** -1 = no leader */
+  leader: int(-1, 2 ** 31 - 1),
+  leaderEpoch: int(0, 2 ** 31 - 1),
+  /** Bumped on every change of this partition (ISR, replicas, leader). */
+  partitionEpoch: int(0, 2 ** 31 - 1),
+});
+export const removeTopicRecord = object({ type: oneOf('RemoveTopic'), topicId: str(32) });
+
+export type RegisterBrokerRecord = ReturnType<typeof registerBrokerRecord>;
+export type TopicRecord = ReturnType<typeof topicRecord>;
+export type PartitionRecord = ReturnType<typeof partitionRecord>;
+export type RemoveTopicRecord = ReturnType<typeof removeTopicRecord>;
+export type MetadataRecord = RegisterBrokerRecord | TopicRecord | PartitionRecord | RemoveTopicRecord;
+
+const schemas: Record<MetadataRecord['type'], Schema<MetadataRecord>> = {
+  RegisterBroker: registerBrokerRecord,
+  Topic: topicRecord,
+  Partition: partitionRecord,
+  RemoveTopic: removeTopicRecord,
+};
+
+export function encodeRecord(record: MetadataRecord): Uint8Array {
+  return encode(record);
+}
+
+/** Decodes a stored record, checking it: a corrupt metadata log must stop the node, loudly. */
+export function decodeRecord(bytes: Uint8Array): MetadataRecord {
+  const value = decode(bytes) as { type?: unknown };
+  const schema = typeof value.type === 'string' ? schemas[value.type as MetadataRecord['type']] : undefined;
+  if (schema === undefined) throw new Error(`unknown metadata record type ${String(value.type)}`);
+  return schema(value, 'record');
+}
