@@ -1,0 +1,139 @@
+/**
+ * Bad input never hurts: every malformed or out-of-bounds request gets a typed error reply,
+ * nothing is written, and the node keeps serving.
+ */
+import { encode } from '@msgpack/msgpack';
+import test from 'ava';
+import { encodeBatch, type BatchRecord } from '../src/protocol/batch.js';
+import { crc32c } from '../src/protocol/crc32c.js';
+import { TidemarkError, type ErrorCode } from '../src/protocol/errors.js';
+import {
+  createTopicReply,
+  decodeReply,
+  encodeMessage,
+  fetchReply,
+  offsetsReply,
+  produceReply,
+} from '../src/protocol/messages.js';
+import type { Schema } from '../src/protocol/validate.js';
+import { Subjects } from '../src/protocol/subjects.js';
+import { connectNats, type NatsTransport } from '../src/runtime/nats-transport.js';
+import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
+import { startTestNode, type TestNode } from './helpers/node.js';
+
+const s = new Subjects('tidemark');
+const enc = new TextEncoder();
+let nats: NatsServer;
+let node: TestNode;
+let t0: NatsTransport;
+
+const record = (value: string | Uint8Array): BatchRecord => ({
+  key: null,
+  value: typeof value === 'string' ? enc.encode(value) : value,
+  headers: {},
+  timestamp: 1_700_000_000_000,
+});
+
+async function call<T>(subject: string, body: Uint8Array, schema: Schema<T>): Promise<T> {
+  return decodeReply(await t0.request(subject, body, 5000), schema);
+}
+
+async function refused(t: import('ava').ExecutionContext, subject: string, body: Uint8Array, code: ErrorCode): Promise<void> {
+  const err = await t.throwsAsync(call(subject, body, produceReply), { instanceOf: TidemarkError });
+  t.is(err?.code, code, err?.message);
+}
+
+async function logEnd(topic: string, partition: number): Promise<number> {
+  const reply = await call(s.offsets(1), encodeMessage({ timeoutMs: 1000, partitions: [{ topic, partition }] }), offsetsReply);
+  return reply.partitions[0]!.logEndOffset;
+}
+
+const produce = (batch: Uint8Array, acks = 1) => encodeMessage({ timeoutMs: 5000, acks, batch });
+
+test.before(async () => {
+  nats = await startNatsServer();
+  node = await startTestNode(nats.url);
+  t0 = await connectNats({ servers: nats.url });
+  await call(
+    s.admin('create-topic'),
+    encodeMessage({ timeoutMs: 5000, name: 'orders', partitions: 2, replicationFactor: 1, config: { 'max.message.bytes': '4096' } }),
+    createTopicReply,
+  );
+  // The partition actors start right after the commit; wait until produce is accepted.
+  for (;;) {
+    try {
+      await call(s.partition('produce', 1, 'orders', 0), produce(encodeBatch([record('first')])), produceReply);
+      break;
+    } catch (error) {
+      if (!(error instanceof TidemarkError) || error.code !== 'LEADER_NOT_AVAILABLE') throw error;
+    }
+  }
+});
+
+test.after.always(async () => {
+  await t0?.close();
+  await node?.destroy();
+  await nats?.stop();
+});
+
+test.serial('bad produce requests are refused with typed errors and write nothing', async (t) => {
+  const subject = s.partition('produce', 1, 'orders', 0);
+  const before = await logEnd('orders', 0);
+  const good = encodeBatch([record('x')]);
+  const corrupt = good.slice();
+  corrupt[corrupt.length - 1]! ^= 1;
+  const lyingLength = good.slice();
+  new DataView(lyingLength.buffer).setUint32(57, 9999);
+  new DataView(lyingLength.buffer).setUint32(17, crc32c(lyingLength, 21));
+
+  await refused(t, subject, new Uint8Array([0xc1, 0xff, 0x00]), 'INVALID_REQUEST'); // not msgpack
+  await refused(t, subject, encode({ timeoutMs: '1', acks: 1, batch: good }), 'INVALID_REQUEST'); // wrong type
+  await refused(t, subject, encode({ timeoutMs: 1000, acks: 7, batch: good }), 'INVALID_REQUEST'); // bad acks
+  await refused(t, subject, encode({ timeoutMs: -5, acks: 1, batch: good }), 'INVALID_REQUEST'); // negative budget
+  await refused(t, subject, encode([1, 2, 3]), 'INVALID_REQUEST'); // not a map
+  await refused(t, subject, produce(new Uint8Array(10)), 'CORRUPT_MESSAGE'); // short batch
+  await refused(t, subject, produce(corrupt), 'CORRUPT_MESSAGE'); // CRC
+  await refused(t, subject, produce(lyingLength), 'CORRUPT_MESSAGE'); // framing
+  await refused(t, subject, produce(encodeBatch([record(new Uint8Array(5000))])), 'RECORD_TOO_LARGE');
+  await refused(t, s.partition('produce', 1, 'nope', 0), produce(good), 'UNKNOWN_TOPIC');
+  await refused(t, s.partition('produce', 1, 'orders', 9), produce(good), 'UNKNOWN_TOPIC');
+  await refused(t, `${s.prefix}.b.1.produce.orders.-1`, produce(good), 'INVALID_REQUEST');
+
+  t.is(await logEnd('orders', 0), before, 'nothing was written');
+  const ok = await call(subject, produce(good), produceReply);
+  t.is(ok.baseOffset, before, 'the node still serves, at the same offset');
+});
+
+test.serial('bad fetches: negative and out-of-range offsets, wrong types, unknown partitions', async (t) => {
+  const subject = s.partition('fetch', 1, 'orders', 0);
+  const end = await logEnd('orders', 0);
+  const fetch = (offset: number) => encodeMessage({ timeoutMs: 1000, offset, maxBytes: 1 << 20, maxWaitMs: 0 });
+  await refused(t, subject, fetch(-1), 'INVALID_REQUEST');
+  await refused(t, subject, fetch(end + 1), 'OFFSET_OUT_OF_RANGE');
+  await refused(t, subject, encode({ timeoutMs: 1000, offset: 0, maxBytes: 0, maxWaitMs: 0 }), 'INVALID_REQUEST');
+  await refused(t, subject, encode({ timeoutMs: 1000, offset: 0, maxBytes: 10, maxWaitMs: 10 ** 9 }), 'INVALID_REQUEST');
+  await refused(t, s.partition('fetch', 1, 'orders', 5), fetch(0), 'UNKNOWN_TOPIC');
+  const ok = await call(subject, fetch(0), fetchReply);
+  t.is(ok.highWatermark, end);
+  t.true(ok.records.length > 0);
+});
+
+test.serial('bad admin requests: illegal names, bounds, config, duplicates', async (t) => {
+  const create = (body: object) => encode({ timeoutMs: 5000, partitions: 1, replicationFactor: 1, config: {}, ...body });
+  const subject = s.admin('create-topic');
+  const err = async (body: Uint8Array, code: ErrorCode) => {
+    const e = await t.throwsAsync(call(subject, body, createTopicReply), { instanceOf: TidemarkError });
+    t.is(e?.code, code, e?.message);
+  };
+  await err(create({ name: 'has space' }), 'INVALID_TOPIC');
+  await err(create({ name: 'star*' }), 'INVALID_TOPIC');
+  await err(create({ name: '..' }), 'INVALID_TOPIC');
+  await err(create({ name: 'ok', partitions: 0 }), 'INVALID_REQUEST');
+  await err(create({ name: 'ok', replicationFactor: 3 }), 'INVALID_REPLICATION_FACTOR');
+  await err(create({ name: 'ok', config: { 'retention.ms': 'soon' } }), 'INVALID_CONFIG');
+  await err(create({ name: 'ok', config: { 'no.such.key': '1' } }), 'INVALID_CONFIG');
+  await err(create({ name: 'orders' }), 'TOPIC_ALREADY_EXISTS');
+  await err(new Uint8Array([0xc1]), 'INVALID_REQUEST');
+  const e = await t.throwsAsync(call(s.admin('delete-topic'), encode({ timeoutMs: 1000, name: 'nope' }), createTopicReply), { instanceOf: TidemarkError });
+  t.is(e?.code, 'UNKNOWN_TOPIC');
+});
