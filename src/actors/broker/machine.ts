@@ -42,7 +42,8 @@ export interface BrokerContext extends BrokerInput {
 
 export type BrokerEvent =
   | { type: 'METADATA_UPDATED'; image: MetadataImage }
-  | { type: 'PARTITION_CLOSED'; topicId: string; partition: number }
+  /** A partition actor reached its final state (stopped or deleted). */
+  | { type: `xstate.done.actor.${string}`; output: { topicId: string; partition: number } }
   | { type: 'STOP' };
 
 const metadataFollower = fromCallback<{ type: 'NONE' }, { metadata: MetadataStore }>(({ input, sendBack }) => {
@@ -104,8 +105,8 @@ export const brokerMachine = setup({
     }),
     forget: assign({
       partitions: ({ context, event }) => {
-        if (event.type !== 'PARTITION_CLOSED') return context.partitions;
-        const { [partitionActorId(event.topicId, event.partition)]: _closed, ...rest } = context.partitions;
+        if (!('output' in event)) return context.partitions;
+        const { [partitionActorId(event.output.topicId, event.output.partition)]: _closed, ...rest } = context.partitions;
         return rest;
       },
     }),
@@ -129,7 +130,7 @@ export const brokerMachine = setup({
   context: ({ input }) => ({ ...input, partitions: {} }),
   initial: 'running',
   on: {
-    PARTITION_CLOSED: { actions: 'forget' },
+    'xstate.done.actor.*': { actions: 'forget' },
   },
   states: {
     running: {

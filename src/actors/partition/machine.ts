@@ -186,13 +186,14 @@ export const partitionMachine = setup({
       retentionMs: context.config.retentionMs,
       retentionBytes: context.config.retentionBytes,
     })),
-    notifyClosed: sendParent(({ context }) => ({ type: 'PARTITION_CLOSED', topicId: context.topicId, partition: context.partition })),
   },
   delays: {
     retentionCheck: ({ context }) => context.limits.retentionCheckIntervalMs,
   },
 }).createMachine({
   id: 'partition',
+  // The broker learns a partition closed from its done event (xstate.done.actor.<id>).
+  output: ({ context }) => ({ topicId: context.topicId, partition: context.partition }),
   context: ({ input }) => ({
     ...input,
     store: undefined,
@@ -332,6 +333,6 @@ export const partitionMachine = setup({
     failed: {
       on: { STOP: 'closed', DELETE: 'deleting' },
     },
-    closed: { type: 'final', entry: 'notifyClosed' },
+    closed: { type: 'final' },
   },
 });

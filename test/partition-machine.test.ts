@@ -1,0 +1,203 @@
+/**
+ * The partition machine on in-memory storage and a recording transport, with xstate's
+ * SimulatedClock: parked fetches and retention run on simulated time, no real waiting.
+ */
+import { decode } from '@msgpack/msgpack';
+import test from 'ava';
+import { pino } from 'pino';
+import { createActor, fromCallback, SimulatedClock, waitFor } from 'xstate';
+import type { WriterInput } from '../src/actors/partition/log-writer.js';
+import { partitionMachine } from '../src/actors/partition/machine.js';
+import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionLimits, type WriterEvent } from '../src/actors/partition/types.js';
+import { parseTopicConfig } from '../src/metadata/topic-config.js';
+import { decodeBatch, encodeBatch, splitBatches } from '../src/protocol/batch.js';
+import type { Transport } from '../src/runtime/ports.js';
+import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
+
+const TOPIC_ID = '0123456789abcdef0123456789abcdef';
+const enc = new TextEncoder();
+
+interface Reply {
+  subject: string;
+  body: Record<string, unknown>;
+}
+
+function recordingTransport(): Transport & { replies: Reply[]; next(subject: string): Promise<Reply> } {
+  const replies: Reply[] = [];
+  const waiting = new Map<string, (r: Reply) => void>();
+  return {
+    replies,
+    maxPayloadBytes: 1 << 20,
+    publish(subject, data) {
+      const reply = { subject, body: decode(data) as Record<string, unknown> };
+      replies.push(reply);
+      waiting.get(subject)?.(reply);
+      waiting.delete(subject);
+    },
+    subscribe: () => ({ unsubscribe() {} }),
+    request: () => Promise.reject(new Error('not used')),
+    next(subject) {
+      const seen = replies.find((r) => r.subject === subject);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve) => waiting.set(subject, resolve));
+    },
+  };
+}
+
+function start(options: { config?: Record<string, string>; limits?: Partial<PartitionLimits>; clock?: SimulatedClock } = {}) {
+  const clock = options.clock ?? new SimulatedClock();
+  const transport = recordingTransport();
+  const storage = createMemoryNodeStorage();
+  const actor = createActor(partitionMachine, {
+    clock,
+    input: {
+      topic: 'orders',
+      topicId: TOPIC_ID,
+      partition: 0,
+      leaderEpoch: 0,
+      config: parseTopicConfig(options.config ?? {}),
+      storage,
+      transport,
+      clock,
+      logger: pino({ level: 'silent' }),
+      limits: { ...DEFAULT_PARTITION_LIMITS, ...options.limits },
+    },
+  });
+  actor.start();
+  return { actor, transport, clock, storage };
+}
+
+const batchOf = (n: number, timestamp = 1000) =>
+  encodeBatch(Array.from({ length: n }, (_, i) => ({ key: null, value: enc.encode(`v${i}`), headers: {}, timestamp })));
+
+const produce = (replyTo: string, batch: Uint8Array, acks: 0 | 1 | -1 = 1): PartitionEvent => ({
+  type: 'PRODUCE',
+  replyTo,
+  acks,
+  batch,
+  recordCount: decodeBatch(batch).length,
+});
+
+test('pipelined produces get consecutive offsets and replies in order', async (t) => {
+  const { actor, transport } = start();
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  actor.send(produce('r1', batchOf(3)));
+  actor.send(produce('r2', batchOf(2)));
+  actor.send(produce('r3', batchOf(4), 0));
+  actor.send(produce('r4', batchOf(1)));
+  await waitFor(actor, (s) => s.context.highWatermark === 10);
+  t.deepEqual(
+    transport.replies.map((r) => [r.subject, r.body['baseOffset']]),
+    [
+      ['r1', 0],
+      ['r2', 3],
+      ['r4', 9],
+    ],
+    'acks=0 gets no reply; the others in order with their base offsets',
+  );
+});
+
+test('a fetch at the high watermark is parked until data arrives', async (t) => {
+  const { actor, transport } = start();
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  actor.send({ type: 'FETCH', replyTo: 'f1', offset: 0, maxBytes: 1 << 20, maxWaitMs: 5000 });
+  t.is(actor.getSnapshot().context.waiters.length, 1);
+  actor.send(produce('p1', batchOf(2)));
+  const reply = await transport.next('f1');
+  const records = splitBatches(reply.body['records'] as Uint8Array).flatMap(decodeBatch);
+  t.deepEqual(
+    records.map((r) => r.offset),
+    [0, 1],
+  );
+  t.is(reply.body['highWatermark'], 2);
+});
+
+test('a parked fetch is answered empty when maxWaitMs passes on the clock', async (t) => {
+  const clock = new SimulatedClock();
+  const { actor, transport } = start({ clock });
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  actor.send({ type: 'FETCH', replyTo: 'f1', offset: 0, maxBytes: 1024, maxWaitMs: 500 });
+  clock.increment(499);
+  t.is(transport.replies.length, 0);
+  clock.increment(1);
+  const reply = await transport.next('f1');
+  t.is((reply.body['records'] as Uint8Array).length, 0);
+  t.is(actor.getSnapshot().context.waiters.length, 0);
+});
+
+test('parked fetches are bounded: beyond fetchWaitersMax a fetch is answered at once', async (t) => {
+  const { actor, transport } = start({ limits: { fetchWaitersMax: 2 } });
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  for (const id of ['a', 'b', 'c']) actor.send({ type: 'FETCH', replyTo: id, offset: 0, maxBytes: 1024, maxWaitMs: 10_000 });
+  t.is(actor.getSnapshot().context.waiters.length, 2);
+  t.deepEqual(
+    transport.replies.map((r) => r.subject),
+    ['c'],
+  );
+});
+
+test('produce beyond the pending bound gets BUSY, and nothing of it is written', async (t) => {
+  // A writer that never finishes keeps appends pending.
+  const clock = new SimulatedClock();
+  const transport = recordingTransport();
+  const stuck = partitionMachine.provide({ actors: { logWriter: fromCallback<WriterEvent, WriterInput>(() => {}) } });
+  const actor = createActor(stuck, {
+    clock,
+    input: {
+      topic: 'orders',
+      topicId: TOPIC_ID,
+      partition: 0,
+      leaderEpoch: 0,
+      config: parseTopicConfig({}),
+      storage: createMemoryNodeStorage(),
+      transport,
+      clock,
+      logger: pino({ level: 'silent' }),
+      limits: { ...DEFAULT_PARTITION_LIMITS, pendingAppendsMax: 2 },
+    },
+  }).start();
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  for (const id of ['a', 'b', 'c']) actor.send(produce(id, batchOf(1)));
+  t.deepEqual(
+    transport.replies.map((r) => [r.subject, (r.body['error'] as { code: string } | undefined)?.code]),
+    [['c', 'BUSY']],
+  );
+  t.is(actor.getSnapshot().context.nextOffset, 2);
+});
+
+test('too large a batch is refused with RECORD_TOO_LARGE', async (t) => {
+  const { actor, transport } = start({ config: { 'max.message.bytes': '100' } });
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  actor.send(produce('big', batchOf(10)));
+  const reply = await transport.next('big');
+  t.is((reply.body['error'] as { code: string }).code, 'RECORD_TOO_LARGE');
+  t.is(actor.getSnapshot().context.nextOffset, 0);
+});
+
+test('STOP finishes pending writes, answers them, refuses new work and ends', async (t) => {
+  const { actor, transport } = start();
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  actor.send({ type: 'FETCH', replyTo: 'parked', offset: 0, maxBytes: 1024, maxWaitMs: 10_000 });
+  actor.send(produce('before', batchOf(2)));
+  actor.send({ type: 'STOP' });
+  actor.send(produce('after', batchOf(1)));
+  await waitFor(actor, (s) => s.status === 'done');
+  const code = (subject: string) => (transport.replies.find((r) => r.subject === subject)?.body['error'] as { code?: string } | undefined)?.code;
+  t.is(transport.replies.find((r) => r.subject === 'before')?.body['baseOffset'], 0);
+  t.is(code('after'), 'SHUTTING_DOWN');
+  t.is(code('parked'), 'SHUTTING_DOWN');
+});
+
+test('retention runs on the clock and moves the log start past expired batches', async (t) => {
+  const clock = new SimulatedClock();
+  clock.set(1_000_000);
+  const { actor } = start({ clock, config: { 'retention.ms': '1000' }, limits: { retentionCheckIntervalMs: 60_000 } });
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  actor.send(produce('old', batchOf(3, 1_000_000)));
+  actor.send(produce('new', batchOf(2, 1_000_000 + 59_500)));
+  await waitFor(actor, (s) => s.context.highWatermark === 5);
+  clock.increment(60_000);
+  const snap = await waitFor(actor, (s) => s.context.logStartOffset > 0);
+  t.is(snap.context.logStartOffset, 3, 'the old batch went, the recent one stays');
+  t.is(snap.context.logEndOffset, 5);
+});
