@@ -1,0 +1,127 @@
+/**
+ * Groups records into one open batch per partition and closes it when it is full
+ * (batchBytesMax), when lingerMs has passed since it opened, or when told to (flush, or the
+ * producer's byte budget is full). Closed batches go to `onReady` in the order they close.
+ */
+import { BATCH_HEADER_BYTES, BATCH_RECORDS_MAX, type BatchRecord } from '../protocol/batch.js';
+import type { Clock } from '../runtime/ports.js';
+
+/** Records in one batch carry a signed 32-bit timestamp delta from the batch's first. */
+const TIMESTAMP_SPAN_MS_MAX = 0x7fff_ffff;
+
+export interface RecordMetadata {
+  topic: string;
+  partition: number;
+  /** The record's offset in the partition; -1 with acks 0 (nobody tells us). */
+  offset: number;
+}
+
+/** A record the producer holds until it is acknowledged or rejected. */
+export interface PendingSend {
+  readonly record: BatchRecord;
+  /** recordBytes(record): what it costs in a batch and in the producer's byte budget. */
+  readonly bytes: number;
+  /** When send() was called, ms on the producer's clock; the delivery deadline counts from it. */
+  readonly sentAtMs: number;
+  resolve(metadata: RecordMetadata): void;
+  reject(error: unknown): void;
+}
+
+export interface ReadyBatch {
+  readonly partition: number;
+  readonly sends: readonly PendingSend[];
+  /** Sum of the records' bytes (the batch is BATCH_HEADER_BYTES more). */
+  readonly recordBytes: number;
+  /** Earliest sentAtMs in the batch. */
+  readonly sentAtMs: number;
+}
+
+export type AccumulatorOptions = {
+  /** Largest encoded batch, bytes, header included. */
+  batchBytesMax: number;
+  /** How long an open batch waits for more records, ms. */
+  lingerMs: number;
+  clock: Clock;
+  onReady: (batch: ReadyBatch) => void;
+};
+
+interface OpenBatch {
+  partition: number;
+  sends: PendingSend[];
+  recordBytes: number;
+  sentAtMs: number;
+  timestampMin: number;
+  timestampMax: number;
+  timer: unknown;
+}
+
+export class Accumulator {
+  private readonly open = new Map<number, OpenBatch>();
+  private openBytes = 0;
+
+  constructor(private readonly options: AccumulatorOptions) {}
+
+  /** Record bytes sitting in open batches. */
+  get bytesOpen(): number {
+    return this.openBytes;
+  }
+
+  append(partition: number, send: PendingSend): void {
+    const current = this.open.get(partition);
+    if (current !== undefined && !this.fits(current, send)) this.close(partition);
+    const batch = this.open.get(partition) ?? this.start(partition, send);
+    batch.sends.push(send);
+    batch.recordBytes += send.bytes;
+    batch.timestampMin = Math.min(batch.timestampMin, send.record.timestamp);
+    batch.timestampMax = Math.max(batch.timestampMax, send.record.timestamp);
+    this.openBytes += send.bytes;
+    if (BATCH_HEADER_BYTES + batch.recordBytes >= this.options.batchBytesMax || batch.sends.length >= BATCH_RECORDS_MAX) {
+      this.close(partition);
+    }
+  }
+
+  /** Closes every open batch now (flush, or memory is full so waiting is pointless). */
+  closeAll(): void {
+    for (const partition of [...this.open.keys()]) this.close(partition);
+  }
+
+  private fits(batch: OpenBatch, send: PendingSend): boolean {
+    const ts = send.record.timestamp;
+    return (
+      BATCH_HEADER_BYTES + batch.recordBytes + send.bytes <= this.options.batchBytesMax &&
+      batch.sends.length < BATCH_RECORDS_MAX &&
+      Math.max(batch.timestampMax, ts) - Math.min(batch.timestampMin, ts) <= TIMESTAMP_SPAN_MS_MAX
+    );
+  }
+
+  private start(partition: number, send: PendingSend): OpenBatch {
+    const batch: OpenBatch = {
+      partition,
+      sends: [],
+      recordBytes: 0,
+      sentAtMs: send.sentAtMs,
+      timestampMin: send.record.timestamp,
+      timestampMax: send.record.timestamp,
+      timer: undefined,
+    };
+    batch.timer = this.options.clock.setTimeout(() => {
+      if (this.open.get(partition) === batch) this.close(partition);
+    }, this.options.lingerMs);
+    this.open.set(partition, batch);
+    return batch;
+  }
+
+  private close(partition: number): void {
+    const batch = this.open.get(partition);
+    if (batch === undefined) return;
+    this.open.delete(partition);
+    this.options.clock.clearTimeout(batch.timer);
+    this.openBytes -= batch.recordBytes;
+    this.options.onReady({
+      partition,
+      sends: batch.sends,
+      recordBytes: batch.recordBytes,
+      sentAtMs: batch.sentAtMs,
+    });
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Topic administration. Create and delete go to the controller (`subjects.admin(op)`); list and
+ * describe read metadata, and describe also asks each leading broker for its partitions' offsets.
+ * Each call is retried here, in one place (retry.ts), and nowhere below.
+ */
+import { TidemarkError } from '../protocol/errors.js';
+import {
+  createTopicReply,
+  deleteTopicReply,
+  type CreateTopicRequest,
+  type DeleteTopicRequest,
+  type OffsetsRequest,
+  offsetsReply,
+  type PartitionMetadata,
+  type PartitionOffsets,
+  type TopicMetadata,
+} from '../protocol/messages.js';
+import type { Subjects } from '../protocol/subjects.js';
+import type { Clock, Random } from '../runtime/ports.js';
+import type { MetadataCache } from './metadata.js';
+import { retry, type RetryPolicy } from './retry.js';
+import type { Rpc } from './rpc.js';
+
+export type CreateTopicOptions = {
+  /** Topic name: 1-249 of [a-zA-Z0-9._-], not "." or "..". Required. */
+  name: string;
+  /**
+   * @default 1
+   */
+  partitions?: number;
+  /**
+   * @default 1
+   */
+  replicationFactor?: number;
+  /**
+   * Topic config entries (e.g. `retention.ms`).
+   * @default {}
+   */
+  config?: Record<string, string>;
+};
+
+export type { TopicMetadata, PartitionMetadata };
+
+export interface PartitionDescription extends PartitionMetadata {
+  /** First offset still stored; -1 when the partition has no leader to ask. */
+  logStartOffset: number;
+  /** Offset the next record will get; -1 when unknown. */
+  logEndOffset: number;
+  /** Offsets below it are committed (replicated to the ISR) and readable; -1 when unknown. */
+  highWatermark: number;
+}
+
+export interface TopicDescription {
+  name: string;
+  topicId: string;
+  config: Record<string, string>;
+  partitions: PartitionDescription[];
+}
+
+export interface Admin {
+  /** Creates a topic; resolves with its metadata as the controller committed it. */
+  createTopic(options: CreateTopicOptions): Promise<TopicMetadata>;
+  /** Deletes a topic and all its records. */
+  deleteTopic(name: string): Promise<void>;
+  /** Names of every topic, sorted. */
+  listTopics(): Promise<string[]>;
+  /** Metadata of one topic merged with its partitions' offsets. Throws UNKNOWN_TOPIC if absent. */
+  describeTopic(name: string): Promise<TopicDescription>;
+}
+
+export type AdminDeps = {
+  rpc: Rpc;
+  subjects: Subjects;
+  metadata: MetadataCache;
+  clock: Clock;
+  random: Random;
+  policy: RetryPolicy;
+  requestTimeoutMs: number;
+  signal: AbortSignal;
+};
+
+export class AdminClient implements Admin {
+  constructor(private readonly deps: AdminDeps) {}
+
+  async createTopic(options: CreateTopicOptions): Promise<TopicMetadata> {
+    const { rpc, subjects } = this.deps;
+    const reply = await this.retry((remainingMs) =>
+      rpc.request(
+        subjects.admin('create-topic'),
+        {
+          timeoutMs: this.timeoutMs(remainingMs),
+          name: options.name,
+          partitions: options.partitions ?? 1,
+          replicationFactor: options.replicationFactor ?? 1,
+          config: options.config ?? {},
+        } satisfies CreateTopicRequest,
+        createTopicReply,
+      ),
+    );
+    this.deps.metadata.invalidate(options.name);
+    return reply.topic;
+  }
+
+  async deleteTopic(name: string): Promise<void> {
+    const { rpc, subjects } = this.deps;
+    await this.retry((remainingMs) =>
+      rpc.request(subjects.admin('delete-topic'), { timeoutMs: this.timeoutMs(remainingMs), name } satisfies DeleteTopicRequest, deleteTopicReply),
+    );
+    this.deps.metadata.invalidate(name);
+  }
+
+  async listTopics(): Promise<string[]> {
+    const reply = await this.retry(() => this.deps.metadata.fetch());
+    return reply.topics.map((t) => t.name).sort();
+  }
+
+  async describeTopic(name: string): Promise<TopicDescription> {
+    // A topic missing from metadata is an answer, not a failure to retry for 30 s; offsets calls
+    // that fail with UNKNOWN_TOPIC (a new partition not yet on its broker) are retried.
+    const described = await this.retry(async (remainingMs) => {
+      const reply = await this.deps.metadata.fetch([name]);
+      const topic = reply.topics.find((t) => t.name === name);
+      return topic === undefined ? undefined : this.withOffsets(topic, this.timeoutMs(remainingMs));
+    });
+    if (described === undefined) {
+      throw new TidemarkError('UNKNOWN_TOPIC', `topic "${name}" does not exist`, { context: { topic: name } });
+    }
+    return described;
+  }
+
+  private async withOffsets(topic: TopicMetadata, timeoutMs: number): Promise<TopicDescription> {
+    const byLeader = new Map<number, number[]>();
+    for (const p of topic.partitions) {
+      if (p.leader < 0) continue;
+      const list = byLeader.get(p.leader) ?? [];
+      list.push(p.partition);
+      byLeader.set(p.leader, list);
+    }
+    const offsets = new Map<number, PartitionOffsets>();
+    await Promise.all(
+      [...byLeader].map(async ([brokerId, partitions]) => {
+        const reply = await this.deps.rpc.request(
+          this.deps.subjects.offsets(brokerId),
+          { timeoutMs, partitions: partitions.map((partition) => ({ topic: topic.name, partition })) } satisfies OffsetsRequest,
+          offsetsReply,
+        );
+        for (const o of reply.partitions) {
+          if (o.topic !== topic.name) continue;
+          if (o.error !== undefined) throw TidemarkError.fromWire(o.error, { topic: o.topic, partition: o.partition, brokerId });
+          offsets.set(o.partition, o);
+        }
+      }),
+    );
+    return {
+      name: topic.name,
+      topicId: topic.topicId,
+      config: topic.config,
+      partitions: topic.partitions
+        .map((p) => {
+          const o = offsets.get(p.partition);
+          return {
+            ...p,
+            logStartOffset: o?.logStartOffset ?? -1,
+            logEndOffset: o?.logEndOffset ?? -1,
+            highWatermark: o?.highWatermark ?? -1,
+          };
+        })
+        .sort((a, b) => a.partition - b.partition),
+    };
+  }
+
+  private timeoutMs(remainingMs: number): number {
+    return Math.max(1, Math.min(this.deps.requestTimeoutMs, remainingMs));
+  }
+
+  private retry<T>(attempt: (remainingMs: number) => Promise<T>): Promise<T> {
+    const { clock, random, policy, signal } = this.deps;
+    return retry(attempt, { clock, random, policy, signal });
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * The SDK's composition root: builds the shared pieces (rpc, metadata cache, retry policy) over a
+ * Transport and hands them to admin, producers and readers. `connect` builds a real NATS
+ * transport and owns it; `fromTransport` takes one from the caller (tests, the simulator).
+ */
+import { TidemarkError } from '../protocol/errors.js';
+import { REQUEST_TIMEOUT_MS_MAX } from '../protocol/messages.js';
+import { Subjects } from '../protocol/subjects.js';
+import { connectNats } from '../runtime/nats-transport.js';
+import { systemClock, systemRandom, type Clock, type Random, type Transport } from '../runtime/ports.js';
+import { AdminClient, type Admin } from './admin.js';
+import { MetadataCache } from './metadata.js';
+import { ProducerImpl, type Producer, type ProducerOptions } from './producer.js';
+import { ReaderImpl, type Reader, type ReaderOptions } from './reader.js';
+import { retryPolicy, type RetryOptions, type RetryPolicy } from './retry.js';
+import { Rpc } from './rpc.js';
+
+export type ClientOptions = {
+  /**
+   * Budget of one request (its `timeoutMs`), ms; fetches get this beyond their maxWaitMs.
+   * @default 10000
+   */
+  requestTimeoutMs?: number;
+  /**
+   * Cached metadata older than this is refreshed on next use, ms.
+   * @default 300000
+   */
+  metadataMaxAgeMs?: number;
+  /**
+   * Backoff and bounds of the retry layer, for every call path (producers and readers may override).
+   * @default { attemptsMax: 25, backoffMsInitial: 100, backoffMsMax: 2000, totalMsMax: 30000 }
+   */
+  retry?: RetryOptions;
+  /**
+   * Time source for timers, timestamps and backoff.
+   * @default systemClock
+   */
+  clock?: Clock;
+  /**
+   * Randomness for jitter and the keyless round robin start.
+   * @default systemRandom
+   */
+  random?: Random;
+};
+
+export type ConnectOptions = ClientOptions & {
+  /**
+   * NATS server URL(s).
+   * @default 'nats://127.0.0.1:4222'
+   */
+  servers?: string | string[];
+  /**
+   * Cluster name: the `tm.<cluster>` subject prefix.
+   * @default 'tidemark'
+   */
+  cluster?: string;
+  /**
+   * Connection name shown by the NATS server's monitoring.
+   * @default 'tidemark-client'
+   */
+  name?: string;
+  /**
+   * @default 2000
+   */
+  connectTimeoutMs?: number;
+};
+
+export type FromTransportOptions = ClientOptions & {
+  /** Cluster name: the `tm.<cluster>` subject prefix. Required (no default). */
+  cluster: string;
+};
+
+interface Closable {
+  close(): Promise<void>;
+}
+
+export class Tidemark {
+  private readonly rpc: Rpc;
+  private readonly subjects: Subjects;
+  private readonly metadata: MetadataCache;
+  private readonly clock: Clock;
+  private readonly random: Random;
+  private readonly policy: RetryPolicy;
+  private readonly requestTimeoutMs: number;
+  private readonly children = new Set<Closable>();
+  private readonly abort = new AbortController();
+  private adminClient: AdminClient | undefined;
+  private closing: Promise<void> | undefined;
+
+  /** Connects to NATS; `close()` closes that connection. */
+  static async connect(options: ConnectOptions = {}): Promise<Tidemark> {
+    const subjects = new Subjects(options.cluster ?? 'tidemark');
+    const transport = await connectNats({
+      servers: options.servers ?? 'nats://127.0.0.1:4222',
+      name: options.name ?? 'tidemark-client',
+      connectTimeoutMs: options.connectTimeoutMs ?? 2000,
+    });
+    return new Tidemark(transport, subjects, options, () => transport.close());
+  }
+
+  /** Over a transport the caller owns (and closes). */
+  static fromTransport(transport: Transport, options: FromTransportOptions): Tidemark {
+    return new Tidemark(transport, new Subjects(options.cluster), options, async () => undefined);
+  }
+
+  private constructor(
+    transport: Transport,
+    subjects: Subjects,
+    options: ClientOptions,
+    private readonly closeTransport: () => Promise<void>,
+  ) {
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+    if (!Number.isSafeInteger(this.requestTimeoutMs) || this.requestTimeoutMs < 1 || this.requestTimeoutMs > REQUEST_TIMEOUT_MS_MAX) {
+      throw new TidemarkError('INVALID_REQUEST', `requestTimeoutMs must be an integer within 1..${REQUEST_TIMEOUT_MS_MAX}`);
+    }
+    const metadataMaxAgeMs = options.metadataMaxAgeMs ?? 300_000;
+    if (!Number.isSafeInteger(metadataMaxAgeMs) || metadataMaxAgeMs < 0) {
+      throw new TidemarkError('INVALID_REQUEST', 'metadataMaxAgeMs must be a non-negative integer');
+    }
+    this.rpc = new Rpc(transport);
+    this.subjects = subjects;
+    this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? systemRandom;
+    this.policy = retryPolicy(options.retry);
+    this.metadata = new MetadataCache(this.rpc, subjects, this.clock, { requestTimeoutMs: this.requestTimeoutMs, maxAgeMs: metadataMaxAgeMs });
+  }
+
+  admin(): Admin {
+    this.checkOpen();
+    this.adminClient ??= new AdminClient({
+      rpc: this.rpc,
+      subjects: this.subjects,
+      metadata: this.metadata,
+      clock: this.clock,
+      random: this.random,
+      policy: this.policy,
+      requestTimeoutMs: this.requestTimeoutMs,
+      signal: this.abort.signal,
+    });
+    return this.adminClient;
+  }
+
+  producer<T>(options: ProducerOptions<T>): Producer<T> {
+    this.checkOpen();
+    const producer: Producer<T> = new ProducerImpl<T>(
+      { ...this.deps(), onClosed: () => this.children.delete(producer) },
+      options,
+    );
+    this.children.add(producer);
+    return producer;
+  }
+
+  reader<T>(options: ReaderOptions<T>): Reader<T> {
+    this.checkOpen();
+    const reader: Reader<T> = new ReaderImpl<T>(
+      { ...this.deps(), onClosed: () => this.children.delete(reader) },
+      options,
+    );
+    this.children.add(reader);
+    return reader;
+  }
+
+  /** Closes readers, flushes and closes producers, then the NATS connection if `connect` made it. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.allSettled([...this.children].map((c) => c.close()));
+      this.abort.abort();
+      await this.closeTransport();
+    })();
+    return this.closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  private deps() {
+    return {
+      rpc: this.rpc,
+      subjects: this.subjects,
+      metadata: this.metadata,
+      clock: this.clock,
+      random: this.random,
+      policy: this.policy,
+      requestTimeoutMs: this.requestTimeoutMs,
+    };
+  }
+
+  private checkOpen(): void {
+    if (this.closing !== undefined) throw new TidemarkError('CLOSED', 'client is closed');
+  }
+}

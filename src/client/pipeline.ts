@@ -1,0 +1,238 @@
+/**
+ * One partition's send pipeline: closed batches leave in the order they closed, up to
+ * `inFlightBatchesMax` at once, all on the leader's produce subject (one NATS connection keeps
+ * their order, and the leader appends a subject's requests in arrival order).
+ *
+ * Order under failure ("pause and resend in order"): when a batch fails with a retriable error
+ * the pipeline stops sending, waits until every batch in flight has settled, then puts the failed
+ * ones back at the head of the queue in their original order, waits one backoff (retry.ts, full
+ * jitter, growing per consecutive failed round), refreshes the leader if the error said it was
+ * stale, and carries on. So a retried batch is always resent before any batch that follows it
+ * and had not yet been sent. Leader changes (NOT_LEADER, FENCED_LEADER_EPOCH, UNKNOWN_TOPIC,
+ * SHUTTING_DOWN, NO_RESPONDERS) fail every later in-flight batch too, so order is kept. A
+ * failure that lets a later in-flight batch through (a lost request, TIMEOUT or BUSY on one batch
+ * only) can reorder those two batches; set inFlightBatchesMax to 1 when that must never happen
+ * (without idempotent producer sequences nothing else can prevent it).
+ *
+ * This is the only retry layer on the produce path: rpc and metadata below make one attempt each.
+ * A batch is given up with its last error when it is not retriable (at once), when its
+ * deliveryTimeoutMs (from its first record's send()) has passed, or after attemptsMax attempts.
+ */
+import { encodeBatch } from '../protocol/batch.js';
+import { TidemarkError } from '../protocol/errors.js';
+import { produceReply, REQUEST_TIMEOUT_MS_MAX, type ProduceRequest } from '../protocol/messages.js';
+import type { Subjects } from '../protocol/subjects.js';
+import type { Clock, Random } from '../runtime/ports.js';
+import type { ReadyBatch } from './accumulator.js';
+import type { Leader, MetadataCache } from './metadata.js';
+import { backoffMs, isRetriable, type RetryPolicy } from './retry.js';
+import type { Rpc } from './rpc.js';
+
+export type PipelineDeps = {
+  topic: string;
+  partition: number;
+  rpc: Rpc;
+  subjects: Subjects;
+  metadata: MetadataCache;
+  clock: Clock;
+  random: Random;
+  policy: RetryPolicy;
+  /** Wire acks: 0 none, 1 leader, -1 all in-sync replicas. */
+  acks: 0 | 1 | -1;
+  inFlightBatchesMax: number;
+  deliveryTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** Called once per batch when it is acknowledged or given up (to release its bytes). */
+  onSettled: (batch: ReadyBatch) => void;
+};
+
+interface Outgoing {
+  readonly seq: number;
+  readonly batch: ReadyBatch;
+  readonly bytes: Uint8Array;
+  readonly deadlineMs: number;
+  attempts: number;
+  lastError: unknown;
+}
+
+export class PartitionPipeline {
+  private readonly queue: Outgoing[] = [];
+  private failed: Outgoing[] = [];
+  private inFlight = 0;
+  private nextSeq = 0;
+  /** A batch failed: send nothing until the in-flight ones settle. */
+  private paused = false;
+  private backoffTimer: unknown = undefined;
+  private failedRounds = 0;
+  private pumping = false;
+  private stopped = false;
+
+  constructor(private readonly deps: PipelineDeps) {}
+
+  /** True when nothing is queued, in flight, or waiting to be retried. */
+  get idle(): boolean {
+    return this.queue.length === 0 && this.failed.length === 0 && this.inFlight === 0;
+  }
+
+  enqueue(batch: ReadyBatch): void {
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeBatch(batch.sends.map((s) => s.record));
+    } catch (error) {
+      this.giveUp({ seq: -1, batch, bytes: new Uint8Array(0), deadlineMs: 0, attempts: 0, lastError: error }, error);
+      return;
+    }
+    if (this.stopped) {
+      this.giveUp({ seq: -1, batch, bytes, deadlineMs: 0, attempts: 0, lastError: undefined }, closedError());
+      return;
+    }
+    this.queue.push({
+      seq: this.nextSeq++,
+      batch,
+      bytes,
+      deadlineMs: batch.sentAtMs + this.deps.deliveryTimeoutMs,
+      attempts: 0,
+      lastError: undefined,
+    });
+    void this.pump();
+  }
+
+  /** Fails everything not yet in flight with CLOSED; in-flight batches settle on their own. */
+  stop(): void {
+    this.stopped = true;
+    if (this.backoffTimer !== undefined) this.deps.clock.clearTimeout(this.backoffTimer);
+    this.backoffTimer = undefined;
+    for (const o of [...this.failed, ...this.queue]) this.giveUp(o, closedError());
+    this.failed = [];
+    this.queue.length = 0;
+  }
+
+  private canSend(): boolean {
+    return (
+      !this.stopped &&
+      !this.paused &&
+      this.backoffTimer === undefined &&
+      this.queue.length > 0 &&
+      this.inFlight < this.deps.inFlightBatchesMax
+    );
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.canSend()) {
+        let leader: Leader;
+        try {
+          leader = await this.deps.metadata.leader(this.deps.topic, this.deps.partition);
+        } catch (error) {
+          if (!this.canSend()) continue;
+          const head = this.queue.shift()!;
+          head.attempts++;
+          this.failedAttempt(head, error);
+          continue;
+        }
+        // Issue every request the window allows in one synchronous run, so they leave in order.
+        while (this.canSend()) this.send(this.queue.shift()!, leader);
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private send(o: Outgoing, leader: Leader): void {
+    const { rpc, subjects, clock, topic, partition, acks } = this.deps;
+    const remainingMs = o.deadlineMs - clock.now();
+    if (remainingMs <= 0) {
+      this.giveUp(o, o.lastError ?? new TidemarkError('TIMEOUT', 'delivery timeout passed before the batch could be sent', { context: { topic, partition } }));
+      return;
+    }
+    o.attempts++;
+    const subject = subjects.partition('produce', leader.brokerId, topic, partition);
+    const timeoutMs = Math.max(1, Math.min(this.deps.requestTimeoutMs, remainingMs, REQUEST_TIMEOUT_MS_MAX));
+    if (acks === 0) {
+      try {
+        rpc.publish(subject, { timeoutMs, acks, batch: o.bytes } satisfies ProduceRequest);
+      } catch (error) {
+        this.failedAttempt(o, error);
+        return;
+      }
+      this.succeeded(o, -1);
+      return;
+    }
+    this.inFlight++;
+    rpc.request(subject, { timeoutMs, acks, batch: o.bytes } satisfies ProduceRequest, produceReply).then(
+      (reply) => {
+        this.inFlight--;
+        this.succeeded(o, reply.baseOffset);
+      },
+      (error: unknown) => {
+        this.inFlight--;
+        this.failedAttempt(o, error);
+      },
+    );
+  }
+
+  private succeeded(o: Outgoing, baseOffset: number): void {
+    this.failedRounds = 0;
+    const { topic, partition } = this.deps;
+    o.batch.sends.forEach((s, i) => s.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i }));
+    this.deps.onSettled(o.batch);
+    this.next();
+  }
+
+  private failedAttempt(o: Outgoing, error: unknown): void {
+    o.lastError = error;
+    if (this.stopped || !isRetriable(error)) {
+      this.giveUp(o, error);
+      this.next();
+      return;
+    }
+    this.deps.metadata.noteError(this.deps.topic, error);
+    this.failed.push(o);
+    this.paused = true;
+    this.next();
+  }
+
+  private next(): void {
+    if (this.paused) this.resumeWhenSettled();
+    else void this.pump();
+  }
+
+  /** Once nothing is in flight: requeue failed batches in order, back off, go on. */
+  private resumeWhenSettled(): void {
+    if (this.inFlight > 0) return;
+    const { clock, policy, random } = this.deps;
+    // As in retry(): a batch whose deadline the wait would cross is given up now, not after it.
+    const delayMs = backoffMs(this.failedRounds + 1, policy, random);
+    const resendAtMs = clock.now() + delayMs;
+    const again = this.failed
+      .sort((a, b) => a.seq - b.seq)
+      .filter((o) => {
+        if (o.attempts < policy.attemptsMax && resendAtMs < o.deadlineMs) return true;
+        this.giveUp(o, o.lastError);
+        return false;
+      });
+    this.failed = [];
+    this.paused = false;
+    this.queue.unshift(...again);
+    if (again.length === 0 || this.stopped) {
+      void this.pump();
+      return;
+    }
+    this.failedRounds++;
+    this.backoffTimer = clock.setTimeout(() => {
+      this.backoffTimer = undefined;
+      void this.pump();
+    }, delayMs);
+  }
+
+  private giveUp(o: Outgoing, error: unknown): void {
+    for (const s of o.batch.sends) s.reject(error);
+    this.deps.onSettled(o.batch);
+  }
+}
+
+function closedError(): TidemarkError {
+  return new TidemarkError('CLOSED', 'producer closed before the batch was sent');
+}

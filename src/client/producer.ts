@@ -1,0 +1,377 @@
+/**
+ * The producer: send() -> admission (FIFO: encode, pick the partition, take bytes from the
+ * in-flight budget) -> accumulator (batches per partition by size and linger) -> one pipeline per
+ * partition (pipeline.ts: many batches in flight, order kept, the one retry layer for batches).
+ *
+ * Memory: every record the producer holds (open batch, queued, in flight, waiting to retry)
+ * counts against `inFlightBytesMax` until it is acknowledged or rejected. When the budget is full,
+ * admission stops and later send() calls wait, holding only the caller's own value (encoding
+ * happens at admission), so nothing grows inside the producer.
+ */
+import { BATCH_HEADER_BYTES, recordBytes, type BatchRecord, type RecordHeaders } from '../protocol/batch.js';
+import { TidemarkError } from '../protocol/errors.js';
+import { PAYLOAD_BYTES_MAX, REQUEST_TIMEOUT_MS_MAX } from '../protocol/messages.js';
+import { isValidTopicName, type Subjects } from '../protocol/subjects.js';
+import type { Clock, Random } from '../runtime/ports.js';
+import { Accumulator, type PendingSend, type ReadyBatch, type RecordMetadata } from './accumulator.js';
+import { ByteBudget } from './byte-budget.js';
+import { utf8, type Codec } from './codecs.js';
+import type { MetadataCache } from './metadata.js';
+import { Partitioner } from './partitioner.js';
+import { PartitionPipeline } from './pipeline.js';
+import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from './retry.js';
+import type { Rpc } from './rpc.js';
+
+export type { RecordMetadata };
+
+/** 0: don't wait for anything; 1: the leader has appended; 'all': every in-sync replica has. */
+export type Acks = 0 | 1 | 'all';
+
+export type ProducerOptions<T> = {
+  /** Topic every record of this producer goes to. Required (no default). */
+  topic: string;
+  /** Turns values into bytes. Required (no default). */
+  codec: Codec<T>;
+  /**
+   * @default 'all'
+   */
+  acks?: Acks;
+  /**
+   * How long a batch waits for more records before it is sent, ms.
+   * @default 5
+   */
+  lingerMs?: number;
+  /**
+   * Largest batch, bytes (header included); clamped to the transport's max payload less 1 KiB of
+   * envelope. A record that alone does not fit is rejected with RECORD_TOO_LARGE.
+   * @default 1048576
+   */
+  batchBytesMax?: number;
+  /**
+   * Record bytes the producer holds at once (batching, in flight, retrying); send() waits when full.
+   * @default 33554432
+   */
+  inFlightBytesMax?: number;
+  /**
+   * Batches in flight at once per partition. 1 keeps order even when one request is lost.
+   * @default 5
+   */
+  inFlightBatchesPerPartitionMax?: number;
+  /**
+   * Time from send() until the record is acknowledged or rejected with its last error, ms.
+   * @default 30000
+   */
+  deliveryTimeoutMs?: number;
+  /**
+   * Budget of one produce request (its `timeoutMs`), ms; never more than what is left of the
+   * delivery timeout.
+   * @default the client's requestTimeoutMs (10000)
+   */
+  requestTimeoutMs?: number;
+  /**
+   * Backoff between attempts; the total time is deliveryTimeoutMs.
+   * @default the client's retry options
+   */
+  retry?: RetryOptions;
+};
+
+export type ProducerRecord<T> = {
+  /**
+   * Decides the partition (murmur2, as Kafka does); strings are UTF-8 encoded.
+   * @default null (round robin, sticky per batch)
+   */
+  key?: string | Uint8Array | null;
+  /** null is a tombstone: no bytes, not passed to the codec. Required. */
+  value: T | null;
+  /**
+   * Header values: strings are UTF-8 encoded.
+   * @default {}
+   */
+  headers?: Record<string, string | Uint8Array | null>;
+  /**
+   * ms since the epoch.
+   * @default the client clock's now() at send()
+   */
+  timestamp?: number;
+  /**
+   * Sends to this partition, bypassing the partitioner.
+   * @default chosen by key
+   */
+  partition?: number;
+};
+
+export interface Producer<T> {
+  readonly topic: string;
+  /** Resolves when the record is acknowledged (per `acks`), with where it landed. */
+  send(record: ProducerRecord<T>): Promise<RecordMetadata>;
+  /** Sends what is batched now and resolves when every send() made before it has settled. */
+  flush(): Promise<void>;
+  /** Refuses new sends, flushes, then stops. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export type ProducerDeps = {
+  rpc: Rpc;
+  subjects: Subjects;
+  metadata: MetadataCache;
+  clock: Clock;
+  random: Random;
+  policy: RetryPolicy;
+  requestTimeoutMs: number;
+  onClosed: () => void;
+};
+
+export const PRODUCER_DEFAULTS = {
+  lingerMs: 5,
+  batchBytesMax: 1 << 20,
+  inFlightBytesMax: 32 << 20,
+  inFlightBatchesPerPartitionMax: 5,
+  deliveryTimeoutMs: 30_000,
+} as const;
+
+const LINGER_MS_MAX = 60_000;
+const IN_FLIGHT_BATCHES_MAX = 100;
+const HEADERS_MAX = 0xffff;
+const HEADER_KEY_BYTES_MAX = 0xffff;
+
+interface Admission<T> {
+  readonly input: ProducerRecord<T>;
+  readonly sentAtMs: number;
+  resolve(metadata: RecordMetadata): void;
+  reject(error: unknown): void;
+}
+
+export class ProducerImpl<T> implements Producer<T> {
+  readonly topic: string;
+  private readonly codec: Codec<T>;
+  private readonly acks: 0 | 1 | -1;
+  private readonly batchBytesMax: number;
+  private readonly deliveryTimeoutMs: number;
+  private readonly policy: RetryPolicy;
+  private readonly budget: ByteBudget;
+  private readonly accumulator: Accumulator;
+  private readonly partitioner: Partitioner;
+  private readonly pipelines = new Map<number, PartitionPipeline>();
+  private readonly admissions: Admission<T>[] = [];
+  private readonly unsettled = new Set<Promise<void>>();
+  private admitting = false;
+  private flushing = 0;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly deps: ProducerDeps,
+    private readonly options: ProducerOptions<T>,
+  ) {
+    if (!isValidTopicName(options.topic)) throw new TidemarkError('INVALID_TOPIC', `invalid topic name "${options.topic}"`);
+    this.topic = options.topic;
+    this.codec = options.codec;
+    this.acks = options.acks === 'all' || options.acks === undefined ? -1 : options.acks;
+    if (this.acks !== -1 && this.acks !== 0 && this.acks !== 1) throw invalidOption('acks', 'must be 0, 1 or "all"');
+    const lingerMs = intOption('lingerMs', options.lingerMs ?? PRODUCER_DEFAULTS.lingerMs, 0, LINGER_MS_MAX);
+    this.batchBytesMax = Math.min(
+      intOption('batchBytesMax', options.batchBytesMax ?? PRODUCER_DEFAULTS.batchBytesMax, BATCH_HEADER_BYTES + 1, PAYLOAD_BYTES_MAX),
+      deps.rpc.payloadBytesMax(),
+    );
+    const inFlightBytesMax = intOption('inFlightBytesMax', options.inFlightBytesMax ?? PRODUCER_DEFAULTS.inFlightBytesMax, 1, 2 ** 40);
+    this.deliveryTimeoutMs = intOption('deliveryTimeoutMs', options.deliveryTimeoutMs ?? PRODUCER_DEFAULTS.deliveryTimeoutMs, 1, 24 * 3_600_000);
+    intOption('requestTimeoutMs', options.requestTimeoutMs ?? deps.requestTimeoutMs, 1, REQUEST_TIMEOUT_MS_MAX);
+    intOption('inFlightBatchesPerPartitionMax', options.inFlightBatchesPerPartitionMax ?? PRODUCER_DEFAULTS.inFlightBatchesPerPartitionMax, 1, IN_FLIGHT_BATCHES_MAX);
+    this.policy = retryPolicy(options.retry, deps.policy);
+    this.budget = new ByteBudget(inFlightBytesMax);
+    this.partitioner = new Partitioner(deps.random);
+    this.accumulator = new Accumulator({
+      batchBytesMax: this.batchBytesMax,
+      lingerMs,
+      clock: deps.clock,
+      onReady: (batch) => this.ready(batch),
+    });
+  }
+
+  send(record: ProducerRecord<T>): Promise<RecordMetadata> {
+    if (this.closed) return Promise.reject(new TidemarkError('CLOSED', 'producer is closed'));
+    const promise = new Promise<RecordMetadata>((resolve, reject) => {
+      this.admissions.push({ input: record, sentAtMs: this.deps.clock.now(), resolve, reject });
+    });
+    const settled = promise.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.unsettled.add(settled);
+    void settled.then(() => this.unsettled.delete(settled));
+    void this.admit();
+    return promise;
+  }
+
+  async flush(): Promise<void> {
+    const pending = [...this.unsettled];
+    this.flushing++;
+    try {
+      this.accumulator.closeAll();
+      await Promise.all(pending);
+    } finally {
+      this.flushing--;
+    }
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      await this.flush();
+      for (const p of this.pipelines.values()) p.stop();
+      this.deps.onClosed();
+    })();
+    return this.closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** Admission, one record at a time in send() order, so each partition sees records in that order. */
+  private async admit(): Promise<void> {
+    if (this.admitting) return;
+    this.admitting = true;
+    try {
+      while (this.admissions.length > 0) {
+        const head = this.admissions[0]!;
+        let send: PendingSend;
+        let partitionCount: number;
+        try {
+          send = this.encode(head);
+          partitionCount = this.partitionCountCached(head.input.partition) ?? (await this.loadPartitionCount(head));
+        } catch (error) {
+          this.admissions.shift();
+          head.reject(error);
+          this.expireAdmissions(error);
+          continue;
+        }
+        if (!this.budget.tryTake(send.bytes)) {
+          // Memory is full: batches waiting out their linger only delay the acks that free it.
+          this.accumulator.closeAll();
+          await this.budget.take(send.bytes);
+        }
+        this.admissions.shift();
+        const partition = head.input.partition ?? this.partitioner.partition(send.record.key, partitionCount);
+        this.accumulator.append(partition, send);
+      }
+      if (this.flushing > 0) this.accumulator.closeAll();
+    } finally {
+      this.admitting = false;
+    }
+  }
+
+  private encode(admission: Admission<T>): PendingSend {
+    const { input } = admission;
+    const timestamp = input.timestamp ?? this.deps.clock.now();
+    if (!Number.isSafeInteger(timestamp) || timestamp < 0) throw invalidRecord('timestamp must be a non-negative integer (ms)');
+    if (input.partition !== undefined && (!Number.isSafeInteger(input.partition) || input.partition < 0)) {
+      throw invalidRecord('partition must be a non-negative integer');
+    }
+    const record: BatchRecord = {
+      key: toBytes(input.key ?? null),
+      value: input.value === null ? null : this.codec.encode(input.value),
+      headers: encodeHeaders(input.headers ?? {}),
+      timestamp,
+    };
+    const bytes = recordBytes(record);
+    if (BATCH_HEADER_BYTES + bytes > this.batchBytesMax) {
+      throw new TidemarkError('RECORD_TOO_LARGE', `record of ${bytes} bytes does not fit a batch of at most ${this.batchBytesMax} bytes`, {
+        context: { topic: this.topic, recordBytes: bytes, batchBytesMax: this.batchBytesMax },
+      });
+    }
+    return { record, bytes, sentAtMs: admission.sentAtMs, resolve: admission.resolve, reject: admission.reject };
+  }
+
+  private partitionCountCached(partition: number | undefined): number | undefined {
+    const count = this.deps.metadata.cached(this.topic)?.partitions.length;
+    return count !== undefined && (partition === undefined || partition < count) ? count : undefined;
+  }
+
+  /** The one retry layer for partition choice: until the head record's delivery deadline. */
+  private async loadPartitionCount(head: Admission<T>): Promise<number> {
+    if (this.flushing > 0) this.accumulator.closeAll();
+    const { metadata, clock, random } = this.deps;
+    return retry(
+      async () => {
+        const count = (await metadata.topic(this.topic)).partitions.length;
+        const wanted = head.input.partition;
+        if (wanted !== undefined && wanted >= count) {
+          metadata.invalidate(this.topic);
+          throw new TidemarkError('UNKNOWN_TOPIC', `topic "${this.topic}" has ${count} partitions, no partition ${wanted}`);
+        }
+        return count;
+      },
+      {
+        policy: this.policy,
+        clock,
+        random,
+        startedAtMs: head.sentAtMs,
+        totalMs: this.deliveryTimeoutMs,
+        onRetry: (error) => metadata.noteError(this.topic, error),
+      },
+    );
+  }
+
+  /** After the head failed to find metadata: also fail queued sends whose deadline has passed. */
+  private expireAdmissions(error: unknown): void {
+    const now = this.deps.clock.now();
+    while (this.admissions.length > 0 && this.admissions[0]!.sentAtMs + this.deliveryTimeoutMs <= now) {
+      this.admissions.shift()!.reject(error);
+    }
+  }
+
+  private ready(batch: ReadyBatch): void {
+    this.partitioner.batchClosed(batch.partition);
+    let pipeline = this.pipelines.get(batch.partition);
+    if (pipeline === undefined) {
+      pipeline = new PartitionPipeline({
+        topic: this.topic,
+        partition: batch.partition,
+        rpc: this.deps.rpc,
+        subjects: this.deps.subjects,
+        metadata: this.deps.metadata,
+        clock: this.deps.clock,
+        random: this.deps.random,
+        policy: this.policy,
+        acks: this.acks,
+        inFlightBatchesMax: this.options.inFlightBatchesPerPartitionMax ?? PRODUCER_DEFAULTS.inFlightBatchesPerPartitionMax,
+        deliveryTimeoutMs: this.deliveryTimeoutMs,
+        requestTimeoutMs: this.options.requestTimeoutMs ?? this.deps.requestTimeoutMs,
+        onSettled: (settled) => this.budget.release(settled.recordBytes),
+      });
+      this.pipelines.set(batch.partition, pipeline);
+    }
+    pipeline.enqueue(batch);
+  }
+}
+
+function toBytes(value: string | Uint8Array | null): Uint8Array | null {
+  if (value === null) return null;
+  return typeof value === 'string' ? utf8(value) : value;
+}
+
+function encodeHeaders(headers: Record<string, string | Uint8Array | null>): RecordHeaders {
+  const out: RecordHeaders = {};
+  let count = 0;
+  for (const [k, v] of Object.entries(headers)) {
+    if (++count > HEADERS_MAX) throw invalidRecord(`more than ${HEADERS_MAX} headers`);
+    if (utf8(k).length > HEADER_KEY_BYTES_MAX) throw invalidRecord(`header key over ${HEADER_KEY_BYTES_MAX} bytes`);
+    out[k] = toBytes(v);
+  }
+  return out;
+}
+
+function invalidRecord(why: string): TidemarkError {
+  return new TidemarkError('INVALID_REQUEST', `invalid record: ${why}`);
+}
+
+function invalidOption(name: string, why: string): TidemarkError {
+  return new TidemarkError('INVALID_REQUEST', `producer option ${name} ${why}`);
+}
+
+function intOption(name: string, value: number, min: number, max: number): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) throw invalidOption(name, `must be an integer within ${min}..${max}, got ${value}`);
+  return value;
+}

@@ -1,0 +1,11 @@
+/** Tidemark's public SDK surface. Everything else under src/ is internal. */
+export { Tidemark, type ClientOptions, type ConnectOptions, type FromTransportOptions } from './client/client.js';
+export { codecs, type Codec } from './client/codecs.js';
+export type { Admin, CreateTopicOptions, PartitionDescription, PartitionMetadata, TopicDescription, TopicMetadata } from './client/admin.js';
+export type { Acks, Producer, ProducerOptions, ProducerRecord, RecordMetadata } from './client/producer.js';
+export type { Reader, ReaderOptions, ReaderRecord, StartFrom } from './client/reader.js';
+export type { RetryOptions } from './client/retry.js';
+export { murmur2, partitionForKey, toPositive } from './client/partitioner.js';
+export { ErrorCodes, TidemarkError, type ErrorCode } from './protocol/errors.js';
+export type { RecordHeaders } from './protocol/batch.js';
+export type { Clock, Random, Transport } from './runtime/ports.js';
