@@ -5,7 +5,7 @@
  * next lookup refreshes it. Refreshes are single-flight. This cache never retries: its callers'
  * retry layer does.
  */
-import { TidemarkError } from '../protocol/errors.js';
+import { TidemarkError, type ErrorCode } from '../protocol/errors.js';
 import { metadataReply, type MetadataReply, type MetadataRequest, type TopicMetadata } from '../protocol/messages.js';
 import type { Subjects } from '../protocol/subjects.js';
 import type { Clock } from '../runtime/ports.js';
@@ -14,7 +14,8 @@ import type { Rpc } from './rpc.js';
 /** Topics one client tracks in its cache (the metadata request's own bound). */
 export const METADATA_TOPICS_MAX = 1000;
 
-const STALE_CODES = new Set(['NOT_LEADER', 'FENCED_LEADER_EPOCH', 'UNKNOWN_TOPIC', 'NO_RESPONDERS']);
+// LEADER_NOT_AVAILABLE too: an election may be moving the partition to another broker.
+const STALE_CODES = new Set<ErrorCode>(['NOT_LEADER', 'FENCED_LEADER_EPOCH', 'UNKNOWN_TOPIC', 'NO_RESPONDERS', 'LEADER_NOT_AVAILABLE']);
 
 /** Errors after which the cached leader should not be trusted. */
 export function isStaleMetadataError(error: unknown): boolean {

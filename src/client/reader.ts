@@ -97,7 +97,7 @@ export const READER_DEFAULTS = { maxWaitMs: 500, fetchBytesMax: 1 << 20, from: '
 const lenientUtf8 = new TextDecoder('utf-8');
 const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
-class Record<T> implements ReaderRecord<T> {
+class DecodedRecord<T> implements ReaderRecord<T> {
   constructor(
     readonly topic: string,
     readonly partition: number,
@@ -212,7 +212,7 @@ export class ReaderImpl<T> implements Reader<T> {
           this.index++;
           continue;
         }
-        const record = new Record(this.topic, this.partition, r.offset, r.timestamp, r.key, this.decodeValue(r), r.headers);
+        const record = new DecodedRecord(this.topic, this.partition, r.offset, r.timestamp, r.key, this.decodeValue(r), r.headers);
         this.index++;
         this.offset = r.offset + 1;
         return record;
