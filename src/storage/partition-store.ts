@@ -35,7 +35,12 @@ export interface PartitionStore {
   /**
    * Appends batches already stamped (see `stampBatch`) with consecutive base offsets starting at
    * logEndOffset(). All of them, their epoch-cache entries and the counters land in one atomic
-   * RocksDB write: after a crash either all are visible or none is. `sync` fsyncs the WAL.
+   * RocksDB write: after a crash either all are visible or none is. `sync` fsyncs the WAL; without
+   * it an acknowledged append survives a process crash but not an OS crash or power loss.
+   * Mutations (append, truncateTo, applyRetention) apply in call order, so a caller may issue the
+   * next append before the previous one resolved; the store may read `batches` until it resolves.
+   * A batch whose base offset does not continue the log rejects the call (INVALID_REQUEST) and
+   * writes nothing. A batch with a leaderEpoch above the latest cached epoch opens a cache entry.
    */
   append(batches: readonly Uint8Array[], options?: { sync?: boolean }): Promise<void>;
   /**
@@ -43,17 +48,32 @@ export interface PartitionStore {
    * batch; the reader skips earlier records), stopping before a batch whose base offset is at or
    * past `endOffset`, and before exceeding `maxBytes` — except that the first batch is always
    * returned so a reader can make progress past a batch larger than maxBytes.
+   * Empty when `offset` >= min(endOffset, logEndOffset()); rejects with OFFSET_OUT_OF_RANGE when
+   * `offset` < logStartOffset() or > logEndOffset(). Never returns part of an append that has not
+   * resolved yet. The returned arrays are the stored bytes: do not modify them.
    */
   read(offset: number, maxBytes: number, endOffset: number): Promise<Uint8Array[]>;
-  /** Removes every batch with baseOffset >= offset and the epochs starting at or after it. */
+  /**
+   * Removes every record at or past `offset`, in whole batches: a batch straddling `offset` goes
+   * too, so logEndOffset() ends at its base (<= offset). Removes the epochs starting at or after
+   * the new end. Below logStartOffset() it empties the log and restarts it there (start = end =
+   * offset). Durable (WAL fsynced) when it resolves. No-op at or past logEndOffset().
+   */
   truncateTo(offset: number): Promise<void>;
-  /** Deletes whole batches from the front per the policy; never the last batch of a non-empty log's end (LEO is kept). */
+  /**
+   * Deletes whole batches from the front while the first one qualifies (by time or by size). May
+   * delete them all: logEndOffset() never moves, logStartOffset() becomes the first remaining
+   * batch's base offset, or logEndOffset() when none remains. Epochs starting before the new log
+   * start collapse into one starting there (Kafka's truncateFromStart).
+   */
   applyRetention(policy: RetentionPolicy): Promise<{ deletedBatches: number; deletedBytes: number }>;
   /** Leader-epoch cache, oldest first, persisted beside the log. */
   epochs(): readonly EpochEntry[];
   /**
    * Kafka's OffsetsForLeaderEpoch: the largest cached epoch <= `epoch` and its end offset (the start
-   * of the next higher epoch, or logEndOffset() for the latest). { epoch: -1, endOffset: -1 } if none.
+   * of the next higher epoch, or logEndOffset() for the latest). As in Kafka, an `epoch` below every
+   * cached one answers { epoch, endOffset: first cached startOffset }, and an empty cache, a
+   * negative `epoch` or one above the latest cached answer { epoch: -1, endOffset: -1 }.
    */
   endOffsetForEpoch(epoch: number): { epoch: number; endOffset: number };
 }
@@ -64,14 +84,19 @@ export interface MetadataLogStore {
   lastIndex(): number;
   /** Appends entries at lastIndex()+1.. in one atomic write. */
   append(entries: readonly Uint8Array[], options?: { sync?: boolean }): Promise<void>;
-  /** Entries from `fromIndex` on, at most `max` of them. */
+  /** Entries from `fromIndex` on, at most `max` of them; the first entry has index 0. */
   read(fromIndex: number, max: number): Promise<Uint8Array[]>;
 }
 
 export interface NodeStorage {
+  /** The same handle for the same key until it is deleted or the storage closed. */
   openPartition(key: PartitionKey): Promise<PartitionStore>;
-  /** Deletes the partition's batches, epochs and counters. */
+  /**
+   * Deletes the partition's batches, epochs and counters. Handles already open for it reject from
+   * then on (UNKNOWN_TOPIC); openPartition() afterwards starts an empty log.
+   */
   deletePartition(key: PartitionKey): Promise<void>;
   readonly metadataLog: MetadataLogStore;
+  /** Lets queued mutations finish, then closes; every call after it rejects (SHUTTING_DOWN). */
   close(): Promise<void>;
 }

@@ -1,0 +1,445 @@
+/**
+ * NodeStorage on one RocksDB instance (the @nxtedition/rocksdb binding; docs/storage.md has the
+ * binding comparison, key layout and crash story). Every mutation is one atomic WriteBatch, so the
+ * WAL replays to a state some sequence of whole calls produced.
+ */
+import { createRequire } from 'node:module';
+import { readBatchHeader } from '../protocol/batch.js';
+import { TidemarkError } from '../protocol/errors.js';
+// The log rules (append checks, epoch cache, retention) live with the memory store, shared.
+import { checkAppend, checkPartitionKey, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
+import { outOfRange, partitionDeleted, retentionTakes, storageClosed } from './memory-storage.js';
+import type { EpochEntry, MetadataLogStore, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
+
+// ---- the binding, typed as far as we use it (it ships no declarations) --------------------------
+
+type WriteOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
+type Range = { gte?: Buffer; lt?: Buffer; lte?: Buffer };
+/** highWaterMarkBytes: one nextv() stops once it read this many key+value bytes (one entry over). */
+type IteratorOptions = Range & { reverse?: boolean; limit?: number; highWaterMarkBytes?: number };
+type RocksIterator = { nextv(size: number): Promise<Array<[Buffer, Buffer]>>; close(): Promise<void> };
+interface RocksDb {
+  open(options: { createIfMissing: boolean; walCompression: boolean }): Promise<void>;
+  close(): Promise<void>;
+  batch(ops: WriteOp[], options: { sync: boolean }): Promise<void>;
+  getMany(keys: Buffer[]): Promise<Array<Buffer | undefined>>;
+  iterator(options: IteratorOptions): RocksIterator;
+  /** DeleteRange under the hood: one range tombstone, not one per key. */
+  clear(options: Range): Promise<void>;
+}
+type RocksLevelClass = new (location: string, options: { keyEncoding: 'buffer'; valueEncoding: 'buffer' }) => RocksDb;
+
+const { RocksLevel } = createRequire(import.meta.url)('@nxtedition/rocksdb') as { RocksLevel: RocksLevelClass };
+
+// ---- key layout ---------------------------------------------------------------------------------
+
+const [TAG_FORMAT, TAG_BATCH, TAG_EPOCH, TAG_META, TAG_METADATA_LOG] = [0x00, 0x01, 0x02, 0x03, 0x04];
+const FORMAT_KEY = Buffer.from([TAG_FORMAT]);
+const FORMAT_VERSION = 1;
+const TWO_32 = 0x1_0000_0000;
+/** Entries per nextv(): small enough that a bounded read does not pull much past its end. */
+const SCAN_CHUNK = 64;
+const INT32_MAX = 0x7fff_ffff;
+/** Retention usually stops at the first batch it looks at; do not read far past it. */
+const RETENTION_READ_AHEAD_BYTES = 1 << 20;
+
+function u64(n: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeUInt32BE(Math.floor(n / TWO_32), 0);
+  b.writeUInt32BE(n >>> 0, 4);
+  return b;
+}
+
+function readU64(b: Buffer, at: number): number {
+  return b.readUInt32BE(at) * TWO_32 + b.readUInt32BE(at + 4);
+}
+
+/** tag, topicId (16 raw bytes), partition u32 BE. */
+function partitionPrefix(tag: number, key: PartitionKey): Buffer {
+  const p = Buffer.allocUnsafe(21);
+  p[0] = tag;
+  p.write(key.topicId, 1, 16, 'hex');
+  p.writeUInt32BE(key.partition, 17);
+  return p;
+}
+
+/** The smallest key greater than every key that starts with `prefix`. */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]!++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  throw new Error('assertion failed: prefix of 0xff bytes only');
+}
+
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** Calls `visit` per entry in key order until it returns false or the range ends. */
+async function scan(db: RocksDb, options: IteratorOptions, visit: (key: Buffer, value: Buffer) => boolean | void): Promise<void> {
+  const it = db.iterator(options);
+  try {
+    for (;;) {
+      const rows = await it.nextv(SCAN_CHUNK);
+      if (rows.length === 0) return;
+      for (const [k, v] of rows) if (visit(k, v) === false) return;
+    }
+  } finally {
+    await it.close();
+  }
+}
+
+async function lastEntry(db: RocksDb, range: Range): Promise<[Buffer, Buffer] | undefined> {
+  const it = db.iterator({ ...range, reverse: true, limit: 1 });
+  try {
+    return (await it.nextv(1))[0];
+  } finally {
+    await it.close();
+  }
+}
+
+/** `fn()`, or a rejection if `check` throws: callers get a rejected promise, never a throw. */
+function guarded<T>(check: () => void, fn: () => Promise<T>): Promise<T> {
+  try {
+    check();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  return fn();
+}
+
+/** Runs mutations one after another; a failed one does not stop the next. */
+class Serial {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+  idle(): Promise<unknown> {
+    return this.tail;
+  }
+}
+
+// ---- partitions ---------------------------------------------------------------------------------
+
+class RocksPartition implements PartitionStore {
+  private readonly batchPrefix: Buffer;
+  private readonly epochPrefix: Buffer;
+  private readonly metaKey: Buffer;
+  private readonly serial = new Serial();
+  private deleted = false;
+
+  private constructor(
+    private readonly db: RocksDb,
+    readonly key: PartitionKey,
+    private readonly live: () => void,
+    private start: number,
+    private end: number,
+    private size: number,
+    private cache: EpochEntry[],
+  ) {
+    this.batchPrefix = partitionPrefix(TAG_BATCH, key);
+    this.epochPrefix = partitionPrefix(TAG_EPOCH, key);
+    this.metaKey = partitionPrefix(TAG_META, key);
+  }
+
+  static async open(db: RocksDb, key: PartitionKey, live: () => void): Promise<RocksPartition> {
+    const batchPrefix = partitionPrefix(TAG_BATCH, key);
+    const epochPrefix = partitionPrefix(TAG_EPOCH, key);
+    const batches = { gte: batchPrefix, lt: prefixEnd(batchPrefix) };
+    const epochs = { gte: epochPrefix, lt: prefixEnd(epochPrefix) };
+    const [meta] = await db.getMany([partitionPrefix(TAG_META, key)]);
+    const last = await lastEntry(db, batches);
+    if (meta === undefined) {
+      // Every write that stores a batch also writes meta, so batches without it are what an
+      // interrupted deletePartition left behind (its commit point deletes meta): finish the job.
+      if (last !== undefined) await Promise.all([db.clear(batches), db.clear(epochs)]);
+      return new RocksPartition(db, key, live, 0, 0, 0, []);
+    }
+    const start = readU64(meta, 0);
+    const end = last === undefined ? start : readU64(last[0], 21) + readBatchHeader(last[1]).recordCount;
+    const cache: EpochEntry[] = [];
+    await scan(db, epochs, (k, v) => void cache.push({ epoch: k.readUInt32BE(21), startOffset: readU64(v, 0) }));
+    return new RocksPartition(db, key, live, start, end, readU64(meta, 8), cache);
+  }
+
+  logStartOffset(): number {
+    return this.start;
+  }
+  logEndOffset(): number {
+    return this.end;
+  }
+  sizeBytes(): number {
+    return this.size;
+  }
+  epochs(): readonly EpochEntry[] {
+    return this.cache;
+  }
+  endOffsetForEpoch(epoch: number): { epoch: number; endOffset: number } {
+    return endOffsetForEpoch(this.cache, this.end, epoch);
+  }
+
+  private check(): void {
+    this.live();
+    if (this.deleted) throw partitionDeleted(this.key);
+  }
+
+  /** Queues a mutation. Ones queued before close() still run: close() waits for them. */
+  private mutate<T>(fn: () => Promise<T>): Promise<T> {
+    return guarded(
+      () => this.check(),
+      () =>
+        this.serial.run(async () => {
+          if (this.deleted) throw partitionDeleted(this.key);
+          return fn();
+        }),
+    );
+  }
+
+  private batchKey(offset: number): Buffer {
+    return Buffer.concat([this.batchPrefix, u64(offset)]);
+  }
+  private epochKey(epoch: number): Buffer {
+    const k = Buffer.allocUnsafe(25);
+    this.epochPrefix.copy(k);
+    k.writeUInt32BE(epoch, 21);
+    return k;
+  }
+  private metaOp(start: number, size: number): WriteOp {
+    return { type: 'put', key: this.metaKey, value: Buffer.concat([u64(start), u64(size)]) };
+  }
+  /** Rewrites the epoch cache to `next` in `ops`: deletes dropped epochs, puts new or moved ones. */
+  private epochOps(next: readonly EpochEntry[], ops: WriteOp[]): void {
+    const before = new Map(this.cache.map((e) => [e.epoch, e.startOffset]));
+    for (const e of next) {
+      if (before.get(e.epoch) !== e.startOffset) ops.push({ type: 'put', key: this.epochKey(e.epoch), value: u64(e.startOffset) });
+      before.delete(e.epoch);
+    }
+    for (const epoch of before.keys()) ops.push({ type: 'del', key: this.epochKey(epoch) });
+  }
+
+  append(batches: readonly Uint8Array[], options?: { sync?: boolean }): Promise<void> {
+    return this.mutate(async () => {
+      if (batches.length === 0) return;
+      const checked = checkAppend(batches, this.end, this.cache);
+      const ops: WriteOp[] = batches.map((b, i) => ({ type: 'put', key: this.batchKey(checked.headers[i]!.baseOffset), value: asBuffer(b) }));
+      const epochs = [...this.cache, ...checked.newEpochs];
+      this.epochOps(epochs, ops);
+      ops.push(this.metaOp(this.start, this.size + checked.bytes));
+      await this.db.batch(ops, { sync: options?.sync ?? false });
+      this.end = checked.logEndOffset;
+      this.size += checked.bytes;
+      this.cache = epochs;
+    });
+  }
+
+  async read(offset: number, maxBytes: number, endOffset: number): Promise<Uint8Array[]> {
+    // Two iterators are two snapshots: a truncation between them could hand us a batch that no
+    // longer contains `offset`. Each result comes from the second snapshot alone, so retry.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      this.check();
+      const [start, end] = [this.start, this.end];
+      if (offset < start || offset > end) throw outOfRange(this.key, offset, start, end);
+      // Capped at the end we report so a read never runs ahead of logEndOffset().
+      const bound = Math.min(endOffset, end);
+      if (offset >= bound) return [];
+      const floor = await lastEntry(this.db, { gte: this.batchPrefix, lte: this.batchKey(offset) });
+      if (floor === undefined) continue;
+      const base = readU64(floor[0], 21);
+      const out: Buffer[] = [];
+      let bytes = 0;
+      let consistent = false;
+      const range = { gte: this.batchKey(base), lt: this.batchKey(bound), highWaterMarkBytes: Math.min(Math.max(maxBytes, 1), INT32_MAX) };
+      await scan(this.db, range, (k, v) => {
+        if (out.length === 0) {
+          consistent = readU64(k, 21) === base && offset < base + readBatchHeader(v).recordCount;
+          if (!consistent) return false;
+        } else if (bytes + v.length > maxBytes) {
+          return false;
+        }
+        out.push(v);
+        bytes += v.length;
+        return true;
+      });
+      if (consistent) return out;
+    }
+    throw new TidemarkError('INTERNAL', 'read kept racing with truncation', { context: { ...this.key, offset } });
+  }
+
+  truncateTo(offset: number): Promise<void> {
+    return this.mutate(async () => {
+      if (offset >= this.end) return;
+      let newEnd = offset;
+      if (offset > this.start) {
+        // A batch straddling `offset` goes whole: no record at or past `offset` may survive.
+        const floor = await lastEntry(this.db, { gte: this.batchPrefix, lte: this.batchKey(offset) });
+        if (floor === undefined) throw new Error(`assertion failed: no batch at or below ${offset} in [${this.start}, ${this.end})`);
+        newEnd = readU64(floor[0], 21);
+      }
+      const ops: WriteOp[] = [];
+      let removedBytes = 0;
+      await scan(this.db, { gte: this.batchKey(newEnd), lt: prefixEnd(this.batchPrefix) }, (k, v) => {
+        ops.push({ type: 'del', key: k });
+        removedBytes += v.length;
+      });
+      const newStart = Math.min(this.start, newEnd);
+      const epochs = epochsBefore(this.cache, newEnd);
+      this.epochOps(epochs, ops);
+      ops.push(this.metaOp(newStart, this.size - removedBytes));
+      // Truncation undoes history; make it durable before anyone builds on it.
+      await this.db.batch(ops, { sync: true });
+      [this.start, this.end, this.size, this.cache] = [newStart, newEnd, this.size - removedBytes, epochs];
+    });
+  }
+
+  applyRetention(policy: RetentionPolicy): Promise<{ deletedBatches: number; deletedBytes: number }> {
+    return this.mutate(async () => {
+      const ops: WriteOp[] = [];
+      let deletedBytes = 0;
+      let nextStart = this.end;
+      const range = { gte: this.batchPrefix, lt: prefixEnd(this.batchPrefix), highWaterMarkBytes: RETENTION_READ_AHEAD_BYTES };
+      await scan(this.db, range, (k, v) => {
+        if (!retentionTakes(policy, readBatchHeader(v), v.length, this.size - deletedBytes)) {
+          nextStart = readU64(k, 21);
+          return false;
+        }
+        ops.push({ type: 'del', key: k });
+        deletedBytes += v.length;
+        return true;
+      });
+      const deletedBatches = ops.length;
+      if (deletedBatches === 0) return { deletedBatches, deletedBytes };
+      const epochs = epochsFrom(this.cache, nextStart);
+      this.epochOps(epochs, ops);
+      ops.push(this.metaOp(nextStart, this.size - deletedBytes));
+      await this.db.batch(ops, { sync: false });
+      [this.start, this.size, this.cache] = [nextStart, this.size - deletedBytes, epochs];
+      return { deletedBatches, deletedBytes };
+    });
+  }
+
+  /** Deletes everything of the partition; the handle is dead afterwards. */
+  destroy(onGone: () => void): Promise<void> {
+    return this.mutate(async () => {
+      const ops: WriteOp[] = [{ type: 'del', key: this.metaKey }];
+      this.epochOps([], ops);
+      // The commit point: without meta the partition is gone, whatever batches a crash leaves
+      // behind are swept by the next open.
+      await this.db.batch(ops, { sync: true });
+      this.deleted = true;
+      onGone();
+      await this.db.clear({ gte: this.batchPrefix, lt: prefixEnd(this.batchPrefix) });
+    });
+  }
+
+  idle(): Promise<unknown> {
+    return this.serial.idle();
+  }
+}
+
+// ---- metadata log -------------------------------------------------------------------------------
+
+const METADATA_PREFIX = Buffer.from([TAG_METADATA_LOG]);
+
+function metadataKey(index: number): Buffer {
+  return Buffer.concat([METADATA_PREFIX, u64(index)]);
+}
+
+async function openMetadataLog(db: RocksDb, live: () => void): Promise<MetadataLogStore & { idle(): Promise<unknown> }> {
+  const serial = new Serial();
+  const found = await lastEntry(db, { gte: METADATA_PREFIX, lt: prefixEnd(METADATA_PREFIX) });
+  let last = found === undefined ? -1 : readU64(found[0], 1);
+  return {
+    lastIndex: () => last,
+    idle: () => serial.idle(),
+    append(entries, options) {
+      return guarded(live, () =>
+        serial.run(async () => {
+          if (entries.length === 0) return;
+          const ops: WriteOp[] = entries.map((e, i) => ({ type: 'put', key: metadataKey(last + 1 + i), value: asBuffer(e) }));
+          await db.batch(ops, { sync: options?.sync ?? false });
+          last += entries.length;
+        }),
+      );
+    },
+    async read(fromIndex, max) {
+      live();
+      const from = Math.max(0, fromIndex);
+      const out: Uint8Array[] = [];
+      if (max <= 0 || from > last) return out;
+      // Bounded by `last` so a read never shows an append that has not resolved.
+      const range = { gte: metadataKey(from), lt: metadataKey(last + 1), limit: Math.min(max, INT32_MAX) };
+      await scan(db, range, (_k, v) => void out.push(v));
+      return out;
+    },
+  };
+}
+
+// ---- the node's storage -------------------------------------------------------------------------
+
+export async function openRocksNodeStorage(dir: string): Promise<NodeStorage> {
+  const db = new RocksLevel(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+  // WAL compression runs on the JS thread with this binding and costs more than it saves on
+  // record batches (see the benchmark); SST files are still compressed in the background.
+  await db.open({ createIfMissing: true, walCompression: false });
+  let closed = false;
+  const live = () => {
+    if (closed) throw storageClosed();
+  };
+  const partitions = new Map<string, Promise<RocksPartition>>();
+  const deleting = new Set<Promise<void>>();
+  let metadataLog: Awaited<ReturnType<typeof openMetadataLog>>;
+  try {
+    // A later layout change must not be read as this one.
+    const version = Buffer.from([0, 0, 0, FORMAT_VERSION]);
+    const [format] = await db.getMany([FORMAT_KEY]);
+    if (format === undefined) await db.batch([{ type: 'put', key: FORMAT_KEY, value: version }], { sync: true });
+    else if (!format.equals(version)) throw new TidemarkError('INTERNAL', `storage in ${dir} has format ${format.toString('hex')}`);
+    metadataLog = await openMetadataLog(db, live);
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+
+  const openPartition = async (key: PartitionKey): Promise<RocksPartition> => {
+    live();
+    checkPartitionKey(key);
+    const id = `${key.topicId}/${key.partition}`;
+    let opening = partitions.get(id);
+    if (opening === undefined) {
+      opening = RocksPartition.open(db, key, live);
+      partitions.set(id, opening);
+      const mine = opening;
+      opening.catch(() => {
+        if (partitions.get(id) === mine) partitions.delete(id);
+      });
+    }
+    return opening;
+  };
+
+  return {
+    metadataLog,
+    openPartition,
+    async deletePartition(key) {
+      const id = `${key.topicId}/${key.partition}`;
+      const partition = await openPartition(key);
+      // Off the map at its commit point, so close() tracks the rest of it here.
+      const done = partition.destroy(() => partitions.delete(id));
+      deleting.add(done);
+      await done.finally(() => deleting.delete(done));
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      const open = await Promise.allSettled(partitions.values());
+      await Promise.allSettled([...open.map((p) => (p.status === 'fulfilled' ? p.value.idle() : undefined)), ...deleting]);
+      await metadataLog.idle();
+      await db.close();
+    },
+  };
+}
