@@ -36,8 +36,10 @@ export const logReader = fromCallback<ReaderEvent, ReaderInput>(({ input, receiv
       };
       transport.publish(read.replyTo, encodeMessage(reply));
     } catch (error) {
-      logger.error({ err: error, offset: read.offset }, 'read failed');
-      transport.publish(read.replyTo, encodeError(new TidemarkError('INTERNAL', 'read failed').toWire()));
+      // A read racing retention or truncation fails with the store's typed error; pass it on.
+      const typed = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'read failed');
+      if (typed.code === 'INTERNAL') logger.error({ err: error, offset: read.offset }, 'read failed');
+      transport.publish(read.replyTo, encodeError(typed.toWire()));
     }
   };
 

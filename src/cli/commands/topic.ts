@@ -1,0 +1,91 @@
+import { parseArgs } from 'node:util';
+import { Tidemark } from '../../client/client.js';
+import type { TopicDescription } from '../../client/admin.js';
+import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
+import { UsageError } from '../cli-error.js';
+
+export const TOPIC_HELP = `Usage:
+  tidemark topic create NAME [--partitions P] [--replication-factor R] [--config key=value]...
+  tidemark topic list
+  tidemark topic describe NAME [--json]
+  tidemark topic delete NAME
+
+Topic config keys: retention.ms, retention.bytes, max.message.bytes.
+${GLOBAL_HELP}`;
+
+const OPTIONS = {
+  ...GLOBAL_OPTIONS,
+  partitions: { type: 'string' },
+  'replication-factor': { type: 'string' },
+  config: { type: 'string', multiple: true },
+  json: { type: 'boolean' },
+} as const;
+
+function parseConfig(entries: string[] | undefined): Record<string, string> {
+  const config: Record<string, string> = {};
+  for (const entry of entries ?? []) {
+    const eq = entry.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--config expects key=value, got "${entry}"`);
+    config[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return config;
+}
+
+function describeText(d: TopicDescription): string {
+  const rf = d.partitions[0]?.replicas.length ?? 0;
+  const config = Object.entries(d.config)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+  const lines = [`Topic: ${d.name}\tTopicId: ${d.topicId}\tPartitions: ${d.partitions.length}\tReplicationFactor: ${rf}\tConfigs: ${config}`];
+  for (const p of d.partitions) {
+    lines.push(
+      `\tPartition: ${p.partition}\tLeader: ${p.leader}\tLeaderEpoch: ${p.leaderEpoch}\tReplicas: ${p.replicas.join(',')}\tIsr: ${p.isr.join(',')}` +
+        `\tLogStartOffset: ${p.logStartOffset}\tLogEndOffset: ${p.logEndOffset}\tHighWatermark: ${p.highWatermark}`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export async function topicCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${TOPIC_HELP}\n`);
+    return sub === undefined ? 2 : 0;
+  }
+  const positionals = sub === 'list' ? 0 : 1;
+  if (!['create', 'list', 'describe', 'delete'].includes(sub)) throw new UsageError(`unknown topic command "${sub}"`);
+  const { values, positionals: args } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), positionals);
+  if (values.help) {
+    process.stdout.write(`${TOPIC_HELP}\n`);
+    return 0;
+  }
+  const name = args[0] ?? '';
+  const partitions = intFlag('partitions', values.partitions, 1, 10_000) ?? 1;
+  const replicationFactor = intFlag('replication-factor', values['replication-factor'], 1, 16) ?? 1;
+  const config = parseConfig(values.config);
+  const client = await Tidemark.connect(connection(values));
+  try {
+    const admin = client.admin();
+    switch (sub) {
+      case 'create':
+        await admin.createTopic({ name, partitions, replicationFactor, config });
+        process.stdout.write(`Created topic ${name}.\n`);
+        break;
+      case 'list':
+        for (const topic of await admin.listTopics()) process.stdout.write(`${topic}\n`);
+        break;
+      case 'describe': {
+        const d = await admin.describeTopic(name);
+        process.stdout.write(values.json ? `${JSON.stringify(d)}\n` : `${describeText(d)}\n`);
+        break;
+      }
+      case 'delete':
+        await admin.deleteTopic(name);
+        process.stdout.write(`Deleted topic ${name}.\n`);
+        break;
+    }
+  } finally {
+    await client.close();
+  }
+  return 0;
+}

@@ -1,0 +1,5 @@
+/** Writes to stdout honouring backpressure, so a slow pipe slows the consumer instead of buffering. */
+export async function writeOut(text: string): Promise<void> {
+  if (process.stdout.write(text)) return;
+  await new Promise<void>((resolve) => process.stdout.once('drain', resolve));
+}
