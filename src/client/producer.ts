@@ -8,6 +8,7 @@
  * admission stops and later send() calls wait, holding only the caller's own value (encoding
  * happens at admission), so nothing grows inside the producer.
  */
+import { Fifo } from './fifo.js';
 import { BATCH_HEADER_BYTES, recordBytes, type BatchRecord, type RecordHeaders } from '../protocol/batch.js';
 import { TidemarkError } from '../protocol/errors.js';
 import { PAYLOAD_BYTES_MAX, REQUEST_TIMEOUT_MS_MAX } from '../protocol/messages.js';
@@ -153,7 +154,7 @@ export class ProducerImpl<T> implements Producer<T> {
   private readonly accumulator: Accumulator;
   private readonly partitioner: Partitioner;
   private readonly pipelines = new Map<number, PartitionPipeline>();
-  private readonly admissions: Admission<T>[] = [];
+  private readonly admissions = new Fifo<Admission<T>>();
   private readonly unsettled = new Set<Promise<void>>();
   private admitting = false;
   private flushing = 0;
@@ -235,7 +236,7 @@ export class ProducerImpl<T> implements Producer<T> {
     this.admitting = true;
     try {
       while (this.admissions.length > 0) {
-        const head = this.admissions[0]!;
+        const head = this.admissions.peek()!;
         let send: PendingSend;
         let partitionCount: number;
         try {
@@ -317,7 +318,7 @@ export class ProducerImpl<T> implements Producer<T> {
   /** After the head failed to find metadata: also fail queued sends whose deadline has passed. */
   private expireAdmissions(error: unknown): void {
     const now = this.deps.clock.now();
-    while (this.admissions.length > 0 && this.admissions[0]!.sentAtMs + this.deliveryTimeoutMs <= now) {
+    while (this.admissions.length > 0 && this.admissions.peek()!.sentAtMs + this.deliveryTimeoutMs <= now) {
       this.admissions.shift()!.reject(error);
     }
   }

@@ -194,8 +194,17 @@ export function decodeRequest<T>(data: Uint8Array, schema: Schema<T>): T {
   return schema(value, '');
 }
 
+/** Room for a message's fields besides its binary ones, bytes. */
+const ENVELOPE_BYTES = 1024;
+
+/**
+ * Encodes a message. The encoder's buffer is sized for the message's binary fields up front: the
+ * default (2 KiB, doubling) re-copied a 1 MiB batch about ten times (bench/produce.ts profile).
+ */
 export function encodeMessage(body: object): Uint8Array {
-  return encode(body, { ignoreUndefined: true });
+  let binaryBytes = 0;
+  for (const value of Object.values(body)) if (value instanceof Uint8Array) binaryBytes += value.length;
+  return encode(body, { ignoreUndefined: true, initialBufferSize: binaryBytes + ENVELOPE_BYTES });
 }
 
 export function encodeError(error: WireError): Uint8Array {

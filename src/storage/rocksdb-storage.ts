@@ -19,7 +19,7 @@ type Range = { gte?: Buffer; lt?: Buffer; lte?: Buffer };
 type IteratorOptions = Range & { reverse?: boolean; limit?: number; highWaterMarkBytes?: number };
 type RocksIterator = { nextv(size: number): Promise<Array<[Buffer, Buffer]>>; close(): Promise<void> };
 interface RocksDb {
-  open(options: { createIfMissing: boolean; walCompression: boolean }): Promise<void>;
+  open(options: { createIfMissing: boolean; walCompression: boolean; compression?: boolean; compaction?: 'level' | 'universal'; memtableMemoryBudget?: number }): Promise<void>;
   close(): Promise<void>;
   batch(ops: WriteOp[], options: { sync: boolean }): Promise<void>;
   getMany(keys: Buffer[]): Promise<Array<Buffer | undefined>>;
@@ -386,7 +386,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage> {
   const db = new RocksLevel(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   // WAL compression runs on the JS thread with this binding and costs more than it saves on
   // record batches (see the benchmark); SST files are still compressed in the background.
-  await db.open({ createIfMissing: true, walCompression: false });
+  await db.open({ createIfMissing: true, walCompression: false, compression: false, compaction: 'universal' });
   let closed = false;
   const live = () => {
     if (closed) throw storageClosed();
