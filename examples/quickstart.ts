@@ -1,0 +1,26 @@
+import { codecs, Tidemark, TidemarkError } from 'tidemark';
+
+interface Order {
+  id: string;
+  amount: number;
+}
+
+const client = await Tidemark.connect({ servers: process.env['TIDEMARK_NATS'] ?? 'nats://127.0.0.1:4222', cluster: 'tidemark' });
+try {
+  await client.admin().createTopic({ name: 'orders-sdk', partitions: 3, replicationFactor: 1, config: {} });
+} catch (error) {
+  if (!(error instanceof TidemarkError && error.code === 'TOPIC_ALREADY_EXISTS')) throw error;
+}
+
+const codec = codecs.json<Order>();
+const producer = client.producer<Order>({ topic: 'orders-sdk', codec, acks: 'all', lingerMs: 5, batchBytesMax: 1 << 20 });
+const { partition, offset } = await producer.send({ key: 'o-1', value: { id: 'o-1', amount: 42 }, headers: { source: 'web' } });
+await producer.flush();
+console.log(`o-1 is at partition ${partition}, offset ${offset}`);
+
+const reader = client.reader<Order>({ topic: 'orders-sdk', partition, from: { offset }, codec });
+for await (const rec of reader) {
+  console.log(rec.offset, rec.keyString, rec.value?.amount, rec.headerString('source'), new Date(rec.timestamp).toISOString());
+  break; // one record is enough here; breaking out closes the reader
+}
+await client.close();
