@@ -7,7 +7,7 @@ import { Accumulator, type PendingSend, type ReadyBatch } from '../src/client/ac
 import { utf8 } from '../src/client/codecs.js';
 import { backoffMs, retry, retryPolicy } from '../src/client/retry.js';
 import { codecs, murmur2, partitionForKey, Tidemark, TidemarkError, toPositive, type ErrorCode, type RecordMetadata } from '../src/index.js';
-import { BATCH_HEADER_BYTES, recordBytes, type BatchRecord } from '../src/protocol/batch.js';
+import { BATCH_HEADER_BYTES, decodeBatch, recordBytes, type BatchRecord } from '../src/protocol/batch.js';
 import { FakeClock, FakeCluster, SeededRandom, settle } from './helpers/fake-transport.js';
 
 interface Order {
@@ -280,16 +280,23 @@ test('a non-retriable error rejects the affected sends at once; the others succe
   const producer = client.producer<Order>({ topic: 'orders', codec, lingerMs: 0, batchBytesMax: BATCH_HEADER_BYTES + 2 * size });
   const sends = Array.from({ length: 6 }, (_, id) => producer.send({ value: { id, item: 'x' } }));
   await clock.advance(0);
+  // The batch after the refused one is refused as out of sequence and resent under a fresh
+  // producer id after a backoff; the refused batch itself is never retried.
+  await clock.advance(2000);
   const results = await Promise.allSettled(sends);
   t.deepEqual(
     results.map((r) => (r.status === 'fulfilled' ? r.value.offset : (r.reason as TidemarkError).code)),
     [0, 1, 'CORRUPT_MESSAGE', 'CORRUPT_MESSAGE', 2, 3],
   );
-  t.is(cluster.callsOf('produce').length, 3, 'not retried');
+  const attemptsOfRefused = cluster
+    .callsOf('produce')
+    .filter((c) => decodeBatch(c.body['batch'] as Uint8Array).some((r) => (codec.decode(r.value!) as Order).id === 2)).length;
+  t.is(attemptsOfRefused, 1, 'not retried');
+  const producedBefore = cluster.callsOf('produce').length;
   // A record that alone exceeds batchBytesMax never leaves the client.
   const big = client.producer<string>({ topic: 'orders', codec: codecs.string(), batchBytesMax: 1000 });
   t.is(await rejection(t, big.send({ value: 'x'.repeat(1000) })), 'RECORD_TOO_LARGE');
-  t.is(cluster.callsOf('produce').length, 3);
+  t.is(cluster.callsOf('produce').length, producedBefore);
   await client.close();
 });
 
@@ -582,3 +589,53 @@ export async function readmeUsage(order: Order): Promise<void> {
   }
   await client.close();
 }
+
+test('idempotent sequences keep order when one batch of several in flight fails alone (BUSY)', async (t) => {
+  const { clock, cluster, client } = setup();
+  const codec = codecs.json<Order>();
+  const size = recordBytes({ key: null, value: codec.encode({ id: 0, item: 'x' }), headers: {}, timestamp: 0 });
+  let produced = 0;
+  cluster.inject = (call) => (call.kind === 'produce' && ++produced === 2 ? 'BUSY' : undefined);
+  const producer = client.producer<Order>({ topic: 'orders', codec, lingerMs: 0, batchBytesMax: BATCH_HEADER_BYTES + size, inFlightBatchesPerPartitionMax: 5 });
+  const sends = Array.from({ length: 5 }, (_, id) => producer.send({ value: { id, item: 'x' } }));
+  await clock.advance(0);
+  await clock.advance(2000);
+  const metas = await Promise.all(sends);
+  t.deepEqual(metas.map((m) => m.offset), [0, 1, 2, 3, 4]);
+  t.deepEqual(storedIds(cluster), [0, 1, 2, 3, 4], 'the batches after the refused one were refused too, then resent in order');
+  await client.close();
+});
+
+test('idempotent sequences: a batch whose reply was lost is retried and not written twice', async (t) => {
+  const { clock, cluster, client } = setup();
+  let produced = 0;
+  cluster.inject = (call) => (call.kind === 'produce' && ++produced === 1 ? 'drop-reply' : undefined);
+  const producer = client.producer<Order>({ topic: 'orders', codec: codecs.json<Order>(), lingerMs: 0, requestTimeoutMs: 1000 });
+  const send = producer.send({ value: { id: 7, item: 'x' } });
+  await clock.advance(0);
+  await clock.advance(5000);
+  t.is((await send).offset, 0);
+  t.deepEqual(storedIds(cluster), [7], 'written once');
+  t.is(cluster.callsOf('produce').length, 2);
+  await client.close();
+});
+
+test('idempotent sequences: after a batch is given up, later batches renumber and get through', async (t) => {
+  const { clock, cluster, client } = setup();
+  const codec = codecs.json<Order>();
+  const size = recordBytes({ key: null, value: codec.encode({ id: 0, item: 'x' }), headers: {}, timestamp: 0 });
+  let produced = 0;
+  // The second batch is refused before the partition sees it, so its sequences are never used.
+  cluster.inject = (call) => (call.kind === 'produce' && ++produced === 2 ? 'CORRUPT_MESSAGE' : undefined);
+  const producer = client.producer<Order>({ topic: 'orders', codec, lingerMs: 0, batchBytesMax: BATCH_HEADER_BYTES + size });
+  const sends = Array.from({ length: 4 }, (_, id) => producer.send({ value: { id, item: 'x' } }));
+  await clock.advance(0);
+  await clock.advance(2000);
+  const results = await Promise.allSettled(sends);
+  t.deepEqual(
+    results.map((r) => (r.status === 'fulfilled' ? r.value.offset : (r.reason as TidemarkError).code)),
+    [0, 'CORRUPT_MESSAGE', 1, 2],
+  );
+  t.deepEqual(storedIds(cluster), [0, 2, 3]);
+  await client.close();
+});

@@ -10,7 +10,7 @@ import type { WriterInput } from '../src/actors/partition/log-writer.js';
 import { partitionMachine } from '../src/actors/partition/machine.js';
 import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionLimits, type WriterEvent } from '../src/actors/partition/types.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
-import { decodeBatch, encodeBatch, splitBatches } from '../src/protocol/batch.js';
+import { decodeBatch, encodeBatch, readBatchHeader, splitBatches } from '../src/protocol/batch.js';
 import type { Transport } from '../src/runtime/ports.js';
 import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
 
@@ -70,13 +70,25 @@ function start(options: { config?: Record<string, string>; limits?: Partial<Part
 const batchOf = (n: number, timestamp = 1000) =>
   encodeBatch(Array.from({ length: n }, (_, i) => ({ key: null, value: enc.encode(`v${i}`), headers: {}, timestamp })));
 
-const produce = (replyTo: string, batch: Uint8Array, acks: 0 | 1 | -1 = 1): PartitionEvent => ({
-  type: 'PRODUCE',
-  replyTo,
-  acks,
-  batch,
-  recordCount: decodeBatch(batch).length,
-});
+const produce = (replyTo: string, batch: Uint8Array, acks: 0 | 1 | -1 = 1): PartitionEvent => {
+  const h = readBatchHeader(batch);
+  return {
+    type: 'PRODUCE',
+    replyTo,
+    acks,
+    batch,
+    recordCount: h.recordCount,
+    producer: h.producerId < 0 ? undefined : { producerId: h.producerId, producerEpoch: h.producerEpoch, baseSequence: h.baseSequence },
+  };
+};
+
+const sequenced = (n: number, baseSequence: number, producerId = 77) =>
+  encodeBatch(
+    Array.from({ length: n }, (_, i) => ({ key: null, value: enc.encode(`s${baseSequence + i}`), headers: {}, timestamp: 1000 })),
+    { producerId, producerEpoch: 0, baseSequence },
+  );
+
+const errorCode = (r: Reply | undefined) => (r?.body['error'] as { code?: string } | undefined)?.code;
 
 test('pipelined produces get consecutive offsets and replies in order', async (t) => {
   const { actor, transport } = start();
@@ -200,4 +212,50 @@ test('retention runs on the clock and moves the log start past expired batches',
   const snap = await waitFor(actor, (s) => s.context.logStartOffset > 0);
   t.is(snap.context.logStartOffset, 3, 'the old batch went, the recent one stays');
   t.is(snap.context.logEndOffset, 5);
+});
+
+test('idempotent producer: a retried batch is answered with its first offset and not written twice', async (t) => {
+  const { actor, transport } = start();
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  const first = sequenced(3, 0);
+  actor.send(produce('a', first));
+  actor.send(produce('a-retry-while-pending', first));
+  await waitFor(actor, (s) => s.context.highWatermark === 3);
+  actor.send(produce('a-retry-after', first));
+  const replies = await Promise.all(['a', 'a-retry-while-pending', 'a-retry-after'].map((s) => transport.next(s)));
+  t.deepEqual(
+    replies.map((r) => r.body['baseOffset']),
+    [0, 0, 0],
+  );
+  t.is(actor.getSnapshot().context.logEndOffset, 3, 'written once');
+});
+
+test('idempotent producer: a batch that overtakes a missing one is refused, then order is restored', async (t) => {
+  const { actor, transport } = start();
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  actor.send(produce('b0', sequenced(2, 0)));
+  // batch 2..3 is "lost"; 4..5 arrives first
+  actor.send(produce('b2-early', sequenced(2, 4)));
+  t.is(errorCode(await transport.next('b2-early')), 'OUT_OF_ORDER_SEQUENCE');
+  actor.send(produce('b1', sequenced(2, 2)));
+  actor.send(produce('b2', sequenced(2, 4)));
+  await waitFor(actor, (s) => s.context.highWatermark === 6);
+  const values = (await Promise.all(['b0', 'b1', 'b2'].map((s) => transport.next(s)))).map((r) => r.body['baseOffset']);
+  t.deepEqual(values, [0, 2, 4]);
+  // An older sequence the partition no longer remembers is a duplicate, never written again.
+  for (let seq = 6; seq < 6 + 2 * 6; seq += 2) actor.send(produce(`later${seq}`, sequenced(2, seq)));
+  await waitFor(actor, (s) => s.context.highWatermark === 18);
+  actor.send(produce('ancient', sequenced(2, 0)));
+  t.is(errorCode(await transport.next('ancient')), 'DUPLICATE_SEQUENCE');
+  t.is(actor.getSnapshot().context.logEndOffset, 18);
+});
+
+test('idempotent producer: a batch refused as too large uses up its sequences', async (t) => {
+  const { actor, transport } = start({ config: { 'max.message.bytes': '200' } });
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  actor.send(produce('ok', sequenced(1, 0)));
+  actor.send(produce('big', sequenced(20, 1)));
+  actor.send(produce('next', sequenced(1, 21)));
+  t.is(errorCode(await transport.next('big')), 'RECORD_TOO_LARGE');
+  t.is((await transport.next('next')).body['baseOffset'], 1);
 });

@@ -39,6 +39,14 @@ async function main(argv: string[]): Promise<number> {
   return command(rest);
 }
 
+// A reader that goes away (`tidemark consume t | head -2`) ends the command quietly, as with any
+// Unix filter, instead of crashing on EPIPE.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  process.stderr.write(`tidemark: cannot write output: ${error.message}\n`);
+  process.exit(1);
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

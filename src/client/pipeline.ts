@@ -9,16 +9,20 @@
  * jitter, growing per consecutive failed round), refreshes the leader if the error said it was
  * stale, and carries on. So a retried batch is always resent before any batch that follows it
  * and had not yet been sent. Leader changes (NOT_LEADER, FENCED_LEADER_EPOCH, UNKNOWN_TOPIC,
- * SHUTTING_DOWN, NO_RESPONDERS) fail every later in-flight batch too, so order is kept. A
- * failure that lets a later in-flight batch through (a lost request, TIMEOUT or BUSY on one batch
- * only) can reorder those two batches; set inFlightBatchesMax to 1 when that must never happen
- * (without idempotent producer sequences nothing else can prevent it).
+ * SHUTTING_DOWN, NO_RESPONDERS) fail every later in-flight batch too. A failure of one batch only
+ * (a lost request, TIMEOUT or BUSY) cannot let a later one through either: batches carry an
+ * idempotent-producer id and per-partition sequence, and the leader refuses a batch whose
+ * sequence skips one (OUT_OF_ORDER_SEQUENCE, retriable) and answers a retry of a batch it already
+ * wrote with that batch's offset (so a timed-out batch that did land is not written twice).
+ * If the oldest unacknowledged batch is refused as out of order, the batches before it were given
+ * up and the gap can never fill: the pipeline takes a fresh producer id and renumbers what it
+ * still holds (nothing is in flight at that point).
  *
  * This is the only retry layer on the produce path: rpc and metadata below make one attempt each.
  * A batch is given up with its last error when it is not retriable (at once), when its
  * deliveryTimeoutMs (from its first record's send()) has passed, or after attemptsMax attempts.
  */
-import { encodeBatch } from '../protocol/batch.js';
+import { encodeBatch, NO_PRODUCER_SEQUENCE, SEQUENCE_MODULO } from '../protocol/batch.js';
 import { TidemarkError } from '../protocol/errors.js';
 import { produceReply, REQUEST_TIMEOUT_MS_MAX, type ProduceRequest } from '../protocol/messages.js';
 import type { Subjects } from '../protocol/subjects.js';
@@ -49,7 +53,8 @@ export type PipelineDeps = {
 interface Outgoing {
   readonly seq: number;
   readonly batch: ReadyBatch;
-  readonly bytes: Uint8Array;
+  /** Encoded once and resent as is; re-encoded only when the producer id is renewed. */
+  bytes: Uint8Array;
   readonly deadlineMs: number;
   attempts: number;
   lastError: unknown;
@@ -67,7 +72,26 @@ export class PartitionPipeline {
   private pumping = false;
   private stopped = false;
 
-  constructor(private readonly deps: PipelineDeps) {}
+  /** Idempotent-producer id of this partition's batches; -1 (none) with acks 0, which has no replies to learn from. */
+  private producerId: number;
+  private nextSequence = 0;
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.producerId = this.newProducerId();
+  }
+
+  private newProducerId(): number {
+    return this.deps.acks === 0 ? -1 : 1 + Math.floor(this.deps.random.next() * (2 ** 52 - 1));
+  }
+
+  /** Encodes a batch with the next sequence numbers of this partition. */
+  private encode(batch: ReadyBatch): Uint8Array {
+    const records = batch.sends.map((s) => s.record);
+    if (this.producerId < 0) return encodeBatch(records, NO_PRODUCER_SEQUENCE);
+    const bytes = encodeBatch(records, { producerId: this.producerId, producerEpoch: 0, baseSequence: this.nextSequence });
+    this.nextSequence = (this.nextSequence + records.length) % SEQUENCE_MODULO;
+    return bytes;
+  }
 
   /** True when nothing is queued, in flight, or waiting to be retried. */
   get idle(): boolean {
@@ -77,7 +101,7 @@ export class PartitionPipeline {
   enqueue(batch: ReadyBatch): void {
     let bytes: Uint8Array;
     try {
-      bytes = encodeBatch(batch.sends.map((s) => s.record));
+      bytes = this.encode(batch);
     } catch (error) {
       this.giveUp({ seq: -1, batch, bytes: new Uint8Array(0), deadlineMs: 0, attempts: 0, lastError: error }, error);
       return;
@@ -216,6 +240,12 @@ export class PartitionPipeline {
     this.failed = [];
     this.paused = false;
     this.queue.unshift(...again);
+    const head = this.queue[0];
+    if (head !== undefined && head.lastError instanceof TidemarkError && head.lastError.code === 'OUT_OF_ORDER_SEQUENCE') {
+      this.producerId = this.newProducerId();
+      this.nextSequence = 0;
+      for (const o of this.queue) o.bytes = this.encode(o.batch);
+    }
     if (again.length === 0 || this.stopped) {
       void this.pump();
       return;

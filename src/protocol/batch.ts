@@ -84,8 +84,20 @@ export function recordBytes(record: BatchRecord): number {
   return n;
 }
 
+/** Idempotent-producer fields of a batch; -1 everywhere means "no producer sequence". */
+export interface ProducerSequence {
+  producerId: number;
+  producerEpoch: number;
+  baseSequence: number;
+}
+
+export const NO_PRODUCER_SEQUENCE: ProducerSequence = { producerId: NO_PRODUCER, producerEpoch: NO_PRODUCER, baseSequence: NO_PRODUCER };
+
+/** Sequences wrap at 2^31, as in Kafka. */
+export const SEQUENCE_MODULO = 2 ** 31;
+
 /** Builds a batch from records (the producer's side). Offsets and leader epoch are left at 0. */
-export function encodeBatch(records: readonly BatchRecord[]): Uint8Array {
+export function encodeBatch(records: readonly BatchRecord[], producer: ProducerSequence = NO_PRODUCER_SEQUENCE): Uint8Array {
   if (records.length === 0 || records.length > BATCH_RECORDS_MAX) {
     throw new TidemarkError('INVALID_REQUEST', `a batch holds 1..${BATCH_RECORDS_MAX} records`);
   }
@@ -118,9 +130,9 @@ export function encodeBatch(records: readonly BatchRecord[]): Uint8Array {
   dv.setUint32(23, records.length);
   setInt64(dv, 27, first);
   setInt64(dv, 35, max);
-  setInt64(dv, 43, NO_PRODUCER);
-  dv.setInt16(51, NO_PRODUCER);
-  dv.setInt32(53, NO_PRODUCER);
+  setInt64(dv, 43, producer.producerId);
+  dv.setInt16(51, producer.producerEpoch);
+  dv.setInt32(53, producer.baseSequence);
   let at = BATCH_HEADER_BYTES;
   records.forEach((r, i) => {
     const start = at;

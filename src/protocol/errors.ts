@@ -27,10 +27,21 @@ export const ErrorCodes = {
   INVALID_REPLICATION_FACTOR: { retriable: false, message: 'invalid replication factor' },
   INVALID_CONFIG: { retriable: false, message: 'invalid topic config' },
   TOPIC_ALREADY_EXISTS: { retriable: false, message: 'topic already exists' },
+  /**
+   * The batch's producer sequence is ahead of what the partition has from that producer: an
+   * earlier batch is missing (lost or refused). Resend the earlier batches first, in order.
+   */
+  OUT_OF_ORDER_SEQUENCE: { retriable: true, message: 'producer sequence out of order' },
+  /** The batch repeats a sequence older than the partition remembers; it was written before. */
+  DUPLICATE_SEQUENCE: { retriable: false, message: 'producer sequence already written' },
+  /** The producer epoch is older than one already seen for this producer id: it was fenced. */
+  INVALID_PRODUCER_EPOCH: { retriable: false, message: 'producer epoch is stale' },
   /** The request's deadline passed before it could be answered. */
   TIMEOUT: { retriable: true, message: 'request timed out' },
   /** Nobody answers on the subject: the node is down or the partition has no leader right now. */
   NO_RESPONDERS: { retriable: true, message: 'no node answers for this subject' },
+  /** The NATS server cannot be reached (connect refused or timed out). */
+  CONNECTION_FAILED: { retriable: true, message: 'cannot reach the NATS server' },
   /** A bounded queue on the node is full; back off and retry. */
   BUSY: { retriable: true, message: 'node is busy, retry later' },
   /** The node is shutting down. */

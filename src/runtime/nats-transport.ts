@@ -31,7 +31,7 @@ export async function connectNats(options: NatsConnectOptions): Promise<NatsTran
       maxReconnectAttempts: -1,
     });
   } catch (cause) {
-    throw new TidemarkError('NO_RESPONDERS', `cannot reach NATS at ${String(options.servers)}: ${(cause as Error).message}`, { cause });
+    throw new TidemarkError('CONNECTION_FAILED', `cannot reach NATS at ${String(options.servers)}: ${(cause as Error).message}`, { cause });
   }
   return wrap(nc);
 }

@@ -3,6 +3,7 @@
  * admin, produce, fetch, offsets) with failure injection and held replies, a controllable clock,
  * and a seeded random. No real timers: time moves only when a test calls `clock.advance()`.
  */
+import { checkSequence, recordAppend, type ProducerStates } from '../../src/actors/partition/producer-state.js';
 import { decode } from '@msgpack/msgpack';
 import { decodeBatch, readBatchHeader, splitBatches, stampBatch, verifyBatch, type StoredRecord } from '../../src/protocol/batch.js';
 import { TidemarkError, type ErrorCode } from '../../src/protocol/errors.js';
@@ -102,6 +103,8 @@ export class SeededRandom implements Random {
 // --- the fake cluster -------------------------------------------------------------------------
 
 export interface FakePartition {
+  /** Idempotent-producer state, with the broker's own rules (src/actors/partition/producer-state.ts). */
+  producers?: ProducerStates;
   leader: number;
   leaderEpoch: number;
   replicas: number[];
@@ -136,8 +139,12 @@ export interface FakeCall {
   published: boolean;
 }
 
-/** What an injected failure does: answer with an error code, or never answer (the request times out). */
-export type Injected = ErrorCode | 'drop' | undefined;
+/**
+ * What an injected failure does: answer with an error code, never answer (`drop`: the request is
+ * lost and times out), or handle it and lose the reply (`drop-reply`: written, but the producer
+ * only sees a timeout).
+ */
+export type Injected = ErrorCode | 'drop' | 'drop-reply' | undefined;
 
 interface Held {
   call: FakeCall;
@@ -249,6 +256,15 @@ export class FakeCluster implements Transport {
         this.clock.setTimeout(() => reject(new TidemarkError('TIMEOUT', `no reply on ${subject} within ${timeoutMs} ms`)), timeoutMs);
         return;
       }
+      if (injected === 'drop-reply') {
+        try {
+          void this.handle(call);
+        } catch {
+          // the reply is lost either way
+        }
+        this.clock.setTimeout(() => reject(new TidemarkError('TIMEOUT', `no reply on ${subject} within ${timeoutMs} ms`)), timeoutMs);
+        return;
+      }
       if (injected !== undefined) {
         queueMicrotask(() => resolve(encodeError({ code: injected, message: `injected ${injected}` })));
         return;
@@ -342,7 +358,15 @@ export class FakeCluster implements Transport {
       case 'produce': {
         const req = decodeRequest(data, produceRequest);
         const p = this.leaderPartition(call);
-        verifyBatch(req.batch);
+        const header = verifyBatch(req.batch);
+        const producer =
+          header.producerId < 0 ? undefined : { producerId: header.producerId, producerEpoch: header.producerEpoch, baseSequence: header.baseSequence };
+        if (producer !== undefined) {
+          const check = checkSequence(p.producers ?? new Map(), producer, header.recordCount);
+          if (check.kind === 'refuse') throw new TidemarkError(check.code, check.message);
+          if (check.kind === 'duplicate') return encodeMessage({ baseOffset: check.baseOffset, logStartOffset: p.logStartOffset });
+          p.producers = recordAppend(p.producers ?? new Map(), producer, header.recordCount, p.logEndOffset);
+        }
         const batch = req.batch.slice();
         const baseOffset = p.logEndOffset;
         stampBatch(batch, baseOffset, p.leaderEpoch);

@@ -81,6 +81,10 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
       acks: request.acks,
       batch: request.batch,
       recordCount: header.recordCount,
+      producer:
+        header.producerId < 0
+          ? undefined
+          : { producerId: header.producerId, producerEpoch: header.producerEpoch, baseSequence: header.baseSequence },
     };
     leaderActor(msg.subject).send(event);
   };

@@ -11,6 +11,7 @@ import type { PartitionStore } from '../../storage/partition-store.js';
 import { outbox } from '../outbox.js';
 import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
+import { checkSequence, recordAppend, recordRefusal, type ProducerStates, type SequenceCheck } from './producer-state.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
 
 interface PendingProduce {
@@ -36,6 +37,7 @@ export interface PartitionContext extends PartitionInput {
   logEndOffset: number;
   highWatermark: number;
   pending: PendingProduce[];
+  producers: ProducerStates;
   pendingBytes: number;
   waiters: FetchWaiter[];
   nextWaiterId: number;
@@ -46,6 +48,11 @@ export interface PartitionContext extends PartitionInput {
 /** Single replica: everything on disk is committed. Replication replaces this with min LEO over the ISR. */
 function highWatermarkOf(context: PartitionContext): number {
   return context.logEndOffset;
+}
+
+function sequenceCheck(context: PartitionContext, event: PartitionEvent): SequenceCheck {
+  if (event.type !== 'PRODUCE' || event.producer === undefined) return { kind: 'append' };
+  return checkSequence(context.producers, event.producer, event.recordCount);
 }
 
 function wireError(code: ErrorCode, message?: string) {
@@ -75,6 +82,8 @@ export const partitionMachine = setup({
       event.type === 'PRODUCE' &&
       (context.pending.length >= context.limits.pendingAppendsMax ||
         context.pendingBytes + event.batch.length > context.limits.pendingAppendBytesMax),
+    sequenceRefused: ({ context, event }) => sequenceCheck(context, event).kind === 'refuse',
+    duplicate: ({ context, event }) => sequenceCheck(context, event).kind === 'duplicate',
     offsetOutOfRange: ({ context, event }) =>
       event.type === 'FETCH' && (event.offset < context.logStartOffset || event.offset > context.logEndOffset),
     hasData: ({ context, event }) => event.type === 'FETCH' && event.offset < context.highWatermark,
@@ -98,7 +107,30 @@ export const partitionMachine = setup({
         nextOffset: endOffset,
         pending: [...context.pending, { baseOffset, endOffset, bytes: event.batch.length, replyTo: event.acks === 0 ? undefined : event.replyTo }],
         pendingBytes: context.pendingBytes + event.batch.length,
+        producers: event.producer === undefined ? context.producers : recordAppend(context.producers, event.producer, event.recordCount, baseOffset),
       });
+    }),
+    /** A retry of a batch already accepted: answer with its offset once it is committed, write nothing. */
+    answerDuplicate: enqueueActions(({ context, event, enqueue }) => {
+      const check = sequenceCheck(context, event);
+      if (event.type !== 'PRODUCE' || check.kind !== 'duplicate' || event.replyTo === undefined) return;
+      const endOffset = check.baseOffset + event.recordCount;
+      if (endOffset <= context.highWatermark) {
+        const body: ProduceReply = { baseOffset: check.baseOffset, logStartOffset: context.logStartOffset };
+        enqueue.sendTo('outbox', { type: 'REPLY', replyTo: event.replyTo, body });
+      } else {
+        enqueue.assign({ pending: [...context.pending, { baseOffset: check.baseOffset, endOffset, bytes: 0, replyTo: event.replyTo }] });
+      }
+    }),
+    refuseSequence: enqueueActions(({ context, event, enqueue }) => {
+      const check = sequenceCheck(context, event);
+      if (event.type !== 'PRODUCE' || check.kind !== 'refuse' || event.replyTo === undefined) return;
+      enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: event.replyTo, error: wireError(check.code, check.message) });
+    }),
+    /** A batch refused for good still uses up its sequences, so the producer's next batch is in order. */
+    consumeSequence: assign({
+      producers: ({ context, event }) =>
+        event.type === 'PRODUCE' && event.producer !== undefined ? recordRefusal(context.producers, event.producer, event.recordCount) : context.producers,
     }),
     /** After an append: move LEO and HW, answer produce and parked fetches now below the HW. */
     advance: enqueueActions(({ context, event, enqueue }) => {
@@ -203,6 +235,7 @@ export const partitionMachine = setup({
     highWatermark: 0,
     pending: [],
     pendingBytes: 0,
+    producers: new Map(),
     waiters: [],
     nextWaiterId: 0,
     closing: undefined,
@@ -268,16 +301,21 @@ export const partitionMachine = setup({
           after: { retentionCheck: { target: 'serving', reenter: true, actions: 'retain' } },
           on: {
             PRODUCE: [
+              { guard: 'sequenceRefused', actions: 'refuseSequence' },
+              { guard: 'duplicate', actions: 'answerDuplicate' },
               {
                 guard: 'tooLarge',
-                actions: {
+                actions: [
+                  'consumeSequence',
+                  {
                   type: 'replyError',
                   params: ({ context, event }) => ({
                     replyTo: event.replyTo,
                     code: 'RECORD_TOO_LARGE',
                     message: `batch of ${event.batch.length} bytes is over max.message.bytes=${context.config.maxMessageBytes}`,
                   }),
-                },
+                  },
+                ],
               },
               { guard: 'queueFull', actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'BUSY' }) } },
               { actions: 'accept' },

@@ -1,4 +1,5 @@
 import type { TopicConfig } from '../../metadata/topic-config.js';
+import type { ProducerSequenceHeader } from './producer-state.js';
 import type { Clock, Logger, Transport } from '../../runtime/ports.js';
 import type { NodeStorage, PartitionStore } from '../../storage/partition-store.js';
 
@@ -58,6 +59,8 @@ export type PartitionEvent =
       acks: 0 | 1 | -1;
       batch: Uint8Array;
       recordCount: number;
+      /** Idempotent-producer fields of the batch header; absent when the batch has none. */
+      producer: ProducerSequenceHeader | undefined;
     }
   | { type: 'FETCH'; replyTo: string; offset: number; maxBytes: number; maxWaitMs: number }
   | { type: 'FETCH_EXPIRED'; id: number }

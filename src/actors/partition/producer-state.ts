@@ -1,0 +1,94 @@
+/**
+ * Idempotent-producer state of one partition, as pure functions (Kafka's ProducerStateManager,
+ * reduced). Each producer numbers its batches per partition; the leader appends a batch only when
+ * its sequence is the next expected one. A retried batch that was already written is answered with
+ * its first offset instead of being written twice, and a batch that overtook a lost or refused
+ * earlier one is refused (OUT_OF_ORDER_SEQUENCE, retriable), so a producer with several batches in
+ * flight keeps its order through any single failure.
+ *
+ * The state lives in memory: after a leader restart a producer's next batch is accepted whatever
+ * its sequence (as for a producer never seen), and the check resumes from there.
+ */
+import { SEQUENCE_MODULO } from '../../protocol/batch.js';
+import type { ErrorCode } from '../../protocol/errors.js';
+
+export interface ProducerSequenceHeader {
+  producerId: number;
+  producerEpoch: number;
+  baseSequence: number;
+}
+
+interface RecentBatch {
+  baseSequence: number;
+  recordCount: number;
+  baseOffset: number;
+}
+
+export interface ProducerEntry {
+  epoch: number;
+  nextSequence: number;
+  /** The last few batches, newest last, to answer retries of them. */
+  recent: readonly RecentBatch[];
+}
+
+export type ProducerStates = ReadonlyMap<number, ProducerEntry>;
+
+/** Batches remembered per producer for duplicate answers (Kafka keeps 5). */
+export const RECENT_BATCHES_MAX = 5;
+/** Producers remembered per partition; the least recently seen is forgotten first. */
+export const PRODUCERS_MAX = 1000;
+
+export type SequenceCheck =
+  | { kind: 'append' }
+  | { kind: 'duplicate'; baseOffset: number }
+  | { kind: 'refuse'; code: ErrorCode; message: string };
+
+const seqAdd = (seq: number, n: number) => (seq + n) % SEQUENCE_MODULO;
+
+export function checkSequence(states: ProducerStates, p: ProducerSequenceHeader, recordCount: number): SequenceCheck {
+  const entry = states.get(p.producerId);
+  if (entry === undefined || p.producerEpoch > entry.epoch) return { kind: 'append' };
+  if (p.producerEpoch < entry.epoch) {
+    return { kind: 'refuse', code: 'INVALID_PRODUCER_EPOCH', message: `producer ${p.producerId} epoch ${p.producerEpoch} < ${entry.epoch}` };
+  }
+  if (p.baseSequence === entry.nextSequence) return { kind: 'append' };
+  const seen = entry.recent.find((b) => b.baseSequence === p.baseSequence && b.recordCount === recordCount);
+  if (seen !== undefined) return { kind: 'duplicate', baseOffset: seen.baseOffset };
+  const ahead = (p.baseSequence - entry.nextSequence + SEQUENCE_MODULO) % SEQUENCE_MODULO < SEQUENCE_MODULO / 2;
+  return ahead
+    ? { kind: 'refuse', code: 'OUT_OF_ORDER_SEQUENCE', message: `expected sequence ${entry.nextSequence}, got ${p.baseSequence}` }
+    : { kind: 'refuse', code: 'DUPLICATE_SEQUENCE', message: `sequence ${p.baseSequence} was written before and is no longer remembered` };
+}
+
+function touch(states: ProducerStates, producerId: number, entry: ProducerEntry): ProducerStates {
+  const next = new Map(states);
+  next.delete(producerId);
+  next.set(producerId, entry);
+  if (next.size > PRODUCERS_MAX) next.delete(next.keys().next().value!);
+  return next;
+}
+
+/** After a batch was accepted for append at `baseOffset`. */
+export function recordAppend(states: ProducerStates, p: ProducerSequenceHeader, recordCount: number, baseOffset: number): ProducerStates {
+  const old = states.get(p.producerId);
+  const recent = old === undefined || p.producerEpoch > old.epoch ? [] : old.recent;
+  return touch(states, p.producerId, {
+    epoch: p.producerEpoch,
+    nextSequence: seqAdd(p.baseSequence, recordCount),
+    recent: [...recent, { baseSequence: p.baseSequence, recordCount, baseOffset }].slice(-RECENT_BATCHES_MAX),
+  });
+}
+
+/**
+ * After an in-order batch was refused for good (e.g. too large): its sequences are used up, so the
+ * producer's next batch, numbered after it, is still in order.
+ */
+export function recordRefusal(states: ProducerStates, p: ProducerSequenceHeader, recordCount: number): ProducerStates {
+  if (checkSequence(states, p, recordCount).kind !== 'append') return states;
+  const old = states.get(p.producerId);
+  return touch(states, p.producerId, {
+    epoch: p.producerEpoch,
+    nextSequence: seqAdd(p.baseSequence, recordCount),
+    recent: old === undefined || p.producerEpoch > old.epoch ? [] : old.recent,
+  });
+}

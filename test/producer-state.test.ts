@@ -1,0 +1,37 @@
+import test from 'ava';
+import { checkSequence, PRODUCERS_MAX, recordAppend, RECENT_BATCHES_MAX, type ProducerStates } from '../src/actors/partition/producer-state.js';
+import { SEQUENCE_MODULO } from '../src/protocol/batch.js';
+
+const p = (baseSequence: number, producerEpoch = 0, producerId = 1) => ({ producerId, producerEpoch, baseSequence });
+
+test('sequence checks: next, duplicate, ahead, behind, epochs', (t) => {
+  let s: ProducerStates = new Map();
+  t.deepEqual(checkSequence(s, p(40), 5), { kind: 'append' }, 'an unknown producer starts anywhere');
+  s = recordAppend(s, p(40), 5, 100);
+  t.deepEqual(checkSequence(s, p(45), 1), { kind: 'append' });
+  t.deepEqual(checkSequence(s, p(40), 5), { kind: 'duplicate', baseOffset: 100 });
+  t.like(checkSequence(s, p(46), 1), { kind: 'refuse', code: 'OUT_OF_ORDER_SEQUENCE' });
+  t.like(checkSequence(s, p(10), 1), { kind: 'refuse', code: 'DUPLICATE_SEQUENCE' });
+  t.deepEqual(checkSequence(s, p(0, 1), 1), { kind: 'append' }, 'a new epoch starts over');
+  s = recordAppend(s, p(0, 1), 1, 200);
+  t.like(checkSequence(s, p(1, 0), 1), { kind: 'refuse', code: 'INVALID_PRODUCER_EPOCH' });
+});
+
+test('sequences wrap at 2^31', (t) => {
+  let s: ProducerStates = new Map();
+  s = recordAppend(s, p(SEQUENCE_MODULO - 2), 4, 0);
+  t.deepEqual(checkSequence(s, p(2), 1), { kind: 'append' });
+  t.like(checkSequence(s, p(3), 1), { kind: 'refuse', code: 'OUT_OF_ORDER_SEQUENCE' });
+  t.like(checkSequence(s, p(SEQUENCE_MODULO - 10), 1), { kind: 'refuse', code: 'DUPLICATE_SEQUENCE' });
+});
+
+test('state is bounded: recent batches per producer and producers per partition', (t) => {
+  let s: ProducerStates = new Map();
+  for (let i = 0; i < 10; i++) s = recordAppend(s, p(i), 1, i);
+  t.is(s.get(1)!.recent.length, RECENT_BATCHES_MAX);
+  t.like(checkSequence(s, p(0), 1), { kind: 'refuse', code: 'DUPLICATE_SEQUENCE' });
+  t.deepEqual(checkSequence(s, p(9), 1), { kind: 'duplicate', baseOffset: 9 });
+  for (let id = 2; id < PRODUCERS_MAX + 5; id++) s = recordAppend(s, p(0, 0, id), 1, 0);
+  t.is(s.size, PRODUCERS_MAX);
+  t.false(s.has(1), 'the least recently seen producer is forgotten first');
+});
