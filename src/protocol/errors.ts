@@ -7,6 +7,8 @@ export const ErrorCodes = {
   UNKNOWN_TOPIC: { retriable: true, message: 'unknown topic or partition' },
   /** This node is not the leader for the partition. Refresh metadata and retry. */
   NOT_LEADER: { retriable: true, message: 'not the leader for this partition' },
+  /** This voter is not the active controller (its reply names the leader when it knows one). */
+  NOT_CONTROLLER: { retriable: true, message: 'not the active controller' },
   /** The partition's leader is being elected or is still loading its log. Retry shortly. */
   LEADER_NOT_AVAILABLE: { retriable: true, message: 'leader not available' },
   /** The request carried a leader epoch older than the partition's. Refresh metadata. */
