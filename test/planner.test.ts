@@ -19,13 +19,13 @@ function withBrokers(n: number): MetadataImage {
 test('placement over many shapes: distinct replicas, per-broker load differs by at most one, leaders spread', (t) => {
   let cases = 0;
   for (let brokers = 1; brokers <= 9; brokers++) {
-    const ids = Array.from({ length: brokers }, (_, i) => i * 3 + 1);
+    const ids = Array.from({ length: brokers }, (_, i) => ({ id: i * 3 + 1, rack: '' }));
     for (let partitions = 1; partitions <= 40; partitions += 3) {
       for (let rf = 1; rf <= brokers; rf++) {
         for (const start of [0, 1, brokers - 1, 17]) {
           const placement = placeReplicas(ids, partitions, rf, start);
-          const load = new Map(ids.map((id) => [id, 0]));
-          const leaders = new Map(ids.map((id) => [id, 0]));
+          const load = new Map(ids.map((b) => [b.id, 0]));
+          const leaders = new Map(ids.map((b) => [b.id, 0]));
           for (const replicas of placement) {
             t.is(new Set(replicas).size, rf);
             for (const r of replicas) load.set(r, load.get(r)! + 1);
@@ -39,6 +39,33 @@ test('placement over many shapes: distinct replicas, per-broker load differs by 
     }
   }
   t.true(cases > 500);
+});
+
+test('placement with racks: every partition spans min(RF, racks) racks when racks are balanced', (t) => {
+  let cases = 0;
+  for (let racks = 2; racks <= 4; racks++) {
+    for (let perRack = 1; perRack <= 4; perRack++) {
+      // ids interleaved oddly so rack order is not id order
+      const brokers = Array.from({ length: racks * perRack }, (_, i) => ({ id: (i * 7) % (racks * perRack) + 1, rack: `r${(i * 5) % racks}` }));
+      const rackOf = new Map(brokers.map((b) => [b.id, b.rack]));
+      for (let rf = 1; rf <= brokers.length; rf++) {
+        for (const partitions of [1, 5, 12, 31]) {
+          for (const start of [0, 3, 11]) {
+            const placement = placeReplicas(brokers, partitions, rf, start);
+            const load = new Map(brokers.map((b) => [b.id, 0]));
+            for (const replicas of placement) {
+              t.is(new Set(replicas).size, rf);
+              t.is(new Set(replicas.map((r) => rackOf.get(r))).size, Math.min(rf, racks));
+              for (const r of replicas) load.set(r, load.get(r)! + 1);
+            }
+            t.true(Math.max(...load.values()) - Math.min(...load.values()) <= 1);
+            cases++;
+          }
+        }
+      }
+    }
+  }
+  t.true(cases > 300);
 });
 
 test('create topic: records, then refusals with typed codes', (t) => {

@@ -10,19 +10,49 @@ import { topicByName, type MetadataImage } from './image.js';
 import type { MetadataRecord } from './records.js';
 import { parseTopicConfig } from './topic-config.js';
 
+export interface PlacementBroker {
+  id: number;
+  /** '' when the broker has no rack. */
+  rack: string;
+}
+
 /**
- * Placement: the partitions' replica slots are dealt round-robin over the sorted brokers from a
- * random start (slot k = p * RF + r goes to broker (start + k) mod n), so every broker holds the
- * same number of replicas give or take one, and a partition's RF consecutive slots are distinct
- * brokers. Within each partition the leader is the broker of its window that leads least so far,
- * which spreads leaders the same way (checked by a property test over many shapes).
+ * Brokers in placement order: sorted by id within each rack, racks taken in turn (Kafka's
+ * rack-alternated list), so any RF consecutive brokers span min(RF, racks) racks when racks hold
+ * equal numbers of brokers. Without racks this is simply the brokers sorted by id.
  */
-export function placeReplicas(brokerIds: readonly number[], partitions: number, replicationFactor: number, start: number): number[][] {
-  const sorted = [...brokerIds].sort((a, b) => a - b);
-  const n = sorted.length;
-  const leaderships = new Map(sorted.map((id) => [id, 0]));
+export function rackAlternated(brokers: readonly PlacementBroker[]): number[] {
+  const byRack = new Map<string, number[]>();
+  for (const b of [...brokers].sort((x, y) => x.id - y.id)) {
+    const list = byRack.get(b.rack) ?? [];
+    list.push(b.id);
+    byRack.set(b.rack, list);
+  }
+  const racks = [...byRack.keys()].sort();
+  const out: number[] = [];
+  for (let i = 0; out.length < brokers.length; i++) {
+    for (const rack of racks) {
+      const id = byRack.get(rack)![i];
+      if (id !== undefined) out.push(id);
+    }
+  }
+  return out;
+}
+
+/**
+ * Placement: the partitions' replica slots are dealt round-robin over the brokers in
+ * rack-alternated order from a random start (slot k = p * RF + r goes to broker (start + k) mod n),
+ * so every broker holds the same number of replicas give or take one, and a partition's RF
+ * consecutive slots are distinct brokers on as many racks as the order allows. Within each
+ * partition the leader is the broker of its window that leads least so far, which spreads leaders
+ * the same way (checked by a property test over many shapes).
+ */
+export function placeReplicas(brokers: readonly PlacementBroker[], partitions: number, replicationFactor: number, start: number): number[][] {
+  const order = rackAlternated(brokers);
+  const n = order.length;
+  const leaderships = new Map(order.map((id) => [id, 0]));
   return Array.from({ length: partitions }, (_, p) => {
-    const window = Array.from({ length: replicationFactor }, (_, r) => sorted[(start + p * replicationFactor + r) % n]!);
+    const window = Array.from({ length: replicationFactor }, (_, r) => order[(start + p * replicationFactor + r) % n]!);
     const leader = window.reduce((best, b) => (leaderships.get(b)! < leaderships.get(best)! ? b : best));
     leaderships.set(leader, leaderships.get(leader)! + 1);
     return [leader, ...window.filter((b) => b !== leader)];
@@ -42,7 +72,7 @@ export function planCreateTopic(
     throw new TidemarkError('TOPIC_ALREADY_EXISTS', `topic "${request.name}" already exists`);
   }
   parseTopicConfig(request.config);
-  const brokers = [...image.brokers.keys()];
+  const brokers = [...image.brokers.values()].map((b) => ({ id: b.id, rack: b.rack }));
   if (request.replicationFactor > brokers.length) {
     throw new TidemarkError(
       'INVALID_REPLICATION_FACTOR',
