@@ -54,7 +54,7 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
   }
   const metadata = await openLocalMetadataStore(storage.metadataLog);
   if (!metadata.image().brokers.has(options.id)) {
-    await metadata.propose([{ type: 'RegisterBroker', brokerId: options.id, brokerEpoch: 0, rack: '' }]);
+    await metadata.propose([{ type: 'RegisterBroker', brokerId: options.id, brokerEpoch: 0, rack: '', fenced: false }]);
   }
 
   const controller = createActor(controllerMachine, {

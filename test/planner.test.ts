@@ -1,6 +1,6 @@
 import test from 'ava';
 import { applyRecord, emptyImage, topicByName, type MetadataImage } from '../src/metadata/image.js';
-import { placeReplicas, planCreateTopic, planDeleteTopic } from '../src/metadata/planner.js';
+import { placeReplicas, planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../src/metadata/planner.js';
 import type { MetadataRecord } from '../src/metadata/records.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { TidemarkError } from '../src/protocol/errors.js';
@@ -12,7 +12,7 @@ function apply(image: MetadataImage, records: MetadataRecord[]): MetadataImage {
 function withBrokers(n: number): MetadataImage {
   return apply(
     emptyImage,
-    Array.from({ length: n }, (_, id) => ({ type: 'RegisterBroker', brokerId: id + 1, brokerEpoch: 0, rack: '' }) as const),
+    Array.from({ length: n }, (_, id) => ({ type: 'RegisterBroker', brokerId: id + 1, brokerEpoch: 0, rack: '', fenced: false }) as const),
   );
 }
 
@@ -92,4 +92,49 @@ test('topic config: defaults, overrides, and refusals', (t) => {
   for (const bad of <Record<string, string>[]>[{ 'retention.ms': 'soon' }, { 'retention.ms': '-2' }, { 'max.message.bytes': '1' }, { 'retention.bytes': '1.5' }, { nope: '1' }]) {
     t.throws(() => parseTopicConfig(bad), { instanceOf: TidemarkError }, JSON.stringify(bad));
   }
+});
+
+test('fencing a broker moves leadership within the ISR, or takes the partition offline; unfencing brings it back', (t) => {
+  let image = withBrokers(3);
+  image = apply(image, planCreateTopic(image, { name: 'a', partitions: 6, replicationFactor: 2, config: {} }, 'c'.repeat(32), 0));
+  image = apply(image, planCreateTopic(image, { name: 'solo', partitions: 3, replicationFactor: 1, config: {} }, 'd'.repeat(32), 0));
+  const led = (name: string, id: number) => topicByName(image, name)!.partitions.filter((p) => p.leader === id);
+  const before = led('a', 1);
+  t.true(before.length > 0);
+  image = apply(image, planFenceBroker(image, 1));
+  t.true(image.brokers.get(1)!.fenced);
+  for (const p of topicByName(image, 'a')!.partitions) {
+    t.not(p.leader, 1);
+    t.false(p.isr.includes(1));
+    t.true(p.isr.includes(p.leader), 'the new leader comes from the ISR');
+  }
+  for (const p of before) t.is(topicByName(image, 'a')!.partitions[p.partition]!.leaderEpoch, p.leaderEpoch + 1);
+  const offline = topicByName(image, 'solo')!.partitions.filter((p) => p.replicas[0] === 1);
+  t.true(offline.length > 0);
+  for (const p of offline) {
+    t.is(p.leader, -1, 'no other replica: offline, not unclean');
+    t.deepEqual(p.isr, [1]);
+  }
+  t.deepEqual(planFenceBroker(image, 1), [], 'fencing twice changes nothing');
+  t.throws(() => planCreateTopic(image, { name: 'b', partitions: 1, replicationFactor: 3, config: {} }, 'e'.repeat(32), 0), { instanceOf: TidemarkError }, 'fenced brokers get no replicas');
+  image = apply(image, planUnfenceBroker(image, 1));
+  t.false(image.brokers.get(1)!.fenced);
+  for (const p of offline) t.is(topicByName(image, 'solo')!.partitions[p.partition]!.leader, 1);
+});
+
+test('unclean election takes any live replica when the ISR has none', (t) => {
+  let image = withBrokers(2);
+  image = apply(image, planCreateTopic(image, { name: 'u', partitions: 2, replicationFactor: 2, config: {} }, 'f'.repeat(32), 0));
+  // Shrink the ISR to the leader only, as a lagging follower would.
+  const topic = topicByName(image, 'u')!;
+  image = apply(
+    image,
+    topic.partitions.map((p) => ({ type: 'Partition' as const, topicId: topic.topicId, partition: p.partition, replicas: [...p.replicas], isr: [p.leader], leader: p.leader, leaderEpoch: p.leaderEpoch, partitionEpoch: p.partitionEpoch + 1 })),
+  );
+  const victim = topicByName(image, 'u')!.partitions[0]!.leader;
+  const clean = apply(image, planFenceBroker(image, victim));
+  t.is(topicByName(clean, 'u')!.partitions[0]!.leader, -1);
+  const dirty = apply(image, planFenceBroker(image, victim, () => true));
+  t.not(topicByName(dirty, 'u')!.partitions[0]!.leader, -1);
+  t.not(topicByName(dirty, 'u')!.partitions[0]!.leader, victim);
 });

@@ -8,6 +8,8 @@ export interface BrokerInfo {
   readonly id: number;
   readonly epoch: number;
   readonly rack: string;
+  /** A fenced broker leads nothing and is not given new replicas. Registration starts fenced. */
+  readonly fenced: boolean;
 }
 
 export interface PartitionInfo {
@@ -61,7 +63,16 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
   switch (record.type) {
     case 'RegisterBroker': {
       const brokers = new Map(image.brokers);
-      brokers.set(record.brokerId, { id: record.brokerId, epoch: record.brokerEpoch, rack: record.rack });
+      brokers.set(record.brokerId, { id: record.brokerId, epoch: record.brokerEpoch, rack: record.rack, fenced: record.fenced });
+      return { ...image, offset, brokers };
+    }
+    case 'FenceBroker':
+    case 'UnfenceBroker': {
+      const broker = image.brokers.get(record.brokerId);
+      // A record about an older registration changes nothing.
+      if (broker === undefined || broker.epoch !== record.brokerEpoch) return { ...image, offset };
+      const brokers = new Map(image.brokers);
+      brokers.set(record.brokerId, { ...broker, fenced: record.type === 'FenceBroker' });
       return { ...image, offset, brokers };
     }
     case 'Topic': {

@@ -6,7 +6,7 @@
 import { TidemarkError } from '../protocol/errors.js';
 import type { CreateTopicRequest, DeleteTopicRequest } from '../protocol/messages.js';
 import { isValidTopicName } from '../protocol/subjects.js';
-import { topicByName, type MetadataImage } from './image.js';
+import { topicByName, type MetadataImage, type PartitionInfo, type TopicInfo } from './image.js';
 import type { MetadataRecord } from './records.js';
 import { parseTopicConfig } from './topic-config.js';
 
@@ -72,11 +72,11 @@ export function planCreateTopic(
     throw new TidemarkError('TOPIC_ALREADY_EXISTS', `topic "${request.name}" already exists`);
   }
   parseTopicConfig(request.config);
-  const brokers = [...image.brokers.values()].map((b) => ({ id: b.id, rack: b.rack }));
+  const brokers = [...image.brokers.values()].filter((b) => !b.fenced).map((b) => ({ id: b.id, rack: b.rack }));
   if (request.replicationFactor > brokers.length) {
     throw new TidemarkError(
       'INVALID_REPLICATION_FACTOR',
-      `replication factor ${request.replicationFactor} is larger than the ${brokers.length} registered broker(s)`,
+      `replication factor ${request.replicationFactor} is larger than the ${brokers.length} live broker(s)`,
     );
   }
   const placement = placeReplicas(brokers, request.partitions, request.replicationFactor, start);
@@ -99,4 +99,59 @@ export function planDeleteTopic(image: MetadataImage, request: Pick<DeleteTopicR
   const topic = topicByName(image, request.name);
   if (topic === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `topic "${request.name}" does not exist`);
   return [{ type: 'RemoveTopic', topicId: topic.topicId }];
+}
+
+function partitionChange(topicId: string, p: PartitionInfo, change: Partial<Pick<PartitionInfo, 'leader' | 'isr'>>): MetadataRecord {
+  const leader = change.leader ?? p.leader;
+  return {
+    type: 'Partition',
+    topicId,
+    partition: p.partition,
+    replicas: [...p.replicas],
+    isr: [...(change.isr ?? p.isr)],
+    leader,
+    leaderEpoch: leader === p.leader ? p.leaderEpoch : p.leaderEpoch + 1,
+    partitionEpoch: p.partitionEpoch + 1,
+  };
+}
+
+/**
+ * Fencing a broker (its session expired): it leaves every ISR, and each partition it led gets a
+ * new leader from the rest of the ISR among live brokers. When none is left the partition goes
+ * offline (leader -1) and keeps the fenced broker as its last ISR member, so that broker, holding
+ * every committed record, can lead again when it returns; unclean election (`unclean` true for a
+ * topic) takes any live replica instead, accepting loss.
+ */
+export function planFenceBroker(image: MetadataImage, brokerId: number, unclean: (topic: TopicInfo) => boolean = () => false): MetadataRecord[] {
+  const broker = image.brokers.get(brokerId);
+  if (broker === undefined || broker.fenced) return [];
+  const live = (id: number) => id !== brokerId && image.brokers.get(id)?.fenced === false;
+  const records: MetadataRecord[] = [{ type: 'FenceBroker', brokerId, brokerEpoch: broker.epoch }];
+  for (const topic of image.topicsById.values()) {
+    for (const p of topic.partitions) {
+      if (!p.isr.includes(brokerId) && p.leader !== brokerId) continue;
+      const isr = p.isr.filter((id) => id !== brokerId);
+      if (p.leader !== brokerId) {
+        records.push(partitionChange(topic.topicId, p, { isr }));
+        continue;
+      }
+      const next = isr.find(live) ?? (unclean(topic) ? p.replicas.find(live) : undefined);
+      if (next !== undefined) records.push(partitionChange(topic.topicId, p, { leader: next, isr: isr.includes(next) ? isr : [next] }));
+      else records.push(partitionChange(topic.topicId, p, { leader: -1, isr: isr.length > 0 ? isr : [brokerId] }));
+    }
+  }
+  return records;
+}
+
+/** Unfencing a broker: offline partitions it can lead cleanly (it is in their ISR) get it as leader. */
+export function planUnfenceBroker(image: MetadataImage, brokerId: number): MetadataRecord[] {
+  const broker = image.brokers.get(brokerId);
+  if (broker === undefined || !broker.fenced) return [];
+  const records: MetadataRecord[] = [{ type: 'UnfenceBroker', brokerId, brokerEpoch: broker.epoch }];
+  for (const topic of image.topicsById.values()) {
+    for (const p of topic.partitions) {
+      if (p.leader === -1 && p.isr.includes(brokerId)) records.push(partitionChange(topic.topicId, p, { leader: brokerId }));
+    }
+  }
+  return records;
 }

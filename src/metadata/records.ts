@@ -6,7 +6,7 @@
  */
 import { decode, encode } from '@msgpack/msgpack';
 import { TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX, TOPIC_PARTITIONS_MAX, REPLICATION_FACTOR_MAX } from '../protocol/messages.js';
-import { array, int, object, oneOf, str, stringMap, type Schema } from '../protocol/validate.js';
+import { array, bool, int, object, oneOf, str, stringMap, type Schema } from '../protocol/validate.js';
 
 const brokerId = int(0, 2 ** 31 - 1);
 
@@ -16,6 +16,8 @@ export const registerBrokerRecord = object({
   /** Bumped on every registration; requests carrying an older one are refused (issue 3). */
   brokerEpoch: int(0, Number.MAX_SAFE_INTEGER),
   rack: str(255),
+  /** A broker registers fenced and is unfenced once it has caught up with metadata. */
+  fenced: bool,
 });
 export const topicRecord = object({
   type: oneOf('Topic'),
@@ -36,18 +38,26 @@ export const partitionRecord = object({
   partitionEpoch: int(0, 2 ** 31 - 1),
 });
 export const removeTopicRecord = object({ type: oneOf('RemoveTopic'), topicId: str(32) });
+/** The controller stops trusting a broker (missed heartbeats, or a new registration replaced it). */
+export const fenceBrokerRecord = object({ type: oneOf('FenceBroker'), brokerId, brokerEpoch: int(0, Number.MAX_SAFE_INTEGER) });
+/** A registered broker has caught up with metadata and may lead partitions. */
+export const unfenceBrokerRecord = object({ type: oneOf('UnfenceBroker'), brokerId, brokerEpoch: int(0, Number.MAX_SAFE_INTEGER) });
 
 export type RegisterBrokerRecord = ReturnType<typeof registerBrokerRecord>;
 export type TopicRecord = ReturnType<typeof topicRecord>;
 export type PartitionRecord = ReturnType<typeof partitionRecord>;
 export type RemoveTopicRecord = ReturnType<typeof removeTopicRecord>;
-export type MetadataRecord = RegisterBrokerRecord | TopicRecord | PartitionRecord | RemoveTopicRecord;
+export type FenceBrokerRecord = ReturnType<typeof fenceBrokerRecord>;
+export type UnfenceBrokerRecord = ReturnType<typeof unfenceBrokerRecord>;
+export type MetadataRecord = RegisterBrokerRecord | TopicRecord | PartitionRecord | RemoveTopicRecord | FenceBrokerRecord | UnfenceBrokerRecord;
 
 const schemas: Record<MetadataRecord['type'], Schema<MetadataRecord>> = {
   RegisterBroker: registerBrokerRecord,
   Topic: topicRecord,
   Partition: partitionRecord,
   RemoveTopic: removeTopicRecord,
+  FenceBroker: fenceBrokerRecord,
+  UnfenceBroker: unfenceBrokerRecord,
 };
 
 export function encodeRecord(record: MetadataRecord): Uint8Array {
