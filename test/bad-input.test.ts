@@ -59,8 +59,9 @@ test.before(async () => {
     encodeMessage({ timeoutMs: 5000, name: 'orders', partitions: 2, replicationFactor: 1, config: { 'max.message.bytes': '4096' } }),
     createTopicReply,
   );
-  // The partition actors start right after the commit; wait until produce is accepted.
-  for (;;) {
+  // The partition actors start right after the commit; retry (bounded) until produce is accepted.
+  for (let attempt = 0; ; attempt++) {
+    if (attempt > 200) throw new Error('partition never became available');
     try {
       await call(s.partition('produce', 1, 'orders', 0), produce(encodeBatch([record('first')])), produceReply);
       break;

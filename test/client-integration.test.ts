@@ -144,7 +144,10 @@ test.serial('a reader waiting on an empty partition stops on close()', async (t)
   await client.admin().createTopic({ name: 'quiet', partitions: 1 });
   const reader = client.reader<string>({ topic: 'quiet', partition: 0, from: 'latest', codec: codecs.string(), maxWaitMs: 5000 });
   const pending = reader.next();
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  // Let the fetch reach the broker and park there (a 5 s long poll).
+  await client.admin().describeTopic('quiet');
+  const closedAt = performance.now();
   await reader.close();
   t.deepEqual(await pending, { done: true, value: undefined });
+  t.true(performance.now() - closedAt < 1000, 'close() does not wait out the long poll');
 });

@@ -5,10 +5,11 @@
 import { decode } from '@msgpack/msgpack';
 import test from 'ava';
 import { pino } from 'pino';
-import { createActor, fromCallback, SimulatedClock, waitFor } from 'xstate';
+import { createActor, fromCallback, fromPromise, SimulatedClock, waitFor } from 'xstate';
 import type { WriterInput } from '../src/actors/partition/log-writer.js';
+import type { PartitionStore } from '../src/storage/partition-store.js';
 import { partitionMachine } from '../src/actors/partition/machine.js';
-import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionLimits, type WriterEvent } from '../src/actors/partition/types.js';
+import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionInput, type PartitionLimits, type WriterEvent } from '../src/actors/partition/types.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { decodeBatch, encodeBatch, readBatchHeader, splitBatches } from '../src/protocol/batch.js';
 import type { Transport } from '../src/runtime/ports.js';
@@ -36,10 +37,17 @@ function recordingTransport(): Transport & { replies: Reply[]; next(subject: str
     },
     subscribe: () => ({ unsubscribe() {} }),
     request: () => Promise.reject(new Error('not used')),
+    /** The first reply to `subject`; fails after 5 s (a bound for the test, not a sleep). */
     next(subject) {
       const seen = replies.find((r) => r.subject === subject);
       if (seen) return Promise.resolve(seen);
-      return new Promise((resolve) => waiting.set(subject, resolve));
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no reply to ${subject} within 5 s`)), 5000);
+        waiting.set(subject, (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        });
+      });
     },
   };
 }
@@ -258,4 +266,65 @@ test('idempotent producer: a batch refused as too large uses up its sequences', 
   actor.send(produce('next', sequenced(1, 21)));
   t.is(errorCode(await transport.next('big')), 'RECORD_TOO_LARGE');
   t.is((await transport.next('next')).body['baseOffset'], 1);
+});
+
+function startWith(machine: typeof partitionMachine, clock = new SimulatedClock()) {
+  const transport = recordingTransport();
+  const actor = createActor(machine, {
+    clock,
+    input: {
+      topic: 'orders',
+      topicId: TOPIC_ID,
+      partition: 0,
+      leaderEpoch: 0,
+      config: parseTopicConfig({}),
+      storage: createMemoryNodeStorage(),
+      transport,
+      clock,
+      logger: pino({ level: 'silent' }),
+      limits: DEFAULT_PARTITION_LIMITS,
+    },
+  }).start();
+  return { actor, transport, clock };
+}
+
+test('while its log is loading, a partition answers LEADER_NOT_AVAILABLE (retriable) and keeps running', async (t) => {
+  const never = partitionMachine.provide({ actors: { openLog: fromPromise<PartitionStore, PartitionInput>(() => new Promise(() => {})) } });
+  const { actor, transport } = startWith(never);
+  actor.send(produce('p', batchOf(1)));
+  actor.send({ type: 'FETCH', replyTo: 'f', offset: 0, maxBytes: 1024, maxWaitMs: 100 });
+  t.is(errorCode(await transport.next('p')), 'LEADER_NOT_AVAILABLE');
+  t.is(errorCode(await transport.next('f')), 'LEADER_NOT_AVAILABLE');
+  t.is(actor.getSnapshot().status, 'active');
+  actor.send({ type: 'STOP' });
+  t.is(actor.getSnapshot().status, 'done');
+});
+
+test('a write that fails while draining still lets the partition close', async (t) => {
+  const failing = partitionMachine.provide({
+    actors: {
+      logWriter: fromCallback<WriterEvent, WriterInput>(({ receive, sendBack }) => {
+        receive(() => queueMicrotask(() => sendBack({ type: 'APPEND_FAILED', message: 'disk on fire' })));
+      }),
+    },
+  });
+  const { actor, transport } = startWith(failing);
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  actor.send(produce('p', batchOf(1)));
+  actor.send({ type: 'STOP' });
+  await waitFor(actor, (s) => s.status === 'done', { timeout: 5000 });
+  t.is(errorCode(await transport.next('p')), 'INTERNAL');
+});
+
+test('answering a parked fetch cancels its expiry timer', async (t) => {
+  const clock = new SimulatedClock();
+  const { actor } = start({ clock });
+  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  const timers = () => (clock as unknown as { timeouts: Map<unknown, unknown> }).timeouts.size;
+  const idle = timers(); // the retention tick
+  for (let i = 0; i < 50; i++) actor.send({ type: 'FETCH', replyTo: `f${i}`, offset: 0, maxBytes: 1024, maxWaitMs: 30_000 });
+  t.is(timers(), idle + 50);
+  actor.send(produce('p', batchOf(1)));
+  await waitFor(actor, (s) => s.context.waiters.length === 0);
+  t.is(timers(), idle);
 });

@@ -44,6 +44,8 @@ export type BrokerEvent =
   | { type: 'METADATA_UPDATED'; image: MetadataImage }
   /** A partition actor reached its final state (stopped or deleted). */
   | { type: `xstate.done.actor.${string}`; output: { topicId: string; partition: number } }
+  /** A partition actor crashed (a bug): it is logged and forgotten; the next metadata change restarts it. */
+  | { type: `xstate.error.actor.${string}`; error: unknown }
   | { type: 'STOP' };
 
 const metadataFollower = fromCallback<{ type: 'NONE' }, { metadata: MetadataStore }>(({ input, sendBack }) => {
@@ -103,12 +105,14 @@ export const brokerMachine = setup({
       }
       enqueue.assign({ partitions });
     }),
-    forget: assign({
-      partitions: ({ context, event }) => {
-        if (!('output' in event)) return context.partitions;
-        const { [partitionActorId(event.output.topicId, event.output.partition)]: _closed, ...rest } = context.partitions;
-        return rest;
-      },
+    /** Drops a finished partition actor: from the context and from the children (xstate keeps done children). */
+    forget: enqueueActions(({ context, event, enqueue }) => {
+      const id = event.type.startsWith('xstate.') ? event.type.replace(/^xstate\.(done|error)\.actor\./, '') : undefined;
+      if (id === undefined || context.partitions[id] === undefined) return;
+      if ('error' in event) context.logger.error({ err: event.error, partition: id }, 'partition actor crashed');
+      const { [id]: _closed, ...rest } = context.partitions;
+      enqueue.stopChild(id);
+      enqueue.assign({ partitions: rest });
     }),
     stopPartitions: enqueueActions(({ context, enqueue }) => {
       for (const [id, running] of Object.entries(context.partitions)) {
@@ -131,6 +135,7 @@ export const brokerMachine = setup({
   initial: 'running',
   on: {
     'xstate.done.actor.*': { actions: 'forget' },
+    'xstate.error.actor.*': { actions: 'forget' },
   },
   states: {
     running: {

@@ -21,6 +21,7 @@ import {
 } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { InboundMessage, Logger, Subscription, Transport } from '../../runtime/ports.js';
+import { FETCH_REPLY_ENVELOPE_BYTES } from '../partition/log-reader.js';
 import type { PartitionContext } from '../partition/machine.js';
 import type { PartitionEvent } from '../partition/types.js';
 import { metadataReply, partitionActorId } from './metadata-view.js';
@@ -75,6 +76,11 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
   const onProduce: Handler = (msg) => {
     const request = decodeRequest(msg.data, produceRequest);
     const header = verifyBatch(request.batch);
+    // A batch must fit a fetch reply (one NATS message) or it could be written and never read.
+    const batchBytesMax = transport.maxPayloadBytes - FETCH_REPLY_ENVELOPE_BYTES;
+    if (request.batch.length > batchBytesMax) {
+      throw new TidemarkError('RECORD_TOO_LARGE', `batch of ${request.batch.length} bytes is over ${batchBytesMax} (NATS max_payload minus the reply envelope)`);
+    }
     const event: PartitionEvent = {
       type: 'PRODUCE',
       replyTo: request.acks === 0 ? undefined : msg.reply,
@@ -107,7 +113,12 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
         const error = new TidemarkError(info === undefined ? 'UNKNOWN_TOPIC' : 'NOT_LEADER').toWire();
         return { topic, partition, error, logStartOffset: -1, logEndOffset: -1, highWatermark: -1 };
       }
-      const ctx = actor.getSnapshot().context as PartitionContext;
+      const snapshot = actor.getSnapshot() as { context: PartitionContext; matches(state: string): boolean };
+      if (!snapshot.matches('open')) {
+        const error = new TidemarkError('LEADER_NOT_AVAILABLE', `${topic}/${partition} is not serving`).toWire();
+        return { topic, partition, error, logStartOffset: -1, logEndOffset: -1, highWatermark: -1 };
+      }
+      const ctx = snapshot.context;
       return { topic, partition, logStartOffset: ctx.logStartOffset, logEndOffset: ctx.logEndOffset, highWatermark: ctx.highWatermark };
     });
     const reply: OffsetsReply = { partitions };

@@ -17,16 +17,27 @@ export interface ReaderInput {
   readQueueMax: number;
 }
 
-/** Room left in a NATS message for the reply envelope around the records, bytes. */
-const REPLY_ENVELOPE_BYTES = 1024;
+/** Room left in a NATS message for the fetch reply's envelope around the records, bytes. */
+export const FETCH_REPLY_ENVELOPE_BYTES = 1024;
 
 export const logReader = fromCallback<ReaderEvent, ReaderInput>(({ input, receive }) => {
   const { store, transport, logger } = input;
   const queue: ReaderEvent[] = [];
   let running = 0;
+  let stopped = false;
+
+  /** Replies are dropped once the partition closed (the connection may be closing too). */
+  const publish = (replyTo: string, data: Uint8Array) => {
+    if (stopped) return;
+    try {
+      transport.publish(replyTo, data);
+    } catch (error) {
+      logger.warn({ err: error, replyTo }, 'fetch reply dropped');
+    }
+  };
 
   const serve = async (read: ReaderEvent): Promise<void> => {
-    const maxBytes = Math.min(read.maxBytes, transport.maxPayloadBytes - REPLY_ENVELOPE_BYTES);
+    const maxBytes = Math.min(read.maxBytes, transport.maxPayloadBytes - FETCH_REPLY_ENVELOPE_BYTES);
     try {
       const batches = await store.read(read.offset, maxBytes, read.endOffset);
       const reply: FetchReply = {
@@ -34,17 +45,17 @@ export const logReader = fromCallback<ReaderEvent, ReaderInput>(({ input, receiv
         logStartOffset: read.logStartOffset,
         records: batches.length === 1 ? batches[0]! : Buffer.concat(batches),
       };
-      transport.publish(read.replyTo, encodeMessage(reply));
+      publish(read.replyTo, encodeMessage(reply));
     } catch (error) {
       // A read racing retention or truncation fails with the store's typed error; pass it on.
       const typed = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'read failed');
-      if (typed.code === 'INTERNAL') logger.error({ err: error, offset: read.offset }, 'read failed');
-      transport.publish(read.replyTo, encodeError(typed.toWire()));
+      if (typed.code === 'INTERNAL' && !stopped) logger.error({ err: error, offset: read.offset }, 'read failed');
+      publish(read.replyTo, encodeError(typed.toWire()));
     }
   };
 
   const pump = () => {
-    while (running < input.readsInFlightMax && queue.length > 0) {
+    while (!stopped && running < input.readsInFlightMax && queue.length > 0) {
       const next = queue.shift()!;
       running++;
       void serve(next).finally(() => {
@@ -56,10 +67,14 @@ export const logReader = fromCallback<ReaderEvent, ReaderInput>(({ input, receiv
 
   receive((event) => {
     if (queue.length >= input.readQueueMax) {
-      transport.publish(event.replyTo, encodeError(new TidemarkError('BUSY', 'too many reads queued on this partition').toWire()));
+      publish(event.replyTo, encodeError(new TidemarkError('BUSY', 'too many reads queued on this partition').toWire()));
       return;
     }
     queue.push(event);
     pump();
   });
+  return () => {
+    stopped = true;
+    queue.length = 0;
+  };
 });

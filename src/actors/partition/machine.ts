@@ -55,6 +55,11 @@ function sequenceCheck(context: PartitionContext, event: PartitionEvent): Sequen
   return checkSequence(context.producers, event.producer, event.recordCount);
 }
 
+/** Id of a parked fetch's expiry timer, so answering the fetch can cancel it. */
+function waiterTimerId(id: number): string {
+  return `fetch-expiry-${id}`;
+}
+
 function wireError(code: ErrorCode, message?: string) {
   return new TidemarkError(code, message).toWire();
 }
@@ -146,6 +151,7 @@ export const partitionMachine = setup({
       }
       const ready = context.waiters.filter((w) => w.offset < hw);
       for (const w of ready) {
+        enqueue.cancel(waiterTimerId(w.id));
         enqueue.sendTo('reader', {
           type: 'READ',
           replyTo: w.replyTo,
@@ -194,7 +200,7 @@ export const partitionMachine = setup({
         nextWaiterId: id + 1,
         waiters: [...context.waiters, { id, replyTo: event.replyTo, offset: event.offset, maxBytes: event.maxBytes }],
       });
-      enqueue.raise({ type: 'FETCH_EXPIRED', id }, { delay: event.maxWaitMs });
+      enqueue.raise({ type: 'FETCH_EXPIRED', id }, { delay: event.maxWaitMs, id: waiterTimerId(id) });
     }),
     expireWaiter: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'FETCH_EXPIRED') return;
@@ -209,6 +215,7 @@ export const partitionMachine = setup({
     }),
     releaseWaiters: enqueueActions(({ context, enqueue }) => {
       for (const w of context.waiters) {
+        enqueue.cancel(waiterTimerId(w.id));
         enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: w.replyTo, error: wireError('SHUTTING_DOWN', 'partition is closing') });
       }
       enqueue.assign({ waiters: [] });
@@ -241,6 +248,8 @@ export const partitionMachine = setup({
     closing: undefined,
   }),
   initial: 'loading',
+  // The outbox lives as long as the machine, so every state can answer (loading, failed, draining).
+  invoke: { id: 'outbox', src: 'outbox', input: ({ context }) => ({ transport: context.transport, logger: context.logger }) },
   on: {
     CONFIG: { actions: assign({ config: ({ event }) => event.config }) },
   },
@@ -268,7 +277,6 @@ export const partitionMachine = setup({
     },
     open: {
       invoke: [
-        { id: 'outbox', src: 'outbox', input: ({ context }) => ({ transport: context.transport, logger: context.logger }) },
         {
           id: 'writer',
           src: 'logWriter',
@@ -302,6 +310,7 @@ export const partitionMachine = setup({
           on: {
             PRODUCE: [
               { guard: 'sequenceRefused', actions: 'refuseSequence' },
+              { guard: 'queueFull', actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'BUSY' }) } },
               { guard: 'duplicate', actions: 'answerDuplicate' },
               {
                 guard: 'tooLarge',
@@ -317,7 +326,6 @@ export const partitionMachine = setup({
                   },
                 ],
               },
-              { guard: 'queueFull', actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'BUSY' }) } },
               { actions: 'accept' },
             ],
             FETCH: [
@@ -351,6 +359,11 @@ export const partitionMachine = setup({
           },
         },
         failed: {
+          // A write that failed while draining must not swallow the STOP or DELETE already asked for.
+          always: [
+            { guard: 'deleting', target: '#partition.deleting' },
+            { guard: ({ context }) => context.closing === 'stop', target: '#partition.closed' },
+          ],
           on: {
             PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
             FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
@@ -369,7 +382,12 @@ export const partitionMachine = setup({
       },
     },
     failed: {
-      on: { STOP: 'closed', DELETE: 'deleting' },
+      on: {
+        PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log cannot be opened' }) } },
+        FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log cannot be opened' }) } },
+        STOP: 'closed',
+        DELETE: 'deleting',
+      },
     },
     closed: { type: 'final' },
   },

@@ -1,0 +1,69 @@
+/**
+ * The broker machine on in-memory storage and a local metadata store: it runs one partition actor
+ * per partition it leads, deletes them when their topic goes, and forgets finished children.
+ */
+import test from 'ava';
+import { pino } from 'pino';
+import { createActor, SimulatedClock, waitFor } from 'xstate';
+import { brokerMachine } from '../src/actors/broker/machine.js';
+import { DEFAULT_PARTITION_LIMITS } from '../src/actors/partition/types.js';
+import { openLocalMetadataStore } from '../src/metadata/metadata-store.js';
+import { planCreateTopic, planDeleteTopic } from '../src/metadata/planner.js';
+import { Subjects } from '../src/protocol/subjects.js';
+import type { Transport } from '../src/runtime/ports.js';
+import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
+
+const silentTransport: Transport = {
+  maxPayloadBytes: 1 << 20,
+  publish() {},
+  subscribe: () => ({ unsubscribe() {} }),
+  request: () => Promise.reject(new Error('not used')),
+};
+
+async function setup() {
+  const clock = new SimulatedClock();
+  const storage = createMemoryNodeStorage();
+  const metadata = await openLocalMetadataStore(storage.metadataLog);
+  await metadata.propose([{ type: 'RegisterBroker', brokerId: 1, brokerEpoch: 0, rack: '', fenced: false }]);
+  const broker = createActor(brokerMachine, {
+    clock,
+    input: {
+      brokerId: 1,
+      subjects: new Subjects('t'),
+      transport: silentTransport,
+      metadata,
+      storage,
+      clock,
+      logger: pino({ level: 'silent' }),
+      partitionLimits: DEFAULT_PARTITION_LIMITS,
+      shutdownTimeoutMs: 10_000,
+    },
+  }).start();
+  return { broker, metadata, storage };
+}
+
+const partitionChildren = (broker: ReturnType<typeof createActor<typeof brokerMachine>>) =>
+  Object.keys(broker.getSnapshot().children).filter((id) => id.startsWith('partition:'));
+
+test('partition actors follow topic creation and deletion, and finished ones are dropped', async (t) => {
+  const { broker, metadata, storage } = await setup();
+  const topicId = 'ab'.repeat(16);
+  await metadata.propose(planCreateTopic(metadata.image(), { name: 'orders', partitions: 3, replicationFactor: 1, config: {} }, topicId, 0));
+  t.is(Object.keys(broker.getSnapshot().context.partitions).length, 3);
+  t.is(partitionChildren(broker).length, 3);
+  const store = await storage.openPartition({ topicId, partition: 0 });
+  await metadata.propose(planDeleteTopic(metadata.image(), { name: 'orders' }));
+  await waitFor(broker, (s) => Object.keys(s.context.partitions).length === 0, { timeout: 5000 });
+  t.deepEqual(partitionChildren(broker), [], 'no finished child is kept');
+  await t.throwsAsync(store.read(0, 1024, 1), undefined, 'the deleted partition has no data left');
+  broker.send({ type: 'STOP' });
+  await waitFor(broker, (s) => s.status === 'done', { timeout: 5000 });
+});
+
+test('STOP closes every partition, then the broker ends', async (t) => {
+  const { broker, metadata } = await setup();
+  await metadata.propose(planCreateTopic(metadata.image(), { name: 'a', partitions: 4, replicationFactor: 1, config: {} }, 'cd'.repeat(16), 0));
+  broker.send({ type: 'STOP' });
+  const done = await waitFor(broker, (s) => s.status === 'done', { timeout: 5000 });
+  t.deepEqual(done.context.partitions, {});
+});
