@@ -1,0 +1,242 @@
+/**
+ * The controller quorum's Raft voter as the composition root uses it: start it with its ports,
+ * propose payloads, follow committed entries, read its status, stop it.
+ *
+ * Committed entries reach `onCommit` listeners in index order, without gaps, each exactly once per
+ * process lifetime; after a restart the whole log is delivered again from index 1. Entries with an
+ * empty payload are the no-ops new leaders append (propose() refuses empty payloads): skip them.
+ */
+import { createActor } from 'xstate';
+import { assert, TidemarkError } from '../protocol/errors.js';
+import type { Clock, Logger, Random, Transport } from '../runtime/ports.js';
+import { DiskWorker } from './disk.js';
+import { electionMachine, type ElectionMachine } from './election-machine.js';
+import { APPEND_ENTRIES_WIRE_MAX, ENTRY_BYTES_WIRE_MAX } from './messages.js';
+import type { LogEntry, RaftStore } from './raft-store.js';
+import { DEFAULT_RAFT_LIMITS, DEFAULT_RAFT_TIMEOUTS, type RaftLimits, type RaftTimeouts } from './types.js';
+
+export type CommitListener = (entries: readonly LogEntry[]) => void;
+
+export type RaftRole = 'follower' | 'preCandidate' | 'candidate' | 'leader' | 'failed' | 'stopped';
+
+export interface RaftStatus {
+  voterId: number;
+  role: RaftRole;
+  term: number;
+  votedFor: number | null;
+  /** The leader this voter follows (itself when leader), null when it knows none. */
+  leaderId: number | null;
+  commitIndex: number;
+  lastIndex: number;
+  /** Last index delivered to the commit listeners in this process. */
+  appliedIndex: number;
+  /** Leader whose own no-op is applied here: every earlier committed entry has been delivered. */
+  leaderReady: boolean;
+}
+
+export interface RaftNodeOptions {
+  voterId: number;
+  /** Every voter, this one included (static, like KRaft's controller.quorum.voters). */
+  voters: readonly number[];
+  /** `tm.<cluster>`, i.e. `Subjects.prefix`. */
+  subjectPrefix: string;
+  transport: Transport;
+  /** Opened by the caller; the node never closes it. */
+  store: RaftStore;
+  /** Runs every Raft timer (also given to createActor). */
+  clock: Clock;
+  random: Random;
+  logger: Logger;
+  /** @default DEFAULT_RAFT_TIMEOUTS (heartbeat 100 ms, election timeout 300-600 ms) */
+  timeouts?: Partial<RaftTimeouts>;
+  /** @default DEFAULT_RAFT_LIMITS */
+  limits?: Partial<RaftLimits>;
+  /** A listener in place before the first delivery. */
+  onCommit?: CommitListener;
+  /** Test seam: the election machine, e.g. with implementations swapped by `provide()`. */
+  machine?: ElectionMachine;
+}
+
+export interface RaftNode {
+  readonly voterId: number;
+  /**
+   * Appends the payloads as consecutive entries and resolves once they are committed and delivered
+   * to the listeners, with the index of the last one. Rejects NOT_CONTROLLER (context.leaderId is
+   * the leader this voter knows, or null) on a non-leader, BUSY when full, INVALID_REQUEST for empty
+   * or oversized payloads. A NOT_CONTROLLER with context.outcome 'unknown' means leadership was lost
+   * after the entries were appended: they may still commit, so the caller must find out, not assume.
+   */
+  propose(payloads: readonly Uint8Array[]): Promise<{ index: number; term: number }>;
+  /** Returns an unsubscribe function. */
+  onCommit(listener: CommitListener): () => void;
+  status(): RaftStatus;
+  /** Resolves with the leader's id as soon as this voter knows one. */
+  waitForLeader(): Promise<number>;
+  /** Stops the voter (timers, subscription) and waits for the store command in progress. */
+  stop(): Promise<void>;
+}
+
+/** Headroom for an AppendEntries' fields and per-entry framing in the transport's payload limit, bytes. */
+const APPEND_FRAMING_BYTES = 256;
+const ENTRY_FRAMING_BYTES = 16;
+
+interface Pending {
+  resolve(result: { index: number; term: number }): void;
+  reject(error: TidemarkError): void;
+  index?: number;
+  term?: number;
+}
+
+function checkConfig(options: RaftNodeOptions, timeouts: RaftTimeouts, limits: RaftLimits): void {
+  const ids = new Set(options.voters);
+  assert(options.voters.length > 0 && ids.size === options.voters.length, 'raft voters must be distinct and non-empty');
+  assert(ids.has(options.voterId), `raft voter ${options.voterId} is not in the voter set`);
+  const { heartbeatIntervalMs: hb, electionTimeoutMsMin: min, electionTimeoutMsMax: max } = timeouts;
+  assert(hb > 0 && min > hb && max >= min, 'raft timeouts need 0 < heartbeatIntervalMs < electionTimeoutMsMin <= electionTimeoutMsMax');
+  assert(limits.appendEntriesMax >= 1 && limits.appendEntriesMax <= APPEND_ENTRIES_WIRE_MAX, 'appendEntriesMax out of range');
+  assert(limits.appendBytesMax >= 1 && limits.appendBytesMax <= ENTRY_BYTES_WIRE_MAX, 'appendBytesMax out of range');
+  assert(limits.inflightEntriesMax >= limits.appendEntriesMax, 'inflightEntriesMax below appendEntriesMax');
+}
+
+export function startRaftNode(options: RaftNodeOptions): RaftNode {
+  const timeouts = { ...DEFAULT_RAFT_TIMEOUTS, ...options.timeouts };
+  const configured = { ...DEFAULT_RAFT_LIMITS, ...options.limits };
+  const framing = APPEND_FRAMING_BYTES + configured.appendEntriesMax * ENTRY_FRAMING_BYTES;
+  const limits = { ...configured, appendBytesMax: Math.min(configured.appendBytesMax, options.transport.maxPayloadBytes - framing) };
+  checkConfig(options, timeouts, limits);
+  const { logger, voterId } = options;
+
+  const listeners = new Set<CommitListener>(options.onCommit === undefined ? [] : [options.onCommit]);
+  const pending = new Map<number, Pending>();
+  const leaderWaiters = new Set<{ resolve(id: number): void; reject(error: TidemarkError): void }>();
+  let nextId = 1;
+  let appliedIndex = 0;
+  let stopped = false;
+
+  const deliver = (entries: readonly LogEntry[]) => {
+    for (const listener of listeners) {
+      try {
+        listener(entries);
+      } catch (error) {
+        logger.error({ err: error }, 'raft commit listener threw');
+      }
+    }
+    const first = entries[0]!.index;
+    appliedIndex = entries.at(-1)!.index;
+    for (const [id, p] of pending) {
+      if (p.index === undefined || p.index > appliedIndex || p.index < first) continue;
+      pending.delete(id);
+      const entry = entries[p.index - first]!;
+      if (entry.term === p.term) p.resolve({ index: p.index, term: entry.term });
+      else p.reject(new TidemarkError('NOT_CONTROLLER', 'the proposal was replaced by another leader', { context: { leaderId: null } }));
+    }
+  };
+
+  const failAll = (code: 'SHUTTING_DOWN' | 'INTERNAL', message: string) => {
+    for (const p of pending.values()) p.reject(new TidemarkError(code, message));
+    pending.clear();
+    for (const w of leaderWaiters) w.reject(new TidemarkError(code, message));
+    leaderWaiters.clear();
+  };
+
+  const worker = new DiskWorker(options.store, deliver, logger, limits.readChunkEntriesMax);
+  const actor = createActor(options.machine ?? electionMachine, {
+    clock: options.clock,
+    systemId: `raft:${voterId}`,
+    input: {
+      voterId,
+      voters: [...options.voters].sort((a, b) => a - b),
+      subjectPrefix: options.subjectPrefix,
+      transport: options.transport,
+      logger,
+      random: options.random,
+      timeouts,
+      limits,
+      worker,
+      state: options.store.loadState(),
+      log: options.store.view(),
+    },
+  });
+
+  actor.on('proposal.accepted', (e) => {
+    const p = pending.get(e.id);
+    if (p !== undefined) Object.assign(p, { index: e.index, term: e.term });
+  });
+  actor.on('proposal.refused', (e) => {
+    const p = pending.get(e.id);
+    pending.delete(e.id);
+    p?.reject(new TidemarkError(e.code, e.message, { context: { leaderId: e.leaderId } }));
+  });
+  actor.on('leadership.lost', (e) => {
+    for (const [id, p] of pending) {
+      if (p.term !== e.term) continue;
+      pending.delete(id);
+      p.reject(
+        new TidemarkError('NOT_CONTROLLER', 'leadership was lost before the proposal committed; it may still commit', {
+          context: { leaderId: null, outcome: 'unknown' },
+        }),
+      );
+    }
+  });
+  actor.subscribe({
+    next: (snapshot) => {
+      const leaderId = snapshot.context.leaderId;
+      if (leaderId === null || leaderWaiters.size === 0) return;
+      for (const w of leaderWaiters) w.resolve(leaderId);
+      leaderWaiters.clear();
+    },
+    error: (error) => {
+      logger.fatal({ err: error }, 'raft voter crashed');
+      failAll('INTERNAL', 'the raft voter crashed');
+    },
+  });
+  actor.start();
+
+  const status = (): RaftStatus => {
+    const snapshot = actor.getSnapshot();
+    const c = snapshot.context;
+    const value = snapshot.value;
+    const role: RaftRole = stopped ? 'stopped' : snapshot.status === 'error' ? 'failed' : ((typeof value === 'string' ? value : Object.keys(value)[0]) as RaftRole);
+    return {
+      voterId,
+      role,
+      term: c.term,
+      votedFor: c.votedFor,
+      leaderId: c.leaderId,
+      commitIndex: c.commitIndex,
+      lastIndex: c.log.lastIndex,
+      appliedIndex,
+      leaderReady: role === 'leader' && appliedIndex >= c.leaderStartIndex,
+    };
+  };
+
+  return {
+    voterId,
+    status,
+    propose(payloads) {
+      if (stopped) return Promise.reject(new TidemarkError('SHUTTING_DOWN', 'raft voter stopped'));
+      if (pending.size >= limits.proposalsPendingMax) return Promise.reject(new TidemarkError('BUSY', 'too many proposals pending'));
+      const id = nextId++;
+      const result = new Promise<{ index: number; term: number }>((resolve, reject) => pending.set(id, { resolve, reject }));
+      actor.send({ type: 'propose', id, payloads: payloads.map((p) => p.slice()) });
+      return result;
+    },
+    onCommit(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    waitForLeader() {
+      if (stopped) return Promise.reject(new TidemarkError('SHUTTING_DOWN', 'raft voter stopped'));
+      const known = actor.getSnapshot().context.leaderId;
+      if (known !== null) return Promise.resolve(known);
+      return new Promise((resolve, reject) => leaderWaiters.add({ resolve, reject }));
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      actor.stop();
+      failAll('SHUTTING_DOWN', 'raft voter stopped');
+      await worker.idle();
+    },
+  };
+}
