@@ -244,14 +244,10 @@ export class ReaderImpl<T> implements Reader<T> {
       async () => {
         const leader = await metadata.leader(this.topic, this.partition);
         this.offset ??= await this.startOffset(leader.brokerId);
-        // close() must not wait out a long poll: the pending fetch is abandoned (its reply ignored).
-        return abortable(
-          rpc.request(
-            subjects.partition('fetch', leader.brokerId, this.topic, this.partition),
-            { timeoutMs: Math.min(REQUEST_TIMEOUT_MS_MAX, this.maxWaitMs + this.requestTimeoutMs), offset: this.offset, maxBytes: this.fetchBytesMax, maxWaitMs: this.maxWaitMs } satisfies FetchRequest,
-            fetchReply,
-          ),
-          this.abort.signal,
+        return rpc.request(
+          subjects.partition('fetch', leader.brokerId, this.topic, this.partition),
+          { timeoutMs: Math.min(REQUEST_TIMEOUT_MS_MAX, this.maxWaitMs + this.requestTimeoutMs), offset: this.offset, maxBytes: this.fetchBytesMax, maxWaitMs: this.maxWaitMs } satisfies FetchRequest,
+          fetchReply,
         );
       },
       { policy: this.policy, clock, random, signal: this.abort.signal, onRetry: (error) => metadata.noteError(this.topic, error) },
@@ -282,21 +278,3 @@ function intOption(name: string, value: number, min: number, max: number): numbe
   return value;
 }
 
-/** Rejects with CLOSED as soon as `signal` aborts, whatever `promise` does later. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(new TidemarkError('CLOSED', 'reader closed'));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new TidemarkError('CLOSED', 'reader closed'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
