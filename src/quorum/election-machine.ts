@@ -11,7 +11,7 @@
  */
 import { and, enqueueActions, not, or, setup, stateIn } from 'xstate';
 import { diskActor } from './disk.js';
-import { adoptTerm, askForVotes, drawElectionTimeout, grantVote, preVoteGranted, quorumLost, voteGranted } from './election-rules.js';
+import { adoptTerm, askForVotes, drawElectionTimeout, grantVote, preVoteGranted, quorumLost, voteGranted, yieldsToMe } from './election-rules.js';
 import { netActor } from './net.js';
 import { advanceCommit, appendToLog, draft, followerAppend, onAppendReply, onEntriesRead, replicate, requestApply, truncateLog, type Draft } from './replication.js';
 import type { DiskCommand, NetCommand, Outbound, RaftContext, RaftEmitted, RaftEvent, RaftInput } from './types.js';
@@ -76,6 +76,7 @@ export const electionMachine = setup({
     currentTerm: ({ context, event }) => msgOf(event)?.term === context.term,
     refusal: ({ event }) => (event.type === 'raft.preVoteReply' || event.type === 'raft.voteReply') && !event.msg.granted,
     preVoteGrantable: ({ context, event }) => event.type === 'raft.preVote' && preVoteGranted(context, event.msg),
+    preCandidateTie: ({ context, event }) => event.type === 'raft.preVote' && yieldsToMe(context, event.msg),
     voteGrantable: ({ context, event }) => event.type === 'raft.vote' && voteGranted(context, event.msg),
     preVoteGrantedNow: ({ context, event }) => event.type === 'raft.preVoteReply' && event.msg.granted && event.msg.term === context.term + 1,
     voteGrantedNow: ({ context, event }) => event.type === 'raft.voteReply' && event.msg.granted && event.msg.term === context.term,
@@ -263,7 +264,7 @@ export const electionMachine = setup({
     'raft.append': [
       { guard: 'staleTerm', actions: 'rejectStaleAppend' },
       { guard: and(['isLeader', 'currentTerm']), actions: 'reportRivalLeader' },
-      { target: '.follower', reenter: true, actions: ['adoptTerm', 'adoptLeader', 'handleAppend'] },
+      { target: '.follower', actions: ['adoptTerm', 'adoptLeader', 'handleAppend'] },
     ],
     'raft.preVote': [
       { guard: 'sticky', actions: { type: 'answerPreVote', params: { granted: false } } },
@@ -272,7 +273,7 @@ export const electionMachine = setup({
     ],
     'raft.vote': [
       { guard: 'sticky', actions: 'rejectVote' },
-      { guard: 'voteGrantable', target: '.follower', reenter: true, actions: ['adoptTerm', 'grantVote'] },
+      { guard: 'voteGrantable', target: '.follower', actions: ['adoptTerm', 'grantVote'] },
       { guard: and(['higherTerm', 'inFollower']), actions: ['adoptTerm', 'rejectVote'] },
       { guard: 'higherTerm', target: '.follower', actions: ['adoptTerm', 'rejectVote'] },
       { actions: 'rejectVote' },
@@ -310,7 +311,10 @@ export const electionMachine = setup({
       entry: ['drawTimeout', 'startPreVote'],
       always: { guard: 'wonRound', target: 'candidate' },
       after: { electionTimeout: { target: 'preCandidate', reenter: true } },
-      on: { 'raft.preVoteReply': { guard: 'preVoteGrantedNow', actions: 'addGrant' } },
+      on: {
+        'raft.preVoteReply': { guard: 'preVoteGrantedNow', actions: 'addGrant' },
+        'raft.preVote': { guard: 'preCandidateTie', actions: { type: 'answerPreVote', params: { granted: false } } },
+      },
       initial: 'asking',
       states: { asking: { after: { heartbeat: { target: 'asking', reenter: true, actions: 'askPreVotes' } } } },
     },

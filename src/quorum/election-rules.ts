@@ -22,6 +22,16 @@ export function preVoteGranted(c: RaftContext, m: PreVote): boolean {
   return m.term === c.term && (c.votedFor === m.from || (c.votedFor === null && c.leaderId === null));
 }
 
+/**
+ * Tie-break between two pre-candidates proposing the same term with equally up-to-date logs: the
+ * lower id goes ahead. Granting each other (as plain pre-vote would) lets both stand and split the
+ * vote, which costs a whole extra election timeout; refusing a pre-vote only ever delays, never
+ * endangers, an election.
+ */
+export function yieldsToMe(c: RaftContext, m: PreVote): boolean {
+  return m.term === c.term + 1 && m.from > c.voterId && m.lastLogIndex === c.log.lastIndex && m.lastLogTerm === lastTerm(c.log);
+}
+
 /** Raft's RequestVote rule: one vote per term, only for a log at least as up to date. */
 export function voteGranted(c: RaftContext, m: Vote): boolean {
   if (m.term < c.term) return false;
