@@ -32,7 +32,8 @@ function flush(enqueue: Enqueue, d: Draft): void {
   for (const e of d.emit) enqueue.emit(e);
 }
 
-function initialContext(input: RaftInput): RaftContext {
+/** The context a voter starts with; exported for unit tests of the pure rules. */
+export function initialContext(input: RaftInput): RaftContext {
   const peers = input.voters.filter((v) => v !== input.voterId);
   return {
     ...input,

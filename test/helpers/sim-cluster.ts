@@ -64,6 +64,8 @@ export class SimCluster {
   /** index -> the entry some voter delivered there */
   readonly committed = new Map<number, { term: number; payload: string }>();
   private readonly delivered = new Map<number, number>();
+  /** Entries each voter delivered in its current process lifetime. */
+  readonly deliveries = new Map<number, LogEntry[]>();
   private readonly persistedTerm = new Map<number, number>();
   readonly acknowledged: Array<{ index: number; payload: string }> = [];
 
@@ -86,6 +88,7 @@ export class SimCluster {
     let store = slowStore(createMemoryRaftStore(this.disks.get(id)!), this.clock, () => this.random.int(lo, hi), alive);
     if (this.options.wrapStore) store = this.options.wrapStore(id, store);
     this.delivered.set(id, 0);
+    this.deliveries.set(id, []);
     const node = startRaftNode({
       voterId: id,
       voters: this.ids,
@@ -170,6 +173,7 @@ export class SimCluster {
   }
 
   private onCommit(id: number, entries: readonly LogEntry[]): void {
+    this.deliveries.get(id)!.push(...entries);
     for (const e of entries) {
       const last = this.delivered.get(id)!;
       if (e.index !== last + 1) this.fail(`voter ${id} delivered ${e.index} after ${last}`);
