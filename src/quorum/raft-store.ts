@@ -58,6 +58,11 @@ export interface RaftStore {
   view(): LogView;
 }
 
+/** What `openRocksNodeStorage` and `createMemoryNodeStorage` add to NodeStorage (to move into it when wired). */
+export interface WithRaftLog {
+  readonly raftLog: RaftStore;
+}
+
 export const INITIAL_STATE: PersistentState = { term: 0, votedFor: null };
 
 /** Checks an append against the log it continues; shared by both stores. Returns the new view. */

@@ -16,6 +16,7 @@ import type {
   PartitionStore,
   RetentionPolicy,
 } from './partition-store.js';
+import { createMemoryRaftStore, MemoryRaftDisk, type WithRaftLog } from '../quorum/raft-store.js';
 
 // ---- shared log rules ---------------------------------------------------------------------------
 
@@ -135,6 +136,7 @@ interface PartitionData {
 export class MemoryDisk {
   readonly partitions = new Map<string, PartitionData>();
   readonly metadata: Uint8Array[] = [];
+  readonly raft = new MemoryRaftDisk();
 }
 
 function partitionId(key: PartitionKey): string {
@@ -266,7 +268,7 @@ class MemoryMetadataLog implements MetadataLogStore {
   }
 }
 
-export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): NodeStorage {
+export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): NodeStorage & WithRaftLog {
   let closed = false;
   const handles = new Map<string, { handle: MemoryPartition; deleted: boolean }>();
   const live = () => {
@@ -274,6 +276,7 @@ export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): No
   };
   return {
     metadataLog: new MemoryMetadataLog(disk.metadata, live),
+    raftLog: createMemoryRaftStore(disk.raft, live),
     async openPartition(key) {
       live();
       checkPartitionKey(key);

@@ -10,6 +10,8 @@ import { TidemarkError } from '../protocol/errors.js';
 import { checkAppend, checkPartitionKey, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
 import { outOfRange, partitionDeleted, retentionTakes, storageClosed } from './memory-storage.js';
 import type { EpochEntry, MetadataLogStore, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
+import { termAt, truncateView, type LogView, type TermStart } from '../quorum/log-view.js';
+import { checkRaftAppend, INITIAL_STATE, type LogEntry, type PersistentState, type RaftStore, type WithRaftLog } from '../quorum/raft-store.js';
 
 // ---- the binding, typed as far as we use it (it ships no declarations) --------------------------
 
@@ -380,9 +382,94 @@ async function openMetadataLog(db: RocksDb, live: () => void): Promise<MetadataL
   };
 }
 
+// ---- raft log (controller quorum) ---------------------------------------------------------------
+
+const [TAG_RAFT_STATE, TAG_RAFT_ENTRY, TAG_RAFT_TERM] = [0x05, 0x06, 0x07];
+const RAFT_STATE_KEY = Buffer.from([TAG_RAFT_STATE]);
+const RAFT_ENTRY_PREFIX = Buffer.from([TAG_RAFT_ENTRY]);
+const RAFT_TERM_PREFIX = Buffer.from([TAG_RAFT_TERM]);
+/** votedFor on disk when the voter has not voted (voter ids stop at 2^31 - 1). */
+const RAFT_NO_VOTE = 0xffff_ffff;
+
+const raftEntryKey = (index: number) => Buffer.concat([RAFT_ENTRY_PREFIX, u64(index)]);
+const raftTermKey = (term: number) => Buffer.concat([RAFT_TERM_PREFIX, u64(term)]);
+
+/**
+ * The Raft store (src/quorum/raft-store.ts) on the node's RocksDB: 0x05 holds term u64 · votedFor
+ * u32, 0x06 · index u64 holds term u64 · payload, 0x07 · term u64 holds the term's first index u64
+ * (so opening reads the term starts, not the log). Every call is one WriteBatch.
+ */
+async function openRaftLog(db: RocksDb, live: () => void): Promise<RaftStore & { idle(): Promise<unknown> }> {
+  const serial = new Serial();
+  const [stateValue] = await db.getMany([RAFT_STATE_KEY]);
+  let state: PersistentState = INITIAL_STATE;
+  if (stateValue !== undefined) {
+    const vote = stateValue.readUInt32BE(8);
+    state = { term: readU64(stateValue, 0), votedFor: vote === RAFT_NO_VOTE ? null : vote };
+  }
+  const last = await lastEntry(db, { gte: RAFT_ENTRY_PREFIX, lt: prefixEnd(RAFT_ENTRY_PREFIX) });
+  const lastIndex = last === undefined ? 0 : readU64(last[0], 1);
+  const starts: TermStart[] = [];
+  await scan(db, { gte: RAFT_TERM_PREFIX, lt: prefixEnd(RAFT_TERM_PREFIX) }, (k, v) => void starts.push({ term: readU64(k, 1), index: readU64(v, 0) }));
+  let view: LogView = { lastIndex, starts };
+  const mutate = (fn: () => Promise<void>) => guarded(live, () => serial.run(fn));
+  return {
+    loadState: () => state,
+    lastIndex: () => view.lastIndex,
+    termAt: (index) => termAt(view, index),
+    view: () => view,
+    idle: () => serial.idle(),
+    saveState(next, options) {
+      return mutate(async () => {
+        const value = Buffer.allocUnsafe(12);
+        u64(next.term).copy(value, 0);
+        value.writeUInt32BE(next.votedFor ?? RAFT_NO_VOTE, 8);
+        await db.batch([{ type: 'put', key: RAFT_STATE_KEY, value }], { sync: options?.sync ?? false });
+        state = { term: next.term, votedFor: next.votedFor };
+      });
+    },
+    append(entries, options) {
+      return mutate(async () => {
+        if (entries.length === 0) return;
+        const next = checkRaftAppend(view, entries);
+        const ops: WriteOp[] = entries.map((e) => ({ type: 'put', key: raftEntryKey(e.index), value: Buffer.concat([u64(e.term), e.payload]) }));
+        for (const s of next.starts.slice(view.starts.length)) ops.push({ type: 'put', key: raftTermKey(s.term), value: u64(s.index) });
+        await db.batch(ops, { sync: options?.sync ?? false });
+        view = next;
+      });
+    },
+    truncateFrom(index) {
+      return mutate(async () => {
+        if (index > view.lastIndex) return;
+        // Only uncommitted entries are ever truncated, so the suffix is short: per-key deletes keep it one atomic write.
+        const ops: WriteOp[] = [];
+        for (let i = Math.max(1, index); i <= view.lastIndex; i++) ops.push({ type: 'del', key: raftEntryKey(i) });
+        for (const s of view.starts) if (s.index >= index) ops.push({ type: 'del', key: raftTermKey(s.term) });
+        await db.batch(ops, { sync: true });
+        view = truncateView(view, index);
+      });
+    },
+    async entries(from, max, maxBytes = Number.POSITIVE_INFINITY) {
+      live();
+      const start = Math.max(1, from);
+      const out: LogEntry[] = [];
+      if (max <= 0 || start > view.lastIndex) return out;
+      let bytes = 0;
+      const range = { gte: raftEntryKey(start), lt: raftEntryKey(view.lastIndex + 1), limit: Math.min(max, INT32_MAX) };
+      await scan(db, range, (k, v) => {
+        if (out.length > 0 && bytes + v.length - 8 > maxBytes) return false;
+        out.push({ index: readU64(k, 1), term: readU64(v, 0), payload: v.subarray(8) });
+        bytes += v.length - 8;
+        return true;
+      });
+      return out;
+    },
+  };
+}
+
 // ---- the node's storage -------------------------------------------------------------------------
 
-export async function openRocksNodeStorage(dir: string): Promise<NodeStorage> {
+export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & WithRaftLog> {
   const db = new RocksLevel(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   // WAL compression runs on the JS thread with this binding and costs more than it saves on
   // record batches (see the benchmark); SST files are still compressed in the background.
@@ -394,6 +481,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage> {
   const partitions = new Map<string, Promise<RocksPartition>>();
   const deleting = new Set<Promise<void>>();
   let metadataLog: Awaited<ReturnType<typeof openMetadataLog>>;
+  let raftLog: Awaited<ReturnType<typeof openRaftLog>>;
   try {
     // A later layout change must not be read as this one.
     const version = Buffer.from([0, 0, 0, FORMAT_VERSION]);
@@ -401,6 +489,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage> {
     if (format === undefined) await db.batch([{ type: 'put', key: FORMAT_KEY, value: version }], { sync: true });
     else if (!format.equals(version)) throw new TidemarkError('INTERNAL', `storage in ${dir} has format ${format.toString('hex')}`);
     metadataLog = await openMetadataLog(db, live);
+    raftLog = await openRaftLog(db, live);
   } catch (error) {
     await db.close();
     throw error;
@@ -424,6 +513,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage> {
 
   return {
     metadataLog,
+    raftLog,
     openPartition,
     async deletePartition(key) {
       const id = `${key.topicId}/${key.partition}`;
@@ -439,6 +529,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage> {
       const open = await Promise.allSettled(partitions.values());
       await Promise.allSettled([...open.map((p) => (p.status === 'fulfilled' ? p.value.idle() : undefined)), ...deleting]);
       await metadataLog.idle();
+      await raftLog.idle();
       await db.close();
     },
   };
