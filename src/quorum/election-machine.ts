@@ -13,7 +13,7 @@ import { and, enqueueActions, not, or, setup, stateIn } from 'xstate';
 import { diskActor } from './disk.js';
 import { adoptTerm, askForVotes, drawElectionTimeout, grantVote, preVoteGranted, quorumLost, voteGranted, yieldsToMe } from './election-rules.js';
 import { netActor } from './net.js';
-import { advanceCommit, appendToLog, draft, followerAppend, onAppendReply, onEntriesRead, replicate, requestApply, truncateLog, type Draft } from './replication.js';
+import { acceptProposal, becomeLeader, draft, followerStep, onAppendReply, onEntriesRead, onSynced, replicate, type Draft } from './replication.js';
 import type { DiskCommand, NetCommand, Outbound, RaftContext, RaftEmitted, RaftEvent, RaftInput } from './types.js';
 
 interface Enqueue {
@@ -155,50 +155,20 @@ export const electionMachine = setup({
     reportRivalLeader: ({ context, event }) => context.logger.error({ from: msgOf(event)?.from, term: context.term }, 'raft: two leaders in one term'),
     handleAppend: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'raft.append') return;
-      const m = event.msg;
-      const outcome = followerAppend(context, m);
       const d = draft(context);
-      const answer = (success: boolean, matchIndex: number, hintIndex: number): Outbound => ({
-        to: m.from,
-        msg: { type: 'appendReply', from: context.voterId, term: context.term, success, matchIndex, hintIndex },
-      });
-      if (outcome.kind === 'reject') d.send.push(answer(false, 0, outcome.hintIndex));
-      else if (outcome.kind === 'unsafe') context.logger.error({ index: outcome.index, from: m.from }, 'raft: refusing to truncate a committed entry');
-      else if (context.syncsPending < context.limits.syncsPendingMax) {
-        if (outcome.truncateFrom !== undefined) truncateLog(d, outcome.truncateFrom);
-        appendToLog(d, outcome.entries);
-        const reply = answer(true, outcome.matchIndex, 0);
-        d.disk.push({ type: 'SYNC', token: { kind: 'ack', term: context.term, reply, commit: outcome.commit } });
-        d.c.syncsPending++;
-      }
+      followerStep(d, event.msg);
       flush(enqueue, d);
     }),
     onSynced: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'disk.synced') return;
-      const d = draft({ ...context, syncsPending: context.syncsPending - 1 });
-      const token = event.token;
-      if (token.kind === 'ack') {
-        if (token.term === context.term) d.send.push(token.reply);
-        if (token.commit > d.c.commitIndex) {
-          d.c.commitIndex = token.commit;
-          requestApply(d);
-        }
-      } else if (token.term === context.term && context.leaderId === context.voterId) {
-        d.c.selfMatch = Math.max(d.c.selfMatch, token.index);
-        advanceCommit(d);
-      }
+      const d = draft(context);
+      onSynced(d, event.token);
       flush(enqueue, d);
     }),
     becomeLeader: enqueueActions(({ context, enqueue }) => {
       context.logger.info({ term: context.term, lastIndex: context.log.lastIndex }, 'raft: elected leader');
-      const next = context.log.lastIndex + 1;
-      const progress = Object.fromEntries(context.peers.map((p) => [p, { next, match: 0, heardTick: 0, reading: false }]));
-      const d = draft({ ...context, leaderId: context.voterId, progress, selfMatch: 0, ticks: 0, leaderStartIndex: next });
-      // A no-op of the new term: committing it commits everything before it (thesis §3.6.2).
-      appendToLog(d, [{ index: next, term: context.term, payload: new Uint8Array(0) }]);
-      d.disk.push({ type: 'SYNC', token: { kind: 'self', term: context.term, index: next } });
-      d.c.syncsPending++;
-      for (const peer of context.peers) replicate(d, peer, true);
+      const d = draft(context);
+      becomeLeader(d);
       flush(enqueue, d);
     }),
     loseLeadership: enqueueActions(({ context, enqueue }) => {
@@ -225,15 +195,8 @@ export const electionMachine = setup({
     }),
     acceptProposal: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'propose') return;
-      const first = context.log.lastIndex + 1;
-      const entries = event.payloads.map((payload, i) => ({ index: first + i, term: context.term, payload }));
       const d = draft(context);
-      appendToLog(d, entries);
-      const last = first + entries.length - 1;
-      d.disk.push({ type: 'SYNC', token: { kind: 'self', term: context.term, index: last } });
-      d.c.syncsPending++;
-      d.emit.push({ type: 'proposal.accepted', id: event.id, index: last, term: context.term });
-      for (const peer of context.peers) replicate(d, peer, false);
+      acceptProposal(d, event.id, event.payloads);
       flush(enqueue, d);
     }),
     refuse: enqueueActions(({ context, event, enqueue }, params: { code: 'NOT_CONTROLLER' | 'BUSY' | 'INVALID_REQUEST' | 'INTERNAL'; message: string }) => {

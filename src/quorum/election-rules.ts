@@ -72,11 +72,14 @@ export function adoptTerm(d: Draft, term: number): void {
   d.disk.push({ type: 'PERSIST', state: { term, votedFor: null }, then: undefined });
 }
 
-/** Grants the vote; the reply leaves only once the vote is durable. */
+/**
+ * Grants the vote; the reply leaves only once the vote is durable. A repeated request while that
+ * write is still queued needs no second one: the queued write answers.
+ */
 export function grantVote(d: Draft, m: Vote): void {
   const { c } = d;
-  c.votedFor = m.from;
   const out: Outbound = { to: m.from, msg: { type: 'voteReply', from: c.voterId, term: c.term, granted: true } };
   if (c.durable.term === c.term && c.durable.votedFor === m.from) d.send.push(out);
-  else d.disk.push({ type: 'PERSIST', state: { term: c.term, votedFor: m.from }, then: out });
+  else if (c.votedFor !== m.from) d.disk.push({ type: 'PERSIST', state: { term: c.term, votedFor: m.from }, then: out });
+  c.votedFor = m.from;
 }

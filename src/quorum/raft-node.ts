@@ -133,7 +133,11 @@ export function startRaftNode(options: RaftNodeOptions): RaftNode {
   };
 
   const failAll = (code: 'SHUTTING_DOWN' | 'INTERNAL', message: string) => {
-    for (const p of pending.values()) p.reject(new TidemarkError(code, message));
+    for (const p of pending.values()) {
+      // Appended but not known to be committed: it may still commit under another leader.
+      const context = p.index === undefined ? {} : { outcome: 'unknown' };
+      p.reject(new TidemarkError(code, message, { context }));
+    }
     pending.clear();
     for (const w of leaderWaiters) w.reject(new TidemarkError(code, message));
     leaderWaiters.clear();

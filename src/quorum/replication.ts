@@ -6,7 +6,7 @@
 import { appendTerms, firstIndexOfTerm, termAt, truncateView } from './log-view.js';
 import type { AppendEntries, AppendEntriesReply } from './messages.js';
 import { takeBounded, type LogEntry } from './raft-store.js';
-import type { DiskCommand, Outbound, PeerProgress, RaftContext, RaftEmitted } from './types.js';
+import type { DiskCommand, Outbound, PeerProgress, RaftContext, RaftEmitted, SyncToken } from './types.js';
 
 /** The next context and what it implies, built up by one event's handling. */
 export interface Draft {
@@ -194,4 +194,73 @@ export function followerAppend(c: RaftContext, msg: AppendEntries): FollowerOutc
   const entries = msg.entries.slice(i).map((e, k) => ({ index: prev + 1 + i + k, term: e.term, payload: e.payload }));
   const matchIndex = prev + msg.entries.length;
   return { kind: 'accept', truncateFrom, entries, matchIndex, commit: Math.min(msg.leaderCommit, matchIndex) };
+}
+
+/** A follower's handling of AppendEntries from its leader: the reply leaves after a SYNC barrier. */
+export function followerStep(d: Draft, m: AppendEntries): void {
+  const { c } = d;
+  const answer = (success: boolean, matchIndex: number, hintIndex: number): Outbound => {
+    const msg: AppendEntriesReply = { type: 'appendReply', from: c.voterId, term: c.term, success, matchIndex, hintIndex };
+    return { to: m.from, msg };
+  };
+  const outcome = followerAppend(c, m);
+  if (outcome.kind === 'reject') {
+    d.send.push(answer(false, 0, outcome.hintIndex));
+  } else if (outcome.kind === 'unsafe') {
+    c.logger.error({ index: outcome.index, from: m.from }, 'raft: refusing to truncate a committed entry');
+  } else if (c.syncsPending < c.limits.syncsPendingMax) {
+    // Beyond the bound the message is dropped: the leader resends what is not acknowledged.
+    if (outcome.truncateFrom !== undefined) truncateLog(d, outcome.truncateFrom);
+    appendToLog(d, outcome.entries);
+    const reply = answer(true, outcome.matchIndex, 0);
+    d.disk.push({ type: 'SYNC', token: { kind: 'ack', term: c.term, reply, commit: outcome.commit } });
+    c.syncsPending++;
+  }
+}
+
+/** Everything queued before `token` is durable. */
+export function onSynced(d: Draft, token: SyncToken): void {
+  const { c } = d;
+  c.syncsPending--;
+  if (token.kind === 'ack') {
+    // The reply speaks for this term only; what it learned about the commit index stays true.
+    if (token.term === c.term) d.send.push(token.reply);
+    if (token.commit > c.commitIndex) {
+      c.commitIndex = token.commit;
+      requestApply(d);
+    }
+  } else if (token.term === c.term && c.leaderId === c.voterId) {
+    c.selfMatch = Math.max(c.selfMatch, token.index);
+    advanceCommit(d);
+  }
+}
+
+/** A new leader: fresh progress, a no-op of its term (committing it commits everything before it, thesis §3.6.2), heartbeats. */
+export function becomeLeader(d: Draft): void {
+  const { c } = d;
+  const next = c.log.lastIndex + 1;
+  c.leaderId = c.voterId;
+  c.progress = Object.fromEntries(c.peers.map((p) => [p, { next, match: 0, heardTick: 0, reading: false }]));
+  c.selfMatch = 0;
+  c.ticks = 0;
+  c.leaderStartIndex = next;
+  appendToLog(d, [{ index: next, term: c.term, payload: new Uint8Array(0) }]);
+  d.disk.push({ type: 'SYNC', token: { kind: 'self', term: c.term, index: next } });
+  c.syncsPending++;
+  for (const peer of c.peers) replicate(d, peer, true);
+}
+
+/** The leader appends a proposal and starts replicating it at once. */
+export function acceptProposal(d: Draft, id: number, payloads: readonly Uint8Array[]): void {
+  const { c } = d;
+  const first = c.log.lastIndex + 1;
+  const last = first + payloads.length - 1;
+  appendToLog(
+    d,
+    payloads.map((payload, i) => ({ index: first + i, term: c.term, payload })),
+  );
+  d.disk.push({ type: 'SYNC', token: { kind: 'self', term: c.term, index: last } });
+  c.syncsPending++;
+  d.emit.push({ type: 'proposal.accepted', id, index: last, term: c.term });
+  for (const peer of c.peers) replicate(d, peer, false);
 }
