@@ -16,7 +16,7 @@ export interface NodeProcess {
 const BIN = new URL('../../bin/tidemark.js', import.meta.url).pathname;
 const READY_TIMEOUT_MS = 15_000;
 
-/** Starts `tidemark node start` in its own process; resolves once it logs "node started". */
+/** Starts `tidemark node start` in its own process; resolves once it logs "node ready". */
 export async function startNodeProcess(natsUrl: string, id = 1): Promise<NodeProcess> {
   const dataDir = await mkdtemp(join(tmpdir(), 'tm-bench-'));
   // BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the node process.
@@ -29,7 +29,7 @@ export async function startNodeProcess(natsUrl: string, id = 1): Promise<NodePro
     const timer = setTimeout(() => reject(new Error(`node not ready: ${seen}`)), READY_TIMEOUT_MS);
     child.stderr!.on('data', (chunk: Buffer) => {
       seen += chunk.toString();
-      if (seen.includes('"node started"')) {
+      if (seen.includes('"node ready"')) {
         clearTimeout(timer);
         resolve();
       }

@@ -1,25 +1,42 @@
 /**
  * The composition root: the only place that builds real ports (NATS transport, RocksDB storage,
- * system clock and random, pino logger) and hands them to the actors.
+ * system clock and random, pino logger) and hands them to the actors. A node runs the controller
+ * role (a Raft voter of the metadata quorum, and the active controller when elected), the broker
+ * role, or both (combined, the default), like Kafka KRaft.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createActor, toPromise, type Actor } from 'xstate';
-import { brokerMachine } from './actors/broker/machine.js';
+import { createActor, toPromise, waitFor, type Actor } from 'xstate';
+import { brokerMachine, DEFAULT_BROKER_TIMEOUTS, type BrokerTimeouts } from './actors/broker/machine.js';
 import { controllerMachine } from './actors/controller/machine.js';
 import { DEFAULT_PARTITION_LIMITS, type PartitionLimits } from './actors/partition/types.js';
-import { openLocalMetadataStore } from './metadata/metadata-store.js';
+import { createFollowedView } from './metadata/followed-view.js';
+import { createQuorumMetadataStore } from './metadata/metadata-store.js';
+import { statusRequest, type NodeStatus } from './protocol/controller-messages.js';
+import { TidemarkError } from './protocol/errors.js';
+import { decodeRequest, encodeError, encodeMessage } from './protocol/messages.js';
 import { Subjects } from './protocol/subjects.js';
+import { startRaftNode, type RaftNode } from './quorum/raft-node.js';
+import type { RaftTimeouts } from './quorum/types.js';
 import { connectNats, type NatsTransport } from './runtime/nats-transport.js';
 import { createLogger } from './runtime/logger.js';
 import { systemClock, systemRandom, type Logger } from './runtime/ports.js';
 import { openRocksNodeStorage } from './storage/rocksdb-storage.js';
 
+export type NodeRole = 'broker' | 'controller';
+
 export interface NodeOptions {
-  /** Broker id, unique in the cluster. */
+  /** Node id: the broker id and, with the controller role, the voter id. Unique in the cluster. */
   id: number;
   /** Where this node keeps its RocksDB. */
   dataDir: string;
+  /** @default ['broker', 'controller'] */
+  roles?: readonly NodeRole[];
+  /** The controller voters' ids (static, like KRaft's controller.quorum.voters). @default [id] */
+  controllers?: readonly number[];
+  /** Rack of this broker, for replica placement. @default '' */
+  rack?: string;
   /** @default "nats://127.0.0.1:4222" */
   natsUrl?: string;
   /** Subject prefix; several clusters can share one NATS. @default "tidemark" */
@@ -28,19 +45,33 @@ export interface NodeOptions {
   logger?: Logger;
   /** Per-partition bounds. @default DEFAULT_PARTITION_LIMITS */
   partitionLimits?: Partial<PartitionLimits>;
-  /** Bound on a clean shutdown, ms. @default 10000 */
-  shutdownTimeoutMs?: number;
+  /** Broker heartbeat, metadata fetch and shutdown timing. @default DEFAULT_BROKER_TIMEOUTS */
+  brokerTimeouts?: Partial<BrokerTimeouts>;
+  /** Raft timing. @default heartbeat 100 ms, election timeout 300-600 ms */
+  raftTimeouts?: Partial<RaftTimeouts>;
+  /** A broker silent this long is fenced by the controller, ms. @default 2000 */
+  sessionTimeoutMs?: number;
 }
 
 export interface TidemarkNode {
   readonly id: number;
   readonly cluster: string;
+  /**
+   * Resolves once the node serves: a broker is registered and unfenced (so the quorum has a
+   * controller); a controller-only node knows the quorum's leader. Rejects after `timeoutMs`.
+   */
+  ready(timeoutMs?: number): Promise<void>;
   /** Stops taking requests, finishes pending writes, closes storage and NATS. Idempotent. */
   close(): Promise<void>;
 }
 
 export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
   const cluster = options.cluster ?? 'tidemark';
+  const roles = options.roles ?? ['broker', 'controller'];
+  const controllers = options.controllers ?? [options.id];
+  if (roles.includes('controller') && !controllers.includes(options.id)) {
+    throw new TidemarkError('INVALID_REQUEST', `node ${options.id} has the controller role but is not in the voters ${controllers.join(',')}`);
+  }
   const subjects = new Subjects(cluster);
   const logger = (options.logger ?? createLogger()).child({ node: options.id });
   await mkdir(options.dataDir, { recursive: true });
@@ -52,46 +83,116 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
     await storage.close();
     throw error;
   }
-  const metadata = await openLocalMetadataStore(storage.metadataLog);
-  if (!metadata.image().brokers.has(options.id)) {
-    await metadata.propose([{ type: 'RegisterBroker', brokerId: options.id, brokerEpoch: 0, rack: '', fenced: false }]);
+
+  let raft: RaftNode | undefined;
+  let controller: Actor<typeof controllerMachine> | undefined;
+  if (roles.includes('controller')) {
+    const proposeVia: { raft?: RaftNode } = {};
+    const metadata = createQuorumMetadataStore((payloads) => proposeVia.raft!.propose(payloads));
+    raft = startRaftNode({
+      voterId: options.id,
+      voters: controllers,
+      subjectPrefix: subjects.prefix,
+      transport,
+      store: storage.raftLog,
+      clock: systemClock,
+      random: systemRandom,
+      logger: logger.child({ actor: 'raft' }),
+      ...(options.raftTimeouts === undefined ? {} : { timeouts: options.raftTimeouts }),
+      onCommit: (entries) => metadata.apply(entries),
+    });
+    proposeVia.raft = raft;
+    controller = createActor(controllerMachine, {
+      systemId: 'controller',
+      clock: systemClock,
+      input: {
+        subjects,
+        transport,
+        metadata,
+        raft,
+        clock: systemClock,
+        random: systemRandom,
+        logger: logger.child({ actor: 'controller' }),
+        adminQueueMax: 256,
+        sessionTimeoutMs: options.sessionTimeoutMs ?? 2000,
+        tickMs: 50,
+      },
+    });
   }
 
-  const controller = createActor(controllerMachine, {
-    systemId: 'controller',
-    clock: systemClock,
-    input: { subjects, transport, metadata, clock: systemClock, random: systemRandom, logger: logger.child({ actor: 'controller' }), adminQueueMax: 256 },
-  });
-  const broker: Actor<typeof brokerMachine> = createActor(brokerMachine, {
-    systemId: `broker:${options.id}`,
-    clock: systemClock,
-    input: {
-      brokerId: options.id,
-      subjects,
-      transport,
-      metadata,
-      storage,
+  let broker: Actor<typeof brokerMachine> | undefined;
+  if (roles.includes('broker')) {
+    broker = createActor(brokerMachine, {
+      systemId: `broker:${options.id}`,
       clock: systemClock,
-      logger: logger.child({ actor: 'broker' }),
-      partitionLimits: { ...DEFAULT_PARTITION_LIMITS, ...options.partitionLimits },
-      shutdownTimeoutMs: options.shutdownTimeoutMs ?? 10_000,
-    },
+      input: {
+        brokerId: options.id,
+        rack: options.rack ?? '',
+        incarnation: randomBytes(8).toString('hex'),
+        subjects,
+        transport,
+        metadata: createFollowedView(),
+        storage,
+        clock: systemClock,
+        logger: logger.child({ actor: 'broker' }),
+        partitionLimits: { ...DEFAULT_PARTITION_LIMITS, ...options.partitionLimits },
+        timeouts: { ...DEFAULT_BROKER_TIMEOUTS, ...options.brokerTimeouts },
+      },
+    });
+  }
+
+  const status = (): NodeStatus => {
+    const out: NodeStatus = { nodeId: options.id, roles: [...roles] };
+    if (raft !== undefined) {
+      const s = raft.status();
+      out.voter = { role: s.role, term: s.term, leaderId: s.leaderId ?? -1, commitIndex: s.commitIndex, lastIndex: s.lastIndex };
+    }
+    if (broker !== undefined) {
+      const ctx = broker.getSnapshot().context;
+      out.broker = { brokerEpoch: ctx.brokerEpoch, fenced: ctx.fenced, metadataOffset: ctx.image.offset, partitionsLed: Object.keys(ctx.partitions).length };
+    }
+    return out;
+  };
+  const statusSub = transport.subscribe(subjects.status(), (msg) => {
+    try {
+      decodeRequest(msg.data, statusRequest);
+      msg.respond(encodeMessage(status()));
+    } catch (error) {
+      const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', undefined, { cause: error });
+      msg.respond(encodeError(err.toWire()));
+    }
   });
-  controller.start();
-  broker.start();
+
+  controller?.start();
+  broker?.start();
   await transport.connection.flush();
-  logger.info({ cluster, nats: options.natsUrl, dataDir: options.dataDir }, 'node started');
+  logger.info({ cluster, roles, controllers, nats: options.natsUrl, dataDir: options.dataDir }, 'node started');
 
   let closing: Promise<void> | undefined;
   return {
     id: options.id,
     cluster,
+    async ready(timeoutMs = 30_000) {
+      if (broker !== undefined) {
+        await waitFor(broker, (s) => !s.context.fenced && s.context.brokerEpoch >= 0, { timeout: timeoutMs });
+      } else {
+        let timer: NodeJS.Timeout | undefined;
+        const expired = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new TidemarkError('TIMEOUT', `no controller elected within ${timeoutMs} ms`)), timeoutMs);
+        });
+        await Promise.race([raft!.waitForLeader(), expired]).finally(() => clearTimeout(timer));
+      }
+    },
     close() {
       closing ??= (async () => {
-        controller.send({ type: 'STOP' });
-        const stopped = toPromise(broker);
-        broker.send({ type: 'STOP' });
-        await stopped;
+        statusSub.unsubscribe();
+        if (broker !== undefined) {
+          const stopped = toPromise(broker);
+          broker.send({ type: 'STOP' });
+          await stopped;
+        }
+        controller?.send({ type: 'STOP' });
+        await raft?.stop();
         await transport.close();
         await storage.close();
         logger.info('node stopped');

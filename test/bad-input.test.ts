@@ -66,7 +66,8 @@ test.before(async () => {
       await call(s.partition('produce', 1, 'orders', 0), produce(encodeBatch([record('first')])), produceReply);
       break;
     } catch (error) {
-      if (!(error instanceof TidemarkError) || error.code !== 'LEADER_NOT_AVAILABLE') throw error;
+      // The broker learns the new topic from the controller a moment after the commit.
+      if (!(error instanceof TidemarkError) || !['LEADER_NOT_AVAILABLE', 'UNKNOWN_TOPIC'].includes(error.code)) throw error;
     }
   }
 });

@@ -4,10 +4,11 @@
  */
 import test from 'ava';
 import { pino } from 'pino';
-import { createActor, SimulatedClock, waitFor } from 'xstate';
+import { createActor, fromCallback, SimulatedClock, waitFor } from 'xstate';
 import { brokerMachine } from '../src/actors/broker/machine.js';
 import { DEFAULT_PARTITION_LIMITS } from '../src/actors/partition/types.js';
-import { openLocalMetadataStore } from '../src/metadata/metadata-store.js';
+import { createFollowedView } from '../src/metadata/followed-view.js';
+import { createMemoryMetadataStore } from '../src/metadata/metadata-store.js';
 import { planCreateTopic, planDeleteTopic } from '../src/metadata/planner.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import type { Transport } from '../src/runtime/ports.js';
@@ -20,25 +21,35 @@ const silentTransport: Transport = {
   request: () => Promise.reject(new Error('not used')),
 };
 
+/** The broker with its controller session and metadata fetch replaced: the test drives both. */
+const isolated = brokerMachine.provide({
+  actors: { metadataFetcher: fromCallback(() => {}), controllerSession: fromCallback(() => {}) },
+});
+
 async function setup() {
   const clock = new SimulatedClock();
   const storage = createMemoryNodeStorage();
-  const metadata = await openLocalMetadataStore(storage.metadataLog);
-  await metadata.propose([{ type: 'RegisterBroker', brokerId: 1, brokerEpoch: 0, rack: '', fenced: false }]);
-  const broker = createActor(brokerMachine, {
+  const metadata = createMemoryMetadataStore();
+  const view = createFollowedView();
+  metadata.subscribe((image, records) => view.replace(image, records));
+  await metadata.propose([{ type: 'RegisterBroker', brokerId: 1, brokerEpoch: 1, rack: '', fenced: false, incarnation: 'test' }]);
+  const broker = createActor(isolated, {
     clock,
     input: {
       brokerId: 1,
+      rack: '',
+      incarnation: 'test',
       subjects: new Subjects('t'),
       transport: silentTransport,
-      metadata,
+      metadata: view,
       storage,
       clock,
       logger: pino({ level: 'silent' }),
       partitionLimits: DEFAULT_PARTITION_LIMITS,
-      shutdownTimeoutMs: 10_000,
+      timeouts: { heartbeatIntervalMs: 250, metadataFetchWaitMs: 1000, shutdownTimeoutMs: 10_000 },
     },
   }).start();
+  broker.send({ type: 'SESSION', brokerEpoch: 1, fenced: false });
   return { broker, metadata, storage };
 }
 
@@ -66,4 +77,17 @@ test('STOP closes every partition, then the broker ends', async (t) => {
   broker.send({ type: 'STOP' });
   const done = await waitFor(broker, (s) => s.status === 'done', { timeout: 5000 });
   t.deepEqual(done.context.partitions, {});
+});
+
+test('a fenced broker leads nothing; unfenced again, it leads them again', async (t) => {
+  const { broker, metadata } = await setup();
+  await metadata.propose(planCreateTopic(metadata.image(), { name: 'f', partitions: 2, replicationFactor: 1, config: {} }, 'ef'.repeat(16), 0));
+  t.is(partitionChildren(broker).length, 2);
+  broker.send({ type: 'SESSION', brokerEpoch: 1, fenced: true });
+  await waitFor(broker, (s) => Object.keys(s.context.partitions).length === 0, { timeout: 5000 });
+  t.deepEqual(partitionChildren(broker), []);
+  broker.send({ type: 'SESSION', brokerEpoch: 1, fenced: false });
+  t.is(partitionChildren(broker).length, 2);
+  broker.send({ type: 'STOP' });
+  await waitFor(broker, (s) => s.status === 'done', { timeout: 5000 });
 });

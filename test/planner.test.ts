@@ -12,7 +12,7 @@ function apply(image: MetadataImage, records: MetadataRecord[]): MetadataImage {
 function withBrokers(n: number): MetadataImage {
   return apply(
     emptyImage,
-    Array.from({ length: n }, (_, id) => ({ type: 'RegisterBroker', brokerId: id + 1, brokerEpoch: 0, rack: '', fenced: false }) as const),
+    Array.from({ length: n }, (_, id) => ({ type: 'RegisterBroker', brokerId: id + 1, brokerEpoch: 0, rack: '', fenced: false, incarnation: 'test' }) as const),
   );
 }
 

@@ -14,7 +14,7 @@ import { systemClock } from '../src/runtime/ports.js';
 import { APPEND_ENTRIES_WIRE_MAX, decodeRaftMessage, encodeRaftMessage, type RaftMessage } from '../src/quorum/messages.js';
 import { startRaftNode } from '../src/quorum/raft-node.js';
 import type { LogEntry, RaftStore, WithRaftLog } from '../src/quorum/raft-store.js';
-import { raftSubject } from '../src/quorum/subjects.js';
+import { raftSubject } from '../src/protocol/subjects.js';
 import { createMemoryNodeStorage, MemoryDisk } from '../src/storage/memory-storage.js';
 import type { NodeStorage } from '../src/storage/partition-store.js';
 import { openRocksNodeStorage } from '../src/storage/rocksdb-storage.js';

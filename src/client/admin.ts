@@ -98,7 +98,22 @@ export class AdminClient implements Admin {
       ),
     );
     this.deps.metadata.invalidate(options.name);
+    await this.propagated(options.name, (t) => t?.topicId === reply.topic.topicId);
     return reply.topic;
+  }
+
+  /**
+   * The controller answers once the change is committed; brokers learn it a moment later. Waits
+   * (in the same retry layer) until broker metadata shows it, so a create or delete is visible to
+   * the next call, as a user expects.
+   */
+  private async propagated(name: string, visible: (topic: TopicMetadata | undefined) => boolean): Promise<void> {
+    await this.retry(async () => {
+      const reply = await this.deps.metadata.fetch([name]);
+      if (!visible(reply.topics.find((t) => t.name === name))) {
+        throw new TidemarkError('LEADER_NOT_AVAILABLE', `brokers do not show the change to topic "${name}" yet`);
+      }
+    });
   }
 
   async deleteTopic(name: string): Promise<void> {
@@ -107,6 +122,7 @@ export class AdminClient implements Admin {
       rpc.request(subjects.admin('delete-topic'), { timeoutMs: this.timeoutMs(remainingMs), name } satisfies DeleteTopicRequest, deleteTopicReply),
     );
     this.deps.metadata.invalidate(name);
+    await this.propagated(name, (t) => t === undefined);
   }
 
   async listTopics(): Promise<string[]> {

@@ -8,6 +8,7 @@ export interface BrokerInfo {
   readonly id: number;
   readonly epoch: number;
   readonly rack: string;
+  readonly incarnation: string;
   /** A fenced broker leads nothing and is not given new replicas. Registration starts fenced. */
   readonly fenced: boolean;
 }
@@ -63,7 +64,7 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
   switch (record.type) {
     case 'RegisterBroker': {
       const brokers = new Map(image.brokers);
-      brokers.set(record.brokerId, { id: record.brokerId, epoch: record.brokerEpoch, rack: record.rack, fenced: record.fenced });
+      brokers.set(record.brokerId, { id: record.brokerId, epoch: record.brokerEpoch, rack: record.rack, fenced: record.fenced, incarnation: record.incarnation });
       return { ...image, offset, brokers };
     }
     case 'FenceBroker':
@@ -101,4 +102,34 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
       return { ...image, offset, topicsById, topicIdsByName };
     }
   }
+}
+
+/** Records that rebuild `image` from the empty one: what a metadata snapshot carries. */
+export function imageRecords(image: MetadataImage): MetadataRecord[] {
+  const records: MetadataRecord[] = [];
+  for (const b of image.brokers.values()) {
+    records.push({ type: 'RegisterBroker', brokerId: b.id, brokerEpoch: b.epoch, rack: b.rack, fenced: b.fenced, incarnation: b.incarnation });
+  }
+  for (const t of image.topicsById.values()) {
+    records.push({ type: 'Topic', topicId: t.topicId, name: t.name, config: { ...t.config } });
+    for (const p of t.partitions) {
+      records.push({
+        type: 'Partition',
+        topicId: t.topicId,
+        partition: p.partition,
+        replicas: [...p.replicas],
+        isr: [...p.isr],
+        leader: p.leader,
+        leaderEpoch: p.leaderEpoch,
+        partitionEpoch: p.partitionEpoch,
+      });
+    }
+  }
+  return records;
+}
+
+export function applyRecords(image: MetadataImage, records: readonly MetadataRecord[], offset: number): MetadataImage {
+  let next = records.reduce((img, r) => applyRecord(img, r, offset), image);
+  if (next.offset !== offset) next = { ...next, offset };
+  return next;
 }

@@ -1,55 +1,85 @@
 /**
- * The metadata seam. Brokers read the committed image and follow its changes; the controller
- * proposes records. Today `LocalMetadataStore` commits by appending to the node's own metadata log;
- * with the controller quorum, a Raft-backed store commits on a majority and every node follows the
- * same records through the same interface.
+ * The metadata seam. Brokers read the committed image and follow its changes (`MetadataView`); the
+ * active controller also proposes records (`MetadataStore`). `createQuorumMetadataStore` commits
+ * through the controller quorum's Raft log: one proposal is one Raft entry, committed on a majority,
+ * and every voter applies the same entries in the same order. `createMemoryMetadataStore` commits
+ * at once, for unit tests.
  */
-import type { MetadataLogStore } from '../storage/partition-store.js';
-import { applyRecord, emptyImage, type MetadataImage } from './image.js';
-import { decodeRecord, encodeRecord, type MetadataRecord } from './records.js';
+import { TidemarkError } from '../protocol/errors.js';
+import { applyRecords, emptyImage, type MetadataImage } from './image.js';
+import { decodeEntry, encodeEntry, type MetadataRecord } from './records.js';
 
 export type MetadataListener = (image: MetadataImage, records: readonly MetadataRecord[]) => void;
 
-export interface MetadataStore {
-  /** The latest committed image. */
+export interface MetadataView {
+  /** The latest committed image this node has. */
   image(): MetadataImage;
-  /** Commits records (all or none) and resolves with the image that includes them. Controller only. */
-  propose(records: readonly MetadataRecord[]): Promise<MetadataImage>;
-  /** Called after every commit, in commit order. Returns an unsubscribe function. */
+  /** Called after every change, in commit order. Returns an unsubscribe function. */
   subscribe(listener: MetadataListener): () => void;
 }
 
-/** Entries replayed per read while loading the log at startup. */
-const REPLAY_CHUNK_ENTRIES = 1000;
+export interface MetadataStore extends MetadataView {
+  /** Commits records (all or none) and resolves with the image that includes them. Active controller only. */
+  propose(records: readonly MetadataRecord[]): Promise<MetadataImage>;
+}
 
-export async function openLocalMetadataStore(log: MetadataLogStore): Promise<MetadataStore> {
+/** A committed metadata entry as the quorum delivers it. */
+export interface CommittedEntry {
+  readonly index: number;
+  readonly payload: Uint8Array;
+}
+
+/** Committed entries kept in memory for brokers' incremental fetches; older ones get a snapshot. */
+export const RECENT_ENTRIES_MAX = 1000;
+
+export interface QuorumMetadataStore extends MetadataStore {
+  /** Feed committed Raft entries here, in order (the Raft node's commit listener). */
+  apply(entries: readonly CommittedEntry[]): void;
+  /** Entries after `offset` if they are all still kept in memory; undefined means: send a snapshot. */
+  entriesAfter(offset: number, max: number): CommittedEntry[] | undefined;
+}
+
+export function createQuorumMetadataStore(propose: (payloads: readonly Uint8Array[]) => Promise<unknown>): QuorumMetadataStore {
   let image = emptyImage;
-  for (let from = 0; from <= log.lastIndex(); ) {
-    const entries = await log.read(from, REPLAY_CHUNK_ENTRIES);
-    if (entries.length === 0) break;
-    for (const bytes of entries) image = applyRecord(image, decodeRecord(bytes), from++);
-  }
   const listeners = new Set<MetadataListener>();
-  let chain: Promise<unknown> = Promise.resolve();
-
-  const commit = async (records: readonly MetadataRecord[]): Promise<MetadataImage> => {
-    const first = log.lastIndex() + 1;
-    await log.append(records.map(encodeRecord), { sync: true });
-    records.forEach((r, i) => (image = applyRecord(image, r, first + i)));
-    for (const listener of listeners) listener(image, records);
-    return image;
-  };
-
+  const recent: CommittedEntry[] = [];
   return {
     image: () => image,
-    propose(records) {
-      const result = chain.then(() => commit(records));
-      chain = result.catch(() => undefined);
-      return result;
-    },
     subscribe(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
+    apply(entries) {
+      for (const entry of entries) {
+        // Empty payloads are the no-ops a new Raft leader appends: they only move the offset.
+        const records = entry.payload.length === 0 ? [] : decodeEntry(entry.payload);
+        image = applyRecords(image, records, entry.index);
+        recent.push(entry);
+        if (recent.length > RECENT_ENTRIES_MAX) recent.shift();
+        for (const listener of listeners) listener(image, records);
+      }
+    },
+    entriesAfter(offset, max) {
+      if (offset >= image.offset) return [];
+      const first = recent[0];
+      if (first === undefined || first.index > offset + 1) return undefined;
+      const start = recent.findIndex((e) => e.index > offset);
+      return recent.slice(start, start + max);
+    },
+    async propose(records) {
+      if (records.length === 0) throw new TidemarkError('INVALID_REQUEST', 'nothing to commit');
+      // Resolves once committed and applied here, so the image includes the records.
+      await propose([encodeEntry(records)]);
+      return image;
+    },
   };
+}
+
+/** Commits at once; for unit tests of the actors that follow metadata. */
+export function createMemoryMetadataStore(): QuorumMetadataStore {
+  let next = 1;
+  const store: QuorumMetadataStore = createQuorumMetadataStore(async (payloads) => {
+    store.apply(payloads.map((payload) => ({ index: next++, payload })));
+  });
+  return store;
 }

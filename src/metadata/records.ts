@@ -18,6 +18,8 @@ export const registerBrokerRecord = object({
   rack: str(255),
   /** A broker registers fenced and is unfenced once it has caught up with metadata. */
   fenced: bool,
+  /** Random per broker process start: a retried registration of the same process is recognised. */
+  incarnation: str(64),
 });
 export const topicRecord = object({
   type: oneOf('Topic'),
@@ -70,4 +72,23 @@ export function decodeRecord(bytes: Uint8Array): MetadataRecord {
   const schema = typeof value.type === 'string' ? schemas[value.type as MetadataRecord['type']] : undefined;
   if (schema === undefined) throw new Error(`unknown metadata record type ${String(value.type)}`);
   return schema(value, 'record');
+}
+
+/**
+ * A metadata log entry: the records one proposal commits together (all or none). One Raft entry
+ * carries one of these; the image's offset is the Raft index of the last entry applied.
+ */
+export function encodeEntry(records: readonly MetadataRecord[]): Uint8Array {
+  return encode(records);
+}
+
+export function decodeEntry(bytes: Uint8Array): MetadataRecord[] {
+  const value = decode(bytes);
+  if (!Array.isArray(value)) throw new Error('metadata entry is not a list of records');
+  return value.map((r: unknown) => {
+    const type = typeof r === 'object' && r !== null ? (r as { type?: unknown }).type : undefined;
+    const schema = typeof type === 'string' ? schemas[type as MetadataRecord['type']] : undefined;
+    if (schema === undefined) throw new Error(`unknown metadata record type ${String(type)}`);
+    return schema(r, 'record');
+  });
 }

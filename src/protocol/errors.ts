@@ -9,6 +9,8 @@ export const ErrorCodes = {
   NOT_LEADER: { retriable: true, message: 'not the leader for this partition' },
   /** This voter is not the active controller (its reply names the leader when it knows one). */
   NOT_CONTROLLER: { retriable: true, message: 'not the active controller' },
+  /** The broker epoch in the request is not the broker's current registration: register again. */
+  STALE_BROKER_EPOCH: { retriable: false, message: 'broker epoch is stale' },
   /** The partition's leader is being elected or is still loading its log. Retry shortly. */
   LEADER_NOT_AVAILABLE: { retriable: true, message: 'leader not available' },
   /** The request carried a leader epoch older than the partition's. Refresh metadata. */

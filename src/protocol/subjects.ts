@@ -1,7 +1,10 @@
 /**
  * Every NATS subject Tidemark uses is built here and nowhere else.
  *
- *   tm.<cluster>.admin.<op>                         controller role (queue group): topic changes
+ *   tm.<cluster>.admin.<op>                         the active controller: topic changes
+ *   tm.<cluster>.controller.<op>                    the active controller: broker register / heartbeat / metadata fetch
+ *   tm.<cluster>.raft.<voter>                       Raft messages to one controller voter (one-way publishes)
+ *   tm.<cluster>.status                             every node (no queue group): its role, term, epoch
  *   tm.<cluster>.metadata                           any node (queue group): brokers, topics, leaders
  *   tm.<cluster>.b.<broker>.produce.<topic>.<p>     the broker leading partition p of topic
  *   tm.<cluster>.b.<broker>.fetch.<topic>.<p>       idem, for reads
@@ -16,6 +19,7 @@ import { tidemarkError } from './errors.js';
 export const ADMIN_OPS = ['create-topic', 'delete-topic'] as const;
 export type AdminOp = (typeof ADMIN_OPS)[number];
 export type PartitionOp = 'produce' | 'fetch';
+export type ControllerOp = 'register' | 'heartbeat' | 'metadata-fetch';
 
 const CLUSTER_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const TOPIC_NAME = /^[A-Za-z0-9._-]{1,249}$/;
@@ -36,6 +40,11 @@ export function topicFromToken(token: string): string {
   return token.replaceAll('~', '.');
 }
 
+/** `tm.<cluster>.raft.<voter>`, from the prefix alone (the quorum is given `Subjects.prefix`). */
+export function raftSubject(prefix: string, voterId: number): string {
+  return `${prefix}.raft.${voterId}`;
+}
+
 export class Subjects {
   readonly prefix: string;
 
@@ -48,6 +57,20 @@ export class Subjects {
 
   admin(op: AdminOp): string {
     return `${this.prefix}.admin.${op}`;
+  }
+
+  controller(op: ControllerOp): string {
+    return `${this.prefix}.controller.${op}`;
+  }
+
+  /** Each voter subscribes to its own; every Raft message is a publish, replies included. */
+  raft(voterId: number): string {
+    return raftSubject(this.prefix, voterId);
+  }
+
+  /** Every node answers (no queue group): the CLI collects the replies for `cluster status`. */
+  status(): string {
+    return `${this.prefix}.status`;
   }
 
   metadata(): string {

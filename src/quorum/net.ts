@@ -6,7 +6,7 @@
 import { fromCallback } from 'xstate';
 import type { Logger, Transport } from '../runtime/ports.js';
 import { decodeRaftMessage, encodeRaftMessage, type RaftMessage } from './messages.js';
-import { raftSubject } from './subjects.js';
+import { raftSubject } from '../protocol/subjects.js';
 import type { NetCommand, NetEvent } from './types.js';
 
 function toEvent(msg: RaftMessage): NetEvent {

@@ -1,3 +1,5 @@
+import type { RaftStore } from '../quorum/raft-store.js';
+
 /**
  * Storage ports. One RocksDB instance per node holds every partition log (by key prefix) and the
  * metadata log; an in-memory implementation serves unit tests and the simulator.
@@ -89,6 +91,8 @@ export interface MetadataLogStore {
 }
 
 export interface NodeStorage {
+  /** The controller quorum's Raft log and election state (term, vote). */
+  readonly raftLog: RaftStore;
   /** The same handle for the same key until it is deleted or the storage closed. */
   openPartition(key: PartitionKey): Promise<PartitionStore>;
   /**

@@ -242,20 +242,20 @@ export interface NodeProcessOptions {
   dataDir: string;
   /** @default 1 */
   id?: number;
-  /** Bound on reaching "node started", ms. @default 20000 */
+  /** Bound on reaching "node ready", ms. @default 20000 */
   readyTimeoutMs?: number;
 }
 
 /**
  * Starts `tidemark node start --id N --data-dir DIR --nats URL` and resolves once the node logged
- * its "node started" JSON line on stderr (pino, level info). If it is not ready in time it is killed.
+ * its "node ready" JSON line on stderr (pino, level info). If it is not ready in time it is killed.
  */
 export async function startNodeProcess(options: NodeProcessOptions): Promise<CliProcess> {
   const node = spawnCli(['node', 'start', '--id', String(options.id ?? 1), '--data-dir', options.dataDir, '--nats', options.nats], {
     env: { TIDEMARK_LOG_LEVEL: 'info' },
   });
   try {
-    await node.waitForLine('stderr', (line) => logLine(line)?.msg === 'node started', options.readyTimeoutMs ?? DEFAULT_TIMEOUT_MS);
+    await node.waitForLine('stderr', (line) => logLine(line)?.msg === 'node ready', options.readyTimeoutMs ?? DEFAULT_TIMEOUT_MS);
   } catch (error) {
     killGroup(node.child);
     await node.exited.catch(() => {});

@@ -18,9 +18,11 @@ export async function tempDir(prefix = 'tm-test-'): Promise<string> {
 export async function startTestNode(natsUrl: string, options: Partial<NodeOptions> = {}): Promise<TestNode> {
   const dataDir = options.dataDir ?? (await tempDir());
   const node = await startNode({ id: 1, natsUrl, logger: pino({ level: process.env['TIDEMARK_LOG_LEVEL'] ?? 'silent' }), ...options, dataDir });
+  await node.ready();
   return Object.assign(Object.create(node) as TidemarkNode, {
     id: node.id,
     cluster: node.cluster,
+    ready: (timeoutMs?: number) => node.ready(timeoutMs),
     close: () => node.close(),
     dataDir,
     async destroy() {

@@ -1,36 +1,56 @@
 /**
- * The broker: follows committed metadata and runs one partition actor per partition it leads;
- * its request listener routes produce and fetch to them. On STOP it stops listening, lets every
- * partition finish its pending writes, and ends.
+ * The broker: registers with the active controller and heartbeats (controller-session), follows
+ * committed metadata (metadata-fetcher into its view), and runs one partition actor per partition
+ * it leads while unfenced; its request listener routes produce and fetch to them. A leadership
+ * change stops the partition actor (a new leader epoch restarts it). On STOP it stops listening,
+ * lets every partition finish its pending writes, and ends.
  */
 import { assign, enqueueActions, fromCallback, setup } from 'xstate';
-import type { MetadataImage } from '../../metadata/image.js';
-import type { MetadataStore } from '../../metadata/metadata-store.js';
+import type { FollowedView } from '../../metadata/followed-view.js';
+import { emptyImage, type MetadataImage } from '../../metadata/image.js';
+import type { MetadataView } from '../../metadata/metadata-store.js';
 import { parseTopicConfig } from '../../metadata/topic-config.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Transport } from '../../runtime/ports.js';
 import type { NodeStorage } from '../../storage/partition-store.js';
 import { partitionMachine } from '../partition/machine.js';
 import type { PartitionLimits } from '../partition/types.js';
+import { controllerSession, type SessionEvent } from './controller-session.js';
+import { metadataFetcher } from './metadata-fetcher.js';
 import { partitionActorId } from './metadata-view.js';
 import { requestListener } from './request-listener.js';
 
+export interface BrokerTimeouts {
+  /** Between heartbeats to the controller, ms. @default 250 */
+  heartbeatIntervalMs: number;
+  /** Metadata fetch long poll, ms. @default 1000 */
+  metadataFetchWaitMs: number;
+  /** Bound on a clean shutdown: partitions still writing after this are abandoned, ms. @default 10000 */
+  shutdownTimeoutMs: number;
+}
+
+export const DEFAULT_BROKER_TIMEOUTS: BrokerTimeouts = { heartbeatIntervalMs: 250, metadataFetchWaitMs: 1000, shutdownTimeoutMs: 10_000 };
+
 export interface BrokerInput {
   brokerId: number;
+  rack: string;
+  /** Random per process start; see the controller session. */
+  incarnation: string;
   subjects: Subjects;
   transport: Transport;
-  metadata: MetadataStore;
+  /** This broker's copy of the metadata, kept current by the metadata fetcher. */
+  metadata: FollowedView;
   storage: NodeStorage;
   clock: Clock;
   logger: Logger;
   partitionLimits: PartitionLimits;
-  /** Bound on a clean shutdown: partitions still writing after this are abandoned, ms. @default 10000 */
-  shutdownTimeoutMs: number;
+  timeouts: BrokerTimeouts;
 }
 
 interface RunningPartition {
   topicId: string;
   partition: number;
+  leaderEpoch: number;
   /** The config the actor was last given, to notice changes. */
   configKey: string;
   closing: boolean;
@@ -38,17 +58,23 @@ interface RunningPartition {
 
 export interface BrokerContext extends BrokerInput {
   partitions: Record<string, RunningPartition>;
+  image: MetadataImage;
+  /** -1 until registered. */
+  brokerEpoch: number;
+  /** Fenced brokers lead nothing; a broker starts fenced until the controller says otherwise. */
+  fenced: boolean;
 }
 
 export type BrokerEvent =
   | { type: 'METADATA_UPDATED'; image: MetadataImage }
+  | SessionEvent
   /** A partition actor reached its final state (stopped or deleted). */
   | { type: `xstate.done.actor.${string}`; output: { topicId: string; partition: number } }
-  /** A partition actor crashed (a bug): it is logged and forgotten; the next metadata change restarts it. */
+  /** A partition actor crashed (a bug): it is logged and forgotten; the next reconcile restarts it. */
   | { type: `xstate.error.actor.${string}`; error: unknown }
   | { type: 'STOP' };
 
-const metadataFollower = fromCallback<{ type: 'NONE' }, { metadata: MetadataStore }>(({ input, sendBack }) => {
+const metadataFollower = fromCallback<{ type: 'NONE' }, { metadata: MetadataView }>(({ input, sendBack }) => {
   sendBack({ type: 'METADATA_UPDATED', image: input.metadata.image() });
   return input.metadata.subscribe((image) => sendBack({ type: 'METADATA_UPDATED', image }));
 });
@@ -59,21 +85,22 @@ export const brokerMachine = setup({
     context: {} as BrokerContext,
     events: {} as BrokerEvent,
   },
-  actors: { partition: partitionMachine, requestListener, metadataFollower },
+  actors: { partition: partitionMachine, requestListener, metadataFollower, metadataFetcher, controllerSession },
   actions: {
-    /** Start actors for partitions this broker leads; delete those whose topic is gone. */
-    reconcile: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'METADATA_UPDATED') return;
-      const image = event.image;
+    /** Start actors for partitions this broker leads (unfenced); stop the others; delete those whose topic is gone. */
+    reconcile: enqueueActions(({ context, enqueue }) => {
+      const image = context.image;
       const partitions = { ...context.partitions };
       const wanted = new Set<string>();
-      for (const topic of image.topicsById.values()) {
+      for (const topic of context.fenced ? [] : image.topicsById.values()) {
         const configKey = JSON.stringify(topic.config);
         for (const p of topic.partitions) {
           if (p.leader !== context.brokerId) continue;
           const id = partitionActorId(topic.topicId, p.partition);
-          wanted.add(id);
           const running = partitions[id];
+          // A new leader epoch means a new leadership: the old actor closes first, then a new one starts.
+          if (running !== undefined && (running.closing || running.leaderEpoch !== p.leaderEpoch)) continue;
+          wanted.add(id);
           if (running === undefined) {
             enqueue.spawnChild('partition', {
               id,
@@ -91,8 +118,8 @@ export const brokerMachine = setup({
                 limits: context.partitionLimits,
               },
             });
-            partitions[id] = { topicId: topic.topicId, partition: p.partition, configKey, closing: false };
-          } else if (running.configKey !== configKey && !running.closing) {
+            partitions[id] = { topicId: topic.topicId, partition: p.partition, leaderEpoch: p.leaderEpoch, configKey, closing: false };
+          } else if (running.configKey !== configKey) {
             enqueue.sendTo(id, { type: 'CONFIG', config: parseTopicConfig(topic.config) });
             partitions[id] = { ...running, configKey };
           }
@@ -127,11 +154,11 @@ export const brokerMachine = setup({
     allClosed: ({ context }) => Object.keys(context.partitions).length === 0,
   },
   delays: {
-    shutdownTimeout: ({ context }) => context.shutdownTimeoutMs,
+    shutdownTimeout: ({ context }) => context.timeouts.shutdownTimeoutMs,
   },
 }).createMachine({
   id: 'broker',
-  context: ({ input }) => ({ ...input, partitions: {} }),
+  context: ({ input }) => ({ ...input, partitions: {}, image: emptyImage, brokerEpoch: -1, fenced: true }),
   initial: 'running',
   on: {
     'xstate.done.actor.*': { actions: 'forget' },
@@ -141,6 +168,7 @@ export const brokerMachine = setup({
     running: {
       invoke: [
         {
+          id: 'requestListener',
           src: 'requestListener',
           input: ({ context }) => ({
             brokerId: context.brokerId,
@@ -151,9 +179,39 @@ export const brokerMachine = setup({
           }),
         },
         { src: 'metadataFollower', input: ({ context }) => ({ metadata: context.metadata }) },
+        {
+          src: 'metadataFetcher',
+          input: ({ context }) => ({
+            brokerId: context.brokerId,
+            subjects: context.subjects,
+            transport: context.transport,
+            view: context.metadata,
+            clock: context.clock,
+            logger: context.logger,
+            fetchWaitMs: context.timeouts.metadataFetchWaitMs,
+            retryBackoffMs: context.timeouts.heartbeatIntervalMs,
+          }),
+        },
+        {
+          src: 'controllerSession',
+          input: ({ context }) => ({
+            brokerId: context.brokerId,
+            rack: context.rack,
+            incarnation: context.incarnation,
+            subjects: context.subjects,
+            transport: context.transport,
+            view: context.metadata,
+            clock: context.clock,
+            logger: context.logger,
+            heartbeatIntervalMs: context.timeouts.heartbeatIntervalMs,
+          }),
+        },
       ],
       on: {
-        METADATA_UPDATED: { actions: 'reconcile' },
+        METADATA_UPDATED: { actions: [assign({ image: ({ event }) => event.image }), 'reconcile'] },
+        SESSION: { actions: [assign({ brokerEpoch: ({ event }) => event.brokerEpoch, fenced: ({ event }) => event.fenced }), 'reconcile'] },
+        'xstate.done.actor.*': { actions: ['forget', 'reconcile'] },
+        'xstate.error.actor.*': { actions: ['forget', 'reconcile'] },
         STOP: 'stopping',
       },
     },

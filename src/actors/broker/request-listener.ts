@@ -4,7 +4,7 @@
  * routes good requests to the partition actor that leads the partition.
  */
 import { fromCallback, type AnyActorRef } from 'xstate';
-import type { MetadataStore } from '../../metadata/metadata-store.js';
+import type { MetadataView } from '../../metadata/metadata-store.js';
 import { topicByName } from '../../metadata/image.js';
 import { verifyBatch } from '../../protocol/batch.js';
 import { TidemarkError } from '../../protocol/errors.js';
@@ -30,7 +30,7 @@ export interface RequestListenerInput {
   brokerId: number;
   subjects: Subjects;
   transport: Transport;
-  metadata: MetadataStore;
+  metadata: MetadataView;
   logger: Logger;
 }
 

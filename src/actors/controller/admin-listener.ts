@@ -4,7 +4,7 @@ import { TidemarkError } from '../../protocol/errors.js';
 import { createTopicRequest, decodeRequest, deleteTopicRequest, encodeError } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';
-import type { AdminJob, ControllerEvent } from './types.js';
+import type { AdminJob, ControllerEvent, ControllerJob } from './types.js';
 
 export interface AdminListenerInput {
   subjects: Subjects;
@@ -20,7 +20,7 @@ export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(
     try {
       if (msg.reply === undefined) throw new TidemarkError('INVALID_REQUEST', 'admin requests need a reply subject');
       const { timeoutMs, ...job } = parse(msg.data);
-      const event: ControllerEvent = { type: 'ADMIN', job: { ...job, replyTo: msg.reply, deadlineMs: clock.now() + timeoutMs } as AdminJob };
+      const event: ControllerEvent = { type: 'ADMIN', job: { ...job, replyTo: msg.reply, deadlineMs: clock.now() + timeoutMs } as ControllerJob };
       sendBack(event);
     } catch (error) {
       const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', undefined, { cause: error });

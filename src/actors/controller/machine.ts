@@ -1,12 +1,16 @@
 /**
- * The controller: the one writer of metadata. Applies topic administration one request at a time
- * (plan with the pure planner, then commit through the MetadataStore). Today it runs on every
- * node over a node-local metadata log; with the quorum it runs on the elected voter only.
+ * The controller: on the controller voter that Raft elected (and only while it leads), the one
+ * writer of metadata. Topic administration, broker registrations and the fencing and unfencing of
+ * brokers are jobs in one queue, each planned by the pure planner and committed through the quorum;
+ * heartbeats are answered from memory and feed the broker sessions (KRaft keeps them out of the log
+ * too). A broker not heard from for `sessionTimeoutMs` is fenced and its partitions get new leaders.
  */
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
 import { topicByName } from '../../metadata/image.js';
-import type { MetadataStore } from '../../metadata/metadata-store.js';
-import { planCreateTopic, planDeleteTopic } from '../../metadata/planner.js';
+import type { QuorumMetadataStore } from '../../metadata/metadata-store.js';
+import { planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../../metadata/planner.js';
+import type { MetadataRecord } from '../../metadata/records.js';
+import type { RegisterBrokerReply } from '../../protocol/controller-messages.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import type { CreateTopicReply } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
@@ -14,22 +18,36 @@ import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import { topicMetadata } from '../broker/metadata-view.js';
 import { outbox } from '../outbox.js';
 import { adminListener } from './admin-listener.js';
-import type { AdminJob, ControllerEvent } from './types.js';
+import { brokerListener } from './broker-listener.js';
+import { leadershipWatch, type LeadershipSource } from './leadership-watch.js';
+import { metadataServer } from './metadata-server.js';
+import type { ControllerEvent, ControllerJob } from './types.js';
 
 export interface ControllerInput {
   subjects: Subjects;
   transport: Transport;
-  metadata: MetadataStore;
+  metadata: QuorumMetadataStore;
+  raft: LeadershipSource;
   clock: Clock;
   random: Random;
   logger: Logger;
-  /** Admin requests waiting behind the one being applied. Beyond it: BUSY. @default 256 */
+  /** Jobs waiting behind the one being applied. Beyond it: BUSY. @default 256 */
   adminQueueMax: number;
+  /** A broker silent this long is fenced, ms. @default 2000 */
+  sessionTimeoutMs: number;
+  /** Leadership poll and session check period, ms. @default 50 */
+  tickMs: number;
 }
 
 interface ControllerContext extends ControllerInput {
-  queue: AdminJob[];
+  queue: ControllerJob[];
+  /** Last heartbeat per broker, on this controller's clock (reset when it becomes active). */
+  lastSeenMs: Record<number, number>;
+  /** Metadata offset a fenced broker must reach before it is unfenced. */
+  caughtUpAt: Record<number, number>;
 }
+
+type JobResult = { body: object | undefined; brokerId?: number; caughtUpAt?: number };
 
 function randomTopicId(random: Random): string {
   let id = '';
@@ -38,20 +56,43 @@ function randomTopicId(random: Random): string {
 }
 
 /** Plans and commits one job; resolves with the reply body. Throws TidemarkError for refusals. */
-async function applyJob(job: AdminJob, metadata: MetadataStore, random: Random): Promise<object> {
+async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, random: Random): Promise<JobResult> {
+  const image = metadata.image();
+  const commit = async (records: MetadataRecord[]) => (records.length === 0 ? image : metadata.propose(records));
   switch (job.op) {
     case 'create-topic': {
-      const image = metadata.image();
-      const records = planCreateTopic(image, job.request, randomTopicId(random), Math.floor(random.next() * Math.max(1, image.brokers.size)));
-      const next = await metadata.propose(records);
+      const start = Math.floor(random.next() * Math.max(1, image.brokers.size));
+      const next = await commit(planCreateTopic(image, job.request, randomTopicId(random), start));
       const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!) };
-      return reply;
+      return { body: reply };
     }
     case 'delete-topic':
-      await metadata.propose(planDeleteTopic(metadata.image(), job.request));
-      return {};
+      await commit(planDeleteTopic(image, job.request));
+      return { body: {} };
+    case 'register': {
+      const { brokerId, rack, incarnation } = job.request;
+      const known = image.brokers.get(brokerId);
+      // A retried registration of the same process: same epoch, nothing to commit.
+      if (known !== undefined && known.incarnation === incarnation) return { body: { brokerEpoch: known.epoch } satisfies RegisterBrokerReply };
+      // A new process with this id replaces the old registration: fence that one first.
+      const records = [
+        ...planFenceBroker(image, brokerId),
+        { type: 'RegisterBroker' as const, brokerId, brokerEpoch: (known?.epoch ?? 0) + 1, rack, fenced: true, incarnation },
+      ];
+      const next = await commit(records);
+      return { body: { brokerEpoch: next.brokers.get(brokerId)!.epoch } satisfies RegisterBrokerReply, brokerId, caughtUpAt: next.offset };
+    }
+    case 'fence':
+      await commit(planFenceBroker(image, job.brokerId));
+      return { body: undefined };
+    case 'unfence':
+      await commit(planUnfenceBroker(image, job.brokerId));
+      return { body: undefined };
   }
 }
+
+const queued = (queue: readonly ControllerJob[], op: 'fence' | 'unfence', brokerId: number) =>
+  queue.some((j) => j.op === op && j.brokerId === brokerId);
 
 export const controllerMachine = setup({
   types: {
@@ -60,9 +101,12 @@ export const controllerMachine = setup({
     events: {} as ControllerEvent,
   },
   actors: {
+    leadershipWatch,
     adminListener,
+    brokerListener,
+    metadataServer,
     outbox,
-    apply: fromPromise<object, { job: AdminJob; metadata: MetadataStore; random: Random; nowMs: number }>(({ input }) => {
+    apply: fromPromise<JobResult, { job: ControllerJob; metadata: QuorumMetadataStore; random: Random; nowMs: number }>(({ input }) => {
       if (input.nowMs > input.job.deadlineMs) return Promise.reject(new TidemarkError('TIMEOUT', 'request expired in the controller queue'));
       return applyJob(input.job, input.metadata, input.random);
     }),
@@ -71,10 +115,70 @@ export const controllerMachine = setup({
     enqueue: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'ADMIN') return;
       if (context.queue.length >= context.adminQueueMax) {
-        enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: event.job.replyTo, error: new TidemarkError('BUSY', 'controller queue is full').toWire() });
+        if (event.job.replyTo !== undefined) {
+          enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: event.job.replyTo, error: new TidemarkError('BUSY', 'controller queue is full').toWire() });
+        }
         return;
       }
       enqueue.assign({ queue: [...context.queue, event.job] });
+    }),
+    heartbeat: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'HEARTBEAT') return;
+      const broker = context.metadata.image().brokers.get(event.brokerId);
+      if (broker === undefined || broker.epoch !== event.brokerEpoch) {
+        const error = new TidemarkError('STALE_BROKER_EPOCH', `broker ${event.brokerId} epoch ${event.brokerEpoch} is not its registration (${broker?.epoch ?? 'none'})`);
+        enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: event.replyTo, error: error.toWire() });
+        return;
+      }
+      enqueue.assign({ lastSeenMs: { ...context.lastSeenMs, [event.brokerId]: event.nowMs } });
+      const caughtUpAt = context.caughtUpAt[event.brokerId] ?? context.metadata.image().offset;
+      if (broker.fenced && event.metadataOffset >= caughtUpAt && !queued(context.queue, 'unfence', event.brokerId)) {
+        enqueue.assign({ queue: [...context.queue, { op: 'unfence', brokerId: event.brokerId, replyTo: undefined, deadlineMs: event.nowMs + context.sessionTimeoutMs }] });
+      }
+      enqueue.sendTo('outbox', { type: 'REPLY', replyTo: event.replyTo, body: { fenced: broker.fenced } });
+    }),
+    checkSessions: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'TICK') return;
+      const expired: ControllerJob[] = [];
+      for (const broker of context.metadata.image().brokers.values()) {
+        const seen = context.lastSeenMs[broker.id] ?? event.nowMs;
+        if (broker.fenced || event.nowMs - seen <= context.sessionTimeoutMs || queued(context.queue, 'fence', broker.id)) continue;
+        context.logger.warn({ brokerId: broker.id, silentMs: event.nowMs - seen }, 'broker session expired; fencing it');
+        expired.push({ op: 'fence', brokerId: broker.id, replyTo: undefined, deadlineMs: event.nowMs + context.sessionTimeoutMs });
+      }
+      if (expired.length > 0) enqueue.assign({ queue: [...context.queue, ...expired] });
+    }),
+    /** A new active controller gives every broker a full session before fencing it (KRaft does too). */
+    becomeActive: assign(({ context, event }) => {
+      const nowMs = event.type === 'ACTIVE' ? event.nowMs : 0;
+      context.logger.info({ offset: context.metadata.image().offset }, 'active controller');
+      return {
+        lastSeenMs: Object.fromEntries([...context.metadata.image().brokers.keys()].map((id) => [id, nowMs])),
+        caughtUpAt: {},
+      };
+    }),
+    finishJob: enqueueActions(({ context, event, enqueue }) => {
+      const job = context.queue[0]!;
+      if ('output' in event) {
+        const result = event.output as JobResult;
+        if (job.replyTo !== undefined && result.body !== undefined) enqueue.sendTo('outbox', { type: 'REPLY', replyTo: job.replyTo, body: result.body });
+        if (result.brokerId !== undefined && result.caughtUpAt !== undefined) {
+          enqueue.assign({ caughtUpAt: { ...context.caughtUpAt, [result.brokerId]: result.caughtUpAt } });
+        }
+      } else if ('error' in event) {
+        const err = event.error instanceof TidemarkError ? event.error : new TidemarkError('INTERNAL', 'metadata commit failed', { cause: event.error });
+        if (err.code === 'INTERNAL') context.logger.error({ err: event.error, op: job.op }, 'controller job failed');
+        if (job.replyTo !== undefined) enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: job.replyTo, error: err.toWire() });
+      }
+      enqueue.assign({ queue: context.queue.slice(1) });
+    }),
+    /** Jobs waiting when leadership is lost are refused: the new controller takes the retries. */
+    refuseQueued: enqueueActions(({ context, enqueue }) => {
+      for (const job of context.queue) {
+        if (job.replyTo === undefined) continue;
+        enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: job.replyTo, error: new TidemarkError('NOT_CONTROLLER', 'controller changed').toWire() });
+      }
+      enqueue.assign({ queue: [] });
     }),
   },
   guards: {
@@ -82,45 +186,45 @@ export const controllerMachine = setup({
   },
 }).createMachine({
   id: 'controller',
-  context: ({ input }) => ({ ...input, queue: [] }),
-  initial: 'active',
+  context: ({ input }) => ({ ...input, queue: [], lastSeenMs: {}, caughtUpAt: {} }),
+  initial: 'running',
   states: {
-    active: {
+    running: {
       invoke: [
-        {
-          src: 'adminListener',
-          input: ({ context }) => ({ subjects: context.subjects, transport: context.transport, clock: context.clock, logger: context.logger }),
-        },
+        { src: 'leadershipWatch', input: ({ context }) => ({ raft: context.raft, clock: context.clock, tickMs: context.tickMs }) },
         { id: 'outbox', src: 'outbox', input: ({ context }) => ({ transport: context.transport, logger: context.logger }) },
       ],
-      on: {
-        ADMIN: { actions: 'enqueue' },
-        STOP: 'stopped',
-      },
-      initial: 'idle',
+      on: { STOP: 'stopped' },
+      initial: 'standby',
       states: {
-        idle: {
-          always: { guard: 'hasWork', target: 'applying' },
+        standby: {
+          on: { ACTIVE: { target: 'active', actions: 'becomeActive' } },
         },
-        applying: {
-          invoke: {
-            src: 'apply',
-            input: ({ context }) => ({ job: context.queue[0]!, metadata: context.metadata, random: context.random, nowMs: context.clock.now() }),
-            onDone: {
-              target: 'idle',
-              actions: enqueueActions(({ context, event, enqueue }) => {
-                enqueue.sendTo('outbox', { type: 'REPLY', replyTo: context.queue[0]!.replyTo, body: event.output });
-                enqueue.assign({ queue: context.queue.slice(1) });
-              }),
+        active: {
+          invoke: [
+            { src: 'adminListener', input: ({ context }) => ({ subjects: context.subjects, transport: context.transport, clock: context.clock, logger: context.logger }) },
+            { src: 'brokerListener', input: ({ context }) => ({ subjects: context.subjects, transport: context.transport, clock: context.clock, logger: context.logger }) },
+            {
+              src: 'metadataServer',
+              input: ({ context }) => ({ subjects: context.subjects, transport: context.transport, metadata: context.metadata, clock: context.clock, logger: context.logger, waitersMax: 1024 }),
             },
-            onError: {
-              target: 'idle',
-              actions: enqueueActions(({ context, event, enqueue }) => {
-                const err = event.error instanceof TidemarkError ? event.error : new TidemarkError('INTERNAL', 'metadata commit failed', { cause: event.error });
-                if (err.code === 'INTERNAL') context.logger.error({ err: event.error }, 'admin request failed');
-                enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: context.queue[0]!.replyTo, error: err.toWire() });
-                enqueue.assign({ queue: context.queue.slice(1) });
-              }),
+          ],
+          on: {
+            ADMIN: { actions: 'enqueue' },
+            HEARTBEAT: { actions: 'heartbeat' },
+            TICK: { actions: 'checkSessions' },
+            STANDBY: { target: 'standby', actions: 'refuseQueued' },
+          },
+          initial: 'idle',
+          states: {
+            idle: { always: { guard: 'hasWork', target: 'applying' } },
+            applying: {
+              invoke: {
+                src: 'apply',
+                input: ({ context }) => ({ job: context.queue[0]!, metadata: context.metadata, random: context.random, nowMs: context.clock.now() }),
+                onDone: { target: 'idle', actions: 'finishJob' },
+                onError: { target: 'idle', actions: 'finishJob' },
+              },
             },
           },
         },

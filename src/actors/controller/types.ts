@@ -1,13 +1,28 @@
+import type { RegisterBrokerRequest } from '../../protocol/controller-messages.js';
 import type { CreateTopicRequest, DeleteTopicRequest } from '../../protocol/messages.js';
 
 interface JobBase {
-  replyTo: string;
+  /** Absent for jobs the controller gives itself (fencing, unfencing). */
+  replyTo: string | undefined;
   /** Local clock time after which the caller has given up: the job is answered TIMEOUT, not applied. */
   deadlineMs: number;
 }
 
-export type AdminJob =
+/** Every metadata change goes through one queue, applied one at a time. */
+export type ControllerJob =
   | (JobBase & { op: 'create-topic'; request: CreateTopicRequest })
-  | (JobBase & { op: 'delete-topic'; request: DeleteTopicRequest });
+  | (JobBase & { op: 'delete-topic'; request: DeleteTopicRequest })
+  | (JobBase & { op: 'register'; request: RegisterBrokerRequest })
+  | (JobBase & { op: 'fence'; brokerId: number })
+  | (JobBase & { op: 'unfence'; brokerId: number });
 
-export type ControllerEvent = { type: 'ADMIN'; job: AdminJob } | { type: 'STOP' };
+/** Kept for the admin listener: the jobs clients send. */
+export type AdminJob = Extract<ControllerJob, { op: 'create-topic' | 'delete-topic' }>;
+
+export type ControllerEvent =
+  | { type: 'ADMIN'; job: ControllerJob }
+  | { type: 'HEARTBEAT'; replyTo: string; brokerId: number; brokerEpoch: number; metadataOffset: number; nowMs: number }
+  | { type: 'TICK'; nowMs: number }
+  | { type: 'ACTIVE'; nowMs: number }
+  | { type: 'STANDBY' }
+  | { type: 'STOP' };

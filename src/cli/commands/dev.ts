@@ -36,6 +36,7 @@ export async function devCommand(argv: string[]): Promise<number> {
     await nats.stop();
     throw error;
   }
+  await node.ready();
   const hint = nats.url === servers ? '' : `\n  NATS is on ${nats.url} (port taken); in other terminals: export TIDEMARK_NATS=${nats.url}`;
   process.stdout.write(
     `Tidemark dev is running: cluster "${cluster}", NATS ${nats.url} (${nats.owned ? 'started by tidemark dev' : 'existing server'}), data in ${dataDir}${hint}

@@ -37,7 +37,12 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const { servers, cluster } = connection(values);
   const logger = createLogger(values['log-level'] === undefined ? {} : { level: values['log-level'] });
   const node = await startNode({ id, dataDir, natsUrl: servers, cluster, logger });
-  await onShutdownSignal();
+  const stop = onShutdownSignal();
+  void node.ready().then(
+    () => logger.info('node ready'),
+    (error: unknown) => logger.warn({ err: error }, 'node not ready yet'),
+  );
+  await stop;
   await node.close();
   logger.flush();
   return 0;

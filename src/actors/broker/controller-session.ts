@@ -1,0 +1,75 @@
+/**
+ * The broker's session with the active controller (KRaft's BrokerRegistration + BrokerHeartbeat):
+ * registers and gets a broker epoch, then heartbeats every `heartbeatIntervalMs` with the metadata
+ * offset it has applied. The controller unfences the broker once it has caught up and fences it
+ * when heartbeats stop for `sessionTimeoutMs`. A STALE_BROKER_EPOCH answer means this registration
+ * was replaced: register again.
+ */
+import { fromCallback } from 'xstate';
+import type { MetadataView } from '../../metadata/metadata-store.js';
+import { heartbeatReply, registerBrokerReply, type HeartbeatRequest, type RegisterBrokerRequest } from '../../protocol/controller-messages.js';
+import { TidemarkError } from '../../protocol/errors.js';
+import { decodeReply, encodeMessage } from '../../protocol/messages.js';
+import type { Subjects } from '../../protocol/subjects.js';
+import type { Clock, Logger, Transport } from '../../runtime/ports.js';
+
+export interface ControllerSessionInput {
+  brokerId: number;
+  rack: string;
+  incarnation: string;
+  subjects: Subjects;
+  transport: Transport;
+  view: MetadataView;
+  clock: Clock;
+  logger: Logger;
+  heartbeatIntervalMs: number;
+}
+
+export type SessionEvent = { type: 'SESSION'; brokerEpoch: number; fenced: boolean };
+
+export const controllerSession = fromCallback<{ type: 'NONE' }, ControllerSessionInput>(({ input, sendBack }) => {
+  const { subjects, transport, clock, logger } = input;
+  let stopped = false;
+  let timer: unknown;
+  let epoch: number | undefined;
+  const requestTimeoutMs = Math.max(200, input.heartbeatIntervalMs * 2);
+
+  const register = async () => {
+    const request: RegisterBrokerRequest = { timeoutMs: requestTimeoutMs, brokerId: input.brokerId, rack: input.rack, incarnation: input.incarnation };
+    const reply = decodeReply(await transport.request(subjects.controller('register'), encodeMessage(request), requestTimeoutMs), registerBrokerReply);
+    epoch = reply.brokerEpoch;
+    logger.info({ brokerEpoch: epoch }, 'registered with the controller');
+    if (!stopped) sendBack({ type: 'SESSION', brokerEpoch: epoch, fenced: true } satisfies SessionEvent);
+  };
+
+  const heartbeat = async (brokerEpoch: number) => {
+    const request: HeartbeatRequest = { timeoutMs: requestTimeoutMs, brokerId: input.brokerId, brokerEpoch, metadataOffset: input.view.image().offset };
+    const reply = decodeReply(await transport.request(subjects.controller('heartbeat'), encodeMessage(request), requestTimeoutMs), heartbeatReply);
+    if (!stopped) sendBack({ type: 'SESSION', brokerEpoch, fenced: reply.fenced } satisfies SessionEvent);
+  };
+
+  const tick = () => {
+    if (stopped) return;
+    const step = epoch === undefined ? register() : heartbeat(epoch);
+    step.then(
+      () => schedule(),
+      (error: unknown) => {
+        if (error instanceof TidemarkError && error.code === 'STALE_BROKER_EPOCH') {
+          logger.warn('broker epoch is stale; registering again');
+          epoch = undefined;
+        } else {
+          logger.debug({ err: error }, epoch === undefined ? 'registration failed; retrying' : 'heartbeat failed');
+        }
+        schedule();
+      },
+    );
+  };
+  const schedule = () => {
+    if (!stopped) timer = clock.setTimeout(tick, input.heartbeatIntervalMs);
+  };
+  tick();
+  return () => {
+    stopped = true;
+    if (timer !== undefined) clock.clearTimeout(timer);
+  };
+});

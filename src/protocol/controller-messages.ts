@@ -1,0 +1,63 @@
+/**
+ * Broker <-> active controller messages (subjects `tm.<c>.controller.<op>`), and the cluster status
+ * every node answers on `tm.<c>.status`. Same conventions as messages.ts: msgpack, a time budget on
+ * every request, checked where the bytes enter.
+ */
+import { array, bool, bytes, int, object, oneOf, optional, str, type Infer, type Schema } from './validate.js';
+import { FETCH_WAIT_MS_MAX, PAYLOAD_BYTES_MAX, REQUEST_TIMEOUT_MS_MAX } from './messages.js';
+
+const timeoutMs = int(1, REQUEST_TIMEOUT_MS_MAX);
+const brokerId = int(0, 2 ** 31 - 1);
+const epoch = int(0, Number.MAX_SAFE_INTEGER);
+const offset = int(-1, Number.MAX_SAFE_INTEGER);
+
+/** `incarnation` is random per process start: a retried registration of the same process gets the same epoch. */
+export const registerBrokerRequest = object({ timeoutMs, brokerId, rack: str(255), incarnation: str(64) });
+export type RegisterBrokerRequest = Infer<typeof registerBrokerRequest>;
+export const registerBrokerReply = object({ brokerEpoch: epoch });
+export type RegisterBrokerReply = Infer<typeof registerBrokerReply>;
+
+/** `metadataOffset`: the last metadata offset the broker has applied (-1 for none). */
+export const heartbeatRequest = object({ timeoutMs, brokerId, brokerEpoch: epoch, metadataOffset: offset });
+export type HeartbeatRequest = Infer<typeof heartbeatRequest>;
+export const heartbeatReply = object({ fenced: bool });
+export type HeartbeatReply = Infer<typeof heartbeatReply>;
+
+/** `fromOffset`: the last offset the follower has (-1: none, send a snapshot). Long-polls up to maxWaitMs. */
+export const metadataFetchRequest = object({ timeoutMs, brokerId, fromOffset: offset, maxWaitMs: int(0, FETCH_WAIT_MS_MAX) });
+export type MetadataFetchRequest = Infer<typeof metadataFetchRequest>;
+/**
+ * `snapshot`: true when `entries` holds one entry that rebuilds the whole image as of `offset` (the
+ * follower starts over from it); false when `entries` are the committed entries after `fromOffset`.
+ */
+export const metadataFetchReply = object({
+  offset,
+  snapshot: bool,
+  entries: array(object({ offset, payload: bytes(PAYLOAD_BYTES_MAX) }), 10_000),
+});
+export type MetadataFetchReply = Infer<typeof metadataFetchReply>;
+
+export const statusRequest = object({ timeoutMs });
+export type StatusRequest = Infer<typeof statusRequest>;
+
+export interface NodeStatus {
+  nodeId: number;
+  roles: Array<'broker' | 'controller'>;
+  /** Present on controller voters. */
+  voter?: { role: string; term: number; leaderId: number; commitIndex: number; lastIndex: number };
+  /** Present on brokers. */
+  broker?: { brokerEpoch: number; fenced: boolean; metadataOffset: number; partitionsLed: number };
+}
+
+export const nodeStatus: Schema<NodeStatus> = (v, path) => {
+  const o = object({
+    nodeId: brokerId,
+    roles: array(oneOf('broker', 'controller'), 2),
+    voter: optional(object({ role: str(32), term: epoch, leaderId: int(-1, 2 ** 31 - 1), commitIndex: int(0, Number.MAX_SAFE_INTEGER), lastIndex: int(0, Number.MAX_SAFE_INTEGER) })),
+    broker: optional(object({ brokerEpoch: offset, fenced: bool, metadataOffset: offset, partitionsLed: int(0, 1e9) })),
+  })(v, path);
+  const out: NodeStatus = { nodeId: o.nodeId, roles: o.roles };
+  if (o.voter !== undefined) out.voter = o.voter;
+  if (o.broker !== undefined) out.broker = o.broker;
+  return out;
+};
