@@ -19,6 +19,7 @@ const silentTransport: Transport = {
   publish() {},
   subscribe: () => ({ unsubscribe() {} }),
   request: () => Promise.reject(new Error('not used')),
+  requestMany: () => Promise.reject(new Error('not used')),
 };
 
 /** The broker with its controller session and metadata fetch replaced: the test drives both. */

@@ -37,6 +37,7 @@ function recordingTransport(): Transport & { replies: Reply[]; next(subject: str
     },
     subscribe: () => ({ unsubscribe() {} }),
     request: () => Promise.reject(new Error('not used')),
+    requestMany: () => Promise.reject(new Error('not used')),
     /** The first reply to `subject`; fails after 5 s (a bound for the test, not a sleep). */
     next(subject) {
       const seen = replies.find((r) => r.subject === subject);

@@ -2,6 +2,7 @@
 import { TidemarkError } from '../protocol/errors.js';
 import { GLOBAL_HELP } from './args.js';
 import { UsageError } from './cli-error.js';
+import { clusterCommand } from './commands/cluster.js';
 import { consumeCommand } from './commands/consume.js';
 import { devCommand } from './commands/dev.js';
 import { nodeCommand } from './commands/node.js';
@@ -11,9 +12,10 @@ import { topicCommand } from './commands/topic.js';
 const HELP = `Usage: tidemark <command> [options]
 
 Commands:
-  dev                         run a local Tidemark (and nats-server if none answers)
+  dev [--nodes N]             run a local Tidemark cluster (and nats-server if none answers)
   node start                  run one node against an existing NATS server
-  topic create|list|describe|delete
+  cluster status              controller voters, active controller, brokers
+  topic create|list|describe|delete|alter
   produce TOPIC               records from stdin, one per line
   consume TOPIC               print records, one value per line
 
@@ -22,6 +24,7 @@ ${GLOBAL_HELP}`;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   dev: devCommand,
+  cluster: clusterCommand,
   node: nodeCommand,
   topic: topicCommand,
   produce: produceCommand,

@@ -1,12 +1,14 @@
 /**
- * Topic administration. Create and delete go to the controller (`subjects.admin(op)`); list and
- * describe read metadata, and describe also asks each leading broker for its partitions' offsets.
+ * Topic and cluster administration. Create, delete and create-partitions go to the active
+ * controller (`subjects.admin(op)`); list and describe read metadata, and describe also asks each
+ * leading broker for its partitions' offsets; describeCluster collects every node's status.
  * Each call is retried here, in one place (retry.ts), and nowhere below.
  */
 import { TidemarkError } from '../protocol/errors.js';
 import {
   createTopicReply,
   deleteTopicReply,
+  type CreatePartitionsRequest,
   type CreateTopicRequest,
   type DeleteTopicRequest,
   type OffsetsRequest,
@@ -15,6 +17,7 @@ import {
   type PartitionOffsets,
   type TopicMetadata,
 } from '../protocol/messages.js';
+import { nodeStatus, type StatusRequest } from '../protocol/controller-messages.js';
 import type { Subjects } from '../protocol/subjects.js';
 import type { Clock, Random } from '../runtime/ports.js';
 import type { MetadataCache } from './metadata.js';
@@ -66,7 +69,28 @@ export interface Admin {
   listTopics(): Promise<string[]>;
   /** Metadata of one topic merged with its partitions' offsets. Throws UNKNOWN_TOPIC if absent. */
   describeTopic(name: string): Promise<TopicDescription>;
+  /**
+   * Grows a topic to `totalCount` partitions. Fewer than now is refused (INVALID_PARTITIONS): it
+   * would delete records and move keys. Resolves once brokers' metadata shows the new count.
+   */
+  createPartitions(name: string, totalCount: number): Promise<TopicMetadata>;
+  /** The controller voters (role, term, log), the active controller, and the brokers (epoch, fenced). */
+  describeCluster(): Promise<ClusterDescription>;
 }
+
+export interface ClusterDescription {
+  /** The active controller's id, -1 when none is known (an election is running, or no quorum). */
+  controllerId: number;
+  voters: Array<{ id: number; role: string; term: number; leaderId: number; commitIndex: number; lastIndex: number }>;
+  brokers: Array<{ id: number; epoch: number; rack: string; fenced: boolean; metadataOffset: number; partitionsLed: number; reachable: boolean }>;
+  /** The newest metadata offset any broker has applied. */
+  metadataOffset: number;
+}
+
+/** How long describeCluster waits for every node's status, ms. */
+const CLUSTER_STATUS_WAIT_MS = 300;
+/** Nodes answering one status request, upper bound. */
+const CLUSTER_NODES_MAX = 10_000;
 
 export type AdminDeps = {
   rpc: Rpc;
@@ -182,6 +206,46 @@ export class AdminClient implements Admin {
           };
         })
         .sort((a, b) => a.partition - b.partition),
+    };
+  }
+
+  async createPartitions(name: string, totalCount: number): Promise<TopicMetadata> {
+    const { rpc, subjects } = this.deps;
+    const reply = await this.retry((remainingMs) =>
+      rpc.request(
+        subjects.admin('create-partitions'),
+        { timeoutMs: this.timeoutMs(remainingMs), name, totalCount } satisfies CreatePartitionsRequest,
+        createTopicReply,
+      ),
+    );
+    this.deps.metadata.invalidate(name);
+    await this.propagated(name, (t) => t !== undefined && t.partitions.length >= totalCount);
+    return reply.topic;
+  }
+
+  async describeCluster(): Promise<ClusterDescription> {
+    const { rpc, subjects } = this.deps;
+    const [statuses, metadata] = await Promise.all([
+      rpc.requestMany(subjects.status(), { timeoutMs: CLUSTER_STATUS_WAIT_MS } satisfies StatusRequest, nodeStatus, CLUSTER_NODES_MAX),
+      this.retry(() => this.deps.metadata.fetch([])),
+    ]);
+    const voters = statuses
+      .filter((s) => s.voter !== undefined)
+      .map((s) => ({ id: s.nodeId, ...s.voter! }))
+      .sort((a, b) => a.id - b.id);
+    const leader = voters.filter((v) => v.role === 'leader').sort((a, b) => b.term - a.term)[0];
+    const byId = new Map(statuses.map((s) => [s.nodeId, s]));
+    const brokers = metadata.brokers
+      .map((b) => {
+        const live = byId.get(b.id)?.broker;
+        return { ...b, metadataOffset: live?.metadataOffset ?? -1, partitionsLed: live?.partitionsLed ?? 0, reachable: live !== undefined };
+      })
+      .sort((a, b) => a.id - b.id);
+    return {
+      controllerId: leader?.id ?? -1,
+      voters,
+      brokers,
+      metadataOffset: Math.max(-1, ...statuses.map((s) => s.broker?.metadataOffset ?? -1)),
     };
   }
 

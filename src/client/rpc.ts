@@ -25,6 +25,20 @@ export class Rpc {
     return decodeReply(data, schema);
   }
 
+  /** Every subscriber's reply within `maxWaitMs`, each checked against `schema`; error replies are skipped. */
+  async requestMany<B extends { timeoutMs: number }, T>(subject: string, body: B, schema: Schema<T>, maxReplies: number): Promise<T[]> {
+    const replies = await this.transport.requestMany(subject, encodeMessage(body), { maxWaitMs: body.timeoutMs, maxReplies });
+    const out: T[] = [];
+    for (const data of replies) {
+      try {
+        out.push(decodeReply(data, schema));
+      } catch {
+        // one node's bad or error reply does not hide the others'
+      }
+    }
+    return out;
+  }
+
   /** Fire and forget (acks = 0). */
   publish(subject: string, body: object): void {
     this.transport.publish(subject, encodeMessage(body));

@@ -155,3 +155,37 @@ export function planUnfenceBroker(image: MetadataImage, brokerId: number): Metad
   }
   return records;
 }
+
+/**
+ * Adding partitions to a topic (Kafka's CreatePartitions): new partitions are placed like a new
+ * topic's, with the topic's replication factor, over live brokers. Fewer partitions than now is
+ * refused: removing a partition deletes its records and moves keys to other partitions, breaking
+ * per-key order, so it is never done silently (the seed's author says the same).
+ */
+export function planCreatePartitions(image: MetadataImage, name: string, totalCount: number, start: number): MetadataRecord[] {
+  const topic = topicByName(image, name);
+  if (topic === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `topic "${name}" does not exist`);
+  const current = topic.partitions.length;
+  if (totalCount < current) {
+    throw new TidemarkError(
+      'INVALID_PARTITIONS',
+      `topic "${name}" has ${current} partitions; decreasing to ${totalCount} is refused: it would delete the records of the removed partitions and move their keys, breaking per-key order`,
+    );
+  }
+  if (totalCount === current) throw new TidemarkError('INVALID_PARTITIONS', `topic "${name}" already has ${current} partitions`);
+  const replicationFactor = topic.partitions[0]?.replicas.length ?? 1;
+  const brokers = [...image.brokers.values()].filter((b) => !b.fenced).map((b) => ({ id: b.id, rack: b.rack }));
+  if (replicationFactor > brokers.length) {
+    throw new TidemarkError('INVALID_REPLICATION_FACTOR', `replication factor ${replicationFactor} is larger than the ${brokers.length} live broker(s)`);
+  }
+  return placeReplicas(brokers, totalCount - current, replicationFactor, start).map((replicas, i): MetadataRecord => ({
+    type: 'Partition',
+    topicId: topic.topicId,
+    partition: current + i,
+    replicas,
+    isr: replicas,
+    leader: replicas[0]!,
+    leaderEpoch: 0,
+    partitionEpoch: 0,
+  }));
+}

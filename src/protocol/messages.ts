@@ -5,7 +5,7 @@
  */
 import { decode, encode } from '@msgpack/msgpack';
 import { isErrorCode, TidemarkError, type WireError } from './errors.js';
-import { array, bytes, int, object, oneOf, optional, str, stringMap, type Infer, type Schema } from './validate.js';
+import { array, bool, bytes, int, object, oneOf, optional, str, stringMap, type Infer, type Schema } from './validate.js';
 
 /** Upper bound on any request's time budget, ms. */
 export const REQUEST_TIMEOUT_MS_MAX = 300_000;
@@ -72,6 +72,10 @@ export type CreateTopicRequest = Infer<typeof createTopicRequest>;
 export const deleteTopicRequest = object({ timeoutMs, name: topicName });
 export type DeleteTopicRequest = Infer<typeof deleteTopicRequest>;
 
+/** Grows a topic to `totalCount` partitions. */
+export const createPartitionsRequest = object({ timeoutMs, name: topicName, totalCount: int(1, TOPIC_PARTITIONS_MAX) });
+export type CreatePartitionsRequest = Infer<typeof createPartitionsRequest>;
+
 // --- replies --------------------------------------------------------------------------------
 
 export interface ProduceReply {
@@ -117,6 +121,10 @@ export interface TopicMetadata {
 
 export interface BrokerMetadata {
   id: number;
+  /** Registration epoch. */
+  epoch: number;
+  rack: string;
+  fenced: boolean;
 }
 
 export interface MetadataReply {
@@ -158,7 +166,7 @@ const topicMetadata: Schema<TopicMetadata> = object({
   partitions: array(partitionMetadata, TOPIC_PARTITIONS_MAX),
 });
 export const metadataReply: Schema<MetadataReply> = object({
-  brokers: array(object({ id: int(0, 2 ** 31 - 1) }), 10_000),
+  brokers: array(object({ id: int(0, 2 ** 31 - 1), epoch: int(0, Number.MAX_SAFE_INTEGER), rack: str(255), fenced: bool }), 10_000),
   topics: array(topicMetadata, 100_000),
 });
 export const createTopicReply: Schema<CreateTopicReply> = object({ topic: topicMetadata });

@@ -68,6 +68,21 @@ export function wrap(nc: NatsConnection): NatsTransport {
         throw mapRequestError(cause, subject, timeoutMs);
       }
     },
+    async requestMany(subject, data, options) {
+      const replies: Uint8Array[] = [];
+      try {
+        const iterator = await nc.requestMany(subject, data, { strategy: 'timer', maxWait: options.maxWaitMs, maxMessages: options.maxReplies });
+        for await (const msg of iterator) {
+          replies.push(msg.data);
+          if (replies.length >= options.maxReplies) break;
+        }
+      } catch (cause) {
+        // Nobody subscribed is an answer here (no node is up): an empty list.
+        const mapped = mapRequestError(cause, subject, options.maxWaitMs);
+        if (mapped.code !== 'NO_RESPONDERS') throw mapped;
+      }
+      return replies;
+    },
     async close() {
       if (nc.isClosed()) return;
       await nc.drain().catch(() => nc.close());

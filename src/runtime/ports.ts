@@ -42,6 +42,11 @@ export interface Transport {
   subscribe(subject: string, handler: (msg: InboundMessage) => void, options?: SubscribeOptions): Subscription;
   /** Resolves with the reply's bytes; rejects with a TidemarkError TIMEOUT or NO_RESPONDERS. */
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
+  /**
+   * A request every subscriber answers: collects replies until `maxWaitMs` passes or `maxReplies`
+   * arrived; an empty list when nobody subscribes. Used for cluster status, where every node answers.
+   */
+  requestMany(subject: string, data: Uint8Array, options: { maxWaitMs: number; maxReplies: number }): Promise<Uint8Array[]>;
   /** Largest payload the fabric accepts, in bytes. */
   readonly maxPayloadBytes: number;
 }

@@ -242,6 +242,10 @@ export class FakeCluster implements Transport {
     return { unsubscribe: () => undefined };
   }
 
+  requestMany(): Promise<Uint8Array[]> {
+    return Promise.resolve([]);
+  }
+
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     let call: FakeCall;
     try {
@@ -331,7 +335,7 @@ export class FakeCluster implements Transport {
           const t = this.topics.get(name);
           if (t !== undefined) topics.push(this.describe(t));
         }
-        return encodeMessage({ brokers: [...this.brokers].map((id) => ({ id })), topics });
+        return encodeMessage({ brokers: [...this.brokers].map((id) => ({ id, epoch: 1, rack: '', fenced: false })), topics });
       }
       case 'create-topic': {
         const req = decodeRequest(data, createTopicRequest);

@@ -171,6 +171,7 @@ export class SimNetwork {
         };
       },
       request: () => Promise.reject(new TidemarkError('NO_RESPONDERS', 'the simulated network has no request/reply')),
+      requestMany: () => Promise.reject(new TidemarkError('NO_RESPONDERS', 'the simulated network has no request/reply')),
     };
   }
 

@@ -8,7 +8,7 @@
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
 import { topicByName } from '../../metadata/image.js';
 import type { QuorumMetadataStore } from '../../metadata/metadata-store.js';
-import { planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../../metadata/planner.js';
+import { planCreatePartitions, planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../../metadata/planner.js';
 import type { MetadataRecord } from '../../metadata/records.js';
 import type { RegisterBrokerReply } from '../../protocol/controller-messages.js';
 import { TidemarkError } from '../../protocol/errors.js';
@@ -69,6 +69,12 @@ async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, rando
     case 'delete-topic':
       await commit(planDeleteTopic(image, job.request));
       return { body: {} };
+    case 'create-partitions': {
+      const start = Math.floor(random.next() * Math.max(1, image.brokers.size));
+      const next = await commit(planCreatePartitions(image, job.request.name, job.request.totalCount, start));
+      const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!) };
+      return { body: reply };
+    }
     case 'register': {
       const { brokerId, rack, incarnation } = job.request;
       const known = image.brokers.get(brokerId);

@@ -1,22 +1,50 @@
-import { startNode } from '../../node.js';
-import { createLogger } from '../../runtime/logger.js';
 import { parseArgs } from 'node:util';
+import { startNode, type NodeRole } from '../../node.js';
+import { createLogger } from '../../runtime/logger.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
 import { UsageError } from '../cli-error.js';
 import { onShutdownSignal } from '../signals.js';
 
-export const NODE_HELP = `Usage: tidemark node start --id N --data-dir DIR [--nats URL] [--cluster NAME]
+export const NODE_HELP = `Usage: tidemark node start --id N --data-dir DIR [--roles broker,controller] [--controllers 1,2,3]
 
-Runs one Tidemark node (broker and controller) against an existing NATS server.
+Runs one Tidemark node against an existing NATS server. By default it is both a broker and a
+controller voter (combined mode); --roles broker or --roles controller separate them. The voters
+are static configuration, the same list on every node (like KRaft's controller.quorum.voters).
 SIGINT / SIGTERM stop it cleanly: requests stop, pending writes finish, storage closes.
 
 Options:
-  --id N            broker id, unique in the cluster (0..2147483647)
-  --data-dir DIR    where the node keeps its RocksDB
-  --log-level L     pino level (default info; env TIDEMARK_LOG_LEVEL)
+  --id N               node id: the broker id and the voter id (0..2147483647)
+  --data-dir DIR       where the node keeps its RocksDB
+  --roles R            broker, controller, or broker,controller (default)
+  --controllers LIST   voter ids, comma-separated (default: this node alone)
+  --rack NAME          this broker's rack, for replica placement
+  --log-level L        pino level (default info; env TIDEMARK_LOG_LEVEL)
+  --pretty             human-readable logs instead of JSON lines
 ${GLOBAL_HELP}`;
 
-const OPTIONS = { id: { type: 'string' }, 'data-dir': { type: 'string' }, 'log-level': { type: 'string' } } as const;
+const OPTIONS = {
+  ...GLOBAL_OPTIONS,
+  id: { type: 'string' },
+  'data-dir': { type: 'string' },
+  roles: { type: 'string' },
+  controllers: { type: 'string' },
+  rack: { type: 'string' },
+  'log-level': { type: 'string' },
+  pretty: { type: 'boolean' },
+} as const;
+
+export function parseRoles(text: string | undefined): NodeRole[] {
+  if (text === undefined) return ['broker', 'controller'];
+  const roles = text.split(',').map((r) => r.trim());
+  for (const r of roles) if (r !== 'broker' && r !== 'controller') throw new UsageError(`--roles takes broker and/or controller, got "${r}"`);
+  return [...new Set(roles)] as NodeRole[];
+}
+
+export function parseIdList(flag: string, text: string): number[] {
+  const ids = text.split(',').map((x) => intFlag(flag, x.trim(), 0, 2 ** 31 - 1)!);
+  if (ids.length === 0 || new Set(ids).size !== ids.length) throw new UsageError(`--${flag} needs distinct ids, got "${text}"`);
+  return ids;
+}
 
 export async function nodeCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -25,7 +53,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     return sub === undefined ? 2 : 0;
   }
   if (sub !== 'start') throw new UsageError(`unknown node command "${sub}"`);
-  const { values } = parse(() => parseArgs({ args: rest, options: { ...GLOBAL_OPTIONS, ...OPTIONS }, allowPositionals: true }), 0);
+  const { values } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), 0);
   if (values.help) {
     process.stdout.write(`${NODE_HELP}\n`);
     return 0;
@@ -34,10 +62,15 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   if (id === undefined) throw new UsageError('--id is required');
   const dataDir = values['data-dir'];
   if (dataDir === undefined) throw new UsageError('--data-dir is required');
+  const roles = parseRoles(values.roles);
+  const controllers = values.controllers === undefined ? [id] : parseIdList('controllers', values.controllers);
+  if (roles.includes('controller') && !controllers.includes(id)) throw new UsageError(`--controllers must include this node (${id}) when it has the controller role`);
   const { servers, cluster } = connection(values);
-  const logger = createLogger(values['log-level'] === undefined ? {} : { level: values['log-level'] });
-  const node = await startNode({ id, dataDir, natsUrl: servers, cluster, logger });
-  const stop = onShutdownSignal();
+  const logger = createLogger({ pretty: values.pretty ?? false, ...(values['log-level'] === undefined ? {} : { level: values['log-level'] }) });
+  const node = await startNode({ id, dataDir, roles, controllers, ...(values.rack === undefined ? {} : { rack: values.rack }), natsUrl: servers, cluster, logger });
+  // Started by `tidemark dev` with an IPC channel: stop when that parent goes away, however it died.
+  const parentGone = new Promise<void>((resolve) => process.once('disconnect', resolve));
+  const stop = process.send === undefined ? onShutdownSignal() : Promise.race([onShutdownSignal(), parentGone]);
   void node.ready().then(
     () => logger.info('node ready'),
     (error: unknown) => logger.warn({ err: error }, 'node not ready yet'),
@@ -45,5 +78,6 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   await stop;
   await node.close();
   logger.flush();
+  if (process.connected) process.disconnect();
   return 0;
 }

@@ -9,6 +9,7 @@ export const TOPIC_HELP = `Usage:
   tidemark topic list
   tidemark topic describe NAME [--json]
   tidemark topic delete NAME
+  tidemark topic alter NAME --partitions P      grow to P partitions (never shrinks: that would delete records)
 
 Topic config keys: retention.ms, retention.bytes, max.message.bytes.
 ${GLOBAL_HELP}`;
@@ -53,7 +54,7 @@ export async function topicCommand(argv: string[]): Promise<number> {
     return sub === undefined ? 2 : 0;
   }
   const positionals = sub === 'list' ? 0 : 1;
-  if (!['create', 'list', 'describe', 'delete'].includes(sub)) throw new UsageError(`unknown topic command "${sub}"`);
+  if (!['create', 'list', 'describe', 'delete', 'alter'].includes(sub)) throw new UsageError(`unknown topic command "${sub}"`);
   const { values, positionals: args } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), positionals);
   if (values.help) {
     process.stdout.write(`${TOPIC_HELP}\n`);
@@ -83,6 +84,12 @@ export async function topicCommand(argv: string[]): Promise<number> {
         await admin.deleteTopic(name);
         process.stdout.write(`Deleted topic ${name}.\n`);
         break;
+      case 'alter': {
+        if (values.partitions === undefined) throw new UsageError('topic alter needs --partitions');
+        const topic = await admin.createPartitions(name, partitions);
+        process.stdout.write(`Topic ${name} has ${topic.partitions.length} partitions.\n`);
+        break;
+      }
     }
   } finally {
     await client.close();

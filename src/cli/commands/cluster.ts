@@ -1,0 +1,52 @@
+import { parseArgs } from 'node:util';
+import type { ClusterDescription } from '../../client/admin.js';
+import { Tidemark } from '../../client/client.js';
+import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, parse } from '../args.js';
+import { UsageError } from '../cli-error.js';
+
+export const CLUSTER_HELP = `Usage: tidemark cluster status [--json]
+
+Shows the controller voters (role, term, last log index, commit index), the active controller, and
+the brokers (epoch, fenced or not, rack, metadata offset, partitions led). Nodes that do not answer
+within a short wait are shown as unreachable.
+${GLOBAL_HELP}`;
+
+const OPTIONS = { ...GLOBAL_OPTIONS, json: { type: 'boolean' } } as const;
+
+function text(c: ClusterDescription): string {
+  const lines = [`Controller: ${c.controllerId < 0 ? 'none (no quorum, or an election is running)' : c.controllerId}`, 'Voters:'];
+  for (const v of c.voters) {
+    lines.push(`\t${v.id}\t${v.role}\tterm ${v.term}\tlastIndex ${v.lastIndex}\tcommitIndex ${v.commitIndex}\tleader ${v.leaderId < 0 ? '-' : v.leaderId}`);
+  }
+  lines.push('Brokers:');
+  for (const b of c.brokers) {
+    lines.push(
+      `\t${b.id}\tepoch ${b.epoch}\t${b.fenced ? 'fenced' : 'unfenced'}\track ${b.rack || '-'}\t` +
+        (b.reachable ? `metadataOffset ${b.metadataOffset}\tpartitions ${b.partitionsLed}` : 'unreachable'),
+    );
+  }
+  lines.push(`Metadata offset: ${c.metadataOffset}`);
+  return lines.join('\n');
+}
+
+export async function clusterCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h') {
+    process.stdout.write(`${CLUSTER_HELP}\n`);
+    return sub === undefined ? 2 : 0;
+  }
+  if (sub !== 'status') throw new UsageError(`unknown cluster command "${sub}"`);
+  const { values } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), 0);
+  if (values.help) {
+    process.stdout.write(`${CLUSTER_HELP}\n`);
+    return 0;
+  }
+  const client = await Tidemark.connect(connection(values));
+  try {
+    const c = await client.admin().describeCluster();
+    process.stdout.write(values.json ? `${JSON.stringify(c)}\n` : `${text(c)}\n`);
+  } finally {
+    await client.close();
+  }
+  return 0;
+}
