@@ -363,25 +363,6 @@ contract('deletePartition removes one partition and leaves the others alone', as
   t.deepEqual(decodeBatch((await ra1.read(0, ALL, ALL))[0]!).map((r) => r.offset), [0, 1, 2, 3]);
 });
 
-contract('the metadata log appends, reads and keeps its last index across a reopen', async (t, env) => {
-  const enc = (s: string) => new TextEncoder().encode(s);
-  const dec = (xs: Uint8Array[]) => xs.map((x) => new TextDecoder().decode(x));
-  let log = env.storage.metadataLog;
-  t.is(log.lastIndex(), -1);
-  t.deepEqual(await log.read(0, 10), []);
-  await log.append([enc('a'), enc('b'), enc('c')], { sync: true });
-  t.is(log.lastIndex(), 2);
-  t.deepEqual(dec(await log.read(0, 10)), ['a', 'b', 'c']);
-  t.deepEqual(dec(await log.read(1, 1)), ['b']);
-  t.deepEqual(await log.read(3, 10), []);
-  log = (await env.reopen()).metadataLog;
-  t.is(log.lastIndex(), 2);
-  await log.append([enc('d'), enc('e')]);
-  t.deepEqual(dec(await log.read(2, 100)), ['c', 'd', 'e']);
-  t.is(log.lastIndex(), 4);
-  t.deepEqual(await env.storage.metadataLog.read(0, 0), []);
-});
-
 contract('a closed storage rejects calls', async (t, env) => {
   const store = await env.storage.openPartition(A);
   const queued = store.append([batch(0, 1)]);

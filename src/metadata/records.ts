@@ -1,8 +1,8 @@
 /**
  * Metadata records: every metadata change is one of these, appended to the metadata log and
  * applied in order (Kafka KRaft's TopicRecord / PartitionRecord / RemoveTopicRecord /
- * RegisterBrokerRecord). Today the log is node-local; the controller quorum replicates it next,
- * with the same records and the same `applyRecord`.
+ * RegisterBrokerRecord, plus FenceBroker / UnfenceBroker). The controller quorum replicates them
+ * in its Raft log, one proposal per entry, and every voter applies them with `applyRecord`.
  */
 import { decode, encode } from '@msgpack/msgpack';
 import { TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX, TOPIC_PARTITIONS_MAX, REPLICATION_FACTOR_MAX } from '../protocol/messages.js';
@@ -61,18 +61,6 @@ const schemas: Record<MetadataRecord['type'], Schema<MetadataRecord>> = {
   FenceBroker: fenceBrokerRecord,
   UnfenceBroker: unfenceBrokerRecord,
 };
-
-export function encodeRecord(record: MetadataRecord): Uint8Array {
-  return encode(record);
-}
-
-/** Decodes a stored record, checking it: a corrupt metadata log must stop the node, loudly. */
-export function decodeRecord(bytes: Uint8Array): MetadataRecord {
-  const value = decode(bytes) as { type?: unknown };
-  const schema = typeof value.type === 'string' ? schemas[value.type as MetadataRecord['type']] : undefined;
-  if (schema === undefined) throw new Error(`unknown metadata record type ${String(value.type)}`);
-  return schema(value, 'record');
-}
 
 /**
  * A metadata log entry: the records one proposal commits together (all or none). One Raft entry

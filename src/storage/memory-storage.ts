@@ -10,7 +10,6 @@ import { BATCH_HEADER_BYTES, readBatchHeader, type BatchHeader } from '../protoc
 import { TidemarkError } from '../protocol/errors.js';
 import type {
   EpochEntry,
-  MetadataLogStore,
   NodeStorage,
   PartitionKey,
   PartitionStore,
@@ -135,7 +134,6 @@ interface PartitionData {
 /** What survives a "restart" of the memory store. */
 export class MemoryDisk {
   readonly partitions = new Map<string, PartitionData>();
-  readonly metadata: Uint8Array[] = [];
   readonly raft = new MemoryRaftDisk();
 }
 
@@ -250,24 +248,6 @@ class MemoryPartition implements PartitionStore {
   }
 }
 
-class MemoryMetadataLog implements MetadataLogStore {
-  constructor(
-    private readonly entries: Uint8Array[],
-    private readonly live: () => void,
-  ) {}
-  lastIndex(): number {
-    return this.entries.length - 1;
-  }
-  async append(entries: readonly Uint8Array[]): Promise<void> {
-    this.live();
-    for (const e of entries) this.entries.push(e.slice());
-  }
-  async read(fromIndex: number, max: number): Promise<Uint8Array[]> {
-    this.live();
-    return this.entries.slice(Math.max(0, fromIndex), Math.max(0, fromIndex) + Math.max(0, max));
-  }
-}
-
 export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): NodeStorage & WithRaftLog {
   let closed = false;
   const handles = new Map<string, { handle: MemoryPartition; deleted: boolean }>();
@@ -275,7 +255,6 @@ export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): No
     if (closed) throw storageClosed();
   };
   return {
-    metadataLog: new MemoryMetadataLog(disk.metadata, live),
     raftLog: createMemoryRaftStore(disk.raft, live),
     async openPartition(key) {
       live();

@@ -80,16 +80,6 @@ export interface PartitionStore {
   endOffsetForEpoch(epoch: number): { epoch: number; endOffset: number };
 }
 
-/** The node's metadata log (local today; the controller quorum's Raft log replaces its writer next). */
-export interface MetadataLogStore {
-  /** Index of the last entry, -1 when empty. */
-  lastIndex(): number;
-  /** Appends entries at lastIndex()+1.. in one atomic write. */
-  append(entries: readonly Uint8Array[], options?: { sync?: boolean }): Promise<void>;
-  /** Entries from `fromIndex` on, at most `max` of them; the first entry has index 0. */
-  read(fromIndex: number, max: number): Promise<Uint8Array[]>;
-}
-
 export interface NodeStorage {
   /** The controller quorum's Raft log and election state (term, vote). */
   readonly raftLog: RaftStore;
@@ -100,7 +90,6 @@ export interface NodeStorage {
    * then on (UNKNOWN_TOPIC); openPartition() afterwards starts an empty log.
    */
   deletePartition(key: PartitionKey): Promise<void>;
-  readonly metadataLog: MetadataLogStore;
   /** Lets queued mutations finish, then closes; every call after it rejects (SHUTTING_DOWN). */
   close(): Promise<void>;
 }

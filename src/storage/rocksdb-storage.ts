@@ -9,7 +9,7 @@ import { TidemarkError } from '../protocol/errors.js';
 // The log rules (append checks, epoch cache, retention) live with the memory store, shared.
 import { checkAppend, checkPartitionKey, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
 import { outOfRange, partitionDeleted, retentionTakes, storageClosed } from './memory-storage.js';
-import type { EpochEntry, MetadataLogStore, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
+import type { EpochEntry, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
 import { termAt, truncateView, type LogView, type TermStart } from '../quorum/log-view.js';
 import { checkRaftAppend, INITIAL_STATE, type LogEntry, type PersistentState, type RaftStore, type WithRaftLog } from '../quorum/raft-store.js';
 
@@ -35,7 +35,8 @@ const { RocksLevel } = createRequire(import.meta.url)('@nxtedition/rocksdb') as 
 
 // ---- key layout ---------------------------------------------------------------------------------
 
-const [TAG_FORMAT, TAG_BATCH, TAG_EPOCH, TAG_META, TAG_METADATA_LOG] = [0x00, 0x01, 0x02, 0x03, 0x04];
+// 0x04 held the node-local metadata log before the controller quorum; it is not reused.
+const [TAG_FORMAT, TAG_BATCH, TAG_EPOCH, TAG_META] = [0x00, 0x01, 0x02, 0x03];
 const FORMAT_KEY = Buffer.from([TAG_FORMAT]);
 const FORMAT_VERSION = 1;
 const TWO_32 = 0x1_0000_0000;
@@ -344,44 +345,6 @@ class RocksPartition implements PartitionStore {
   }
 }
 
-// ---- metadata log -------------------------------------------------------------------------------
-
-const METADATA_PREFIX = Buffer.from([TAG_METADATA_LOG]);
-
-function metadataKey(index: number): Buffer {
-  return Buffer.concat([METADATA_PREFIX, u64(index)]);
-}
-
-async function openMetadataLog(db: RocksDb, live: () => void): Promise<MetadataLogStore & { idle(): Promise<unknown> }> {
-  const serial = new Serial();
-  const found = await lastEntry(db, { gte: METADATA_PREFIX, lt: prefixEnd(METADATA_PREFIX) });
-  let last = found === undefined ? -1 : readU64(found[0], 1);
-  return {
-    lastIndex: () => last,
-    idle: () => serial.idle(),
-    append(entries, options) {
-      return guarded(live, () =>
-        serial.run(async () => {
-          if (entries.length === 0) return;
-          const ops: WriteOp[] = entries.map((e, i) => ({ type: 'put', key: metadataKey(last + 1 + i), value: asBuffer(e) }));
-          await db.batch(ops, { sync: options?.sync ?? false });
-          last += entries.length;
-        }),
-      );
-    },
-    async read(fromIndex, max) {
-      live();
-      const from = Math.max(0, fromIndex);
-      const out: Uint8Array[] = [];
-      if (max <= 0 || from > last) return out;
-      // Bounded by `last` so a read never shows an append that has not resolved.
-      const range = { gte: metadataKey(from), lt: metadataKey(last + 1), limit: Math.min(max, INT32_MAX) };
-      await scan(db, range, (_k, v) => void out.push(v));
-      return out;
-    },
-  };
-}
-
 // ---- raft log (controller quorum) ---------------------------------------------------------------
 
 const [TAG_RAFT_STATE, TAG_RAFT_ENTRY, TAG_RAFT_TERM] = [0x05, 0x06, 0x07];
@@ -480,7 +443,6 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
   };
   const partitions = new Map<string, Promise<RocksPartition>>();
   const deleting = new Set<Promise<void>>();
-  let metadataLog: Awaited<ReturnType<typeof openMetadataLog>>;
   let raftLog: Awaited<ReturnType<typeof openRaftLog>>;
   try {
     // A later layout change must not be read as this one.
@@ -488,7 +450,6 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
     const [format] = await db.getMany([FORMAT_KEY]);
     if (format === undefined) await db.batch([{ type: 'put', key: FORMAT_KEY, value: version }], { sync: true });
     else if (!format.equals(version)) throw new TidemarkError('INTERNAL', `storage in ${dir} has format ${format.toString('hex')}`);
-    metadataLog = await openMetadataLog(db, live);
     raftLog = await openRaftLog(db, live);
   } catch (error) {
     await db.close();
@@ -512,7 +473,6 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
   };
 
   return {
-    metadataLog,
     raftLog,
     openPartition,
     async deletePartition(key) {
@@ -528,7 +488,6 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
       closed = true;
       const open = await Promise.allSettled(partitions.values());
       await Promise.allSettled([...open.map((p) => (p.status === 'fulfilled' ? p.value.idle() : undefined)), ...deleting]);
-      await metadataLog.idle();
       await raftLog.idle();
       await db.close();
     },
