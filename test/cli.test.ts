@@ -263,7 +263,7 @@ test.serial('errors are one line on stderr, no stack trace, non-zero exit', asyn
 });
 
 test.serial('--help exits 0 and prints a Usage line', async (t) => {
-  const commands = [[], ['topic'], ['produce'], ['consume'], ['node'], ['dev']];
+  const commands = [[], ['topic'], ['produce'], ['consume'], ['node'], ['dev'], ['cluster']];
   const results = await Promise.all(commands.map((c) => runCli([...c, '--help'])));
   commands.forEach((c, i) => {
     const r = results[i]!;
@@ -272,6 +272,27 @@ test.serial('--help exits 0 and prints a Usage line', async (t) => {
     t.regex(r.stdout, /^Usage:/m, `${what}: a Usage line`);
     t.is(r.stderr, '', `${what}: nothing on stderr`);
   });
+});
+
+test.serial('cluster status shows the elected controller and the broker; topic alter grows a topic and refuses to shrink it', async (t) => {
+  const status = JSON.parse(await ok(t, ['cluster', 'status', '--json'])) as {
+    controllerId: number;
+    voters: Array<{ id: number; role: string; term: number }>;
+    brokers: Array<{ id: number; fenced: boolean; reachable: boolean }>;
+  };
+  t.is(status.controllerId, 1);
+  t.like(status.voters[0], { id: 1, role: 'leader' });
+  t.true(status.voters[0]!.term >= 1);
+  t.like(status.brokers[0], { id: 1, fenced: false, reachable: true });
+  t.regex(await ok(t, ['cluster', 'status']), /^Controller: 1$/m);
+
+  await ok(t, ['topic', 'create', 'growing', '--partitions', '2']);
+  t.regex(await ok(t, ['topic', 'alter', 'growing', '--partitions', '5']), /5 partitions/);
+  const described = JSON.parse(await ok(t, ['topic', 'describe', 'growing', '--json'])) as { partitions: unknown[] };
+  t.is(described.partitions.length, 5);
+  const shrink = await tidemark(['topic', 'alter', 'growing', '--partitions', '3']);
+  t.is(shrink.code, 1);
+  t.regex(shrink.stderr, /INVALID_PARTITIONS.*delete/);
 });
 
 // stdout closing early (`tidemark consume T | head -1`) must end the command quietly, not on an
