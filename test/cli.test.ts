@@ -293,6 +293,13 @@ test.serial('cluster status shows the elected controller and the broker; topic a
   const shrink = await tidemark(['topic', 'alter', 'growing', '--partitions', '3']);
   t.is(shrink.code, 1);
   t.regex(shrink.stderr, /INVALID_PARTITIONS.*delete/);
+  t.regex(await ok(t, ['topic', 'alter', 'growing', '--config', 'retention.ms=60000']), /retention\.ms=60000/);
+  const altered = JSON.parse(await ok(t, ['topic', 'describe', 'growing', '--json'])) as { config: Record<string, string> };
+  t.deepEqual(altered.config, { 'retention.ms': '60000' });
+  t.regex(await ok(t, ['topic', 'alter', 'growing', '--delete-config', 'retention.ms']), /\(defaults\)/);
+  const bad = await tidemark(['topic', 'alter', 'growing', '--config', 'retention.ms=soon']);
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /INVALID_CONFIG/);
 });
 
 // stdout closing early (`tidemark consume T | head -1`) must end the command quietly, not on an

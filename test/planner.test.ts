@@ -1,6 +1,6 @@
 import test from 'ava';
 import { applyRecord, emptyImage, topicByName, type MetadataImage } from '../src/metadata/image.js';
-import { placeReplicas, planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../src/metadata/planner.js';
+import { placeReplicas, planAlterConfig, planCreatePartitions, planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../src/metadata/planner.js';
 import type { MetadataRecord } from '../src/metadata/records.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { TidemarkError } from '../src/protocol/errors.js';
@@ -137,4 +137,21 @@ test('unclean election takes any live replica when the ISR has none', (t) => {
   const dirty = apply(image, planFenceBroker(image, victim, () => true));
   t.not(topicByName(dirty, 'u')!.partitions[0]!.leader, -1);
   t.not(topicByName(dirty, 'u')!.partitions[0]!.leader, victim);
+});
+
+test('alter config sets and deletes keys, refuses invalid results; create partitions only grows', (t) => {
+  let image = withBrokers(2);
+  image = apply(image, planCreateTopic(image, { name: 'c', partitions: 2, replicationFactor: 2, config: { 'retention.ms': '1000' } }, '12'.repeat(16), 0));
+  image = apply(image, planAlterConfig(image, 'c', { 'retention.bytes': '4096' }, ['retention.ms']));
+  t.deepEqual(topicByName(image, 'c')!.config, { 'retention.bytes': '4096' });
+  t.is(topicByName(image, 'c')!.partitions.length, 2, 'partitions untouched');
+  const code = (fn: () => unknown) => (t.throws(fn, { instanceOf: TidemarkError }) as TidemarkError).code;
+  t.is(code(() => planAlterConfig(image, 'c', { 'retention.ms': 'soon' }, [])), 'INVALID_CONFIG');
+  t.is(code(() => planAlterConfig(image, 'nope', {}, [])), 'UNKNOWN_TOPIC');
+  image = apply(image, planCreatePartitions(image, 'c', 5, 1));
+  const parts = topicByName(image, 'c')!.partitions;
+  t.is(parts.length, 5);
+  for (const p of parts) t.is(new Set(p.replicas).size, 2, 'new partitions keep the replication factor');
+  t.is(code(() => planCreatePartitions(image, 'c', 3, 0)), 'INVALID_PARTITIONS');
+  t.is(code(() => planCreatePartitions(image, 'c', 5, 0)), 'INVALID_PARTITIONS');
 });

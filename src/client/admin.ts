@@ -8,6 +8,7 @@ import { TidemarkError } from '../protocol/errors.js';
 import {
   createTopicReply,
   deleteTopicReply,
+  type AlterConfigRequest,
   type CreatePartitionsRequest,
   type CreateTopicRequest,
   type DeleteTopicRequest,
@@ -74,6 +75,11 @@ export interface Admin {
    * would delete records and move keys. Resolves once brokers' metadata shows the new count.
    */
   createPartitions(name: string, totalCount: number): Promise<TopicMetadata>;
+  /**
+   * Sets and deletes topic config keys (`retention.ms`, `retention.bytes`, `max.message.bytes`);
+   * partitions pick the change up as soon as their broker sees it. Resolves once brokers do.
+   */
+  alterTopicConfig(name: string, change: { set?: Record<string, string>; delete?: string[] }): Promise<TopicMetadata>;
   /** The controller voters (role, term, log), the active controller, and the brokers (epoch, fenced). */
   describeCluster(): Promise<ClusterDescription>;
 }
@@ -220,6 +226,21 @@ export class AdminClient implements Admin {
     );
     this.deps.metadata.invalidate(name);
     await this.propagated(name, (t) => t !== undefined && t.partitions.length >= totalCount);
+    return reply.topic;
+  }
+
+  async alterTopicConfig(name: string, change: { set?: Record<string, string>; delete?: string[] }): Promise<TopicMetadata> {
+    const { rpc, subjects } = this.deps;
+    const reply = await this.retry((remainingMs) =>
+      rpc.request(
+        subjects.admin('alter-config'),
+        { timeoutMs: this.timeoutMs(remainingMs), name, set: change.set ?? {}, delete: change.delete ?? [] } satisfies AlterConfigRequest,
+        createTopicReply,
+      ),
+    );
+    this.deps.metadata.invalidate(name);
+    const wanted = JSON.stringify(reply.topic.config);
+    await this.propagated(name, (t) => t !== undefined && JSON.stringify(t.config) === wanted);
     return reply.topic;
   }
 

@@ -83,6 +83,13 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
       topicIdsByName.set(record.name, record.topicId);
       return { ...image, offset, topicsById, topicIdsByName };
     }
+    case 'TopicConfig': {
+      const topic = image.topicsById.get(record.topicId);
+      if (topic === undefined) return { ...image, offset };
+      const topicsById = new Map(image.topicsById);
+      topicsById.set(record.topicId, { ...topic, config: record.config });
+      return { ...image, offset, topicsById };
+    }
     case 'Partition': {
       const topic = image.topicsById.get(record.topicId);
       if (topic === undefined) return { ...image, offset };

@@ -189,3 +189,13 @@ export function planCreatePartitions(image: MetadataImage, name: string, totalCo
     partitionEpoch: 0,
   }));
 }
+
+/** Sets and deletes topic config keys; the result must be a valid config (INVALID_CONFIG otherwise). */
+export function planAlterConfig(image: MetadataImage, name: string, set: Readonly<Record<string, string>>, remove: readonly string[]): MetadataRecord[] {
+  const topic = topicByName(image, name);
+  if (topic === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `topic "${name}" does not exist`);
+  const config: Record<string, string> = { ...topic.config, ...set };
+  for (const key of remove) delete config[key];
+  parseTopicConfig(config);
+  return [{ type: 'TopicConfig', topicId: topic.topicId, config }];
+}

@@ -40,6 +40,8 @@ export const partitionRecord = object({
   partitionEpoch: int(0, 2 ** 31 - 1),
 });
 export const removeTopicRecord = object({ type: oneOf('RemoveTopic'), topicId: str(32) });
+/** A topic's whole new config (after an alter). */
+export const topicConfigRecord = object({ type: oneOf('TopicConfig'), topicId: str(32), config: stringMap(TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX) });
 /** The controller stops trusting a broker (missed heartbeats, or a new registration replaced it). */
 export const fenceBrokerRecord = object({ type: oneOf('FenceBroker'), brokerId, brokerEpoch: int(0, Number.MAX_SAFE_INTEGER) });
 /** A registered broker has caught up with metadata and may lead partitions. */
@@ -49,15 +51,24 @@ export type RegisterBrokerRecord = ReturnType<typeof registerBrokerRecord>;
 export type TopicRecord = ReturnType<typeof topicRecord>;
 export type PartitionRecord = ReturnType<typeof partitionRecord>;
 export type RemoveTopicRecord = ReturnType<typeof removeTopicRecord>;
+export type TopicConfigRecord = ReturnType<typeof topicConfigRecord>;
 export type FenceBrokerRecord = ReturnType<typeof fenceBrokerRecord>;
 export type UnfenceBrokerRecord = ReturnType<typeof unfenceBrokerRecord>;
-export type MetadataRecord = RegisterBrokerRecord | TopicRecord | PartitionRecord | RemoveTopicRecord | FenceBrokerRecord | UnfenceBrokerRecord;
+export type MetadataRecord =
+  | RegisterBrokerRecord
+  | TopicRecord
+  | TopicConfigRecord
+  | PartitionRecord
+  | RemoveTopicRecord
+  | FenceBrokerRecord
+  | UnfenceBrokerRecord;
 
 const schemas: Record<MetadataRecord['type'], Schema<MetadataRecord>> = {
   RegisterBroker: registerBrokerRecord,
   Topic: topicRecord,
   Partition: partitionRecord,
   RemoveTopic: removeTopicRecord,
+  TopicConfig: topicConfigRecord,
   FenceBroker: fenceBrokerRecord,
   UnfenceBroker: unfenceBrokerRecord,
 };

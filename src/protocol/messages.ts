@@ -72,6 +72,15 @@ export type CreateTopicRequest = Infer<typeof createTopicRequest>;
 export const deleteTopicRequest = object({ timeoutMs, name: topicName });
 export type DeleteTopicRequest = Infer<typeof deleteTopicRequest>;
 
+/** Sets and deletes config keys of a topic (Kafka's incremental alter configs). */
+export const alterConfigRequest = object({
+  timeoutMs,
+  name: topicName,
+  set: stringMap(TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX),
+  delete: array(str(TOPIC_CONFIG_LENGTH_MAX), TOPIC_CONFIG_ENTRIES_MAX),
+});
+export type AlterConfigRequest = Infer<typeof alterConfigRequest>;
+
 /** Grows a topic to `totalCount` partitions. */
 export const createPartitionsRequest = object({ timeoutMs, name: topicName, totalCount: int(1, TOPIC_PARTITIONS_MAX) });
 export type CreatePartitionsRequest = Infer<typeof createPartitionsRequest>;

@@ -16,7 +16,7 @@
  */
 import { tidemarkError } from './errors.js';
 
-export const ADMIN_OPS = ['create-topic', 'delete-topic', 'create-partitions'] as const;
+export const ADMIN_OPS = ['create-topic', 'delete-topic', 'create-partitions', 'alter-config'] as const;
 export type AdminOp = (typeof ADMIN_OPS)[number];
 export type PartitionOp = 'produce' | 'fetch';
 export type ControllerOp = 'register' | 'heartbeat' | 'metadata-fetch';

@@ -1,7 +1,7 @@
 /** Receives topic-administration requests (queue group: one controller answers) and checks them. */
 import { fromCallback } from 'xstate';
 import { TidemarkError } from '../../protocol/errors.js';
-import { createPartitionsRequest, createTopicRequest, decodeRequest, deleteTopicRequest, encodeError } from '../../protocol/messages.js';
+import { alterConfigRequest, createPartitionsRequest, createTopicRequest, decodeRequest, deleteTopicRequest, encodeError } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';
 import type { AdminJob, ControllerEvent, ControllerJob } from './types.js';
@@ -54,6 +54,15 @@ export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(
         handle(msg, (data) => {
           const r = decodeRequest(data, createPartitionsRequest);
           return { op: 'create-partitions', timeoutMs: r.timeoutMs, request: r };
+        }),
+      { queue: 'controller' },
+    ),
+    transport.subscribe(
+      subjects.admin('alter-config'),
+      (msg) =>
+        handle(msg, (data) => {
+          const r = decodeRequest(data, alterConfigRequest);
+          return { op: 'alter-config', timeoutMs: r.timeoutMs, request: r };
         }),
       { queue: 'controller' },
     ),

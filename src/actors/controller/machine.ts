@@ -8,7 +8,7 @@
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
 import { topicByName } from '../../metadata/image.js';
 import type { QuorumMetadataStore } from '../../metadata/metadata-store.js';
-import { planCreatePartitions, planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../../metadata/planner.js';
+import { planAlterConfig, planCreatePartitions, planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../../metadata/planner.js';
 import type { MetadataRecord } from '../../metadata/records.js';
 import type { RegisterBrokerReply } from '../../protocol/controller-messages.js';
 import { TidemarkError } from '../../protocol/errors.js';
@@ -69,6 +69,11 @@ async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, rando
     case 'delete-topic':
       await commit(planDeleteTopic(image, job.request));
       return { body: {} };
+    case 'alter-config': {
+      const next = await commit(planAlterConfig(image, job.request.name, job.request.set, job.request.delete));
+      const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!) };
+      return { body: reply };
+    }
     case 'create-partitions': {
       const start = Math.floor(random.next() * Math.max(1, image.brokers.size));
       const next = await commit(planCreatePartitions(image, job.request.name, job.request.totalCount, start));

@@ -1,5 +1,5 @@
 import type { RegisterBrokerRequest } from '../../protocol/controller-messages.js';
-import type { CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest } from '../../protocol/messages.js';
+import type { AlterConfigRequest, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest } from '../../protocol/messages.js';
 
 interface JobBase {
   /** Absent for jobs the controller gives itself (fencing, unfencing). */
@@ -13,12 +13,13 @@ export type ControllerJob =
   | (JobBase & { op: 'create-topic'; request: CreateTopicRequest })
   | (JobBase & { op: 'delete-topic'; request: DeleteTopicRequest })
   | (JobBase & { op: 'create-partitions'; request: CreatePartitionsRequest })
+  | (JobBase & { op: 'alter-config'; request: AlterConfigRequest })
   | (JobBase & { op: 'register'; request: RegisterBrokerRequest })
   | (JobBase & { op: 'fence'; brokerId: number })
   | (JobBase & { op: 'unfence'; brokerId: number });
 
 /** Kept for the admin listener: the jobs clients send. */
-export type AdminJob = Extract<ControllerJob, { op: 'create-topic' | 'delete-topic' | 'create-partitions' }>;
+export type AdminJob = Extract<ControllerJob, { op: 'create-topic' | 'delete-topic' | 'create-partitions' | 'alter-config' }>;
 
 export type ControllerEvent =
   | { type: 'ADMIN'; job: ControllerJob }

@@ -9,7 +9,8 @@ export const TOPIC_HELP = `Usage:
   tidemark topic list
   tidemark topic describe NAME [--json]
   tidemark topic delete NAME
-  tidemark topic alter NAME --partitions P      grow to P partitions (never shrinks: that would delete records)
+  tidemark topic alter NAME [--partitions P] [--config key=value]... [--delete-config key]...
+      grow to P partitions (never shrinks: that would delete records); set or delete config keys
 
 Topic config keys: retention.ms, retention.bytes, max.message.bytes.
 ${GLOBAL_HELP}`;
@@ -20,6 +21,7 @@ const OPTIONS = {
   'replication-factor': { type: 'string' },
   config: { type: 'string', multiple: true },
   json: { type: 'boolean' },
+  'delete-config': { type: 'string', multiple: true },
 } as const;
 
 function parseConfig(entries: string[] | undefined): Record<string, string> {
@@ -85,9 +87,19 @@ export async function topicCommand(argv: string[]): Promise<number> {
         process.stdout.write(`Deleted topic ${name}.\n`);
         break;
       case 'alter': {
-        if (values.partitions === undefined) throw new UsageError('topic alter needs --partitions');
-        const topic = await admin.createPartitions(name, partitions);
-        process.stdout.write(`Topic ${name} has ${topic.partitions.length} partitions.\n`);
+        const deletes = values['delete-config'] ?? [];
+        if (values.partitions === undefined && Object.keys(config).length === 0 && deletes.length === 0) {
+          throw new UsageError('topic alter needs --partitions, --config or --delete-config');
+        }
+        if (Object.keys(config).length > 0 || deletes.length > 0) {
+          const topic = await admin.alterTopicConfig(name, { set: config, delete: deletes });
+          const shown = Object.entries(topic.config).map(([k, v]) => `${k}=${v}`).join(',');
+          process.stdout.write(`Topic ${name} config: ${shown || '(defaults)'}\n`);
+        }
+        if (values.partitions !== undefined) {
+          const topic = await admin.createPartitions(name, partitions);
+          process.stdout.write(`Topic ${name} has ${topic.partitions.length} partitions.\n`);
+        }
         break;
       }
     }
