@@ -18,7 +18,7 @@ import { TidemarkError } from './protocol/errors.js';
 import { decodeRequest, encodeError, encodeMessage } from './protocol/messages.js';
 import { Subjects } from './protocol/subjects.js';
 import { startRaftNode, type RaftNode } from './quorum/raft-node.js';
-import type { RaftTimeouts } from './quorum/types.js';
+import type { RaftLimits, RaftTimeouts } from './quorum/types.js';
 import { connectNats, type NatsTransport } from './runtime/nats-transport.js';
 import { createLogger } from './runtime/logger.js';
 import { systemClock, systemRandom, type Logger } from './runtime/ports.js';
@@ -49,6 +49,8 @@ export interface NodeOptions {
   brokerTimeouts?: Partial<BrokerTimeouts>;
   /** Raft timing. @default heartbeat 100 ms, election timeout 300-600 ms */
   raftTimeouts?: Partial<RaftTimeouts>;
+  /** Raft bounds, e.g. `snapshotEveryEntries`. @default DEFAULT_RAFT_LIMITS */
+  raftLimits?: Partial<RaftLimits>;
   /** A broker silent this long is fenced by the controller, ms. @default 2000 */
   sessionTimeoutMs?: number;
 }
@@ -99,7 +101,10 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
       random: systemRandom,
       logger: logger.child({ actor: 'raft' }),
       ...(options.raftTimeouts === undefined ? {} : { timeouts: options.raftTimeouts }),
+      ...(options.raftLimits === undefined ? {} : { limits: options.raftLimits }),
       onCommit: (entries) => metadata.apply(entries),
+      // Snapshots of the image bound the Raft log; a restart installs the latest, then replays the rest.
+      stateMachine: metadata,
     });
     proposeVia.raft = raft;
     controller = createActor(controllerMachine, {

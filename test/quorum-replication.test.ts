@@ -36,6 +36,8 @@ function contextWith(terms: number[], patch: Partial<RaftContext> = {}): RaftCon
     worker: new DiskWorker(store, () => {}, pino({ level: 'silent' }), 16),
     state: { term: Math.max(0, ...terms), votedFor: null },
     log: appendTerms(EMPTY_LOG, terms),
+    snapshot: undefined,
+    snapshots: false,
   });
   return { ...c, ...patch };
 }

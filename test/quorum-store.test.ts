@@ -147,11 +147,60 @@ contract('an append that does not continue the log, or lowers the term, is refus
   t.is((await env.reopen()).raftLog.lastIndex(), 1);
 });
 
+contract('saveSnapshot drops the entries it covers and keeps the ones after it; snapshot, base and tail survive a reopen', async (t, env) => {
+  let log = env.storage.raftLog;
+  t.is(log.loadSnapshot(), undefined);
+  await log.append([entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2), entry(5, 3), entry(6, 3)], { sync: true });
+  const data = bytes('state after 4');
+  await log.saveSnapshot({ index: 4, term: 2, data }, { sync: true });
+  data.fill(0);
+  const check = async (label: string) => {
+    const snapshot = log.loadSnapshot();
+    t.deepEqual(snapshot && { ...snapshot, data: new TextDecoder().decode(snapshot.data) }, { index: 4, term: 2, data: 'state after 4' }, label);
+    t.deepEqual(log.view(), { lastIndex: 6, starts: [{ term: 3, index: 5 }], snapshotIndex: 4, snapshotTerm: 2 }, label);
+    t.deepEqual([3, 4, 5, 6].map((i) => log.termAt(i)), [undefined, 2, 3, 3], label);
+    t.deepEqual(await log.entries(1, 10), [], `${label}: nothing at or below the snapshot`);
+    t.deepEqual(await log.entries(4, 10), [], label);
+    t.deepEqual(brief(await log.entries(5, 10)), ['5/3/e5', '6/3/e6'], label);
+  };
+  await check('live');
+  log = (await env.reopen()).raftLog;
+  await check('reopened');
+  // The log goes on after it: truncation above the base, appends, a later snapshot of the whole log.
+  await log.truncateFrom(6);
+  await log.append([entry(6, 4), entry(7, 4)], { sync: true });
+  await log.saveSnapshot({ index: 7, term: 4, data: bytes('state after 7') }, { sync: true });
+  log = (await env.reopen()).raftLog;
+  t.deepEqual(log.view(), { lastIndex: 7, starts: [], snapshotIndex: 7, snapshotTerm: 4 });
+  t.is(new TextDecoder().decode(log.loadSnapshot()!.data), 'state after 7');
+  await log.append([entry(8, 4), entry(9, 5)]);
+  log = (await env.reopen()).raftLog;
+  t.deepEqual(log.view(), { lastIndex: 9, starts: [{ term: 5, index: 9 }], snapshotIndex: 7, snapshotTerm: 4 });
+  t.deepEqual(brief(await log.entries(8, 10)), ['8/4/e8', '9/5/e9']);
+});
+
+contract('a snapshot the log does not hold (another term there, or past its end) replaces the whole log; an older one is ignored', async (t, env) => {
+  let log = env.storage.raftLog;
+  await log.append([entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)], { sync: true });
+  await log.saveSnapshot({ index: 3, term: 3, data: bytes('leader says 3/3') }, { sync: true });
+  t.deepEqual(log.view(), { lastIndex: 3, starts: [], snapshotIndex: 3, snapshotTerm: 3 });
+  t.deepEqual(await log.entries(4, 10), [], 'the conflicting suffix is gone too');
+  await log.saveSnapshot({ index: 10, term: 5, data: bytes('far ahead') }, { sync: true });
+  await log.saveSnapshot({ index: 8, term: 5, data: bytes('older') }, { sync: true });
+  log = (await env.reopen()).raftLog;
+  t.deepEqual(log.view(), { lastIndex: 10, starts: [], snapshotIndex: 10, snapshotTerm: 5 });
+  t.is(new TextDecoder().decode(log.loadSnapshot()!.data), 'far ahead');
+  await t.throwsAsync(log.append([entry(10, 5)]), undefined, 'appends continue after the snapshot');
+  await log.append([entry(11, 6)]);
+  t.is((await env.reopen()).raftLog.termAt(11), 6);
+});
+
 contract('after close() every call rejects SHUTTING_DOWN', async (t, env) => {
   const log = env.storage.raftLog;
   await env.storage.close();
   await t.throwsAsync(log.append([entry(1, 1)]), { instanceOf: TidemarkError, message: /closed/ });
   await t.throwsAsync(log.saveState({ term: 1, votedFor: 1 }), { instanceOf: TidemarkError });
+  await t.throwsAsync(log.saveSnapshot({ index: 1, term: 1, data: bytes('s') }), { instanceOf: TidemarkError });
   env.storage = await env.reopen();
 });
 
@@ -193,6 +242,64 @@ test('a single voter on RocksDB commits, restarts from disk and delivers its log
   }
 });
 
+test('a single voter on RocksDB with a state machine compacts its log and restarts from snapshot + tail (real clock)', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tidemark-raft-snap-'));
+  const net = new SimNetwork(new SimClock(), seededRandom(1));
+  /** The state machine: every entry applied, as `index/payload`. */
+  const start = (storage: Storage, state: string[], installs: number[]) =>
+    startRaftNode({
+      voterId: 1,
+      voters: [1],
+      subjectPrefix: 'tm.disk',
+      transport: net.transport(1),
+      store: storage.raftLog,
+      clock: systemClock,
+      random: seededRandom(2),
+      logger: pino({ level: 'silent' }),
+      limits: { snapshotEveryEntries: 5 },
+      onCommit: (entries) => state.push(...entries.map((e) => `${e.index}/${new TextDecoder().decode(e.payload)}`)),
+      stateMachine: {
+        snapshot: () => ({ index: state.length, data: bytes(JSON.stringify(state)) }),
+        install: (index, data) => {
+          installs.push(index);
+          state.splice(0, state.length, ...(JSON.parse(new TextDecoder().decode(data)) as string[]));
+        },
+      },
+    });
+  const until = async (done: () => boolean) => {
+    for (let i = 0; i < 200 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  };
+  try {
+    let storage: Storage = await openRocksNodeStorage(dir);
+    const before: string[] = [];
+    let node = start(storage, before, []);
+    await node.waitForLeader();
+    for (let i = 0; i < 12; i++) await node.propose([bytes(`p${i}`)]);
+    const log = storage.raftLog;
+    await until(() => log.view().snapshotIndex === 10);
+    t.is(log.view().snapshotIndex, 10, 'snapshots at 5 and 10 applied entries');
+    t.deepEqual(brief(await log.entries(1, 100)), [], 'the entries they cover are gone');
+    t.deepEqual(brief(await log.entries(11, 100)), ['11/1/p9', '12/1/p10', '13/1/p11']);
+    await node.stop();
+    await storage.close();
+
+    storage = await openRocksNodeStorage(dir);
+    const after: string[] = [];
+    const installs: number[] = [];
+    node = start(storage, after, installs);
+    t.deepEqual(installs, [10], 'the stored snapshot is installed before anything else');
+    t.deepEqual(after, before.slice(0, 10));
+    await node.waitForLeader();
+    t.deepEqual(await node.propose([bytes('z')]), { index: 15, term: 2 });
+    t.deepEqual(after, [...before, '14/', '15/z'], 'snapshot + the log after it = the state before the restart');
+    t.is(node.status().snapshotIndex, 10);
+    await node.stop();
+    await storage.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('raft messages round-trip through msgpack', (t) => {
   const messages: RaftMessage[] = [
     { type: 'preVote', from: 1, term: 4, lastLogIndex: 9, lastLogTerm: 3 },
@@ -201,6 +308,8 @@ test('raft messages round-trip through msgpack', (t) => {
     { type: 'voteReply', from: 2, term: 4, granted: false },
     { type: 'append', from: 1, term: 4, prevLogIndex: 9, prevLogTerm: 3, entries: [{ term: 4, payload: bytes('p') }], leaderCommit: 8 },
     { type: 'appendReply', from: 2, term: 4, success: false, matchIndex: 0, hintIndex: 7 },
+    { type: 'installSnapshot', from: 1, term: 4, lastIncludedIndex: 900, lastIncludedTerm: 3, offset: 512, data: bytes('chunk'), done: false },
+    { type: 'snapshotReply', from: 2, term: 4, lastIncludedIndex: 900, offset: 517 },
   ];
   for (const m of messages) t.deepEqual(decodeRaftMessage(encodeRaftMessage(m)), m);
   t.is(raftSubject('tm.prod', 3), 'tm.prod.raft.3');
@@ -219,6 +328,11 @@ test('malformed raft messages are refused with INVALID_REQUEST before they reach
     { ...base, entries: [{ term: 4, payload: 'not binary' }] },
     { ...base, entries: Array.from({ length: APPEND_ENTRIES_WIRE_MAX + 1 }, () => ({ term: 4, payload: bytes('') })) },
     { type: 'voteReply', from: 1, term: 1 },
+    { type: 'installSnapshot', from: 1, term: 4, lastIncludedIndex: 9, lastIncludedTerm: 5, offset: 0, data: bytes(''), done: true },
+    { type: 'installSnapshot', from: 1, term: 4, lastIncludedIndex: 0, lastIncludedTerm: 0, offset: 0, data: bytes(''), done: true },
+    { type: 'installSnapshot', from: 1, term: 4, lastIncludedIndex: 9, lastIncludedTerm: 3, offset: -1, data: bytes(''), done: true },
+    { type: 'installSnapshot', from: 1, term: 4, lastIncludedIndex: 9, lastIncludedTerm: 3, offset: 0, data: 'text', done: true },
+    { type: 'snapshotReply', from: 2, term: 4, lastIncludedIndex: 9 },
     [1, 2, 3],
   ];
   for (const value of bad) t.throws(() => decodeRaftMessage(encode(value)), { instanceOf: TidemarkError, message: /./ }, JSON.stringify(value).slice(0, 80));

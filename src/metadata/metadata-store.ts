@@ -6,7 +6,7 @@
  * at once, for unit tests.
  */
 import { TidemarkError } from '../protocol/errors.js';
-import { applyRecords, emptyImage, type MetadataImage } from './image.js';
+import { applyRecords, emptyImage, imageRecords, type MetadataImage } from './image.js';
 import { decodeEntry, encodeEntry, type MetadataRecord } from './records.js';
 
 export type MetadataListener = (image: MetadataImage, records: readonly MetadataRecord[]) => void;
@@ -37,6 +37,16 @@ export interface QuorumMetadataStore extends MetadataStore {
   apply(entries: readonly CommittedEntry[]): void;
   /** Entries after `offset` if they are all still kept in memory; undefined means: send a snapshot. */
   entriesAfter(offset: number, max: number): CommittedEntry[] | undefined;
+  /**
+   * The Raft snapshot of the image (RaftStateMachine.snapshot): the records that rebuild it from
+   * the empty image, encoded like one entry, at the image's offset.
+   */
+  snapshot(): { index: number; data: Uint8Array };
+  /**
+   * Replaces the image with a Raft snapshot's (RaftStateMachine.install): the empty image plus its
+   * records, at offset `index`. Listeners get the new image with those records.
+   */
+  install(index: number, data: Uint8Array): void;
 }
 
 export function createQuorumMetadataStore(propose: (payloads: readonly Uint8Array[]) => Promise<unknown>): QuorumMetadataStore {
@@ -65,6 +75,16 @@ export function createQuorumMetadataStore(propose: (payloads: readonly Uint8Arra
       if (first === undefined || first.index > offset + 1) return undefined;
       const start = recent.findIndex((e) => e.index > offset);
       return recent.slice(start, start + max);
+    },
+    snapshot() {
+      return { index: image.offset, data: encodeEntry(imageRecords(image)) };
+    },
+    install(index, data) {
+      const records = decodeEntry(data);
+      image = applyRecords(emptyImage, records, index);
+      // Brokers behind the snapshot get the image (entriesAfter says so), not the entries it replaced.
+      recent.length = 0;
+      for (const listener of listeners) listener(image, records);
     },
     async propose(records) {
       if (records.length === 0) throw new TidemarkError('INVALID_REQUEST', 'nothing to commit');

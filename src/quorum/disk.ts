@@ -4,8 +4,11 @@
  * every write queued before it. Consecutive APPENDs go down as one write (group commit).
  *
  * APPLY delivers committed entries to the owner's listener in index order, each exactly once per
- * process lifetime (`lastApplied` lives here, not on disk: after a restart the log is delivered again
- * from index 1, which is how a follower of the log rebuilds its state).
+ * process lifetime (`lastApplied` lives here, not on disk: after a restart the owner installs the
+ * stored snapshot and the log after it is delivered again, which is how a follower of the log
+ * rebuilds its state). After an APPLY that takes the state machine `snapshotEveryEntries` past the
+ * last snapshot, the worker takes a snapshot, saves it (dropping the log it covers) and reports
+ * `disk.compacted`. INSTALL saves a snapshot the leader sent and hands it to the state machine.
  *
  * A failed store operation stops the worker for good and reports `disk.failed`: after an I/O error
  * the log's state is unknown, so the voter must stop taking part rather than guess.
@@ -13,11 +16,23 @@
 import { fromCallback } from 'xstate';
 import { assert } from '../protocol/errors.js';
 import type { Logger } from '../runtime/ports.js';
-import type { LogEntry, RaftStore } from './raft-store.js';
+import type { LogEntry, RaftStore, Snapshot } from './raft-store.js';
 import type { DiskCommand, DiskEvent } from './types.js';
 
 /** Entries written together when APPENDs queue up behind a slow write. */
 const APPEND_GROUP_ENTRIES_MAX = 1024;
+
+/** The state machine's side of snapshots, and when to take them. */
+export interface SnapshotHooks {
+  /** The state machine's state after the last entry delivered, and that entry's index. */
+  take(): { index: number; data: Uint8Array };
+  /** Replaces the state machine's whole state with a snapshot's. */
+  install(index: number, data: Uint8Array): void;
+  /** See RaftLimits.snapshotEveryEntries. */
+  everyEntries: number;
+  /** See RaftLimits.snapshotBytesMax. */
+  bytesMax: number;
+}
 
 export class DiskWorker {
   private readonly queue: DiskCommand[] = [];
@@ -26,14 +41,21 @@ export class DiskWorker {
   private report: ((event: DiskEvent) => void) | undefined;
   private stopped = false;
   private failed = false;
-  private lastApplied = 0;
+  /** The owner installs the store's snapshot before the worker starts. */
+  private lastApplied: number;
+  /** The next snapshot is due once lastApplied reaches this. */
+  private snapshotDue: number;
 
   constructor(
     private readonly store: RaftStore,
     private readonly deliver: (entries: readonly LogEntry[]) => void,
     private readonly logger: Logger,
     private readonly readChunkEntriesMax: number,
-  ) {}
+    private readonly snapshots?: SnapshotHooks,
+  ) {
+    this.lastApplied = store.view().snapshotIndex;
+    this.snapshotDue = this.lastApplied + (snapshots?.everyEntries ?? Number.POSITIVE_INFINITY);
+  }
 
   /** Connects the machine's disk actor; the returned cleanup stops the worker after its current command. */
   attach(report: (event: DiskEvent) => void): () => void {
@@ -102,8 +124,53 @@ export class DiskWorker {
         return;
       }
       case 'APPLY':
-        return this.apply(command.upTo, command.cached);
+        await this.apply(command.upTo, command.cached);
+        return this.compactIfDue();
+      case 'INSTALL':
+        return this.install(command.snapshot);
     }
+  }
+
+  private async install(snapshot: Snapshot): Promise<void> {
+    await this.store.saveSnapshot(snapshot, { sync: true });
+    // The machine sends INSTALL only for a snapshot past its commit index, so past lastApplied.
+    if (snapshot.index <= this.lastApplied || this.stopped) return;
+    this.lastApplied = snapshot.index;
+    this.snapshotDue = snapshot.index + (this.snapshots?.everyEntries ?? Number.POSITIVE_INFINITY);
+    try {
+      this.snapshots?.install(snapshot.index, snapshot.data);
+    } catch (error) {
+      this.logger.error({ err: error, index: snapshot.index }, 'raft state machine failed to install a snapshot');
+    }
+  }
+
+  private async compactIfDue(): Promise<void> {
+    const hooks = this.snapshots;
+    if (hooks === undefined || this.lastApplied < this.snapshotDue || this.stopped) return;
+    const base = this.store.view().snapshotIndex;
+    let taken: { index: number; data: Uint8Array };
+    try {
+      taken = hooks.take();
+    } catch (error) {
+      this.logger.error({ err: error }, 'raft state machine failed to take a snapshot; the log is kept');
+      this.snapshotDue = this.lastApplied + hooks.everyEntries;
+      return;
+    }
+    const term = this.store.termAt(taken.index);
+    if (taken.index <= base || taken.index > this.lastApplied || term === undefined) {
+      this.logger.error({ index: taken.index, lastApplied: this.lastApplied, snapshotIndex: base }, 'raft state machine snapshot is not of an applied entry; the log is kept');
+      this.snapshotDue = this.lastApplied + hooks.everyEntries;
+      return;
+    }
+    if (taken.data.length > hooks.bytesMax) {
+      this.logger.error({ bytes: taken.data.length, snapshotBytesMax: hooks.bytesMax }, 'raft snapshot larger than snapshotBytesMax; the log is kept');
+      this.snapshotDue = this.lastApplied + hooks.everyEntries;
+      return;
+    }
+    const snapshot: Snapshot = { index: taken.index, term, data: taken.data };
+    await this.store.saveSnapshot(snapshot, { sync: true });
+    this.snapshotDue = snapshot.index + hooks.everyEntries;
+    this.report?.({ type: 'disk.compacted', snapshot });
   }
 
   private async apply(upTo: number, cached: readonly LogEntry[]): Promise<void> {

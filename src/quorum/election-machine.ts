@@ -14,6 +14,7 @@ import { diskActor } from './disk.js';
 import { adoptTerm, askForVotes, drawElectionTimeout, grantVote, preVoteGranted, quorumLost, voteGranted, yieldsToMe } from './election-rules.js';
 import { netActor } from './net.js';
 import { acceptProposal, becomeLeader, draft, followerStep, onAppendReply, onEntriesRead, onSynced, replicate, type Draft } from './replication.js';
+import { followerSnapshot, onCompacted, onSnapshotReply } from './snapshot.js';
 import type { DiskCommand, NetCommand, Outbound, RaftContext, RaftEmitted, RaftEvent, RaftInput } from './types.js';
 
 interface Enqueue {
@@ -44,8 +45,9 @@ export function initialContext(input: RaftInput): RaftContext {
     durable: input.state,
     leaderId: null,
     cache: { start: input.log.lastIndex + 1, entries: [], bytes: 0 },
-    commitIndex: 0,
-    applyRequested: 0,
+    // The snapshot covers committed entries only, and the owner installed it before starting.
+    commitIndex: input.log.snapshotIndex,
+    applyRequested: input.log.snapshotIndex,
     syncsPending: 0,
     electionTimeoutMs: input.timeouts.electionTimeoutMsMax,
     grants: [],
@@ -53,6 +55,7 @@ export function initialContext(input: RaftInput): RaftContext {
     selfMatch: 0,
     ticks: 0,
     leaderStartIndex: 0,
+    incoming: undefined,
   };
 }
 
@@ -100,7 +103,7 @@ export const electionMachine = setup({
       flush(enqueue, d);
     }),
     adoptLeader: enqueueActions(({ event, enqueue }) => {
-      if (event.type === 'raft.append') enqueue.assign({ leaderId: event.msg.from });
+      if (event.type === 'raft.append' || event.type === 'raft.installSnapshot') enqueue.assign({ leaderId: event.msg.from });
     }),
     answerPreVote: enqueueActions(({ context, event, enqueue }, params: { granted: boolean }) => {
       if (event.type !== 'raft.preVote') return;
@@ -148,7 +151,7 @@ export const electionMachine = setup({
       if (event.then !== undefined && event.then.msg.term === context.term) enqueue.sendTo('net', net(event.then));
     }),
     rejectStaleAppend: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'raft.append') return;
+      if (event.type !== 'raft.append' && event.type !== 'raft.installSnapshot') return;
       const msg = { type: 'appendReply', from: context.voterId, term: context.term, success: false, matchIndex: 0, hintIndex: 0 } as const;
       enqueue.sendTo('net', net({ to: event.msg.from, msg }));
     }),
@@ -157,6 +160,24 @@ export const electionMachine = setup({
       if (event.type !== 'raft.append') return;
       const d = draft(context);
       followerStep(d, event.msg);
+      flush(enqueue, d);
+    }),
+    handleSnapshot: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'raft.installSnapshot') return;
+      const d = draft(context);
+      followerSnapshot(d, event.msg);
+      flush(enqueue, d);
+    }),
+    onCompacted: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'disk.compacted') return;
+      const d = draft(context);
+      onCompacted(d, event.snapshot);
+      flush(enqueue, d);
+    }),
+    onSnapshotReply: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'raft.snapshotReply') return;
+      const d = draft(context);
+      onSnapshotReply(d, event.msg);
       flush(enqueue, d);
     }),
     onSynced: enqueueActions(({ context, event, enqueue }) => {
@@ -230,6 +251,11 @@ export const electionMachine = setup({
       { guard: and(['isLeader', 'currentTerm']), actions: 'reportRivalLeader' },
       { target: '.follower', actions: ['adoptTerm', 'adoptLeader', 'handleAppend'] },
     ],
+    'raft.installSnapshot': [
+      { guard: 'staleTerm', actions: 'rejectStaleAppend' },
+      { guard: and(['isLeader', 'currentTerm']), actions: 'reportRivalLeader' },
+      { target: '.follower', actions: ['adoptTerm', 'adoptLeader', 'handleSnapshot'] },
+    ],
     'raft.preVote': [
       { guard: 'sticky', actions: { type: 'answerPreVote', params: { granted: false } } },
       { guard: 'preVoteGrantable', actions: { type: 'answerPreVote', params: { granted: true } } },
@@ -255,7 +281,12 @@ export const electionMachine = setup({
       { guard: and(['higherTerm', 'inFollower']), actions: 'adoptTerm' },
       { guard: 'higherTerm', target: '.follower', actions: 'adoptTerm' },
     ],
+    'raft.snapshotReply': [
+      { guard: and(['higherTerm', 'inFollower']), actions: 'adoptTerm' },
+      { guard: 'higherTerm', target: '.follower', actions: 'adoptTerm' },
+    ],
     'disk.persisted': { actions: 'recordDurable' },
+    'disk.compacted': { actions: 'onCompacted' },
     'disk.synced': { actions: 'onSynced' },
     'disk.failed': { target: '.failed' },
     propose: { actions: { type: 'refuse', params: { code: 'NOT_CONTROLLER', message: 'not the active controller' } } },
@@ -314,6 +345,7 @@ export const electionMachine = setup({
       },
       on: {
         'raft.appendReply': { guard: 'currentTerm', actions: 'onAppendReply' },
+        'raft.snapshotReply': { guard: 'currentTerm', actions: 'onSnapshotReply' },
         'disk.read': { actions: 'onRead' },
         propose: [
           { guard: 'proposalInvalid', actions: { type: 'refuse', params: { code: 'INVALID_REQUEST', message: 'proposal payloads must be 1..limit, each non-empty and within appendBytesMax' } } },

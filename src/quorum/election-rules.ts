@@ -69,6 +69,8 @@ export function adoptTerm(d: Draft, term: number): void {
   c.term = term;
   c.votedFor = null;
   c.leaderId = null;
+  // A snapshot being received belongs to the old term's leader.
+  c.incoming = undefined;
   d.disk.push({ type: 'PERSIST', state: { term, votedFor: null }, then: undefined });
 }
 

@@ -18,6 +18,8 @@ export const VOTER_ID_MAX = 2 ** 31 - 1;
 export const APPEND_ENTRIES_WIRE_MAX = 4096;
 /** Wire cap on one entry's payload, bytes; the configured `appendBytesMax` must not exceed it. */
 export const ENTRY_BYTES_WIRE_MAX = 8 * 1024 * 1024;
+/** Wire cap on one InstallSnapshot chunk, bytes; the configured `snapshotChunkBytes` must not exceed it. */
+export const SNAPSHOT_CHUNK_WIRE_MAX = 8 * 1024 * 1024;
 
 const voterId = int(0, VOTER_ID_MAX);
 const term = int(0, Number.MAX_SAFE_INTEGER);
@@ -49,6 +51,26 @@ const appendReply = object({
   hintIndex: index,
 });
 
+/**
+ * A chunk of the leader's snapshot (Raft figure 13): `data` is the snapshot's bytes from `offset`;
+ * `done` marks the last chunk. Chunks are sent one at a time, in order.
+ */
+const installSnapshot = object({
+  type: oneOf('installSnapshot'),
+  from: voterId,
+  term,
+  lastIncludedIndex: int(1, Number.MAX_SAFE_INTEGER),
+  lastIncludedTerm: int(1, Number.MAX_SAFE_INTEGER),
+  offset: index,
+  data: bytes(SNAPSHOT_CHUNK_WIRE_MAX),
+  done: bool,
+});
+/**
+ * A follower's progress through a snapshot: the offset it expects next. Once the whole snapshot is
+ * durably installed the follower answers with an `appendReply` (success, matchIndex = lastIncludedIndex) instead.
+ */
+const snapshotReply = object({ type: oneOf('snapshotReply'), from: voterId, term, lastIncludedIndex: index, offset: index });
+
 export type PreVote = Infer<typeof preVote>;
 export type PreVoteReply = Infer<typeof preVoteReply>;
 export type Vote = Infer<typeof vote>;
@@ -56,7 +78,9 @@ export type VoteReply = Infer<typeof voteReply>;
 export type WireEntry = Infer<typeof entry>;
 export type AppendEntries = Infer<typeof append>;
 export type AppendEntriesReply = Infer<typeof appendReply>;
-export type RaftMessage = PreVote | PreVoteReply | Vote | VoteReply | AppendEntries | AppendEntriesReply;
+export type InstallSnapshot = Infer<typeof installSnapshot>;
+export type InstallSnapshotReply = Infer<typeof snapshotReply>;
+export type RaftMessage = PreVote | PreVoteReply | Vote | VoteReply | AppendEntries | AppendEntriesReply | InstallSnapshot | InstallSnapshotReply;
 export type RaftMessageType = RaftMessage['type'];
 
 const schemas: { [K in RaftMessageType]: Schema<Extract<RaftMessage, { type: K }>> } = {
@@ -66,6 +90,8 @@ const schemas: { [K in RaftMessageType]: Schema<Extract<RaftMessage, { type: K }
   voteReply,
   append,
   appendReply,
+  installSnapshot,
+  snapshotReply,
 };
 
 function invalid(message: string): TidemarkError {
@@ -99,5 +125,6 @@ export function decodeRaftMessage(data: Uint8Array): RaftMessage {
   if (typeof type !== 'string' || !Object.hasOwn(schemas, type)) throw invalid('raft message: unknown type');
   const message = schemas[type as RaftMessageType](value, '');
   if (message.type === 'append') checkAppend(message);
+  if (message.type === 'installSnapshot' && message.lastIncludedTerm > message.term) throw invalid('installSnapshot: lastIncludedTerm above term');
   return message;
 }

@@ -23,6 +23,10 @@ function toEvent(msg: RaftMessage): NetEvent {
       return { type: 'raft.append', msg };
     case 'appendReply':
       return { type: 'raft.appendReply', msg };
+    case 'installSnapshot':
+      return { type: 'raft.installSnapshot', msg };
+    case 'snapshotReply':
+      return { type: 'raft.snapshotReply', msg };
   }
 }
 

@@ -3,19 +3,37 @@
  * propose payloads, follow committed entries, read its status, stop it.
  *
  * Committed entries reach `onCommit` listeners in index order, without gaps, each exactly once per
- * process lifetime; after a restart the whole log is delivered again from index 1. Entries with an
- * empty payload are the no-ops new leaders append (propose() refuses empty payloads): skip them.
+ * process lifetime, except where a snapshot takes their place. With a `stateMachine`, the voter
+ * snapshots it every `snapshotEveryEntries` applied entries and drops the log the snapshot covers; at
+ * start it installs the stored snapshot and then delivers the log after it; a follower too far
+ * behind gets the leader's snapshot installed and continues from there. Without one, the log is kept
+ * whole and delivered again from index 1 after a restart. Entries with an empty payload are the
+ * no-ops new leaders append (propose() refuses empty payloads): skip them.
  */
 import { createActor } from 'xstate';
 import { assert, TidemarkError } from '../protocol/errors.js';
 import type { Clock, Logger, Random, Transport } from '../runtime/ports.js';
 import { DiskWorker } from './disk.js';
 import { electionMachine, type ElectionMachine } from './election-machine.js';
-import { APPEND_ENTRIES_WIRE_MAX, ENTRY_BYTES_WIRE_MAX } from './messages.js';
+import { APPEND_ENTRIES_WIRE_MAX, ENTRY_BYTES_WIRE_MAX, SNAPSHOT_CHUNK_WIRE_MAX } from './messages.js';
 import type { LogEntry, RaftStore } from './raft-store.js';
 import { DEFAULT_RAFT_LIMITS, DEFAULT_RAFT_TIMEOUTS, type RaftLimits, type RaftTimeouts } from './types.js';
 
 export type CommitListener = (entries: readonly LogEntry[]) => void;
+
+/**
+ * What Raft needs from the state machine its committed entries build, for snapshots. The bytes are
+ * opaque to Raft. Both are called synchronously, between deliveries, never during one.
+ */
+export interface RaftStateMachine {
+  /** The state after the last entry delivered to the listeners, and that entry's index. */
+  snapshot(): { index: number; data: Uint8Array };
+  /**
+   * Replaces the whole state with a snapshot's: the state after the entry at `index`. Entries after
+   * it follow through the commit listeners.
+   */
+  install(index: number, data: Uint8Array): void;
+}
 
 export type RaftRole = 'follower' | 'preCandidate' | 'candidate' | 'leader' | 'failed' | 'stopped';
 
@@ -28,7 +46,9 @@ export interface RaftStatus {
   leaderId: number | null;
   commitIndex: number;
   lastIndex: number;
-  /** Last index delivered to the commit listeners in this process. */
+  /** Last index the log's snapshot covers (0: none); the log holds the entries after it. */
+  snapshotIndex: number;
+  /** Last index applied in this process: delivered to the commit listeners, or covered by an installed snapshot. */
   appliedIndex: number;
   /** Leader whose own no-op is applied here: every earlier committed entry has been delivered. */
   leaderReady: boolean;
@@ -53,6 +73,8 @@ export interface RaftNodeOptions {
   limits?: Partial<RaftLimits>;
   /** A listener in place before the first delivery. */
   onCommit?: CommitListener;
+  /** Enables snapshots and log compaction (see RaftStateMachine); needed to open a store that holds a snapshot. */
+  stateMachine?: RaftStateMachine;
   /** Test seam: the election machine, e.g. with implementations swapped by `provide()`. */
   machine?: ElectionMachine;
 }
@@ -79,6 +101,8 @@ export interface RaftNode {
 /** Headroom for an AppendEntries' fields and per-entry framing in the transport's payload limit, bytes. */
 const APPEND_FRAMING_BYTES = 256;
 const ENTRY_FRAMING_BYTES = 16;
+/** Headroom for an InstallSnapshot's fields in the transport's payload limit, bytes. */
+const SNAPSHOT_FRAMING_BYTES = 256;
 
 interface Pending {
   resolve(result: { index: number; term: number }): void;
@@ -96,22 +120,35 @@ function checkConfig(options: RaftNodeOptions, timeouts: RaftTimeouts, limits: R
   assert(limits.appendEntriesMax >= 1 && limits.appendEntriesMax <= APPEND_ENTRIES_WIRE_MAX, 'appendEntriesMax out of range');
   assert(limits.appendBytesMax >= 1 && limits.appendBytesMax <= ENTRY_BYTES_WIRE_MAX, 'appendBytesMax out of range');
   assert(limits.inflightEntriesMax >= limits.appendEntriesMax, 'inflightEntriesMax below appendEntriesMax');
+  assert(limits.snapshotChunkBytes >= 1 && limits.snapshotChunkBytes <= SNAPSHOT_CHUNK_WIRE_MAX, 'snapshotChunkBytes out of range');
+  assert(limits.snapshotEveryEntries >= 1 && limits.snapshotBytesMax >= 1, 'snapshotEveryEntries and snapshotBytesMax must be positive');
 }
 
 export function startRaftNode(options: RaftNodeOptions): RaftNode {
   const timeouts = { ...DEFAULT_RAFT_TIMEOUTS, ...options.timeouts };
   const configured = { ...DEFAULT_RAFT_LIMITS, ...options.limits };
   const framing = APPEND_FRAMING_BYTES + configured.appendEntriesMax * ENTRY_FRAMING_BYTES;
-  const limits = { ...configured, appendBytesMax: Math.min(configured.appendBytesMax, options.transport.maxPayloadBytes - framing) };
+  const limits = {
+    ...configured,
+    appendBytesMax: Math.min(configured.appendBytesMax, options.transport.maxPayloadBytes - framing),
+    snapshotChunkBytes: Math.min(configured.snapshotChunkBytes, options.transport.maxPayloadBytes - SNAPSHOT_FRAMING_BYTES),
+  };
   checkConfig(options, timeouts, limits);
-  const { logger, voterId } = options;
+  const { logger, voterId, stateMachine, store } = options;
 
   const listeners = new Set<CommitListener>(options.onCommit === undefined ? [] : [options.onCommit]);
   const pending = new Map<number, Pending>();
   const leaderWaiters = new Set<{ resolve(id: number): void; reject(error: TidemarkError): void }>();
   let nextId = 1;
-  let appliedIndex = 0;
   let stopped = false;
+
+  // The stored snapshot first; the log after it is delivered as it is committed again.
+  const stored = store.loadSnapshot();
+  if (stored !== undefined && stateMachine === undefined) {
+    throw new TidemarkError('INTERNAL', `the raft store holds a snapshot at ${stored.index} but no state machine was given to install it`);
+  }
+  if (stored !== undefined) stateMachine!.install(stored.index, stored.data);
+  let appliedIndex = stored?.index ?? 0;
 
   const deliver = (entries: readonly LogEntry[]) => {
     for (const listener of listeners) {
@@ -143,7 +180,19 @@ export function startRaftNode(options: RaftNodeOptions): RaftNode {
     leaderWaiters.clear();
   };
 
-  const worker = new DiskWorker(options.store, deliver, logger, limits.readChunkEntriesMax);
+  const hooks =
+    stateMachine === undefined
+      ? undefined
+      : {
+          take: () => stateMachine.snapshot(),
+          install: (index: number, data: Uint8Array) => {
+            stateMachine.install(index, data);
+            appliedIndex = index;
+          },
+          everyEntries: limits.snapshotEveryEntries,
+          bytesMax: limits.snapshotBytesMax,
+        };
+  const worker = new DiskWorker(store, deliver, logger, limits.readChunkEntriesMax, hooks);
   const actor = createActor(options.machine ?? electionMachine, {
     clock: options.clock,
     systemId: `raft:${voterId}`,
@@ -157,8 +206,10 @@ export function startRaftNode(options: RaftNodeOptions): RaftNode {
       timeouts,
       limits,
       worker,
-      state: options.store.loadState(),
-      log: options.store.view(),
+      state: store.loadState(),
+      log: store.view(),
+      snapshot: stored,
+      snapshots: stateMachine !== undefined,
     },
   });
 
@@ -209,6 +260,7 @@ export function startRaftNode(options: RaftNodeOptions): RaftNode {
       leaderId: c.leaderId,
       commitIndex: c.commitIndex,
       lastIndex: c.log.lastIndex,
+      snapshotIndex: c.log.snapshotIndex,
       appliedIndex,
       leaderReady: role === 'leader' && appliedIndex >= c.leaderStartIndex,
     };

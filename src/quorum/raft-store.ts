@@ -1,10 +1,10 @@
 /**
- * The storage port of one Raft voter: its persistent election state (term, vote) and its log.
- * RocksDB in production (`openRocksNodeStorage(dir).raftLog`, keys 0x05-0x07 beside the partition
- * logs), memory in unit tests and the simulator.
+ * The storage port of one Raft voter: its persistent election state (term, vote), its latest
+ * snapshot and the log after it. RocksDB in production (`openRocksNodeStorage(dir).raftLog`, keys
+ * 0x05-0x08 beside the partition logs), memory in unit tests and the simulator.
  *
  * Contract, shared by both implementations:
- * - Mutations (`saveState`, `append`, `truncateFrom`) apply in call order; each is atomic (after a
+ * - Mutations (`saveState`, `append`, `truncateFrom`, `saveSnapshot`) apply in call order; each is atomic (after a
  *   crash it is there entirely or not at all). The Raft machine issues them one at a time from its
  *   disk worker and acts only once they resolved, so "persisted before answered" holds.
  * - `sync: true` fsyncs before resolving; Raft asks for it on every mutation.
@@ -18,7 +18,7 @@
  * log view then starts after the snapshot (see log-view.ts) and `entries()` below it rejects.
  */
 import { assert } from '../protocol/errors.js';
-import { appendTerms, EMPTY_LOG, termAt, truncateView, type LogView } from './log-view.js';
+import { appendTerms, compactView, EMPTY_LOG, termAt, truncateView, type LogView } from './log-view.js';
 
 export interface PersistentState {
   readonly term: number;
@@ -31,6 +31,14 @@ export interface LogEntry {
   readonly term: number;
   /** Empty for the no-op a new leader appends; proposals are never empty. */
   readonly payload: Uint8Array;
+}
+
+/** The state machine's state after the entry at `index`, which had `term`. */
+export interface Snapshot {
+  readonly index: number;
+  readonly term: number;
+  /** Opaque to Raft: what the state machine's `snapshot()` returned. */
+  readonly data: Uint8Array;
 }
 
 export interface WriteOptions {
@@ -47,14 +55,24 @@ export interface RaftStore {
   truncateFrom(index: number): Promise<void>;
   /**
    * Consecutive entries from `from` on: at most `max`, and stopping before `maxBytes` of payload
-   * would be exceeded, except that the first entry always comes. Empty past the end.
+   * would be exceeded, except that the first entry always comes. Empty past the end, and empty
+   * when `from` is at or below the snapshot (those entries are gone).
    */
   entries(from: number, max: number, maxBytes?: number): Promise<LogEntry[]>;
-  /** 0 when the log is empty. */
+  /** The latest saved snapshot (kept in memory: the leader sends it to lagging voters); undefined when none. */
+  loadSnapshot(): Snapshot | undefined;
+  /**
+   * Saves the snapshot and drops the log it covers, atomically and durably: entries at or below
+   * `index` go; the entries after it stay if the log holds an entry of `term` at `index`, otherwise
+   * (a conflicting or shorter log, Raft figure 13 step 7) the whole log goes and it continues at
+   * index + 1. A snapshot not newer than the current one is ignored.
+   */
+  saveSnapshot(snapshot: Snapshot, options?: WriteOptions): Promise<void>;
+  /** The snapshot's index when the log holds no later entry; 0 when there is neither. */
   lastIndex(): number;
-  /** 0 for index 0; undefined outside [0, lastIndex()]. */
+  /** 0 for index 0; the snapshot's term at its index; undefined outside [snapshotIndex, lastIndex()]. */
   termAt(index: number): number | undefined;
-  /** Last index and term starts: what the machine starts from. */
+  /** Snapshot, last index and term starts: what the machine starts from. */
   view(): LogView;
 }
 
@@ -89,10 +107,21 @@ export function takeBounded<T extends { payload: Uint8Array }>(items: readonly T
   return out;
 }
 
+/** Copies the bytes: the caller owns its buffers again once a store call returns. */
+export function copySnapshot(s: Snapshot): Snapshot {
+  return { index: s.index, term: s.term, data: s.data.slice() };
+}
+
+export function checkSnapshot(s: Snapshot): void {
+  assert(Number.isSafeInteger(s.index) && s.index >= 1, `snapshot index ${s.index} must be positive`);
+  assert(Number.isSafeInteger(s.term) && s.term >= 1, `snapshot term ${s.term} must be positive`);
+}
+
 /** What survives a "restart" of the memory store: hand it to a new store to reopen. */
 export class MemoryRaftDisk {
   state: PersistentState = INITIAL_STATE;
-  /** entries[i] has index i + 1. */
+  snapshot: Snapshot | undefined = undefined;
+  /** The log after the snapshot: entries[i] has index (snapshot?.index ?? 0) + 1 + i. */
   readonly entries: LogEntry[] = [];
 }
 
@@ -103,11 +132,19 @@ class MemoryRaftStore implements RaftStore {
     private readonly disk: MemoryRaftDisk,
     private readonly live: () => void,
   ) {
-    this.logView = disk.entries.reduce<LogView>((v, e) => appendTerms(v, [e.term]), EMPTY_LOG);
+    const s = disk.snapshot;
+    const base: LogView = s === undefined ? EMPTY_LOG : { lastIndex: s.index, starts: [], snapshotIndex: s.index, snapshotTerm: s.term };
+    this.logView = appendTerms(
+      base,
+      disk.entries.map((e) => e.term),
+    );
   }
 
   loadState(): PersistentState {
     return this.disk.state;
+  }
+  loadSnapshot(): Snapshot | undefined {
+    return this.disk.snapshot;
   }
   lastIndex(): number {
     return this.logView.lastIndex;
@@ -135,14 +172,31 @@ class MemoryRaftStore implements RaftStore {
   async truncateFrom(index: number): Promise<void> {
     this.live();
     assert(Number.isSafeInteger(index) && index >= 1, `truncate from ${index}`);
+    const base = this.logView.snapshotIndex;
     this.logView = truncateView(this.logView, index);
-    this.disk.entries.splice(index - 1);
+    this.disk.entries.splice(Math.max(0, index - base - 1));
+  }
+
+  async saveSnapshot(snapshot: Snapshot): Promise<void> {
+    this.live();
+    checkSnapshot(snapshot);
+    const before = this.logView;
+    if (snapshot.index <= before.snapshotIndex) return;
+    // Decided on the view before: compactView keeps the suffix exactly when this holds.
+    const keepsSuffix = termAt(before, snapshot.index) === snapshot.term;
+    const next = compactView(before, snapshot.index, snapshot.term);
+    if (keepsSuffix) this.disk.entries.splice(0, snapshot.index - before.snapshotIndex);
+    else this.disk.entries.length = 0;
+    this.disk.snapshot = copySnapshot(snapshot);
+    this.logView = next;
   }
 
   async entries(from: number, max: number, maxBytes = Number.POSITIVE_INFINITY): Promise<LogEntry[]> {
     this.live();
-    const start = Math.max(1, from);
-    return takeBounded(this.disk.entries.slice(start - 1, start - 1 + Math.max(0, max)), max, maxBytes);
+    const base = this.logView.snapshotIndex;
+    if (from <= base) return [];
+    const at = from - base - 1;
+    return takeBounded(this.disk.entries.slice(at, at + Math.max(0, max)), max, maxBytes);
   }
 }
 

@@ -1,11 +1,13 @@
 /**
  * Log replication rules (Raft §5.3, §5.4), as pure functions over a draft of the machine's context:
  * they compute the next context and the messages and disk commands it implies; the machine's
- * actions hand those to its net and disk actors. Nothing here does I/O.
+ * actions hand those to its net and disk actors. Nothing here does I/O. Snapshots (compaction,
+ * InstallSnapshot) are in snapshot.ts.
  */
 import { appendTerms, firstIndexOfTerm, termAt, truncateView } from './log-view.js';
 import type { AppendEntries, AppendEntriesReply } from './messages.js';
 import { takeBounded, type LogEntry } from './raft-store.js';
+import { sendSnapshot } from './snapshot.js';
 import type { DiskCommand, Outbound, PeerProgress, RaftContext, RaftEmitted, SyncToken } from './types.js';
 
 /** The next context and what it implies, built up by one event's handling. */
@@ -20,7 +22,7 @@ export function draft(context: RaftContext): Draft {
   return { c: { ...context }, send: [], disk: [], emit: [] };
 }
 
-function payloadBytes(entries: readonly LogEntry[]): number {
+export function payloadBytes(entries: readonly LogEntry[]): number {
   return entries.reduce((n, e) => n + e.payload.length, 0);
 }
 
@@ -69,7 +71,7 @@ export function requestApply(d: Draft): void {
 
 // ---- leader ---------------------------------------------------------------------------------
 
-function setProgress(d: Draft, peer: number, p: PeerProgress): void {
+export function setProgress(d: Draft, peer: number, p: PeerProgress): void {
   d.c.progress = { ...d.c.progress, [peer]: p };
 }
 
@@ -89,13 +91,15 @@ function sendAppend(d: Draft, peer: number, prevLogIndex: number, entries: reado
 
 /**
  * Sends `peer` what it needs next: entries from its next index (from the cache, or a store read
- * when they are older than the cache) within the pipeline window, bounded in entries and bytes.
- * A heartbeat with nothing to send is an empty AppendEntries, which doubles as a probe.
+ * when they are older than the cache) within the pipeline window, bounded in entries and bytes;
+ * the snapshot when that entry is compacted. A heartbeat with nothing to send is an empty
+ * AppendEntries, which doubles as a probe.
  */
 export function replicate(d: Draft, peer: number, heartbeat: boolean): void {
   const { c } = d;
   const p = c.progress[peer];
   if (p === undefined) return;
+  if (p.next <= c.log.snapshotIndex || p.transfer !== undefined) return sendSnapshot(d, peer, heartbeat);
   const { appendEntriesMax, appendBytesMax, inflightEntriesMax } = c.limits;
   const room = Math.min(appendEntriesMax, inflightEntriesMax - (p.next - 1 - p.match));
   if (p.next <= c.log.lastIndex && room > 0) {
@@ -119,8 +123,10 @@ export function onEntriesRead(d: Draft, peer: number, from: number, entries: rea
   const p = d.c.progress[peer];
   if (p === undefined) return;
   setProgress(d, peer, { ...p, reading: false });
-  if (entries.length === 0) return;
-  if (from !== p.next) return replicate(d, peer, false);
+  // Nothing there: compacted since the read was queued (the snapshot goes instead), or truncated.
+  if (entries.length === 0) return from <= d.c.log.snapshotIndex ? replicate(d, peer, false) : undefined;
+  // Moved on meanwhile, or compacted since the read was queued.
+  if (from !== p.next || from <= d.c.log.snapshotIndex) return replicate(d, peer, false);
   const room = d.c.limits.inflightEntriesMax - (p.next - 1 - p.match);
   const batch = entries.slice(0, Math.max(0, room));
   if (batch.length === 0) return;
@@ -147,7 +153,8 @@ export function onAppendReply(d: Draft, msg: AppendEntriesReply): void {
   const heard = { ...p, heardTick: c.ticks };
   if (msg.success) {
     const match = Math.min(Math.max(p.match, msg.matchIndex), c.log.lastIndex);
-    setProgress(d, msg.from, { ...heard, match, next: Math.max(p.next, match + 1) });
+    const transfer = p.transfer !== undefined && match < p.transfer.snapshot.index ? p.transfer : undefined;
+    setProgress(d, msg.from, { ...heard, match, next: Math.max(p.next, match + 1), transfer });
     advanceCommit(d);
     replicate(d, msg.from, false);
     return;
@@ -171,7 +178,17 @@ export type FollowerOutcome =
   | { kind: 'unsafe'; index: number };
 
 /** Raft §5.3: the AppendEntries consistency check, conflict truncation and what to append. */
-export function followerAppend(c: RaftContext, msg: AppendEntries): FollowerOutcome {
+export function followerAppend(c: RaftContext, message: AppendEntries): FollowerOutcome {
+  let msg = message;
+  const base = c.log.snapshotIndex;
+  if (msg.prevLogIndex < base) {
+    // Entries up to the snapshot are committed, so the leader's log holds them too: skip to the
+    // snapshot, which is this log's base for the consistency check.
+    const atBase = msg.entries[base - msg.prevLogIndex - 1];
+    if (atBase === undefined) return { kind: 'accept', truncateFrom: undefined, entries: [], matchIndex: base, commit: Math.min(msg.leaderCommit, base) };
+    if (atBase.term !== c.log.snapshotTerm) return { kind: 'unsafe', index: base };
+    msg = { ...msg, prevLogIndex: base, prevLogTerm: atBase.term, entries: msg.entries.slice(base - msg.prevLogIndex) };
+  }
   const prev = msg.prevLogIndex;
   if (prev > c.log.lastIndex) return { kind: 'reject', hintIndex: c.log.lastIndex + 1 };
   const mine = termAt(c.log, prev)!;

@@ -5,8 +5,8 @@ import type { ErrorCode } from '../protocol/errors.js';
 import type { Logger, Random, Transport } from '../runtime/ports.js';
 import type { DiskWorker } from './disk.js';
 import type { LogView } from './log-view.js';
-import type { AppendEntries, AppendEntriesReply, PreVote, PreVoteReply, RaftMessage, Vote, VoteReply } from './messages.js';
-import type { LogEntry, PersistentState } from './raft-store.js';
+import type { AppendEntries, AppendEntriesReply, InstallSnapshot, InstallSnapshotReply, PreVote, PreVoteReply, RaftMessage, Vote, VoteReply } from './messages.js';
+import type { LogEntry, PersistentState, Snapshot } from './raft-store.js';
 
 export interface RaftTimeouts {
   /** How often a leader sends AppendEntries (heartbeats) to every follower, ms. @default 100 */
@@ -42,6 +42,18 @@ export interface RaftLimits {
   proposalsPendingMax: number;
   /** Entries read from the store per step while applying or catching a follower up. @default 256 */
   readChunkEntriesMax: number;
+  /**
+   * Entries applied past the last snapshot before the voter takes a new one and drops the log it
+   * covers (needs a state machine). @default 1000
+   */
+  snapshotEveryEntries: number;
+  /**
+   * Largest snapshot, bytes: a voter does not take a bigger one (it logs and keeps its log) and a
+   * follower stops receiving one past it. Also the follower's receive buffer. @default 64 MiB
+   */
+  snapshotBytesMax: number;
+  /** Snapshot bytes per InstallSnapshot chunk (capped by the transport's payload limit minus framing). @default 512 KiB */
+  snapshotChunkBytes: number;
 }
 
 export const DEFAULT_RAFT_TIMEOUTS: RaftTimeouts = { heartbeatIntervalMs: 100, electionTimeoutMsMin: 300, electionTimeoutMsMax: 600 };
@@ -56,6 +68,9 @@ export const DEFAULT_RAFT_LIMITS: RaftLimits = {
   proposalPayloadsMax: 256,
   proposalsPendingMax: 1024,
   readChunkEntriesMax: 256,
+  snapshotEveryEntries: 1000,
+  snapshotBytesMax: 64 * 1024 * 1024,
+  snapshotChunkBytes: 512 * 1024,
 };
 
 /** A message to one voter. */
@@ -83,12 +98,16 @@ export type DiskCommand =
   | { type: 'APPEND'; entries: readonly LogEntry[] }
   | { type: 'SYNC'; token: SyncToken }
   | { type: 'READ'; peer: number; term: number; from: number; max: number; maxBytes: number }
-  | { type: 'APPLY'; upTo: number; cached: readonly LogEntry[] };
+  | { type: 'APPLY'; upTo: number; cached: readonly LogEntry[] }
+  /** A snapshot the leader sent: save it (dropping the log it covers), then install it into the state machine. */
+  | { type: 'INSTALL'; snapshot: Snapshot };
 
 export type DiskEvent =
   | { type: 'disk.persisted'; state: PersistentState; then: Outbound | undefined }
   | { type: 'disk.synced'; token: SyncToken }
   | { type: 'disk.read'; peer: number; term: number; from: number; entries: LogEntry[] }
+  /** The worker took a snapshot after applying and dropped the log it covers. */
+  | { type: 'disk.compacted'; snapshot: Snapshot }
   | { type: 'disk.failed'; message: string };
 
 export type NetEvent =
@@ -97,7 +116,9 @@ export type NetEvent =
   | { type: 'raft.vote'; msg: Vote }
   | { type: 'raft.voteReply'; msg: VoteReply }
   | { type: 'raft.append'; msg: AppendEntries }
-  | { type: 'raft.appendReply'; msg: AppendEntriesReply };
+  | { type: 'raft.appendReply'; msg: AppendEntriesReply }
+  | { type: 'raft.installSnapshot'; msg: InstallSnapshot }
+  | { type: 'raft.snapshotReply'; msg: InstallSnapshotReply };
 
 export type ProposeEvent = { type: 'propose'; id: number; payloads: readonly Uint8Array[] };
 
@@ -118,6 +139,31 @@ export interface PeerProgress {
   readonly heardTick: number;
   /** A store read for this peer is outstanding. */
   readonly reading: boolean;
+  /** Sending the peer a snapshot: its `next` is at or below the log's snapshot index. */
+  readonly transfer?: SnapshotTransfer;
+}
+
+/** The leader's side of one InstallSnapshot transfer: one chunk in flight, re-sent on a quiet heartbeat. */
+export interface SnapshotTransfer {
+  /** The snapshot being sent: the leader's latest when the transfer started. */
+  readonly snapshot: Snapshot;
+  /** The offset the peer last said it expects. */
+  readonly acked: number;
+  /** The end of the last chunk sent. */
+  readonly sent: number;
+  /** Leader tick of the last chunk sent. */
+  readonly sentTick: number;
+}
+
+/** A follower's snapshot being received, chunk by chunk, in order; at most `snapshotBytesMax` bytes. */
+export interface IncomingSnapshot {
+  readonly from: number;
+  /** The leader's term: a transfer belongs to one leader. */
+  readonly term: number;
+  readonly index: number;
+  readonly snapshotTerm: number;
+  readonly chunks: readonly Uint8Array[];
+  readonly bytes: number;
 }
 
 /** The newest entries of the log, in memory: always a suffix of the log (start = first cached index). */
@@ -142,6 +188,10 @@ export interface RaftInput {
   /** What the store holds at start. */
   state: PersistentState;
   log: LogView;
+  /** The store's snapshot at start (already installed into the state machine). */
+  snapshot: Snapshot | undefined;
+  /** The owner supplied a state machine: snapshots can be taken and installed. */
+  snapshots: boolean;
 }
 
 export interface RaftContext extends RaftInput {
@@ -170,4 +220,8 @@ export interface RaftContext extends RaftInput {
   ticks: number;
   /** Leader only: index of its no-op; once that is committed the leader has applied every earlier entry's commit. */
   leaderStartIndex: number;
+  /** The latest snapshot this voter holds (what a leader sends to lagging followers); matches log.snapshotIndex. */
+  snapshot: Snapshot | undefined;
+  /** Follower only: a snapshot being received. */
+  incoming: IncomingSnapshot | undefined;
 }

@@ -10,8 +10,8 @@ import { TidemarkError } from '../protocol/errors.js';
 import { checkAppend, checkPartitionKey, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
 import { outOfRange, partitionDeleted, retentionTakes, storageClosed } from './memory-storage.js';
 import type { EpochEntry, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
-import { termAt, truncateView, type LogView, type TermStart } from '../quorum/log-view.js';
-import { checkRaftAppend, INITIAL_STATE, type LogEntry, type PersistentState, type RaftStore, type WithRaftLog } from '../quorum/raft-store.js';
+import { compactView, termAt, truncateView, type LogView, type TermStart } from '../quorum/log-view.js';
+import { checkRaftAppend, checkSnapshot, INITIAL_STATE, type LogEntry, type PersistentState, type RaftStore, type Snapshot, type WithRaftLog } from '../quorum/raft-store.js';
 
 // ---- the binding, typed as far as we use it (it ships no declarations) --------------------------
 
@@ -347,10 +347,11 @@ class RocksPartition implements PartitionStore {
 
 // ---- raft log (controller quorum) ---------------------------------------------------------------
 
-const [TAG_RAFT_STATE, TAG_RAFT_ENTRY, TAG_RAFT_TERM] = [0x05, 0x06, 0x07];
+const [TAG_RAFT_STATE, TAG_RAFT_ENTRY, TAG_RAFT_TERM, TAG_RAFT_SNAPSHOT] = [0x05, 0x06, 0x07, 0x08];
 const RAFT_STATE_KEY = Buffer.from([TAG_RAFT_STATE]);
 const RAFT_ENTRY_PREFIX = Buffer.from([TAG_RAFT_ENTRY]);
 const RAFT_TERM_PREFIX = Buffer.from([TAG_RAFT_TERM]);
+const RAFT_SNAPSHOT_KEY = Buffer.from([TAG_RAFT_SNAPSHOT]);
 /** votedFor on disk when the voter has not voted (voter ids stop at 2^31 - 1). */
 const RAFT_NO_VOTE = 0xffff_ffff;
 
@@ -360,24 +361,32 @@ const raftTermKey = (term: number) => Buffer.concat([RAFT_TERM_PREFIX, u64(term)
 /**
  * The Raft store (src/quorum/raft-store.ts) on the node's RocksDB: 0x05 holds term u64 · votedFor
  * u32, 0x06 · index u64 holds term u64 · payload, 0x07 · term u64 holds the term's first index u64
- * (so opening reads the term starts, not the log). Every call is one WriteBatch.
+ * (so opening reads the term starts, not the log), 0x08 holds the latest snapshot: index u64 ·
+ * term u64 · data. Every call is one WriteBatch.
  */
 async function openRaftLog(db: RocksDb, live: () => void): Promise<RaftStore & { idle(): Promise<unknown> }> {
   const serial = new Serial();
-  const [stateValue] = await db.getMany([RAFT_STATE_KEY]);
+  const [stateValue, snapshotValue] = await db.getMany([RAFT_STATE_KEY, RAFT_SNAPSHOT_KEY]);
   let state: PersistentState = INITIAL_STATE;
   if (stateValue !== undefined) {
     const vote = stateValue.readUInt32BE(8);
     state = { term: readU64(stateValue, 0), votedFor: vote === RAFT_NO_VOTE ? null : vote };
   }
+  let snapshot: Snapshot | undefined;
+  if (snapshotValue !== undefined) snapshot = { index: readU64(snapshotValue, 0), term: readU64(snapshotValue, 8), data: snapshotValue.subarray(16) };
+  const base = snapshot?.index ?? 0;
   const last = await lastEntry(db, { gte: RAFT_ENTRY_PREFIX, lt: prefixEnd(RAFT_ENTRY_PREFIX) });
-  const lastIndex = last === undefined ? 0 : readU64(last[0], 1);
+  const lastIndex = last === undefined ? base : Math.max(base, readU64(last[0], 1));
   const starts: TermStart[] = [];
-  await scan(db, { gte: RAFT_TERM_PREFIX, lt: prefixEnd(RAFT_TERM_PREFIX) }, (k, v) => void starts.push({ term: readU64(k, 1), index: readU64(v, 0) }));
-  let view: LogView = { lastIndex, starts };
+  await scan(db, { gte: RAFT_TERM_PREFIX, lt: prefixEnd(RAFT_TERM_PREFIX) }, (k, v) => {
+    const start = { term: readU64(k, 1), index: readU64(v, 0) };
+    if (start.index > base) starts.push(start);
+  });
+  let view: LogView = { lastIndex, starts, snapshotIndex: base, snapshotTerm: snapshot?.term ?? 0 };
   const mutate = (fn: () => Promise<void>) => guarded(live, () => serial.run(fn));
   return {
     loadState: () => state,
+    loadSnapshot: () => snapshot,
     lastIndex: () => view.lastIndex,
     termAt: (index) => termAt(view, index),
     view: () => view,
@@ -404,19 +413,38 @@ async function openRaftLog(db: RocksDb, live: () => void): Promise<RaftStore & {
     truncateFrom(index) {
       return mutate(async () => {
         if (index > view.lastIndex) return;
+        const next = truncateView(view, index);
         // Only uncommitted entries are ever truncated, so the suffix is short: per-key deletes keep it one atomic write.
         const ops: WriteOp[] = [];
         for (let i = Math.max(1, index); i <= view.lastIndex; i++) ops.push({ type: 'del', key: raftEntryKey(i) });
         for (const s of view.starts) if (s.index >= index) ops.push({ type: 'del', key: raftTermKey(s.term) });
         await db.batch(ops, { sync: true });
-        view = truncateView(view, index);
+        view = next;
+      });
+    },
+    saveSnapshot(next, options) {
+      return mutate(async () => {
+        checkSnapshot(next);
+        if (next.index <= view.snapshotIndex) return;
+        const keepsSuffix = termAt(view, next.index) === next.term;
+        // Per-key deletes keep it one atomic write; between snapshots the log holds about
+        // snapshotEveryEntries entries (plus an uncommitted tail when the whole log goes).
+        const ops: WriteOp[] = [];
+        const dropTo = keepsSuffix ? next.index : view.lastIndex;
+        for (let i = view.snapshotIndex + 1; i <= dropTo; i++) ops.push({ type: 'del', key: raftEntryKey(i) });
+        for (const s of view.starts) if (!keepsSuffix || s.index <= next.index) ops.push({ type: 'del', key: raftTermKey(s.term) });
+        const value = Buffer.concat([u64(next.index), u64(next.term), next.data]);
+        ops.push({ type: 'put', key: RAFT_SNAPSHOT_KEY, value });
+        await db.batch(ops, { sync: options?.sync ?? false });
+        view = compactView(view, next.index, next.term);
+        snapshot = { index: next.index, term: next.term, data: value.subarray(16) };
       });
     },
     async entries(from, max, maxBytes = Number.POSITIVE_INFINITY) {
       live();
       const start = Math.max(1, from);
       const out: LogEntry[] = [];
-      if (max <= 0 || start > view.lastIndex) return out;
+      if (max <= 0 || start <= view.snapshotIndex || start > view.lastIndex) return out;
       let bytes = 0;
       const range = { gte: raftEntryKey(start), lt: raftEntryKey(view.lastIndex + 1), limit: Math.min(max, INT32_MAX) };
       await scan(db, range, (k, v) => {

@@ -5,13 +5,16 @@
  * - log matching / state machine safety: every voter delivers committed entries in order without
  *   gaps, and no two deliveries of one index differ (term or payload), across restarts;
  * - acknowledged proposals are committed at their index with their payload;
- * - a voter's persisted term never goes down.
+ * - a voter's persisted term never goes down;
+ * - every snapshot a voter installs (from its store at start, or from the leader) holds exactly the
+ *   committed entries up to its index: each voter's state machine is the list of every entry it
+ *   applied, so a snapshot is checked entry by entry like a delivery.
  */
 import { pino } from 'pino';
 import type { ElectionMachine } from '../../src/quorum/election-machine.js';
 import type { LogView } from '../../src/quorum/log-view.js';
-import { startRaftNode, type RaftNode, type RaftStatus } from '../../src/quorum/raft-node.js';
-import { createMemoryRaftStore, MemoryRaftDisk, type LogEntry, type PersistentState, type RaftStore } from '../../src/quorum/raft-store.js';
+import { startRaftNode, type RaftNode, type RaftStateMachine, type RaftStatus } from '../../src/quorum/raft-node.js';
+import { createMemoryRaftStore, MemoryRaftDisk, type LogEntry, type PersistentState, type RaftStore, type Snapshot } from '../../src/quorum/raft-store.js';
 import type { RaftLimits, RaftTimeouts } from '../../src/quorum/types.js';
 import { RELIABLE, seededRandom, SimClock, SimNetwork, type LinkFaults } from './sim-network.js';
 
@@ -30,7 +33,9 @@ function slowStore(inner: RaftStore, clock: SimClock, latency: () => number, ali
     lastIndex: () => inner.lastIndex(),
     termAt: (i) => inner.termAt(i),
     view: (): LogView => inner.view(),
+    loadSnapshot: () => inner.loadSnapshot(),
     saveState: (s: PersistentState) => later(() => inner.saveState(s)),
+    saveSnapshot: (s: Snapshot) => later(() => inner.saveSnapshot(s)),
     append: (e: readonly LogEntry[]) => later(() => inner.append(e)),
     truncateFrom: (i: number) => later(() => inner.truncateFrom(i)),
     entries: (f: number, m: number, b?: number) => later(() => inner.entries(f, m, b)),
@@ -48,6 +53,8 @@ export interface SimOptions {
   machine?: ElectionMachine;
   /** Wraps each voter's store (tests that observe persistence). */
   wrapStore?: (id: number, store: RaftStore) => RaftStore;
+  /** Wraps each voter's state machine (injected snapshot bugs). */
+  wrapStateMachine?: (id: number, machine: RaftStateMachine) => RaftStateMachine;
 }
 
 export class SimCluster {
@@ -66,6 +73,10 @@ export class SimCluster {
   private readonly delivered = new Map<number, number>();
   /** Entries each voter delivered in its current process lifetime. */
   readonly deliveries = new Map<number, LogEntry[]>();
+  /** Each voter's state machine: `index/term/payload hex` of every entry applied, from index 1. */
+  readonly states = new Map<number, string[]>();
+  /** Snapshots installed per voter in its current process lifetime (from its store or its leader). */
+  readonly installs = new Map<number, number[]>();
   private readonly persistedTerm = new Map<number, number>();
   readonly acknowledged: Array<{ index: number; payload: string }> = [];
 
@@ -89,6 +100,13 @@ export class SimCluster {
     if (this.options.wrapStore) store = this.options.wrapStore(id, store);
     this.delivered.set(id, 0);
     this.deliveries.set(id, []);
+    this.states.set(id, []);
+    this.installs.set(id, []);
+    let stateMachine: RaftStateMachine = {
+      snapshot: () => ({ index: this.delivered.get(id)!, data: new TextEncoder().encode(JSON.stringify(this.states.get(id))) }),
+      install: (index, data) => this.install(id, index, data),
+    };
+    if (this.options.wrapStateMachine) stateMachine = this.options.wrapStateMachine(id, stateMachine);
     const node = startRaftNode({
       voterId: id,
       voters: this.ids,
@@ -102,6 +120,7 @@ export class SimCluster {
       ...(this.options.limits ? { limits: this.options.limits } : {}),
       ...(this.options.machine ? { machine: this.options.machine } : {}),
       onCommit: (entries) => this.onCommit(id, entries),
+      stateMachine,
     });
     this.nodes.set(id, node);
     return node;
@@ -174,17 +193,39 @@ export class SimCluster {
 
   private onCommit(id: number, entries: readonly LogEntry[]): void {
     this.deliveries.get(id)!.push(...entries);
+    const state = this.states.get(id)!;
     for (const e of entries) {
       const last = this.delivered.get(id)!;
       if (e.index !== last + 1) this.fail(`voter ${id} delivered ${e.index} after ${last}`);
       this.delivered.set(id, e.index);
       const payload = Buffer.from(e.payload).toString('hex');
-      const seen = this.committed.get(e.index);
-      if (seen === undefined) this.committed.set(e.index, { term: e.term, payload });
-      else if (seen.term !== e.term || seen.payload !== payload) {
-        this.fail(`index ${e.index} committed as term ${seen.term} on one voter and term ${e.term} on voter ${id}`);
-      }
+      this.record(id, e.index, e.term, payload);
+      state.push(`${e.index}/${e.term}/${payload}`);
     }
+  }
+
+  /** State machine safety: one entry per index, whoever delivered or snapshotted it. */
+  private record(id: number, index: number, term: number, payload: string): void {
+    const seen = this.committed.get(index);
+    if (seen === undefined) this.committed.set(index, { term, payload });
+    else if (seen.term !== term || seen.payload !== payload) {
+      this.fail(`index ${index} committed as term ${seen.term} on one voter and term ${term} on voter ${id}`);
+    }
+  }
+
+  private install(id: number, index: number, data: Uint8Array): void {
+    const state = JSON.parse(new TextDecoder().decode(data)) as string[];
+    const last = this.delivered.get(id)!;
+    if (index <= last) this.fail(`voter ${id} installed a snapshot at ${index} after delivering ${last}`);
+    if (state.length !== index) this.fail(`voter ${id}'s snapshot at ${index} holds ${state.length} entries`);
+    state.forEach((line, i) => {
+      const [at, term, payload] = line.split('/');
+      if (Number(at) !== i + 1) this.fail(`voter ${id}'s snapshot at ${index} has entry ${at} in place ${i + 1}`);
+      this.record(id, i + 1, Number(term), payload ?? '');
+    });
+    this.states.set(id, state);
+    this.delivered.set(id, index);
+    this.installs.get(id)!.push(index);
   }
 
   /** Proposes through voter `id`; acknowledged results are remembered and checked at the end. */
