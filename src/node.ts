@@ -4,7 +4,6 @@
  * role (a Raft voter of the metadata quorum, and the active controller when elected), the broker
  * role, or both (combined, the default), like Kafka KRaft.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createActor, toPromise, waitFor, type Actor } from 'xstate';
@@ -21,7 +20,8 @@ import { startRaftNode, type RaftNode } from './quorum/raft-node.js';
 import type { RaftLimits, RaftTimeouts } from './quorum/types.js';
 import { connectNats, type NatsTransport } from './runtime/nats-transport.js';
 import { createLogger } from './runtime/logger.js';
-import { systemClock, systemRandom, type Logger } from './runtime/ports.js';
+import { systemClock, systemRandom, type Clock, type Logger, type Random, type Transport } from './runtime/ports.js';
+import type { NodeStorage } from './storage/partition-store.js';
 import { openRocksNodeStorage } from './storage/rocksdb-storage.js';
 
 export type NodeRole = 'broker' | 'controller';
@@ -67,15 +67,20 @@ export interface TidemarkNode {
   close(): Promise<void>;
 }
 
+/** Everything a node needs from the world. `startNode` builds the real ones; the simulator its own. */
+export interface NodePorts {
+  /** Closed by the node's close() (the transport's own close, if it has one, is the caller's). */
+  transport: Transport;
+  storage: NodeStorage;
+  clock: Clock;
+  random: Random;
+  logger: Logger;
+}
+
+export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'logger'>;
+
 export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
-  const cluster = options.cluster ?? 'tidemark';
-  const roles = options.roles ?? ['broker', 'controller'];
-  const controllers = options.controllers ?? [options.id];
-  if (roles.includes('controller') && !controllers.includes(options.id)) {
-    throw new TidemarkError('INVALID_REQUEST', `node ${options.id} has the controller role but is not in the voters ${controllers.join(',')}`);
-  }
-  const subjects = new Subjects(cluster);
-  const logger = (options.logger ?? createLogger()).child({ node: options.id });
+  const logger = options.logger ?? createLogger();
   await mkdir(options.dataDir, { recursive: true });
   const storage = await openRocksNodeStorage(join(options.dataDir, 'rocksdb'));
   let transport: NatsTransport;
@@ -85,6 +90,35 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
     await storage.close();
     throw error;
   }
+  const node = await composeNode({ transport, storage, clock: systemClock, random: systemRandom, logger }, options);
+  await transport.connection.flush();
+  logger.info({ node: options.id, nats: options.natsUrl, dataDir: options.dataDir }, 'node started');
+  return {
+    ...node,
+    ready: (timeoutMs) => node.ready(timeoutMs),
+    async close() {
+      await node.close();
+      await transport.close();
+      await storage.close();
+    },
+  };
+}
+
+/**
+ * Wires one node's actors on the given ports: the Raft voter, metadata store and controller (with
+ * the controller role), the broker (with the broker role), and the status responder. Nothing here
+ * touches the real clock, randomness, network or disk, so the simulator runs many nodes in one process.
+ */
+export async function composeNode(ports: NodePorts, options: ComposeOptions): Promise<TidemarkNode> {
+  const { transport, storage, clock, random } = ports;
+  const cluster = options.cluster ?? 'tidemark';
+  const roles = options.roles ?? ['broker', 'controller'];
+  const controllers = options.controllers ?? [options.id];
+  if (roles.includes('controller') && !controllers.includes(options.id)) {
+    throw new TidemarkError('INVALID_REQUEST', `node ${options.id} has the controller role but is not in the voters ${controllers.join(',')}`);
+  }
+  const subjects = new Subjects(cluster);
+  const logger = ports.logger.child({ node: options.id });
 
   let raft: RaftNode | undefined;
   let controller: Actor<typeof controllerMachine> | undefined;
@@ -97,8 +131,8 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
       subjectPrefix: subjects.prefix,
       transport,
       store: storage.raftLog,
-      clock: systemClock,
-      random: systemRandom,
+      clock,
+      random,
       logger: logger.child({ actor: 'raft' }),
       ...(options.raftTimeouts === undefined ? {} : { timeouts: options.raftTimeouts }),
       ...(options.raftLimits === undefined ? {} : { limits: options.raftLimits }),
@@ -109,14 +143,14 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
     proposeVia.raft = raft;
     controller = createActor(controllerMachine, {
       systemId: 'controller',
-      clock: systemClock,
+      clock,
       input: {
         subjects,
         transport,
         metadata,
         raft,
-        clock: systemClock,
-        random: systemRandom,
+        clock,
+        random,
         logger: logger.child({ actor: 'controller' }),
         adminQueueMax: 256,
         sessionTimeoutMs: options.sessionTimeoutMs ?? 2000,
@@ -129,16 +163,16 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
   if (roles.includes('broker')) {
     broker = createActor(brokerMachine, {
       systemId: `broker:${options.id}`,
-      clock: systemClock,
+      clock,
       input: {
         brokerId: options.id,
         rack: options.rack ?? '',
-        incarnation: randomBytes(8).toString('hex'),
+        incarnation: Array.from({ length: 4 }, () => Math.floor(random.next() * 0x1_0000).toString(16).padStart(4, '0')).join(''),
         subjects,
         transport,
         metadata: createFollowedView(),
         storage,
-        clock: systemClock,
+        clock,
         logger: logger.child({ actor: 'broker' }),
         partitionLimits: { ...DEFAULT_PARTITION_LIMITS, ...options.partitionLimits },
         timeouts: { ...DEFAULT_BROKER_TIMEOUTS, ...options.brokerTimeouts },
@@ -170,8 +204,7 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
 
   controller?.start();
   broker?.start();
-  await transport.connection.flush();
-  logger.info({ cluster, roles, controllers, nats: options.natsUrl, dataDir: options.dataDir }, 'node started');
+  logger.debug({ cluster, roles, controllers }, 'actors started');
 
   let closing: Promise<void> | undefined;
   return {
@@ -181,11 +214,11 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
       if (broker !== undefined) {
         await waitFor(broker, (s) => !s.context.fenced && s.context.brokerEpoch >= 0, { timeout: timeoutMs });
       } else {
-        let timer: NodeJS.Timeout | undefined;
+        let timer: unknown;
         const expired = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new TidemarkError('TIMEOUT', `no controller elected within ${timeoutMs} ms`)), timeoutMs);
+          timer = clock.setTimeout(() => reject(new TidemarkError('TIMEOUT', `no controller elected within ${timeoutMs} ms`)), timeoutMs);
         });
-        await Promise.race([raft!.waitForLeader(), expired]).finally(() => clearTimeout(timer));
+        await Promise.race([raft!.waitForLeader(), expired]).finally(() => clock.clearTimeout(timer));
       }
     },
     close() {
@@ -198,8 +231,6 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
         }
         controller?.send({ type: 'STOP' });
         await raft?.stop();
-        await transport.close();
-        await storage.close();
         logger.info('node stopped');
       })();
       return closing;
