@@ -11,11 +11,12 @@ import { brokerMachine, DEFAULT_BROKER_TIMEOUTS, type BrokerTimeouts } from './a
 import { controllerMachine } from './actors/controller/machine.js';
 import { DEFAULT_PARTITION_LIMITS, type PartitionLimits } from './actors/partition/types.js';
 import { createFollowedView } from './metadata/followed-view.js';
-import { createQuorumMetadataStore } from './metadata/metadata-store.js';
+import { createQuorumMetadataStore, type QuorumMetadataStore } from './metadata/metadata-store.js';
 import { statusRequest, type NodeStatus } from './protocol/controller-messages.js';
 import { TidemarkError } from './protocol/errors.js';
 import { decodeRequest, encodeError, encodeMessage } from './protocol/messages.js';
 import { Subjects } from './protocol/subjects.js';
+import type { ElectionMachine } from './quorum/election-machine.js';
 import { startRaftNode, type RaftNode } from './quorum/raft-node.js';
 import type { RaftLimits, RaftTimeouts } from './quorum/types.js';
 import { connectNats, type NatsTransport } from './runtime/nats-transport.js';
@@ -79,6 +80,24 @@ export interface NodePorts {
 
 export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'logger'>;
 
+/** A node's parts, as the test seam shows them. */
+export interface NodeParts {
+  raft?: RaftNode;
+  metadata?: QuorumMetadataStore;
+  controller?: Actor<typeof controllerMachine>;
+  broker?: Actor<typeof brokerMachine>;
+}
+
+/**
+ * Test seam (the simulator's): machines to run instead of the product's, e.g. with a wrong guard
+ * swapped in by `machine.provide()`, and a look at the node's parts. Production passes none.
+ */
+export interface NodeTestSeam {
+  machines?: { election?: ElectionMachine; controller?: typeof controllerMachine; broker?: typeof brokerMachine };
+  /** Called once with the node's parts, after they are built and before the actors start. */
+  observe?: (parts: NodeParts) => void;
+}
+
 export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
   const logger = options.logger ?? createLogger();
   await mkdir(options.dataDir, { recursive: true });
@@ -109,7 +128,7 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
  * the controller role), the broker (with the broker role), and the status responder. Nothing here
  * touches the real clock, randomness, network or disk, so the simulator runs many nodes in one process.
  */
-export async function composeNode(ports: NodePorts, options: ComposeOptions): Promise<TidemarkNode> {
+export async function composeNode(ports: NodePorts, options: ComposeOptions, seam: NodeTestSeam = {}): Promise<TidemarkNode> {
   const { transport, storage, clock, random } = ports;
   const cluster = options.cluster ?? 'tidemark';
   const roles = options.roles ?? ['broker', 'controller'];
@@ -121,10 +140,12 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions): Pr
   const logger = ports.logger.child({ node: options.id });
 
   let raft: RaftNode | undefined;
+  let metadata: QuorumMetadataStore | undefined;
   let controller: Actor<typeof controllerMachine> | undefined;
   if (roles.includes('controller')) {
     const proposeVia: { raft?: RaftNode } = {};
-    const metadata = createQuorumMetadataStore((payloads) => proposeVia.raft!.propose(payloads));
+    const store = createQuorumMetadataStore((payloads) => proposeVia.raft!.propose(payloads));
+    metadata = store;
     raft = startRaftNode({
       voterId: options.id,
       voters: controllers,
@@ -136,18 +157,19 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions): Pr
       logger: logger.child({ actor: 'raft' }),
       ...(options.raftTimeouts === undefined ? {} : { timeouts: options.raftTimeouts }),
       ...(options.raftLimits === undefined ? {} : { limits: options.raftLimits }),
-      onCommit: (entries) => metadata.apply(entries),
+      ...(seam.machines?.election === undefined ? {} : { machine: seam.machines.election }),
+      onCommit: (entries) => store.apply(entries),
       // Snapshots of the image bound the Raft log; a restart installs the latest, then replays the rest.
-      stateMachine: metadata,
+      stateMachine: store,
     });
     proposeVia.raft = raft;
-    controller = createActor(controllerMachine, {
+    controller = createActor(seam.machines?.controller ?? controllerMachine, {
       systemId: 'controller',
       clock,
       input: {
         subjects,
         transport,
-        metadata,
+        metadata: store,
         raft,
         clock,
         random,
@@ -161,7 +183,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions): Pr
 
   let broker: Actor<typeof brokerMachine> | undefined;
   if (roles.includes('broker')) {
-    broker = createActor(brokerMachine, {
+    broker = createActor(seam.machines?.broker ?? brokerMachine, {
       systemId: `broker:${options.id}`,
       clock,
       input: {
@@ -202,6 +224,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions): Pr
     }
   });
 
+  seam.observe?.({ raft, metadata, controller, broker });
   controller?.start();
   broker?.start();
   logger.debug({ cluster, roles, controllers }, 'actors started');

@@ -3,6 +3,11 @@
  * (test/storage.test.ts runs one suite against both). Data lives in a {@link MemoryDisk}: hand the
  * same disk to a new storage after close() to model a restart.
  *
+ * The disk also models what an fsync buys, as RocksDB's one write-ahead log per node does: a write
+ * made without `sync` survives a process crash (the OS holds it) but not a power loss until it is
+ * flushed; a synced write flushes it and every write before it. `MemoryDisk.powerLoss()` takes
+ * back what was not flushed, `flush()` is the OS writing its dirty pages back.
+ *
  * The log rules both stores follow (append checks, epoch cache, retention, OffsetsForLeaderEpoch)
  * are exported from here so they exist once; this module loads no native code.
  */
@@ -15,7 +20,7 @@ import type {
   PartitionStore,
   RetentionPolicy,
 } from './partition-store.js';
-import { createMemoryRaftStore, MemoryRaftDisk, type WithRaftLog } from '../quorum/raft-store.js';
+import { createMemoryRaftStore, MemoryRaftDisk, type RaftStore, type WithRaftLog } from '../quorum/raft-store.js';
 
 // ---- shared log rules ---------------------------------------------------------------------------
 
@@ -131,10 +136,56 @@ interface PartitionData {
   epochs: EpochEntry[];
 }
 
-/** What survives a "restart" of the memory store. */
+/** Unsynced writes a disk remembers; beyond it the oldest counts as written back (the OS would have). */
+export const UNSYNCED_WRITES_MAX = 100_000;
+
+/** Batches appended without sync that a power loss took back. */
+export interface LostAppend {
+  /** `topicId/partition`. */
+  readonly partition: string;
+  readonly batches: readonly Uint8Array[];
+}
+
+interface UnsyncedWrite {
+  undo(): void;
+  lost: LostAppend | undefined;
+}
+
+/** What survives a "restart" of the memory store (and, once flushed, a power loss). */
 export class MemoryDisk {
   readonly partitions = new Map<string, PartitionData>();
   readonly raft = new MemoryRaftDisk();
+  /** Writes made without sync since the last flush, oldest first. */
+  private readonly unsynced: UnsyncedWrite[] = [];
+
+  get unsyncedWrites(): number {
+    return this.unsynced.length;
+  }
+
+  /** Every write so far becomes durable (a synced write, or the OS writing dirty pages back). */
+  flush(): void {
+    this.unsynced.length = 0;
+  }
+
+  /** Power loss: undoes every write not flushed, newest first, and says which appended batches went. */
+  powerLoss(): LostAppend[] {
+    const lost: LostAppend[] = [];
+    for (let write = this.unsynced.pop(); write !== undefined; write = this.unsynced.pop()) {
+      write.undo();
+      if (write.lost !== undefined) lost.unshift(write.lost);
+    }
+    return lost;
+  }
+
+  /** The stores report each write here, after making it. */
+  wrote(sync: boolean, undo: () => void, lost?: LostAppend): void {
+    if (sync) {
+      this.flush();
+      return;
+    }
+    this.unsynced.push({ undo, lost });
+    if (this.unsynced.length > UNSYNCED_WRITES_MAX) this.unsynced.shift();
+  }
 }
 
 function partitionId(key: PartitionKey): string {
@@ -162,6 +213,7 @@ class MemoryPartition implements PartitionStore {
   constructor(
     readonly key: PartitionKey,
     private readonly data: PartitionData,
+    private readonly disk: MemoryDisk,
     private readonly live: () => void,
   ) {}
 
@@ -182,18 +234,26 @@ class MemoryPartition implements PartitionStore {
   }
 
   // Each method mutates before its first await, so call order is apply order without a queue.
-  async append(batches: readonly Uint8Array[]): Promise<void> {
+  async append(batches: readonly Uint8Array[], options?: { sync?: boolean }): Promise<void> {
     this.live();
     const d = this.data;
     const checked = checkAppend(batches, d.logEndOffset, d.epochs);
+    const before = { count: d.bases.length, end: d.logEndOffset, size: d.sizeBytes, epochs: d.epochs };
     // A copy: the caller owns its buffers again once we return.
-    batches.forEach((b, i) => {
+    const copies = batches.map((b) => b.slice());
+    copies.forEach((b, i) => {
       d.bases.push(checked.headers[i]!.baseOffset);
-      d.batches.push(b.slice());
+      d.batches.push(b);
     });
     d.logEndOffset = checked.logEndOffset;
     d.sizeBytes += checked.bytes;
     d.epochs = [...d.epochs, ...checked.newEpochs];
+    const undo = () => {
+      d.bases.length = before.count;
+      d.batches.length = before.count;
+      [d.logEndOffset, d.sizeBytes, d.epochs] = [before.end, before.size, before.epochs];
+    };
+    this.disk.wrote(options?.sync === true, undo, { partition: partitionId(this.key), batches: copies });
   }
 
   async read(offset: number, maxBytes: number, endOffset: number): Promise<Uint8Array[]> {
@@ -225,6 +285,8 @@ class MemoryPartition implements PartitionStore {
     d.logStartOffset = Math.min(d.logStartOffset, newEnd);
     d.logEndOffset = newEnd;
     d.epochs = epochsBefore(d.epochs, newEnd);
+    // Durable when it resolves, like the RocksDB store's synced write.
+    this.disk.wrote(true, () => undefined);
   }
 
   async applyRetention(policy: RetentionPolicy): Promise<{ deletedBatches: number; deletedBytes: number }> {
@@ -239,11 +301,18 @@ class MemoryPartition implements PartitionStore {
       n++;
     }
     if (n === 0) return { deletedBatches: 0, deletedBytes: 0 };
-    d.batches.splice(0, n);
-    d.bases.splice(0, n);
+    const before = { start: d.logStartOffset, size: d.sizeBytes, epochs: d.epochs };
+    const batches = d.batches.splice(0, n);
+    const bases = d.bases.splice(0, n);
     d.sizeBytes -= bytes;
     d.logStartOffset = d.bases[0] ?? d.logEndOffset;
     d.epochs = epochsFrom(d.epochs, d.logStartOffset);
+    // Not synced (as in the RocksDB store): a power loss brings the deleted batches back.
+    this.disk.wrote(false, () => {
+      d.batches.unshift(...batches);
+      d.bases.unshift(...bases);
+      [d.logStartOffset, d.sizeBytes, d.epochs] = [before.start, before.size, before.epochs];
+    });
     return { deletedBatches: n, deletedBytes: bytes };
   }
 }
@@ -255,7 +324,7 @@ export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): No
     if (closed) throw storageClosed();
   };
   return {
-    raftLog: createMemoryRaftStore(disk.raft, live),
+    raftLog: syncTracked(createMemoryRaftStore(disk.raft, live), disk, () => closed),
     async openPartition(key) {
       live();
       checkPartitionKey(key);
@@ -269,7 +338,7 @@ export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): No
       }
       const entry = {
         deleted: false,
-        handle: new MemoryPartition(key, data, () => {
+        handle: new MemoryPartition(key, data, disk, () => {
           live();
           if (entry.deleted) throw partitionDeleted(key);
         }),
@@ -285,9 +354,50 @@ export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): No
       if (open !== undefined) open.deleted = true;
       handles.delete(id);
       disk.partitions.delete(id);
+      // The RocksDB store commits a delete with a synced write.
+      disk.wrote(true, () => undefined);
     },
     async close() {
       closed = true;
+    },
+  };
+}
+
+/**
+ * The memory Raft store, telling the disk which of its writes were synced: Raft syncs every one, so
+ * a power loss takes nothing from it; an unsynced write would be undone like a partition append.
+ */
+function syncTracked(store: RaftStore, disk: MemoryDisk, closed: () => boolean): RaftStore {
+  const raft = disk.raft;
+  const tracked = <T>(sync: boolean | undefined, undo: () => void, write: () => Promise<T>): Promise<T> => {
+    if (closed()) return write();
+    const done = write();
+    disk.wrote(sync === true, undo);
+    return done;
+  };
+  return {
+    loadState: () => store.loadState(),
+    loadSnapshot: () => store.loadSnapshot(),
+    lastIndex: () => store.lastIndex(),
+    termAt: (index) => store.termAt(index),
+    view: () => store.view(),
+    entries: (from, max, maxBytes) => store.entries(from, max, maxBytes),
+    saveState(state, options) {
+      const before = raft.state;
+      return tracked(options?.sync, () => (raft.state = before), () => store.saveState(state, options));
+    },
+    append(entries, options) {
+      const count = raft.entries.length;
+      return tracked(options?.sync, () => (raft.entries.length = count), () => store.append(entries, options));
+    },
+    truncateFrom: (index) => tracked(true, () => undefined, () => store.truncateFrom(index)),
+    saveSnapshot(snapshot, options) {
+      const before = { snapshot: raft.snapshot, entries: [...raft.entries] };
+      const undo = () => {
+        raft.snapshot = before.snapshot;
+        raft.entries.splice(0, raft.entries.length, ...before.entries);
+      };
+      return tracked(options?.sync, undo, () => store.saveSnapshot(snapshot, options));
     },
   };
 }

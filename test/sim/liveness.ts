@@ -1,0 +1,59 @@
+/**
+ * What a healed cluster must reach within a bound once the faults stop: every node running, one
+ * active controller that every voter follows, every voter caught up with everything ever committed,
+ * every broker registered, unfenced and caught up with the controller's metadata, every partition
+ * of every topic online (its leader serving it at the current epoch), and no producer send left
+ * unsettled. `unmet()` names the first condition that does not hold yet.
+ */
+import type { PartitionContext } from '../../src/actors/partition/machine.js';
+import { topicByName } from '../../src/metadata/image.js';
+import type { SafetyChecker } from './checkers.js';
+import type { SimCluster } from './cluster.js';
+import type { Workload } from './workload.js';
+
+/** How long a healed cluster may take to converge, simulated ms. */
+export const LIVENESS_BOUND_MS = 30_000;
+/** How long the probe records may take once it has, simulated ms. */
+export const PROBE_BOUND_MS = 15_000;
+
+type ChildSnapshot = { status: string; context: PartitionContext; matches(state: string): boolean };
+
+export function unmet(cluster: SimCluster, checker: SafetyChecker, workload: Workload): string | undefined {
+  const stopped = cluster.nodes.find((n) => n.state !== 'up' || n.paused);
+  if (stopped !== undefined) return `n${stopped.id} is ${stopped.paused ? 'paused' : stopped.state}`;
+  const voters = cluster.nodes.filter((n) => n.parts.raft !== undefined);
+  const active = voters.filter((n) => {
+    const s = n.parts.raft!.status();
+    return s.role === 'leader' && s.leaderReady;
+  });
+  if (active.length !== 1) return `${active.length} active controllers`;
+  const leader = active[0]!;
+  const lead = leader.parts.raft!.status();
+  for (const v of voters) {
+    const s = v.parts.raft!.status();
+    if (s.term !== lead.term || s.leaderId !== leader.id) return `voter n${v.id} is in term ${s.term} following ${s.leaderId}, not n${leader.id} in ${lead.term}`;
+    if (s.appliedIndex < checker.maxCommitted) return `voter n${v.id} applied ${s.appliedIndex} of ${checker.maxCommitted} committed entries`;
+  }
+  const image = leader.parts.metadata!.image();
+  for (const b of cluster.nodes.filter((n) => n.parts.broker !== undefined)) {
+    const ctx = b.parts.broker!.getSnapshot().context;
+    if (ctx.brokerEpoch < 0 || ctx.fenced || image.brokers.get(b.id)?.fenced !== false) return `broker n${b.id} is not registered and unfenced`;
+    if (ctx.image.offset !== image.offset) return `broker n${b.id} has metadata ${ctx.image.offset} of ${image.offset}`;
+  }
+  for (const name of workload.liveTopics()) {
+    const topic = topicByName(image, name);
+    if (topic === undefined) return `topic ${name} is missing from the controller's image`;
+    for (const p of topic.partitions) {
+      if (p.leader < 0) return `${name}/${p.partition} is offline`;
+      const children = cluster.node(p.leader).parts.broker?.getSnapshot().children ?? {};
+      const actor = Object.entries(children).find(([id]) => id === `partition:${topic.topicId}/${p.partition}`)?.[1];
+      const snap = (actor as { getSnapshot(): ChildSnapshot } | undefined)?.getSnapshot();
+      if (snap === undefined || !snap.matches('open.serving') || snap.context.leaderEpoch !== p.leaderEpoch) {
+        return `${name}/${p.partition} is not served by its leader n${p.leader} at epoch ${p.leaderEpoch}`;
+      }
+    }
+  }
+  const pending = workload.pending();
+  if (pending > 0) return `${pending} producer send(s) unsettled`;
+  return undefined;
+}

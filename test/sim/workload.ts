@@ -1,0 +1,361 @@
+/**
+ * The workload, one action per step, drawn from the seed: topic creation (and now and then more
+ * partitions, a config change or a deletion), keyed producers with acks 0, 1 and all sending
+ * through the SDK (`Tidemark.fromTransport` on simulated connections), readers following
+ * partitions from the start, and the faults of faults.ts. Every acknowledgement goes to the record
+ * ledger; every record a reader returns is checked as it arrives:
+ * - below the high watermark of the fetch that carried it and below any HW a leader ever had;
+ * - at the offset after the previous one (offsets are dense);
+ * - each producer's records first seen in the order they were sent (a repeat of one already seen
+ *   is a documented duplicate: producer state is not kept across leader restarts);
+ * - the same record an acknowledgement or another reader saw at that offset (ledger).
+ */
+import { Tidemark } from '../../src/client/client.js';
+import { codecs } from '../../src/client/codecs.js';
+import type { Producer } from '../../src/client/producer.js';
+import type { Reader, ReaderRecord } from '../../src/client/reader.js';
+import { TidemarkError } from '../../src/protocol/errors.js';
+import type { SimTime } from './clock.js';
+import { CLUSTER_NAME, type SimCluster } from './cluster.js';
+import type { SafetyChecker, Violations } from './checkers.js';
+import { FaultInjector, type FaultKind, type FaultProfile } from './faults.js';
+import type { SimNats } from './network.js';
+import type { Rng } from './random.js';
+import type { RecordLedger } from './records.js';
+import type { Trace } from './trace.js';
+
+export const CLIENTS = 2;
+export const TOPICS_MAX = 6;
+export const PARTITIONS_MAX = 6;
+export const PRODUCERS_PER_TOPIC_MAX = 3;
+export const READERS_MAX = 4;
+/** Sends a producer may have unsettled; the workload sends no more to it beyond this. */
+export const PENDING_PER_PRODUCER_MAX = 400;
+export const RECORDS_PER_SEND_MAX = 20;
+/** Admin calls the workload has unsettled at once (each retries for up to 30 s). */
+export const ADMIN_CALLS_MAX = 3;
+const KEYS = 16;
+/** Records one reader returns before it stops (a bound, never reached in practice). */
+const READER_RECORDS_MAX = 1_000_000;
+
+type TopicPhase = 'creating' | 'live' | 'unknown' | 'deleted';
+
+interface TopicState {
+  name: string;
+  partitions: number;
+  phase: TopicPhase;
+  busy: boolean;
+}
+
+interface ProducerState {
+  tag: string;
+  topic: TopicState;
+  acks: 0 | 1 | 'all';
+  producer: Producer<string>;
+  seq: number;
+  pending: number;
+  closed: boolean;
+}
+
+interface ReaderState {
+  id: string;
+  topic: TopicState;
+  partition: number;
+  reader: Reader<string>;
+  next: number | undefined;
+  /** Producer tag -> sequence numbers seen, and the highest. */
+  seen: Map<string, { max: number; all: Set<number> }>;
+  running: boolean;
+}
+
+type DataAction = 'produce' | 'read' | 'stop-read' | 'create' | 'grow' | 'alter' | 'delete' | 'idle';
+
+export class Workload {
+  readonly faults: FaultInjector;
+  readonly stats = { sent: 0, acked: 0, failed: 0, read: 0, readersStarted: 0, readerErrors: 0, probes: 0 };
+  readonly failures = new Map<string, number>();
+  private readonly clients: Tidemark[];
+  private readonly topics: TopicState[] = [];
+  private readonly producers: ProducerState[] = [];
+  private readonly readers: ReaderState[] = [];
+  private nextTopic = 1;
+  private nextTag = 1;
+  private adminCalls = 0;
+
+  constructor(
+    private readonly cluster: SimCluster,
+    net: SimNats,
+    private readonly time: SimTime,
+    private readonly rng: Rng,
+    private readonly trace: Trace,
+    private readonly ledger: RecordLedger,
+    private readonly checker: SafetyChecker,
+    private readonly violations: Violations,
+    profile: FaultProfile,
+  ) {
+    const endpoints = Array.from({ length: CLIENTS }, (_, i) => `c${i + 1}`);
+    this.clients = endpoints.map((endpoint, i) =>
+      Tidemark.fromTransport(net.connect(endpoint, time), {
+        cluster: CLUSTER_NAME,
+        clock: time,
+        random: rng.fork(`client-${i}`),
+        requestTimeoutMs: 2000,
+        metadataMaxAgeMs: 5000,
+      }),
+    );
+    this.faults = new FaultInjector(cluster, net, time, rng.fork('faults'), trace, profile, endpoints);
+  }
+
+  /** One action: mostly data, sometimes a fault. */
+  step(): void {
+    const data = this.dataWeights();
+    const faults = this.faults.weights();
+    const i = this.rng.weighted([...data.map(([, w]) => w), ...faults.map(([, w]) => w)]);
+    if (i < 0) return;
+    if (i < data.length) this.apply(data[i]![0]);
+    else this.faults.apply(faults[i - data.length]![0] as FaultKind);
+  }
+
+  private dataWeights(): Array<[DataAction, number]> {
+    const live = this.topics.filter((t) => t.phase === 'live');
+    const open = this.topics.filter((t) => t.phase !== 'deleted').length;
+    const wantsTopic = live.length === 0 || this.topics.some((t) => t.phase === 'unknown' && !t.busy);
+    const admin = this.adminCalls < ADMIN_CALLS_MAX ? 1 : 0;
+    return [
+      ['produce', live.length > 0 ? 30 : 0],
+      ['read', live.length > 0 && this.readers.filter((r) => r.running).length < READERS_MAX ? 4 : 0],
+      ['stop-read', this.readers.some((r) => r.running) ? 1 : 0],
+      ['create', admin * (wantsTopic ? 10 : open < TOPICS_MAX ? 2 : 0)],
+      ['grow', admin * (live.length > 0 ? 0.7 : 0)],
+      ['alter', admin * (live.length > 0 ? 0.7 : 0)],
+      ['delete', admin * (live.length > 1 ? 0.4 : 0)],
+      ['idle', 6],
+    ];
+  }
+
+  /** Runs one admin call on a random client, counted against ADMIN_CALLS_MAX. */
+  private admin<T>(call: (admin: ReturnType<Tidemark['admin']>) => Promise<T>): Promise<T> {
+    this.adminCalls++;
+    return call(this.rng.pick(this.clients)!.admin()).finally(() => this.adminCalls--);
+  }
+
+  private apply(action: DataAction): void {
+    switch (action) {
+      case 'produce':
+        return this.produce();
+      case 'read':
+        return this.startReader();
+      case 'stop-read': {
+        const r = this.rng.pick(this.readers.filter((x) => x.running));
+        if (r !== undefined) this.stopReader(r, 'stopped by the workload');
+        return;
+      }
+      case 'create':
+        return this.createTopic();
+      case 'grow':
+        return this.grow();
+      case 'alter':
+        return this.alter();
+      case 'delete':
+        return this.deleteTopic();
+      case 'idle':
+        return;
+    }
+  }
+
+  private createTopic(): void {
+    const retry = this.topics.find((t) => t.phase === 'unknown' && !t.busy);
+    const topic = retry ?? { name: `t${this.nextTopic++}`, partitions: this.rng.int(1, 4), phase: 'creating' as TopicPhase, busy: false };
+    if (retry === undefined) this.topics.push(topic);
+    topic.busy = true;
+    this.trace.event('admin', `create ${topic.name} (${topic.partitions} partitions)${retry === undefined ? '' : ' again'}`);
+    this.admin((a) => a.createTopic({ name: topic.name, partitions: topic.partitions, replicationFactor: 1 }))
+      .then(
+        (md) => {
+          this.ledger.topicCreated(topic.name, md.topicId);
+          this.topicLive(topic, md.partitions.length);
+        },
+        (error: unknown) => {
+          if (code(error) === 'TOPIC_ALREADY_EXISTS') this.topicLive(topic, topic.partitions);
+          else if (topic.phase !== 'live') topic.phase = 'unknown';
+          this.trace.event('admin', `create ${topic.name}: ${code(error)}`);
+        },
+      )
+      .finally(() => (topic.busy = false));
+  }
+
+  private topicLive(topic: TopicState, partitions: number): void {
+    if (topic.phase === 'live' || topic.phase === 'deleted') return;
+    topic.phase = 'live';
+    topic.partitions = Math.max(topic.partitions, partitions);
+    this.trace.event('admin', `${topic.name} is live`);
+    const count = this.rng.int(1, PRODUCERS_PER_TOPIC_MAX);
+    for (let i = 0; i < count; i++) {
+      const acks = this.rng.pick([0, 1, 'all', 'all'] as const)!;
+      const tag = `p${this.nextTag++}`;
+      const producer = this.rng.pick(this.clients)!.producer({
+        topic: topic.name,
+        codec: codecs.string(),
+        acks,
+        lingerMs: this.rng.int(0, 10),
+        inFlightBatchesPerPartitionMax: this.rng.int(1, 5),
+        deliveryTimeoutMs: 20_000,
+        requestTimeoutMs: 2000,
+      });
+      this.producers.push({ tag, topic, acks, producer, seq: 0, pending: 0, closed: false });
+    }
+  }
+
+  private produce(): void {
+    const p = this.rng.pick(this.producers.filter((x) => !x.closed && x.topic.phase === 'live'));
+    if (p === undefined) return;
+    const n = this.rng.int(1, RECORDS_PER_SEND_MAX);
+    for (let i = 0; i < n && p.pending < PENDING_PER_PRODUCER_MAX; i++) this.send(p, false);
+  }
+
+  private send(p: ProducerState, probe: boolean): Promise<boolean> {
+    const seq = p.seq++;
+    const value = `${p.tag}#${seq}`;
+    p.pending++;
+    this.stats.sent++;
+    return p.producer.send({ key: `k${this.rng.int(0, KEYS - 1)}`, value }).then(
+      (md) => {
+        p.pending--;
+        this.stats.acked++;
+        if (p.acks !== 0) this.ledger.acked({ topic: p.topic.name, partition: md.partition, offset: md.offset, value, producer: p.tag, seq, acks: p.acks });
+        return true;
+      },
+      (error: unknown) => {
+        p.pending--;
+        this.stats.failed++;
+        this.failures.set(code(error), (this.failures.get(code(error)) ?? 0) + 1);
+        if (probe) this.trace.event('probe', `${value} failed: ${code(error)}`);
+        return false;
+      },
+    );
+  }
+
+  private grow(): void {
+    const topic = this.rng.pick(this.topics.filter((t) => t.phase === 'live' && !t.busy && t.partitions < PARTITIONS_MAX));
+    if (topic === undefined) return;
+    const total = topic.partitions + 1;
+    topic.busy = true;
+    this.trace.event('admin', `grow ${topic.name} to ${total} partitions`);
+    this.admin((a) => a.createPartitions(topic.name, total))
+      .then(
+        (md) => (topic.partitions = Math.max(topic.partitions, md.partitions.length)),
+        (error: unknown) => this.trace.event('admin', `grow ${topic.name}: ${code(error)}`),
+      )
+      .finally(() => (topic.busy = false));
+  }
+
+  private alter(): void {
+    const topic = this.rng.pick(this.topics.filter((t) => t.phase === 'live' && !t.busy));
+    if (topic === undefined) return;
+    // Values that never refuse the workload's batches nor delete its records.
+    const set: Record<string, string> = this.rng.chance(0.5) ? { 'max.message.bytes': String(this.rng.int(100_000, 1_048_588)) } : { 'retention.ms': String(this.rng.int(86_400_000, 30 * 86_400_000)) };
+    topic.busy = true;
+    this.trace.event('admin', `alter ${topic.name} ${JSON.stringify(set)}`);
+    this.admin((a) => a.alterTopicConfig(topic.name, { set }))
+      .catch((error: unknown) => this.trace.event('admin', `alter ${topic.name}: ${code(error)}`))
+      .finally(() => (topic.busy = false));
+  }
+
+  private deleteTopic(): void {
+    const topic = this.rng.pick(this.topics.filter((t) => t.phase === 'live' && !t.busy));
+    if (topic === undefined) return;
+    topic.phase = 'deleted';
+    this.ledger.topicDeleted(topic.name);
+    for (const p of this.producers.filter((x) => x.topic === topic)) {
+      p.closed = true;
+      void p.producer.close();
+    }
+    for (const r of this.readers.filter((x) => x.topic === topic && x.running)) this.stopReader(r, 'topic deleted');
+    this.trace.event('admin', `delete ${topic.name}`);
+    this.admin((a) => a.deleteTopic(topic.name))
+      .catch((error: unknown) => this.trace.event('admin', `delete ${topic.name}: ${code(error)}`));
+  }
+
+  private startReader(): void {
+    const topic = this.rng.pick(this.topics.filter((t) => t.phase === 'live'));
+    if (topic === undefined) return;
+    const partition = this.rng.int(0, topic.partitions - 1);
+    const reader = this.rng.pick(this.clients)!.reader({ topic: topic.name, partition, codec: codecs.string(), from: 'earliest', maxWaitMs: this.rng.int(50, 500) });
+    const r: ReaderState = { id: `r${++this.stats.readersStarted}`, topic, partition, reader, next: undefined, seen: new Map(), running: true };
+    this.readers.push(r);
+    this.trace.event('reader', `${r.id} follows ${topic.name}/${partition} from the start`);
+    void this.follow(r);
+  }
+
+  private async follow(r: ReaderState): Promise<void> {
+    for (let i = 0; i < READER_RECORDS_MAX && r.running; i++) {
+      let result: IteratorResult<ReaderRecord<string>, undefined>;
+      try {
+        result = await r.reader.next();
+      } catch (error) {
+        this.stats.readerErrors++;
+        this.stopReader(r, `error ${code(error)}`);
+        return;
+      }
+      if (result.done === true || !r.running) return;
+      this.check(r, result.value);
+    }
+  }
+
+  private check(r: ReaderState, record: ReaderRecord<string>): void {
+    this.stats.read++;
+    const where = `${r.id} read ${record.value} at ${r.topic.name}/${r.partition}@${record.offset}`;
+    if (record.offset >= r.reader.highWatermark) this.violations.add(`${where}, at or above the HW ${r.reader.highWatermark} of its fetch`);
+    const pid = this.ledger.partitionId(r.topic.name, r.partition);
+    const maxHw = pid === undefined ? undefined : this.checker.maxHw.get(pid);
+    if (maxHw !== undefined && record.offset >= maxHw) this.violations.add(`${where}, above any HW its leader had (${maxHw})`);
+    if (r.next !== undefined && record.offset !== r.next) this.violations.add(`${where}; the previous record was at ${r.next - 1}`);
+    r.next = record.offset + 1;
+    const [tag, seqText] = (record.value ?? '').split('#');
+    const seq = Number(seqText);
+    if (tag !== undefined && Number.isInteger(seq)) {
+      const seen = r.seen.get(tag) ?? { max: -1, all: new Set<number>() };
+      if (seq < seen.max && !seen.all.has(seq)) this.violations.add(`${where}, after ${tag}#${seen.max} (out of order)`);
+      seen.all.add(seq);
+      seen.max = Math.max(seen.max, seq);
+      r.seen.set(tag, seen);
+    }
+    this.ledger.read(r.topic.name, r.partition, record.offset, record.value ?? '<null>');
+  }
+
+  private stopReader(r: ReaderState, why: string): void {
+    if (!r.running) return;
+    r.running = false;
+    this.trace.event('reader', `${r.id} on ${r.topic.name}/${r.partition} ends: ${why}`);
+    void r.reader.close();
+  }
+
+  /** Sends not yet acknowledged nor failed, over the producers of topics not deleted. */
+  pending(): number {
+    return this.producers.reduce((n, p) => n + (p.topic.phase === 'deleted' ? 0 : p.pending), 0);
+  }
+
+  /** Topics the workload believes exist (liveness expects each of their partitions online). */
+  liveTopics(): string[] {
+    return this.topics.filter((t) => t.phase === 'live').map((t) => t.name);
+  }
+
+  /** Liveness: one record from every open producer; resolves with those that failed. */
+  probe(): Promise<string[]> {
+    const open = this.producers.filter((p) => !p.closed && p.topic.phase === 'live');
+    this.stats.probes += open.length;
+    this.trace.event('probe', `${open.length} producer(s) send one record each`);
+    return Promise.all(open.map((p) => this.send(p, true).then((ok) => (ok ? undefined : p.tag)))).then((failed) => failed.filter((t): t is string => t !== undefined));
+  }
+
+  /** Stops readers and producers without waiting for them. */
+  stop(): void {
+    for (const r of this.readers) this.stopReader(r, 'end of run');
+    for (const p of this.producers) p.closed = true;
+  }
+}
+
+function code(error: unknown): string {
+  return error instanceof TidemarkError ? error.code : error instanceof Error ? error.message : String(error);
+}
+
