@@ -606,6 +606,23 @@ test('idempotent sequences keep order when one batch of several in flight fails 
   await client.close();
 });
 
+test('idempotent sequences: a lost first batch is not overtaken by the next ones (sim seed 10)', async (t) => {
+  const { clock, cluster, client } = setup();
+  const codec = codecs.json<Order>();
+  const size = recordBytes({ key: null, value: codec.encode({ id: 0, item: 'x' }), headers: {}, timestamp: 0 });
+  let produced = 0;
+  // NATS core drops the first request alone; the partition has never seen this producer.
+  cluster.inject = (call) => (call.kind === 'produce' && ++produced === 1 ? 'drop' : undefined);
+  const producer = client.producer<Order>({ topic: 'orders', codec, lingerMs: 0, batchBytesMax: BATCH_HEADER_BYTES + size, requestTimeoutMs: 1000 });
+  const sends = Array.from({ length: 3 }, (_, id) => producer.send({ value: { id, item: 'x' } }));
+  await clock.advance(0);
+  await clock.advance(5000);
+  const metas = await Promise.all(sends);
+  t.deepEqual(metas.map((m) => m.offset), [0, 1, 2]);
+  t.deepEqual(storedIds(cluster), [0, 1, 2], 'written in the order sent');
+  await client.close();
+});
+
 test('idempotent sequences: a batch whose reply was lost is retried and not written twice', async (t) => {
   const { clock, cluster, client } = setup();
   let produced = 0;

@@ -6,7 +6,8 @@ const p = (baseSequence: number, producerEpoch = 0, producerId = 1) => ({ produc
 
 test('sequence checks: next, duplicate, ahead, behind, epochs', (t) => {
   let s: ProducerStates = new Map();
-  t.deepEqual(checkSequence(s, p(40), 5), { kind: 'append' }, 'an unknown producer starts anywhere');
+  t.deepEqual(checkSequence(s, p(0), 5), { kind: 'append' }, 'an unknown producer starts at 0');
+  s = recordAppend(s, p(35), 5, 95);
   s = recordAppend(s, p(40), 5, 100);
   t.deepEqual(checkSequence(s, p(45), 1), { kind: 'append' });
   t.deepEqual(checkSequence(s, p(40), 5), { kind: 'duplicate', baseOffset: 100 });
@@ -34,4 +35,13 @@ test('state is bounded: recent batches per producer and producers per partition'
   for (let id = 2; id < PRODUCERS_MAX + 5; id++) s = recordAppend(s, p(0, 0, id), 1, 0);
   t.is(s.size, PRODUCERS_MAX);
   t.false(s.has(1), 'the least recently seen producer is forgotten first');
+});
+
+test('a producer never seen must start at sequence 0, or its lost first batches would be overtaken (sim seed 10)', (t) => {
+  const s: ProducerStates = new Map();
+  t.like(checkSequence(s, p(9), 2), { kind: 'refuse', code: 'OUT_OF_ORDER_SEQUENCE' }, 'batch 9 arrived, batches 0-8 were lost on the way');
+  t.deepEqual(checkSequence(s, p(0), 9), { kind: 'append' });
+  const known = recordAppend(s, p(0), 9, 0);
+  t.like(checkSequence(known, p(0, 1), 1), { kind: 'append' }, 'a new epoch starts at 0');
+  t.like(checkSequence(known, p(5, 1), 1), { kind: 'refuse', code: 'OUT_OF_ORDER_SEQUENCE' }, 'and nowhere else');
 });

@@ -6,8 +6,15 @@
  * earlier one is refused (OUT_OF_ORDER_SEQUENCE, retriable), so a producer with several batches in
  * flight keeps its order through any single failure.
  *
- * The state lives in memory: after a leader restart a producer's next batch is accepted whatever
- * its sequence (as for a producer never seen), and the check resumes from there.
+ * A producer (or producer epoch) the partition has not seen must start at sequence 0. Otherwise,
+ * when a producer's first batches are lost (NATS core drops single messages) a later batch would
+ * be taken as its first and the lost ones, resent, refused or written after it. A batch that does
+ * not start at 0 is refused as out of order; the producer resends its oldest batch first, and when
+ * that one is refused too it takes a fresh producer id and renumbers from 0 (pipeline.ts).
+ *
+ * The state lives in memory: after a leader restart every producer is one never seen, so its next
+ * batch is refused once and renumbered. A batch written before the restart whose reply was lost
+ * is then written again (a duplicate): rebuilding this state from the log would remove that.
  */
 import { SEQUENCE_MODULO } from '../../protocol/batch.js';
 import type { ErrorCode } from '../../protocol/errors.js';
@@ -47,7 +54,11 @@ const seqAdd = (seq: number, n: number) => (seq + n) % SEQUENCE_MODULO;
 
 export function checkSequence(states: ProducerStates, p: ProducerSequenceHeader, recordCount: number): SequenceCheck {
   const entry = states.get(p.producerId);
-  if (entry === undefined || p.producerEpoch > entry.epoch) return { kind: 'append' };
+  if (entry === undefined || p.producerEpoch > entry.epoch) {
+    if (p.baseSequence === 0) return { kind: 'append' };
+    const what = entry === undefined ? `producer ${p.producerId} is unknown here` : `producer ${p.producerId} epoch ${p.producerEpoch} is new`;
+    return { kind: 'refuse', code: 'OUT_OF_ORDER_SEQUENCE', message: `${what}: its first batch must have sequence 0, not ${p.baseSequence}` };
+  }
   if (p.producerEpoch < entry.epoch) {
     return { kind: 'refuse', code: 'INVALID_PRODUCER_EPOCH', message: `producer ${p.producerId} epoch ${p.producerEpoch} < ${entry.epoch}` };
   }
