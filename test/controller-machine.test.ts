@@ -133,3 +133,15 @@ test('a controller that stops leading stops answering; a new active controller g
   t.false(c.metadata.image().brokers.get(1)!.fenced, 'no fencing right after a controller change');
   t.false(b1.getSnapshot().context.fenced);
 });
+
+test('a controller that was itself paused restarts broker sessions instead of fencing everyone', async (t) => {
+  const c = cluster();
+  c.startBroker(1, 'a');
+  c.startBroker(2, 'b');
+  await c.advance(1000);
+  // The whole process stops for longer than the session timeout: nothing runs, then the clock jumps.
+  c.clock.increment(SESSION_TIMEOUT_MS * 2);
+  await c.advance(100);
+  t.false(c.metadata.image().brokers.get(1)!.fenced);
+  t.false(c.metadata.image().brokers.get(2)!.fenced);
+});

@@ -45,6 +45,8 @@ export class MetadataCache {
   private readonly wanted = new Set<string>();
   private running: Promise<void> | undefined;
   private queued: Promise<void> | undefined;
+  /** Newest metadata offset seen: requests ask brokers not to answer with older metadata. */
+  private minOffset = -1;
 
   constructor(
     private readonly rpc: Rpc,
@@ -100,10 +102,16 @@ export class MetadataCache {
     return true;
   }
 
+  /** Notes a metadata offset the client knows exists (e.g. an admin change's commit). */
+  observe(offset: number): void {
+    if (offset > this.minOffset) this.minOffset = offset;
+  }
+
   /** One uncached request (all topics when `topics` is absent); updates entries it returns. */
   async fetch(topics?: string[]): Promise<MetadataReply> {
-    const body: MetadataRequest = { timeoutMs: this.options.requestTimeoutMs, topics };
+    const body: MetadataRequest = { timeoutMs: this.options.requestTimeoutMs, topics, minOffset: this.minOffset };
     const reply = await this.rpc.request(this.subjects.metadata(), body, metadataReply);
+    this.observe(reply.offset);
     const now = this.clock.now();
     for (const topic of reply.topics) {
       if (this.wanted.has(topic.name)) this.entries.set(topic.name, { topic, fetchedAtMs: now });

@@ -57,6 +57,11 @@ export const metadataRequest = object({
   timeoutMs,
   /** Topics to describe; all when absent. */
   topics: optional(array(topicName, 1000)),
+  /**
+   * The newest metadata offset the client has seen: a broker behind it holds the request until it
+   * catches up (or the budget runs out), so a client never reads metadata older than it already had.
+   */
+  minOffset: optional(int(-1, Number.MAX_SAFE_INTEGER)),
 });
 export type MetadataRequest = Infer<typeof metadataRequest>;
 
@@ -137,15 +142,21 @@ export interface BrokerMetadata {
 }
 
 export interface MetadataReply {
+  /** The answering broker's metadata offset. */
+  offset: number;
   brokers: BrokerMetadata[];
   topics: TopicMetadata[];
 }
 
+/** Replies of the admin changes carry the metadata offset of their commit (read-your-writes). */
 export interface CreateTopicReply {
   topic: TopicMetadata;
+  metadataOffset: number;
 }
 
-export type DeleteTopicReply = Record<string, never>;
+export interface DeleteTopicReply {
+  metadataOffset: number;
+}
 
 // --- schemas for replies (the SDK validates what it receives, too) --------------------------
 
@@ -175,11 +186,12 @@ const topicMetadata: Schema<TopicMetadata> = object({
   partitions: array(partitionMetadata, TOPIC_PARTITIONS_MAX),
 });
 export const metadataReply: Schema<MetadataReply> = object({
+  offset: int(-1, Number.MAX_SAFE_INTEGER),
   brokers: array(object({ id: int(0, 2 ** 31 - 1), epoch: int(0, Number.MAX_SAFE_INTEGER), rack: str(255), fenced: bool }), 10_000),
   topics: array(topicMetadata, 100_000),
 });
-export const createTopicReply: Schema<CreateTopicReply> = object({ topic: topicMetadata });
-export const deleteTopicReply: Schema<DeleteTopicReply> = () => ({});
+export const createTopicReply: Schema<CreateTopicReply> = object({ topic: topicMetadata, metadataOffset: int(-1, Number.MAX_SAFE_INTEGER) });
+export const deleteTopicReply: Schema<DeleteTopicReply> = object({ metadataOffset: int(-1, Number.MAX_SAFE_INTEGER) });
 export const offsetsReply: Schema<OffsetsReply> = object({
   partitions: array(
     (v, path) => {

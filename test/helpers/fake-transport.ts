@@ -335,18 +335,18 @@ export class FakeCluster implements Transport {
           const t = this.topics.get(name);
           if (t !== undefined) topics.push(this.describe(t));
         }
-        return encodeMessage({ brokers: [...this.brokers].map((id) => ({ id, epoch: 1, rack: '', fenced: false })), topics });
+        return encodeMessage({ offset: 0, brokers: [...this.brokers].map((id) => ({ id, epoch: 1, rack: '', fenced: false })), topics });
       }
       case 'create-topic': {
         const req = decodeRequest(data, createTopicRequest);
         if (this.topics.has(req.name)) throw new TidemarkError('TOPIC_ALREADY_EXISTS');
         const t = this.addTopic(req.name, req.partitions, 1, req.config);
-        return encodeMessage({ topic: this.describe(t) });
+        return encodeMessage({ topic: this.describe(t), metadataOffset: 0 });
       }
       case 'delete-topic': {
         const req = decodeRequest(data, deleteTopicRequest);
         if (!this.topics.delete(req.name)) throw new TidemarkError('UNKNOWN_TOPIC');
-        return encodeMessage({});
+        return encodeMessage({ metadataOffset: 0 });
       }
       case 'offsets': {
         const req = decodeRequest(data, offsetsRequest);

@@ -172,6 +172,7 @@ export const brokerMachine = setup({
           src: 'requestListener',
           input: ({ context }) => ({
             brokerId: context.brokerId,
+            clock: context.clock,
             subjects: context.subjects,
             transport: context.transport,
             metadata: context.metadata,

@@ -40,6 +40,8 @@ export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInp
     };
     const reply = decodeReply(await transport.request(subjects.controller('metadata-fetch'), encodeMessage(request), request.timeoutMs), metadataFetchReply);
     if (stopped) return;
+    // A deposed controller that has not noticed yet may answer with an older image: never go back.
+    if (reply.offset < view.image().offset) return;
     let image = reply.snapshot ? emptyImage : view.image();
     const applied: MetadataRecord[] = [];
     for (const entry of reply.entries) {

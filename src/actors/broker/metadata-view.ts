@@ -20,6 +20,7 @@ export function topicMetadata(topic: TopicInfo): TopicMetadata {
 export function metadataReply(image: MetadataImage, topics: readonly string[] | undefined): MetadataReply {
   const wanted = topics === undefined ? undefined : new Set(topics);
   return {
+    offset: image.offset,
     brokers: [...image.brokers.values()].map((b) => ({ id: b.id, epoch: b.epoch, rack: b.rack, fenced: b.fenced })),
     topics: [...image.topicsById.values()].filter((t) => wanted === undefined || wanted.has(t.name)).map(topicMetadata),
   };

@@ -20,14 +20,18 @@ import {
   type PartitionOffsets,
 } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
-import type { InboundMessage, Logger, Subscription, Transport } from '../../runtime/ports.js';
+import type { Clock, InboundMessage, Logger, Subscription, Transport } from '../../runtime/ports.js';
 import { FETCH_REPLY_ENVELOPE_BYTES } from '../partition/log-reader.js';
 import type { PartitionContext } from '../partition/machine.js';
 import type { PartitionEvent } from '../partition/types.js';
 import { metadataReply, partitionActorId } from './metadata-view.js';
 
+/** Metadata requests held at once while this broker catches up. */
+const METADATA_WAITERS_MAX = 1024;
+
 export interface RequestListenerInput {
   brokerId: number;
+  clock: Clock;
   subjects: Subjects;
   transport: Transport;
   metadata: MetadataView;
@@ -37,7 +41,7 @@ export interface RequestListenerInput {
 type Handler = (msg: InboundMessage) => void;
 
 export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInput>(({ input, system }) => {
-  const { brokerId, subjects, transport, metadata, logger } = input;
+  const { brokerId, subjects, transport, metadata, logger, clock } = input;
 
   const answerError = (msg: InboundMessage, error: unknown) => {
     const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'internal error', { cause: error });
@@ -125,18 +129,48 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
     msg.respond(encodeMessage(reply));
   };
 
+  /** Metadata requests waiting for this broker to catch up with the client's minOffset. */
+  const behind = new Set<{ minOffset: number; answer: () => void; timer: unknown }>();
+  const unsubscribeView = metadata.subscribe((image) => {
+    for (const w of behind) {
+      if (image.offset < w.minOffset) continue;
+      behind.delete(w);
+      clock.clearTimeout(w.timer);
+      w.answer();
+    }
+  });
   const onMetadata: Handler = (msg) => {
     const request = decodeRequest(msg.data, metadataRequest);
-    msg.respond(encodeMessage(metadataReply(metadata.image(), request.topics)));
+    const answer = () => msg.respond(encodeMessage(metadataReply(metadata.image(), request.topics)));
+    const minOffset = request.minOffset ?? -1;
+    if (metadata.image().offset >= minOffset || behind.size >= METADATA_WAITERS_MAX) {
+      answer();
+      return;
+    }
+    // Another broker may be up to date and answer first; if not, answer when caught up or at the deadline.
+    const waiter = {
+      minOffset,
+      answer,
+      timer: clock.setTimeout(() => {
+        behind.delete(waiter);
+        answer();
+      }, Math.floor(request.timeoutMs / 2)),
+    };
+    behind.add(waiter);
   };
 
   const subs: Subscription[] = [
     transport.subscribe(subjects.partitionWildcard('produce', brokerId), guarded(onProduce)),
     transport.subscribe(subjects.partitionWildcard('fetch', brokerId), guarded(onFetch)),
     transport.subscribe(subjects.offsets(brokerId), guarded(onOffsets)),
-    transport.subscribe(subjects.metadata(), guarded(onMetadata), { queue: 'metadata' }),
+    // Every broker answers and the client takes the first reply: a paused or dead broker in a
+    // queue group would swallow its share of metadata requests.
+    transport.subscribe(subjects.metadata(), guarded(onMetadata)),
   ];
   return () => {
     for (const sub of subs) sub.unsubscribe();
+    unsubscribeView();
+    for (const w of behind) clock.clearTimeout(w.timer);
+    behind.clear();
   };
 });

@@ -1,4 +1,9 @@
-/** Receives topic-administration requests (queue group: one controller answers) and checks them. */
+/**
+ * Receives topic-administration requests on the active controller and checks them. No queue
+ * group: a deposed controller that is paused or has not noticed yet must not swallow a share of
+ * the requests; it gets them too, and its proposals fail (NOT_CONTROLLER), while the client takes
+ * the first reply.
+ */
 import { fromCallback } from 'xstate';
 import { TidemarkError } from '../../protocol/errors.js';
 import { alterConfigRequest, createPartitionsRequest, createTopicRequest, decodeRequest, deleteTopicRequest, encodeError } from '../../protocol/messages.js';
@@ -37,7 +42,6 @@ export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(
           const r = decodeRequest(data, createTopicRequest);
           return { op: 'create-topic', timeoutMs: r.timeoutMs, request: r };
         }),
-      { queue: 'controller' },
     ),
     transport.subscribe(
       subjects.admin('delete-topic'),
@@ -46,7 +50,6 @@ export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(
           const r = decodeRequest(data, deleteTopicRequest);
           return { op: 'delete-topic', timeoutMs: r.timeoutMs, request: r };
         }),
-      { queue: 'controller' },
     ),
     transport.subscribe(
       subjects.admin('create-partitions'),
@@ -55,7 +58,6 @@ export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(
           const r = decodeRequest(data, createPartitionsRequest);
           return { op: 'create-partitions', timeoutMs: r.timeoutMs, request: r };
         }),
-      { queue: 'controller' },
     ),
     transport.subscribe(
       subjects.admin('alter-config'),
@@ -64,7 +66,6 @@ export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(
           const r = decodeRequest(data, alterConfigRequest);
           return { op: 'alter-config', timeoutMs: r.timeoutMs, request: r };
         }),
-      { queue: 'controller' },
     ),
   ];
   return () => {

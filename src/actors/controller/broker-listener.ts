@@ -33,7 +33,6 @@ export const brokerListener = fromCallback<{ type: 'NONE' }, BrokerListenerInput
         const request = decodeRequest(msg.data, registerBrokerRequest);
         return { type: 'ADMIN', job: { op: 'register', request, replyTo, deadlineMs: clock.now() + request.timeoutMs } };
       }),
-      { queue: 'controller' },
     ),
     transport.subscribe(
       subjects.controller('heartbeat'),
@@ -41,7 +40,6 @@ export const brokerListener = fromCallback<{ type: 'NONE' }, BrokerListenerInput
         const r = decodeRequest(msg.data, heartbeatRequest);
         return { type: 'HEARTBEAT', replyTo, brokerId: r.brokerId, brokerEpoch: r.brokerEpoch, metadataOffset: r.metadataOffset, nowMs: clock.now() };
       }),
-      { queue: 'controller' },
     ),
   ];
   return () => {

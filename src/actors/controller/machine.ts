@@ -12,7 +12,7 @@ import { planAlterConfig, planCreatePartitions, planCreateTopic, planDeleteTopic
 import type { MetadataRecord } from '../../metadata/records.js';
 import type { RegisterBrokerReply } from '../../protocol/controller-messages.js';
 import { TidemarkError } from '../../protocol/errors.js';
-import type { CreateTopicReply } from '../../protocol/messages.js';
+import type { CreateTopicReply, DeleteTopicReply } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import { topicMetadata } from '../broker/metadata-view.js';
@@ -45,6 +45,8 @@ interface ControllerContext extends ControllerInput {
   lastSeenMs: Record<number, number>;
   /** Metadata offset a fenced broker must reach before it is unfenced. */
   caughtUpAt: Record<number, number>;
+  /** When the last session check ran, to notice that this process itself was paused. */
+  lastTickMs: number;
 }
 
 type JobResult = { body: object | undefined; brokerId?: number; caughtUpAt?: number };
@@ -63,21 +65,23 @@ async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, rando
     case 'create-topic': {
       const start = Math.floor(random.next() * Math.max(1, image.brokers.size));
       const next = await commit(planCreateTopic(image, job.request, randomTopicId(random), start));
-      const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!) };
+      const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!), metadataOffset: next.offset };
       return { body: reply };
     }
-    case 'delete-topic':
-      await commit(planDeleteTopic(image, job.request));
-      return { body: {} };
+    case 'delete-topic': {
+      const next = await commit(planDeleteTopic(image, job.request));
+      const reply: DeleteTopicReply = { metadataOffset: next.offset };
+      return { body: reply };
+    }
     case 'alter-config': {
       const next = await commit(planAlterConfig(image, job.request.name, job.request.set, job.request.delete));
-      const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!) };
+      const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!), metadataOffset: next.offset };
       return { body: reply };
     }
     case 'create-partitions': {
       const start = Math.floor(random.next() * Math.max(1, image.brokers.size));
       const next = await commit(planCreatePartitions(image, job.request.name, job.request.totalCount, start));
-      const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!) };
+      const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!), metadataOffset: next.offset };
       return { body: reply };
     }
     case 'register': {
@@ -150,6 +154,14 @@ export const controllerMachine = setup({
     }),
     checkSessions: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'TICK') return;
+      enqueue.assign({ lastTickMs: event.nowMs });
+      // A long gap between ticks means this process was paused (SIGSTOP, GC, swap): the silence it
+      // sees is its own. Give every broker a fresh session instead of fencing them all.
+      if (context.lastTickMs > 0 && event.nowMs - context.lastTickMs > context.sessionTimeoutMs / 2) {
+        context.logger.warn({ gapMs: event.nowMs - context.lastTickMs }, 'controller was paused; restarting broker sessions');
+        enqueue.assign({ lastSeenMs: Object.fromEntries([...context.metadata.image().brokers.keys()].map((id) => [id, event.nowMs])) });
+        return;
+      }
       const expired: ControllerJob[] = [];
       for (const broker of context.metadata.image().brokers.values()) {
         const seen = context.lastSeenMs[broker.id] ?? event.nowMs;
@@ -166,6 +178,7 @@ export const controllerMachine = setup({
       return {
         lastSeenMs: Object.fromEntries([...context.metadata.image().brokers.keys()].map((id) => [id, nowMs])),
         caughtUpAt: {},
+        lastTickMs: nowMs,
       };
     }),
     finishJob: enqueueActions(({ context, event, enqueue }) => {
@@ -197,7 +210,7 @@ export const controllerMachine = setup({
   },
 }).createMachine({
   id: 'controller',
-  context: ({ input }) => ({ ...input, queue: [], lastSeenMs: {}, caughtUpAt: {} }),
+  context: ({ input }) => ({ ...input, queue: [], lastSeenMs: {}, caughtUpAt: {}, lastTickMs: 0 }),
   initial: 'running',
   states: {
     running: {

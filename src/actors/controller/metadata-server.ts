@@ -83,7 +83,6 @@ export const metadataServer = fromCallback<{ type: 'NONE' }, MetadataServerInput
         if (msg.reply !== undefined) msg.respond(encodeError(err.toWire()));
       }
     },
-    { queue: 'controller' },
   );
   return () => {
     sub.unsubscribe();
