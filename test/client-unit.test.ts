@@ -552,6 +552,21 @@ test('admin: create, list, describe with offsets, delete', async (t) => {
   await client.close();
 });
 
+test('deleteTopic whose reply was lost: the retry is told UNKNOWN_TOPIC at once, not after the whole retry budget (sim seed 1)', async (t) => {
+  const { clock, cluster, client } = setup();
+  let deletes = 0;
+  cluster.inject = (call) => (call.kind === 'delete-topic' && ++deletes === 1 ? 'drop-reply' : undefined);
+  const outcome = client.admin().deleteTopic('orders').then(
+    () => 'deleted',
+    (error: unknown) => (error as TidemarkError).code,
+  );
+  await clock.advance(0);
+  await clock.advance(15_000);
+  t.is(await Promise.race([outcome, Promise.resolve('still retrying')]), 'UNKNOWN_TOPIC', 'the controller is the authority: the topic is gone');
+  t.is(cluster.callsOf('delete-topic').length, 2);
+  await client.close();
+});
+
 test('metadata refreshes are single-flight when many partitions fail at once', async (t) => {
   const { clock, cluster, client } = setup(8);
   let moved = false;

@@ -22,7 +22,7 @@ import { nodeStatus, type StatusRequest } from '../protocol/controller-messages.
 import type { Subjects } from '../protocol/subjects.js';
 import type { Clock, Random } from '../runtime/ports.js';
 import type { MetadataCache } from './metadata.js';
-import { retry, type RetryPolicy } from './retry.js';
+import { isRetriable, retry, type RetryPolicy } from './retry.js';
 import type { Rpc } from './rpc.js';
 
 export type CreateTopicOptions = {
@@ -64,7 +64,10 @@ export interface TopicDescription {
 export interface Admin {
   /** Creates a topic; resolves with its metadata as the controller committed it. */
   createTopic(options: CreateTopicOptions): Promise<TopicMetadata>;
-  /** Deletes a topic and all its records. */
+  /**
+   * Deletes a topic and all its records. Rejects UNKNOWN_TOPIC when the controller does not know it,
+   * also when an earlier attempt of this call deleted it and the reply was lost.
+   */
   deleteTopic(name: string): Promise<void>;
   /** Names of every topic, sorted. */
   listTopics(): Promise<string[]>;
@@ -148,8 +151,12 @@ export class AdminClient implements Admin {
 
   async deleteTopic(name: string): Promise<void> {
     const { rpc, subjects } = this.deps;
-    await this.retry((remainingMs) =>
-      rpc.request(subjects.admin('delete-topic'), { timeoutMs: this.timeoutMs(remainingMs), name } satisfies DeleteTopicRequest, deleteTopicReply),
+    // UNKNOWN_TOPIC from the controller is final (its image is the committed truth), not metadata
+    // lag: retrying it only delays the answer, e.g. after a lost reply to a delete that did happen.
+    await this.retry(
+      (remainingMs) =>
+        rpc.request(subjects.admin('delete-topic'), { timeoutMs: this.timeoutMs(remainingMs), name } satisfies DeleteTopicRequest, deleteTopicReply),
+      (error) => isRetriable(error) && !(error instanceof TidemarkError && error.code === 'UNKNOWN_TOPIC'),
     );
     this.deps.metadata.invalidate(name);
     await this.propagated(name, (t) => t === undefined);
@@ -274,8 +281,8 @@ export class AdminClient implements Admin {
     return Math.max(1, Math.min(this.deps.requestTimeoutMs, remainingMs));
   }
 
-  private retry<T>(attempt: (remainingMs: number) => Promise<T>): Promise<T> {
+  private retry<T>(attempt: (remainingMs: number) => Promise<T>, retryIf?: (error: unknown) => boolean): Promise<T> {
     const { clock, random, policy, signal } = this.deps;
-    return retry(attempt, { clock, random, policy, signal });
+    return retry(attempt, { clock, random, policy, signal, ...(retryIf === undefined ? {} : { retryIf }) });
   }
 }
