@@ -130,15 +130,17 @@ export class AdminClient implements Admin {
         createTopicReply,
       ),
     );
+    this.deps.metadata.observe(reply.metadataOffset);
     this.deps.metadata.invalidate(options.name);
     await this.propagated(options.name, (t) => t?.topicId === reply.topic.topicId);
     return reply.topic;
   }
 
   /**
-   * The controller answers once the change is committed; brokers learn it a moment later. Waits
-   * (in the same retry layer) until broker metadata shows it, so a create or delete is visible to
-   * the next call, as a user expects.
+   * The controller answers once the change is committed; brokers learn it a moment later. The
+   * change's commit offset is noted in the metadata cache (later metadata requests are answered
+   * only by brokers that have it), and this waits, in the same retry layer, until metadata shows
+   * the change: it is visible to the next call, as a user expects.
    */
   private async propagated(name: string, visible: (topic: TopicMetadata | undefined) => boolean): Promise<void> {
     await this.retry(async () => {
@@ -153,11 +155,12 @@ export class AdminClient implements Admin {
     const { rpc, subjects } = this.deps;
     // UNKNOWN_TOPIC from the controller is final (its image is the committed truth), not metadata
     // lag: retrying it only delays the answer, e.g. after a lost reply to a delete that did happen.
-    await this.retry(
+    const reply = await this.retry(
       (remainingMs) =>
         rpc.request(subjects.admin('delete-topic'), { timeoutMs: this.timeoutMs(remainingMs), name } satisfies DeleteTopicRequest, deleteTopicReply),
       (error) => isRetriable(error) && !(error instanceof TidemarkError && error.code === 'UNKNOWN_TOPIC'),
     );
+    this.deps.metadata.observe(reply.metadataOffset);
     this.deps.metadata.invalidate(name);
     await this.propagated(name, (t) => t === undefined);
   }
@@ -231,6 +234,7 @@ export class AdminClient implements Admin {
         createTopicReply,
       ),
     );
+    this.deps.metadata.observe(reply.metadataOffset);
     this.deps.metadata.invalidate(name);
     await this.propagated(name, (t) => t !== undefined && t.partitions.length >= totalCount);
     return reply.topic;
@@ -245,6 +249,7 @@ export class AdminClient implements Admin {
         createTopicReply,
       ),
     );
+    this.deps.metadata.observe(reply.metadataOffset);
     this.deps.metadata.invalidate(name);
     const wanted = JSON.stringify(reply.topic.config);
     await this.propagated(name, (t) => t !== undefined && JSON.stringify(t.config) === wanted);
