@@ -12,6 +12,9 @@ const REGRESSIONS: Array<{ seed: number; steps: number; bug: string }> = [
   // its first by a partition that had never seen it; the lost ones, resent, landed after it.
   { seed: 3, steps: 300, bug: 'a new producer could start at any sequence (producer-state.ts)' },
   { seed: 30, steps: 300, bug: 'a new producer could start at any sequence (producer-state.ts)' },
+  // The same bug, with the simulator of the commit that added these two lines (seeds in CI's set too).
+  { seed: 37, steps: 300, bug: 'a new producer could start at any sequence (producer-state.ts)' },
+  { seed: 50, steps: 300, bug: 'a new producer could start at any sequence (producer-state.ts)' },
 ];
 
 for (const r of REGRESSIONS) {

@@ -8,6 +8,7 @@
  *   that reaches it (snapshots installed from the store or the leader included);
  * - at most one partition leader per leader epoch, in every image any node holds, and a partition
  *   actor runs only on the broker its epoch names;
+ * - a broker's metadata never goes back (within one process lifetime);
  * - a partition's high watermark never decreases (across leader restarts too, since with one replica
  *   the log end survives a process crash) except after a power loss took unsynced records, and it is
  *   never above the log end on the leader's disk.
@@ -86,6 +87,8 @@ export class SafetyChecker implements ClusterObserver {
   private readonly hw = new Map<string, number>();
   /** Partition -> highest HW ever seen. */
   readonly maxHw = new Map<string, number>();
+  /** Metadata offset each broker (one per process lifetime) has reached: it never goes back. */
+  private readonly brokerOffsets = new WeakMap<object, number>();
   /** Partition actors already seen serving. */
   private readonly actors = new WeakMap<object, { pid: string }>();
   /** Highest metadata index any voter delivered. */
@@ -167,9 +170,14 @@ export class SafetyChecker implements ClusterObserver {
           this.violations.add(`two Raft leaders in term ${status.term}: n${known} and n${n.id}`);
         }
       }
-      const broker = n.parts.broker?.getSnapshot();
-      if (broker === undefined || broker.status !== 'active') continue;
+      const actor = n.parts.broker;
+      const broker = actor?.getSnapshot();
+      if (actor === undefined || broker === undefined || broker.status !== 'active') continue;
       this.checkImage(`broker n${n.id}`, broker.context.image);
+      const offset = broker.context.image.offset;
+      const before = this.brokerOffsets.get(actor) ?? -1;
+      if (offset < before) this.violations.add(`broker n${n.id}'s metadata went back from offset ${before} to ${offset}`);
+      this.brokerOffsets.set(actor, Math.max(offset, before));
       this.checkPartitions(n, broker.children);
     }
   }

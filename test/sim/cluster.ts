@@ -36,6 +36,7 @@ export interface ClusterConfig {
   /** Between two write-backs of a node's unsynced writes, ms (min, max). */
   flushEveryMs: readonly [number, number];
   raftTimeouts: RaftTimeouts;
+  snapshotEveryEntries: number;
   /** Machines to run instead of the product's (injected bugs). */
   machines?: NodeTestSeam['machines'];
 }
@@ -123,7 +124,7 @@ export class SimCluster {
       },
     };
     const ports = { transport: n.conn, storage: n.storage, clock: n.clock, random: this.rng.fork(`node-${id}-${incarnation}`), logger: this.logger };
-    const options = { id, roles: n.roles, controllers: this.config.voters, cluster: CLUSTER_NAME, raftTimeouts: this.config.raftTimeouts };
+    const options = { id, roles: n.roles, controllers: this.config.voters, cluster: CLUSTER_NAME, raftTimeouts: this.config.raftTimeouts, raftLimits: { snapshotEveryEntries: this.config.snapshotEveryEntries } };
     composeNode(ports, options, seam).then(
       (node) => {
         if (n.incarnation === incarnation) n.node = node;

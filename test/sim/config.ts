@@ -4,7 +4,7 @@
  * given on the command line override what the seed would pick.
  */
 import type { NodeTestSeam } from '../../src/node.js';
-import { DEFAULT_RAFT_TIMEOUTS, type RaftTimeouts } from '../../src/quorum/types.js';
+import { DEFAULT_RAFT_LIMITS, DEFAULT_RAFT_TIMEOUTS, type RaftTimeouts } from '../../src/quorum/types.js';
 import type { DiskLatency } from './disk.js';
 import type { NetFaults } from './network.js';
 import { Rng } from './random.js';
@@ -27,6 +27,8 @@ export interface SimConfig {
   flushEveryMs: [number, number];
   /** Raft timing; a narrow election window makes split votes (and double votes) likely. */
   raftTimeouts: RaftTimeouts;
+  /** Snapshot every this many applied metadata entries (small: InstallSnapshot and broker snapshots run often). */
+  snapshotEveryEntries: number;
   /** Injected bugs: machines to run instead of the product's. Not derived from the seed. */
   machines?: NodeTestSeam['machines'];
 }
@@ -62,12 +64,14 @@ export function deriveConfig(seed: number, overrides: ConfigOverrides = {}): Sim
       delayMsMin: 1,
       delayMsMax: rng.pick([3, 6, 15])!,
     },
-    faultRate: overrides.faultRate ?? rng.between(0.3, 1.5),
+    // Now and then a storm: twice the usual rate.
+    faultRate: overrides.faultRate ?? rng.between(0.3, 1.5) * (rng.chance(0.2) ? 2 : 1),
     powerLoss: overrides.powerLoss ?? rng.chance(0.5),
     disk: slowDisk ? { writeMs: [0, 8], syncMs: [2, 12], readMs: [0, 3] } : { writeMs: [0, 2], syncMs: [1, 4], readMs: [0, 1] },
-    stepMsMax: rng.pick([100, 200, 300])!,
+    stepMsMax: 200,
     flushEveryMs: [500, 5000],
     raftTimeouts: rng.chance(0.3) ? { heartbeatIntervalMs: 100, electionTimeoutMsMin: 300, electionTimeoutMsMax: 320 } : DEFAULT_RAFT_TIMEOUTS,
+    snapshotEveryEntries: rng.chance(0.5) ? rng.int(3, 15) : DEFAULT_RAFT_LIMITS.snapshotEveryEntries,
   };
 }
 
@@ -75,5 +79,5 @@ export function describeConfig(c: SimConfig): string {
   const roles = `voters ${c.voters.join(',')}, brokers ${c.brokers.join(',')}`;
   const net = `loss ${c.net.lossRate}, dup ${c.net.dupRate}, delay ${c.net.delayMsMin}-${c.net.delayMsMax} ms`;
   const election = `${c.raftTimeouts.electionTimeoutMsMin}-${c.raftTimeouts.electionTimeoutMsMax}`;
-  return `${c.nodes} nodes (${roles}); ${net}; fault rate ${c.faultRate.toFixed(2)}; power loss ${c.powerLoss ? 'on' : 'off'}; disk write ${c.disk.writeMs.join('-')} ms; election timeout ${election} ms`;
+  return `${c.nodes} nodes (${roles}); ${net}; fault rate ${c.faultRate.toFixed(2)}; power loss ${c.powerLoss ? 'on' : 'off'}; disk write ${c.disk.writeMs.join('-')} ms; election timeout ${election} ms; snapshot every ${c.snapshotEveryEntries} entries`;
 }

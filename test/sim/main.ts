@@ -4,14 +4,15 @@
  *   npm run sim -- --seed S [--steps N] [--nodes K] [--fault-rate F] [--power-loss on|off] [--verbose]
  *       replays one seed exactly; on failure prints the seed, the violations and the last events.
  *   npm run sim:swarm -- --seconds T [--steps N]
- *       runs random seeds (each picks its own cluster size and fault rates) for T seconds of wall
- *       time and prints a summary: seeds run, simulated hours, failures with their seeds.
+ *       runs random seeds (each picks its own cluster size and fault rates; the run length is
+ *       drawn too unless --steps is given) for T seconds of wall time and prints a summary: seeds
+ *       run, simulated hours, failures with their seeds and the command that replays each.
  *
  * Exit status: 0 when every run passed, 1 when one failed, 2 on bad arguments.
  */
 import { randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { DEFAULT_STEPS, deriveConfig, describeConfig, type ConfigOverrides } from './config.js';
+import { deriveConfig, describeConfig, type ConfigOverrides } from './config.js';
 import { runSimulation, type SimResult } from './run.js';
 
 const SEED_MAX = 2 ** 31 - 1;
@@ -73,7 +74,10 @@ async function replay(seed: number, overrides: ConfigOverrides, verbose: boolean
   return 0;
 }
 
-async function swarm(seconds: number, steps: number): Promise<number> {
+/** Run lengths the swarm picks from when --steps is not given. */
+const SWARM_STEPS = [300, 300, 600, 1000, 2000] as const;
+
+async function swarm(seconds: number, fixedSteps: number | undefined): Promise<number> {
   const deadline = performance.now() + seconds * 1000;
   const failures: SimResult[] = [];
   let runs = 0;
@@ -81,6 +85,7 @@ async function swarm(seconds: number, steps: number): Promise<number> {
   let sizes = new Map<number, number>();
   while (performance.now() < deadline) {
     const seed = randomInt(1, SEED_MAX);
+    const steps = fixedSteps ?? SWARM_STEPS[randomInt(0, SWARM_STEPS.length)]!;
     const r = await runSimulation(deriveConfig(seed, { steps }));
     runs++;
     simMs += r.simMs;
@@ -114,7 +119,7 @@ async function main(): Promise<number> {
     strict: true,
   });
   const steps = int('steps', values.steps, 1, 1_000_000);
-  if (values.swarm) return swarm(int('seconds', values.seconds, 1, 7 * 86_400) ?? 60, steps ?? DEFAULT_STEPS);
+  if (values.swarm) return swarm(int('seconds', values.seconds, 1, 7 * 86_400) ?? 60, steps);
   const seed = int('seed', values.seed, 0, SEED_MAX);
   if (seed === undefined) usage('--seed is required (or --swarm)');
   const faultRate = values['fault-rate'] === undefined ? undefined : Number(values['fault-rate']);

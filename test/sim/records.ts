@@ -38,6 +38,7 @@ export class RecordLedger {
   /** Partition -> offset -> records a power loss took from there. */
   private readonly lost = new Map<string, Map<number, Set<string>>>();
   private readonly decoded = new WeakMap<Uint8Array, StoredRecord[]>();
+  private readonly excusedAcks = new WeakSet<Ack>();
   readonly stats = { acked: 0, read: 0, excused: 0, lostRecords: 0 };
 
   constructor(
@@ -142,7 +143,8 @@ export class RecordLedger {
     const disk = this.onDisk(pid, ack.offset);
     if (disk.kind === 'retained' || (disk.kind === 'record' && disk.value === ack.value)) return true;
     if (this.excused(pid, ack.offset, ack.value)) {
-      this.stats.excused++;
+      if (!this.excusedAcks.has(ack)) this.stats.excused++;
+      this.excusedAcks.add(ack);
       return true;
     }
     const found = disk.kind === 'record' ? `${disk.value} is there instead` : 'it is not on any disk';

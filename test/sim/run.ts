@@ -48,7 +48,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
   const trace = new Trace(() => time.elapsed());
   const rng = new Rng(config.seed);
   const violations = new Violations(trace, () => time.elapsed());
-  const ref: { cluster?: SimCluster } = {};
+  const ref: { cluster?: SimCluster; workload?: Workload } = {};
   const cluster = () => ref.cluster!;
   const checker = new SafetyChecker(cluster, violations, trace);
   const ledger = new RecordLedger(cluster, violations);
@@ -57,11 +57,12 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
     powerLost: (node, lost) => {
       checker.powerLost(node, lost);
       ledger.powerLost(lost);
+      ref.workload?.powerLost(lost);
     },
   };
   const net = new SimNats(time, rng.fork('net'), trace, config.net);
   ref.cluster = new SimCluster(
-    { nodes: config.nodes, voters: config.voters, brokers: config.brokers, disk: config.disk, flushEveryMs: config.flushEveryMs, raftTimeouts: config.raftTimeouts, ...(config.machines ? { machines: config.machines } : {}) },
+    { nodes: config.nodes, voters: config.voters, brokers: config.brokers, disk: config.disk, flushEveryMs: config.flushEveryMs, raftTimeouts: config.raftTimeouts, snapshotEveryEntries: config.snapshotEveryEntries, ...(config.machines ? { machines: config.machines } : {}) },
     time,
     net,
     rng.fork('cluster'),
@@ -69,6 +70,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
     observer,
   );
   const workload = new Workload(ref.cluster, net, time, rng.fork('workload'), trace, ledger, checker, violations, { rate: config.faultRate, powerLoss: config.powerLoss });
+  ref.workload = workload;
   let fired = 0;
 
   /** Fires every timer due within `ms`, one at a time, checking after each; false on a violation. */

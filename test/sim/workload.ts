@@ -7,21 +7,24 @@
  * - below the high watermark of the fetch that carried it and below any HW a leader ever had;
  * - at the offset after the previous one (offsets are dense);
  * - each producer's records first seen in the order they were sent (a repeat of one already seen
- *   is a documented duplicate: producer state is not kept across leader restarts);
+ *   is a documented duplicate: producer state is not kept across leader restarts; records a power
+ *   loss took back are forgotten, as their producer may write them again);
  * - the same record an acknowledgement or another reader saw at that offset (ledger).
  */
 import { Tidemark } from '../../src/client/client.js';
 import { codecs } from '../../src/client/codecs.js';
 import type { Producer } from '../../src/client/producer.js';
 import type { Reader, ReaderRecord } from '../../src/client/reader.js';
+import { decodeBatch } from '../../src/protocol/batch.js';
 import { TidemarkError } from '../../src/protocol/errors.js';
+import type { LostAppend } from '../../src/storage/memory-storage.js';
 import type { SimTime } from './clock.js';
 import { CLUSTER_NAME, type SimCluster } from './cluster.js';
 import type { SafetyChecker, Violations } from './checkers.js';
 import { FaultInjector, type FaultKind, type FaultProfile } from './faults.js';
 import type { SimNats } from './network.js';
 import type { Rng } from './random.js';
-import type { RecordLedger } from './records.js';
+import { valueOf, type RecordLedger } from './records.js';
 import type { Trace } from './trace.js';
 
 export const CLIENTS = 2;
@@ -129,7 +132,7 @@ export class Workload {
       ['grow', admin * (live.length > 0 ? 0.7 : 0)],
       ['alter', admin * (live.length > 0 ? 0.7 : 0)],
       ['delete', admin * (live.length > 1 ? 0.4 : 0)],
-      ['idle', 6],
+      ['idle', 10],
     ];
   }
 
@@ -321,6 +324,26 @@ export class Workload {
       r.seen.set(tag, seen);
     }
     this.ledger.read(r.topic.name, r.partition, record.offset, record.value ?? '<null>');
+  }
+
+  /**
+   * A power loss took records back: readers forget having seen them, since the producers that sent
+   * them may now write them again, after records the readers saw later.
+   */
+  powerLost(lost: readonly LostAppend[]): void {
+    for (const l of lost) {
+      const readers = this.readers.filter((r) => r.running && this.ledger.partitionId(r.topic.name, r.partition) === l.partition);
+      if (readers.length === 0) continue;
+      const values = l.batches.flatMap((b) => decodeBatch(b).map(valueOf));
+      for (const r of readers) {
+        for (const value of values) {
+          const [tag, seqText] = value.split('#');
+          const seen = tag === undefined ? undefined : r.seen.get(tag);
+          if (seen === undefined || !seen.all.delete(Number(seqText))) continue;
+          seen.max = Math.max(-1, ...seen.all);
+        }
+      }
+    }
   }
 
   private stopReader(r: ReaderState, why: string): void {
