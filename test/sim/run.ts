@@ -103,6 +103,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
   if (!violations.failed) {
     trace.event('liveness', 'faults stop; healing everything');
     net.faults = { ...config.net, lossRate: 0, dupRate: 0 };
+    workload.faults.healAll();
     const start = time.elapsed();
     let reason = unmet(ref.cluster, checker, workload);
     while (reason !== undefined && time.elapsed() - start < LIVENESS_BOUND_MS && !violations.failed) {
