@@ -18,7 +18,7 @@ const REGRESSIONS: Array<{ seed: number; steps: number; bug: string }> = [
 ];
 
 for (const r of REGRESSIONS) {
-  test(`sim seed ${r.seed} (${r.steps} steps): ${r.bug}`, async (t) => {
+  test.serial(`sim seed ${r.seed} (${r.steps} steps): ${r.bug}`, async (t) => {
     t.timeout(50_000);
     const result = await runSimulation(deriveConfig(r.seed, { steps: r.steps }));
     t.deepEqual(result.violations, [], result.traceTail.join('\n'));

@@ -8,24 +8,22 @@ import { deriveConfig } from './sim/config.js';
 import { INJECTED_BUGS, type InjectedBug } from './sim/injected-bugs.js';
 import { runSimulation, type SimResult } from './sim/run.js';
 
-/** Seeds CI runs, in groups (one test each, so that each stays well within ava's timeout). */
-const SEED_GROUPS = [
-  [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
-  [11, 12, 13, 14, 15, 16, 17, 18, 19, 20],
-  [21, 22, 23, 24, 25, 26, 27, 28, 29, 30],
-  [31, 32, 33, 34, 35, 36, 37, 38, 39, 40],
-  [41, 42, 43, 44, 45, 46, 47, 48, 49, 50],
-  [51, 52, 53, 54, 55, 56, 57, 58, 59, 60],
-];
+/**
+ * Seeds CI runs, five per test. The tests run serially: one thread does the work either way, and a
+ * steady stream of short tests stays clear of ava's inactivity timeout on a loaded machine.
+ */
+const SEEDS = Array.from({ length: 60 }, (_, i) => i + 1);
+const SEEDS_PER_TEST = 5;
 const STEPS = 300;
 
 function describe(r: SimResult): string {
   return [`seed ${r.config.seed}:`, ...r.violations, '', ...r.traceTail, `replay: npm run sim -- --seed ${r.config.seed} --steps ${r.config.steps}`].join('\n');
 }
 
-for (const seeds of SEED_GROUPS) {
-  test(`seeds ${seeds[0]}-${seeds.at(-1)} (${STEPS} steps each) pass every safety and liveness check`, async (t) => {
-    t.timeout(120_000);
+for (let i = 0; i < SEEDS.length; i += SEEDS_PER_TEST) {
+  const seeds = SEEDS.slice(i, i + SEEDS_PER_TEST);
+  test.serial(`seeds ${seeds[0]}-${seeds.at(-1)} (${STEPS} steps each) pass every safety and liveness check`, async (t) => {
+    t.timeout(60_000);
     let simMs = 0;
     let acked = 0;
     for (const seed of seeds) {
@@ -38,7 +36,7 @@ for (const seeds of SEED_GROUPS) {
   });
 }
 
-test('a seed replays exactly: the same seed twice gives the identical trace', async (t) => {
+test.serial('a seed replays exactly: the same seed twice gives the identical trace', async (t) => {
   t.timeout(60_000);
   const config = deriveConfig(7, { steps: 150 });
   const [a, b] = [await runSimulation(config), await runSimulation(config)];
@@ -59,7 +57,7 @@ async function firstFailure(bug: InjectedBug, seedsMax: number, steps: number): 
   return undefined;
 }
 
-test('injected bug caught: the partition answers a produce before its append completes', async (t) => {
+test.serial('injected bug caught: the partition answers a produce before its append completes', async (t) => {
   t.timeout(60_000);
   const r = await firstFailure('eagerAck', 10, 150);
   t.truthy(r, 'the simulator failed within 10 seeds');
@@ -67,7 +65,7 @@ test('injected bug caught: the partition answers a produce before its append com
   t.log(`caught on seed ${r?.config.seed} at ${r?.simMs} simulated ms: ${r?.violations[0]}`);
 });
 
-test('injected bug caught: Raft grants votes without comparing logs (the election restriction)', async (t) => {
+test.serial('injected bug caught: Raft grants votes without comparing logs (the election restriction)', async (t) => {
   t.timeout(60_000);
   const r = await firstFailure('staleVote', 30, STEPS);
   t.truthy(r, 'the simulator failed within 30 seeds');

@@ -136,6 +136,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
     ...prefixed('net.', net.stats),
     ...prefixed('fault.', workload.faults.counts),
     ...prefixed('load.', workload.stats),
+    ...prefixed('reader.', workload.readerStats),
     ...prefixed('ledger.', ledger.stats),
   };
   return {

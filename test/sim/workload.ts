@@ -2,20 +2,12 @@
  * The workload, one action per step, drawn from the seed: topic creation (and now and then more
  * partitions, a config change or a deletion), keyed producers with acks 0, 1 and all sending
  * through the SDK (`Tidemark.fromTransport` on simulated connections), readers following
- * partitions from the start, and the faults of faults.ts. Every acknowledgement goes to the record
- * ledger; every record a reader returns is checked as it arrives:
- * - below the high watermark of the fetch that carried it and below any HW a leader ever had;
- * - at the offset after the previous one (offsets are dense);
- * - each producer's records first seen in the order they were sent (a repeat of one already seen
- *   is a documented duplicate: producer state is not kept across leader restarts; records a power
- *   loss took back are forgotten, as their producer may write them again);
- * - the same record an acknowledgement or another reader saw at that offset (ledger).
+ * partitions from the start (readers.ts), and the faults of faults.ts. Every acknowledgement goes
+ * to the record ledger.
  */
 import { Tidemark } from '../../src/client/client.js';
 import { codecs } from '../../src/client/codecs.js';
 import type { Producer } from '../../src/client/producer.js';
-import type { Reader, ReaderRecord } from '../../src/client/reader.js';
-import { decodeBatch } from '../../src/protocol/batch.js';
 import { TidemarkError } from '../../src/protocol/errors.js';
 import type { LostAppend } from '../../src/storage/memory-storage.js';
 import type { SimTime } from './clock.js';
@@ -24,7 +16,8 @@ import type { SafetyChecker, Violations } from './checkers.js';
 import { FaultInjector, type FaultKind, type FaultProfile } from './faults.js';
 import type { SimNats } from './network.js';
 import type { Rng } from './random.js';
-import { valueOf, type RecordLedger } from './records.js';
+import { ReaderPool } from './readers.js';
+import type { RecordLedger } from './records.js';
 import type { Trace } from './trace.js';
 
 export const CLIENTS = 2;
@@ -38,8 +31,6 @@ export const RECORDS_PER_SEND_MAX = 20;
 /** Admin calls the workload has unsettled at once (each retries for up to 30 s). */
 export const ADMIN_CALLS_MAX = 3;
 const KEYS = 16;
-/** Records one reader returns before it stops (a bound, never reached in practice). */
-const READER_RECORDS_MAX = 1_000_000;
 
 type TopicPhase = 'creating' | 'live' | 'unknown' | 'deleted';
 
@@ -60,27 +51,17 @@ interface ProducerState {
   closed: boolean;
 }
 
-interface ReaderState {
-  id: string;
-  topic: TopicState;
-  partition: number;
-  reader: Reader<string>;
-  next: number | undefined;
-  /** Producer tag -> sequence numbers seen, and the highest. */
-  seen: Map<string, { max: number; all: Set<number> }>;
-  running: boolean;
-}
 
 type DataAction = 'produce' | 'read' | 'stop-read' | 'create' | 'grow' | 'alter' | 'delete' | 'idle';
 
 export class Workload {
   readonly faults: FaultInjector;
-  readonly stats = { sent: 0, acked: 0, failed: 0, read: 0, readersStarted: 0, readerErrors: 0, probes: 0 };
+  readonly stats = { sent: 0, acked: 0, failed: 0, probes: 0 };
   readonly failures = new Map<string, number>();
   private readonly clients: Tidemark[];
   private readonly topics: TopicState[] = [];
   private readonly producers: ProducerState[] = [];
-  private readonly readers: ReaderState[] = [];
+  private readonly readers: ReaderPool;
   private nextTopic = 1;
   private nextTag = 1;
   private adminCalls = 0;
@@ -107,6 +88,7 @@ export class Workload {
       }),
     );
     this.faults = new FaultInjector(cluster, net, time, rng.fork('faults'), trace, profile, endpoints);
+    this.readers = new ReaderPool(ledger, checker, violations, trace);
   }
 
   /** One action: mostly data, sometimes a fault. */
@@ -126,8 +108,8 @@ export class Workload {
     const admin = this.adminCalls < ADMIN_CALLS_MAX ? 1 : 0;
     return [
       ['produce', live.length > 0 ? 30 : 0],
-      ['read', live.length > 0 && this.readers.filter((r) => r.running).length < READERS_MAX ? 4 : 0],
-      ['stop-read', this.readers.some((r) => r.running) ? 1 : 0],
+      ['read', live.length > 0 && this.readers.running().length < READERS_MAX ? 4 : 0],
+      ['stop-read', this.readers.running().length > 0 ? 1 : 0],
       ['create', admin * (wantsTopic ? 10 : open < TOPICS_MAX ? 2 : 0)],
       ['grow', admin * (live.length > 0 ? 0.7 : 0)],
       ['alter', admin * (live.length > 0 ? 0.7 : 0)],
@@ -149,8 +131,8 @@ export class Workload {
       case 'read':
         return this.startReader();
       case 'stop-read': {
-        const r = this.rng.pick(this.readers.filter((x) => x.running));
-        if (r !== undefined) this.stopReader(r, 'stopped by the workload');
+        const r = this.rng.pick(this.readers.running());
+        if (r !== undefined) this.readers.stop(r, 'stopped by the workload');
         return;
       }
       case 'create':
@@ -273,84 +255,10 @@ export class Workload {
       p.closed = true;
       void p.producer.close();
     }
-    for (const r of this.readers.filter((x) => x.topic === topic && x.running)) this.stopReader(r, 'topic deleted');
+    for (const r of this.readers.running().filter((x) => x.topic === topic.name)) this.readers.stop(r, 'topic deleted');
     this.trace.event('admin', `delete ${topic.name}`);
     this.admin((a) => a.deleteTopic(topic.name))
       .catch((error: unknown) => this.trace.event('admin', `delete ${topic.name}: ${code(error)}`));
-  }
-
-  private startReader(): void {
-    const topic = this.rng.pick(this.topics.filter((t) => t.phase === 'live'));
-    if (topic === undefined) return;
-    const partition = this.rng.int(0, topic.partitions - 1);
-    const reader = this.rng.pick(this.clients)!.reader({ topic: topic.name, partition, codec: codecs.string(), from: 'earliest', maxWaitMs: this.rng.int(50, 500) });
-    const r: ReaderState = { id: `r${++this.stats.readersStarted}`, topic, partition, reader, next: undefined, seen: new Map(), running: true };
-    this.readers.push(r);
-    this.trace.event('reader', `${r.id} follows ${topic.name}/${partition} from the start`);
-    void this.follow(r);
-  }
-
-  private async follow(r: ReaderState): Promise<void> {
-    for (let i = 0; i < READER_RECORDS_MAX && r.running; i++) {
-      let result: IteratorResult<ReaderRecord<string>, undefined>;
-      try {
-        result = await r.reader.next();
-      } catch (error) {
-        this.stats.readerErrors++;
-        this.stopReader(r, `error ${code(error)}`);
-        return;
-      }
-      if (result.done === true || !r.running) return;
-      this.check(r, result.value);
-    }
-  }
-
-  private check(r: ReaderState, record: ReaderRecord<string>): void {
-    this.stats.read++;
-    const where = `${r.id} read ${record.value} at ${r.topic.name}/${r.partition}@${record.offset}`;
-    if (record.offset >= r.reader.highWatermark) this.violations.add(`${where}, at or above the HW ${r.reader.highWatermark} of its fetch`);
-    const pid = this.ledger.partitionId(r.topic.name, r.partition);
-    const maxHw = pid === undefined ? undefined : this.checker.maxHw.get(pid);
-    if (maxHw !== undefined && record.offset >= maxHw) this.violations.add(`${where}, above any HW its leader had (${maxHw})`);
-    if (r.next !== undefined && record.offset !== r.next) this.violations.add(`${where}; the previous record was at ${r.next - 1}`);
-    r.next = record.offset + 1;
-    const [tag, seqText] = (record.value ?? '').split('#');
-    const seq = Number(seqText);
-    if (tag !== undefined && Number.isInteger(seq)) {
-      const seen = r.seen.get(tag) ?? { max: -1, all: new Set<number>() };
-      if (seq < seen.max && !seen.all.has(seq)) this.violations.add(`${where}, after ${tag}#${seen.max} (out of order)`);
-      seen.all.add(seq);
-      seen.max = Math.max(seen.max, seq);
-      r.seen.set(tag, seen);
-    }
-    this.ledger.read(r.topic.name, r.partition, record.offset, record.value ?? '<null>');
-  }
-
-  /**
-   * A power loss took records back: readers forget having seen them, since the producers that sent
-   * them may now write them again, after records the readers saw later.
-   */
-  powerLost(lost: readonly LostAppend[]): void {
-    for (const l of lost) {
-      const readers = this.readers.filter((r) => r.running && this.ledger.partitionId(r.topic.name, r.partition) === l.partition);
-      if (readers.length === 0) continue;
-      const values = l.batches.flatMap((b) => decodeBatch(b).map(valueOf));
-      for (const r of readers) {
-        for (const value of values) {
-          const [tag, seqText] = value.split('#');
-          const seen = tag === undefined ? undefined : r.seen.get(tag);
-          if (seen === undefined || !seen.all.delete(Number(seqText))) continue;
-          seen.max = Math.max(-1, ...seen.all);
-        }
-      }
-    }
-  }
-
-  private stopReader(r: ReaderState, why: string): void {
-    if (!r.running) return;
-    r.running = false;
-    this.trace.event('reader', `${r.id} on ${r.topic.name}/${r.partition} ends: ${why}`);
-    void r.reader.close();
   }
 
   /** Sends not yet acknowledged nor failed, over the producers of topics not deleted. */
@@ -371,9 +279,26 @@ export class Workload {
     return Promise.all(open.map((p) => this.send(p, true).then((ok) => (ok ? undefined : p.tag)))).then((failed) => failed.filter((t): t is string => t !== undefined));
   }
 
+  get readerStats(): Readonly<Record<string, number>> {
+    return this.readers.stats;
+  }
+
+  /** A power loss took records back (see ReaderPool.powerLost). */
+  powerLost(lost: readonly LostAppend[]): void {
+    this.readers.powerLost(lost);
+  }
+
+  private startReader(): void {
+    const topic = this.rng.pick(this.topics.filter((t) => t.phase === 'live'));
+    if (topic === undefined) return;
+    const partition = this.rng.int(0, topic.partitions - 1);
+    const reader = this.rng.pick(this.clients)!.reader({ topic: topic.name, partition, codec: codecs.string(), from: 'earliest', maxWaitMs: this.rng.int(50, 500) });
+    this.readers.start(topic.name, partition, reader);
+  }
+
   /** Stops readers and producers without waiting for them. */
   stop(): void {
-    for (const r of this.readers) this.stopReader(r, 'end of run');
+    for (const r of this.readers.running()) this.readers.stop(r, 'end of run');
     for (const p of this.producers) p.closed = true;
   }
 }
