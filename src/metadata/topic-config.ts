@@ -4,6 +4,8 @@
  */
 import { TidemarkError } from '../protocol/errors.js';
 
+export type FlushMode = 'fsync' | 'replicated';
+
 export interface TopicConfig {
   /** Delete whole batches older than this, ms; -1 keeps forever. @default 604800000 (7 days) */
   retentionMs: number;
@@ -11,36 +13,63 @@ export interface TopicConfig {
   retentionBytes: number;
   /** Largest record batch accepted, bytes (Kafka's max.message.bytes). @default 1048588 */
   maxMessageBytes: number;
+  /** acks=all needs at least this many in-sync replicas (leader included). @default 1 */
+  minInsyncReplicas: number;
+  /** Elect an out-of-sync replica when no in-sync one is alive, accepting loss. @default false */
+  uncleanLeaderElection: boolean;
+  /**
+   * `fsync`: a replica counts toward the high watermark once the batch is fsynced (group commit);
+   * `replicated`: once it is appended (Kafka's default; a power loss of every replica at once can
+   * lose acknowledged records). @default 'fsync'
+   */
+  flushMode: FlushMode;
 }
 
-interface KeySpec {
-  field: keyof TopicConfig;
-  default: number;
-  min: number;
-  max: number;
-}
+type KeySpec =
+  | { field: 'retentionMs' | 'retentionBytes' | 'maxMessageBytes' | 'minInsyncReplicas'; kind: 'int'; default: number; min: number; max: number }
+  | { field: 'uncleanLeaderElection'; kind: 'bool'; default: boolean }
+  | { field: 'flushMode'; kind: 'enum'; default: FlushMode; values: readonly FlushMode[] };
 
 const KEYS: Record<string, KeySpec> = {
-  'retention.ms': { field: 'retentionMs', default: 604_800_000, min: -1, max: Number.MAX_SAFE_INTEGER },
-  'retention.bytes': { field: 'retentionBytes', default: -1, min: -1, max: Number.MAX_SAFE_INTEGER },
-  'max.message.bytes': { field: 'maxMessageBytes', default: 1_048_588, min: 64, max: 64 * 1024 * 1024 },
+  'retention.ms': { field: 'retentionMs', kind: 'int', default: 604_800_000, min: -1, max: Number.MAX_SAFE_INTEGER },
+  'retention.bytes': { field: 'retentionBytes', kind: 'int', default: -1, min: -1, max: Number.MAX_SAFE_INTEGER },
+  'max.message.bytes': { field: 'maxMessageBytes', kind: 'int', default: 1_048_588, min: 64, max: 64 * 1024 * 1024 },
+  'min.insync.replicas': { field: 'minInsyncReplicas', kind: 'int', default: 1, min: 1, max: 16 },
+  'unclean.leader.election.enable': { field: 'uncleanLeaderElection', kind: 'bool', default: false },
+  'flush.mode': { field: 'flushMode', kind: 'enum', default: 'fsync', values: ['fsync', 'replicated'] },
 };
 
 export const TOPIC_CONFIG_KEYS = Object.keys(KEYS);
 
+function parseValue(key: string, spec: KeySpec, text: string): number | boolean | string {
+  switch (spec.kind) {
+    case 'int': {
+      const value = /^-?[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+      if (!Number.isSafeInteger(value) || value < spec.min || value > spec.max || (value < 0 && value !== -1)) {
+        throw new TidemarkError('INVALID_CONFIG', `${key}=${text}: expected an integer in ${spec.min}..${spec.max}`);
+      }
+      return value;
+    }
+    case 'bool':
+      if (text !== 'true' && text !== 'false') throw new TidemarkError('INVALID_CONFIG', `${key}=${text}: expected true or false`);
+      return text === 'true';
+    case 'enum':
+      if (!(spec.values as readonly string[]).includes(text)) {
+        throw new TidemarkError('INVALID_CONFIG', `${key}=${text}: expected one of ${spec.values.join(', ')}`);
+      }
+      return text;
+  }
+}
+
 /** Parses a topic's string config; throws INVALID_CONFIG naming the key. */
 export function parseTopicConfig(raw: Readonly<Record<string, string>>): TopicConfig {
-  const config = Object.fromEntries(Object.values(KEYS).map((k) => [k.field, k.default])) as unknown as TopicConfig;
+  const config = Object.fromEntries(Object.values(KEYS).map((k) => [k.field, k.default])) as unknown as Record<string, unknown>;
   for (const [key, text] of Object.entries(raw)) {
     const spec = KEYS[key];
     if (spec === undefined) {
       throw new TidemarkError('INVALID_CONFIG', `unknown topic config "${key}" (known: ${TOPIC_CONFIG_KEYS.join(', ')})`);
     }
-    const value = /^-?[0-9]+$/.test(text) ? Number(text) : Number.NaN;
-    if (!Number.isSafeInteger(value) || value < spec.min || value > spec.max || (value < 0 && value !== -1)) {
-      throw new TidemarkError('INVALID_CONFIG', `${key}=${text}: expected an integer in ${spec.min}..${spec.max}`);
-    }
-    config[spec.field] = value;
+    config[spec.field] = parseValue(key, spec, text);
   }
-  return config;
+  return config as unknown as TopicConfig;
 }

@@ -4,7 +4,7 @@
  * every request, checked where the bytes enter.
  */
 import { array, bool, bytes, int, object, oneOf, optional, str, type Infer, type Schema } from './validate.js';
-import { FETCH_WAIT_MS_MAX, PAYLOAD_BYTES_MAX, REQUEST_TIMEOUT_MS_MAX } from './messages.js';
+import { FETCH_WAIT_MS_MAX, PAYLOAD_BYTES_MAX, REPLICATION_FACTOR_MAX, REQUEST_TIMEOUT_MS_MAX, TOPIC_PARTITIONS_MAX } from './messages.js';
 
 const timeoutMs = int(1, REQUEST_TIMEOUT_MS_MAX);
 const brokerId = int(0, 2 ** 31 - 1);
@@ -36,6 +36,35 @@ export const metadataFetchReply = object({
   entries: array(object({ offset, payload: bytes(PAYLOAD_BYTES_MAX) }), 10_000),
 });
 export type MetadataFetchReply = Infer<typeof metadataFetchReply>;
+
+/**
+ * The leader of a partition asks to change its ISR (Kafka's AlterPartition). `leaderEpoch` and
+ * `partitionEpoch` are what the leader last saw: if the partition changed since, the controller
+ * refuses (FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION) and the leader waits for new metadata.
+ */
+export const alterPartitionRequest = object({
+  timeoutMs,
+  brokerId,
+  brokerEpoch: epoch,
+  topicId: str(32),
+  partition: int(0, TOPIC_PARTITIONS_MAX - 1),
+  leaderEpoch: int(0, 2 ** 31 - 1),
+  partitionEpoch: int(0, 2 ** 31 - 1),
+  isr: array(brokerId, REPLICATION_FACTOR_MAX),
+});
+export type AlterPartitionRequest = Infer<typeof alterPartitionRequest>;
+export const alterPartitionReply = object({ leaderEpoch: int(0, 2 ** 31 - 1), partitionEpoch: int(0, 2 ** 31 - 1), isr: array(brokerId, REPLICATION_FACTOR_MAX), metadataOffset: offset });
+export type AlterPartitionReply = Infer<typeof alterPartitionReply>;
+
+/**
+ * Controlled shutdown: the broker asks the controller to move every leadership it holds to another
+ * in-sync replica and to take it out of the ISRs, and stops once it leads nothing (or its budget
+ * ends). `remainingLeaders` counts the partitions it still leads because no other replica can.
+ */
+export const controlledShutdownRequest = object({ timeoutMs, brokerId, brokerEpoch: epoch });
+export type ControlledShutdownRequest = Infer<typeof controlledShutdownRequest>;
+export const controlledShutdownReply = object({ remainingLeaders: int(0, Number.MAX_SAFE_INTEGER), metadataOffset: offset });
+export type ControlledShutdownReply = Infer<typeof controlledShutdownReply>;
 
 export const statusRequest = object({ timeoutMs });
 export type StatusRequest = Infer<typeof statusRequest>;

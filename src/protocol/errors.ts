@@ -17,6 +17,22 @@ export const ErrorCodes = {
   FENCED_LEADER_EPOCH: { retriable: true, message: 'leader epoch is stale' },
   /** The request carried a leader epoch newer than this replica knows. Retry after it catches up. */
   UNKNOWN_LEADER_EPOCH: { retriable: true, message: 'leader epoch is not yet known here' },
+  /**
+   * acks=all and the partition's in-sync replicas are fewer than the topic's
+   * `min.insync.replicas`: nothing was written. Retry once followers catch up.
+   */
+  NOT_ENOUGH_REPLICAS: { retriable: true, message: 'fewer in-sync replicas than min.insync.replicas' },
+  /**
+   * acks=all: the batch was written on the leader but the in-sync replicas fell below
+   * `min.insync.replicas` before it was committed. A retry is answered from the producer state.
+   */
+  NOT_ENOUGH_REPLICAS_AFTER_APPEND: { retriable: true, message: 'in-sync replicas fell below min.insync.replicas after the append' },
+  /** An ISR change named a partition epoch that is no longer current (Kafka's INVALID_UPDATE_VERSION). */
+  INVALID_UPDATE_VERSION: { retriable: false, message: 'partition epoch is stale' },
+  /** elect-leaders: the partition already has the leader asked for. */
+  ELECTION_NOT_NEEDED: { retriable: false, message: 'leader election not needed' },
+  /** elect-leaders: no replica may lead (the preferred one is not in sync or not alive; nobody alive). */
+  ELIGIBLE_LEADERS_NOT_AVAILABLE: { retriable: true, message: 'no eligible leader available' },
   /** The fetch offset is below the log start or above the log end. */
   OFFSET_OUT_OF_RANGE: { retriable: false, message: 'offset out of range' },
   /** A record batch is larger than the topic's `max.message.bytes`. */

@@ -90,6 +90,21 @@ export type AlterConfigRequest = Infer<typeof alterConfigRequest>;
 export const createPartitionsRequest = object({ timeoutMs, name: topicName, totalCount: int(1, TOPIC_PARTITIONS_MAX) });
 export type CreatePartitionsRequest = Infer<typeof createPartitionsRequest>;
 
+/**
+ * Leader election on demand (Kafka's ElectLeaders): `preferred` moves each partition's leadership to
+ * its first replica when that one is alive and in sync; `unclean` gives an offline partition a
+ * leader from any live replica, accepting the loss of what only the ISR had.
+ */
+export const electLeadersRequest = object({
+  timeoutMs,
+  type: oneOf('preferred', 'unclean'),
+  /** All topics when absent. */
+  topic: optional(topicName),
+  /** All partitions of `topic` when absent. */
+  partitions: optional(array(partitionIndex, TOPIC_PARTITIONS_MAX)),
+});
+export type ElectLeadersRequest = Infer<typeof electLeadersRequest>;
+
 // --- replies --------------------------------------------------------------------------------
 
 export interface ProduceReply {
@@ -111,6 +126,31 @@ export interface PartitionOffsets {
   logStartOffset: number;
   logEndOffset: number;
   highWatermark: number;
+  /** Answered by the leader: its leader epoch and what it knows of every replica (itself included). */
+  leaderEpoch?: number;
+  replicas?: ReplicaState[];
+}
+
+export interface ElectLeadersResult {
+  topic: string;
+  partition: number;
+  /** The leader after the election (or the unchanged one). */
+  leader: number;
+  error?: WireError;
+}
+
+export interface ElectLeadersReply {
+  results: ElectLeadersResult[];
+  metadataOffset: number;
+}
+
+/** What the leader knows of one replica of a partition it leads. */
+export interface ReplicaState {
+  brokerId: number;
+  /** The replica's log end offset as of its last fetch (-1: not heard from since this leadership began). */
+  logEndOffset: number;
+  /** ms since the replica was last caught up to the leader's log end (-1: never). */
+  lagMs: number;
 }
 
 export interface OffsetsReply {
@@ -192,6 +232,22 @@ export const metadataReply: Schema<MetadataReply> = object({
 });
 export const createTopicReply: Schema<CreateTopicReply> = object({ topic: topicMetadata, metadataOffset: int(-1, Number.MAX_SAFE_INTEGER) });
 export const deleteTopicReply: Schema<DeleteTopicReply> = object({ metadataOffset: int(-1, Number.MAX_SAFE_INTEGER) });
+const replicaState: Schema<ReplicaState> = object({
+  brokerId: int(0, 2 ** 31 - 1),
+  logEndOffset: int(-1, Number.MAX_SAFE_INTEGER),
+  lagMs: int(-1, Number.MAX_SAFE_INTEGER),
+});
+export const electLeadersReply: Schema<ElectLeadersReply> = object({
+  results: array(
+    (v, path) => {
+      const o = object({ topic: topicName, partition: partitionIndex, leader: int(-1, 2 ** 31 - 1), error: optional(wireErrorSchema) })(v, path);
+      const { error, ...rest } = o;
+      return error === undefined ? rest : { ...rest, error };
+    },
+    100_000,
+  ),
+  metadataOffset: int(-1, Number.MAX_SAFE_INTEGER),
+});
 export const offsetsReply: Schema<OffsetsReply> = object({
   partitions: array(
     (v, path) => {
@@ -202,9 +258,14 @@ export const offsetsReply: Schema<OffsetsReply> = object({
         logEndOffset: int(-1, Number.MAX_SAFE_INTEGER),
         highWatermark: int(-1, Number.MAX_SAFE_INTEGER),
         error: optional(wireErrorSchema),
+        leaderEpoch: optional(int(0, 2 ** 31 - 1)),
+        replicas: optional(array(replicaState, REPLICATION_FACTOR_MAX)),
       })(v, path);
-      const { error, ...rest } = o;
-      return error === undefined ? rest : { ...rest, error };
+      const { error, leaderEpoch, replicas, ...rest } = o;
+      const out: PartitionOffsets = error === undefined ? rest : { ...rest, error };
+      if (leaderEpoch !== undefined) out.leaderEpoch = leaderEpoch;
+      if (replicas !== undefined) out.replicas = replicas;
+      return out;
     },
     OFFSETS_PARTITIONS_MAX,
   ),

@@ -2,12 +2,14 @@
  * Every NATS subject Tidemark uses is built here and nowhere else.
  *
  *   tm.<cluster>.admin.<op>                         the active controller: topic changes
- *   tm.<cluster>.controller.<op>                    the active controller: broker register / heartbeat / metadata fetch
+ *   tm.<cluster>.controller.<op>                    the active controller: broker register / heartbeat / metadata
+ *                                                   fetch / alter-partition (ISR change) / shutdown (controlled)
  *   tm.<cluster>.raft.<voter>                       Raft messages to one controller voter (one-way publishes)
  *   tm.<cluster>.status                             every node (no queue group): its role, term, epoch
  *   tm.<cluster>.metadata                           any node (queue group): brokers, topics, leaders
  *   tm.<cluster>.b.<broker>.produce.<topic>.<p>     the broker leading partition p of topic
  *   tm.<cluster>.b.<broker>.fetch.<topic>.<p>       idem, for reads
+ *   tm.<cluster>.b.<broker>.replica-fetch.<topic>.<p>  followers of partition p fetching from its leader
  *   tm.<cluster>.b.<broker>.offsets                 log start / end / high watermark of partitions it leads
  *
  * The topic sits in the subject so NATS permissions can allow or deny per topic. Topic names may
@@ -16,10 +18,10 @@
  */
 import { tidemarkError } from './errors.js';
 
-export const ADMIN_OPS = ['create-topic', 'delete-topic', 'create-partitions', 'alter-config'] as const;
+export const ADMIN_OPS = ['create-topic', 'delete-topic', 'create-partitions', 'alter-config', 'elect-leaders'] as const;
 export type AdminOp = (typeof ADMIN_OPS)[number];
-export type PartitionOp = 'produce' | 'fetch';
-export type ControllerOp = 'register' | 'heartbeat' | 'metadata-fetch';
+export type PartitionOp = 'produce' | 'fetch' | 'replica-fetch';
+export type ControllerOp = 'register' | 'heartbeat' | 'metadata-fetch' | 'alter-partition' | 'shutdown';
 
 const CLUSTER_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const TOPIC_NAME = /^[A-Za-z0-9._-]{1,249}$/;
