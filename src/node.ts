@@ -54,6 +54,8 @@ export interface NodeOptions {
   raftLimits?: Partial<RaftLimits>;
   /** A broker silent this long is fenced by the controller, ms. @default 2000 */
   sessionTimeoutMs?: number;
+  /** Automatic preferred-leader election period and cooldown, ms; 0 disables. @default 10000 */
+  preferredElectionIntervalMs?: number;
 }
 
 export interface TidemarkNode {
@@ -177,6 +179,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
         adminQueueMax: 256,
         sessionTimeoutMs: options.sessionTimeoutMs ?? 2000,
         tickMs: 50,
+        preferredElectionIntervalMs: options.preferredElectionIntervalMs ?? 10_000,
       },
     });
   }

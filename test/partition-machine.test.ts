@@ -12,6 +12,7 @@ import { partitionMachine } from '../src/actors/partition/machine.js';
 import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionInput, type PartitionLimits, type WriterEvent } from '../src/actors/partition/types.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { decodeBatch, encodeBatch, readBatchHeader, splitBatches } from '../src/protocol/batch.js';
+import { Subjects } from '../src/protocol/subjects.js';
 import type { Transport } from '../src/runtime/ports.js';
 import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
 
@@ -64,6 +65,12 @@ function start(options: { config?: Record<string, string>; limits?: Partial<Part
       topicId: TOPIC_ID,
       partition: 0,
       leaderEpoch: 0,
+      brokerId: 1,
+      brokerEpoch: 1,
+      subjects: new Subjects('test'),
+      replicas: [1],
+      isr: [1],
+      partitionEpoch: 0,
       config: parseTopicConfig(options.config ?? {}),
       storage,
       transport,
@@ -101,7 +108,7 @@ const errorCode = (r: Reply | undefined) => (r?.body['error'] as { code?: string
 
 test('pipelined produces get consecutive offsets and replies in order', async (t) => {
   const { actor, transport } = start();
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   actor.send(produce('r1', batchOf(3)));
   actor.send(produce('r2', batchOf(2)));
   actor.send(produce('r3', batchOf(4), 0));
@@ -120,7 +127,7 @@ test('pipelined produces get consecutive offsets and replies in order', async (t
 
 test('a fetch at the high watermark is parked until data arrives', async (t) => {
   const { actor, transport } = start();
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   actor.send({ type: 'FETCH', replyTo: 'f1', offset: 0, maxBytes: 1 << 20, maxWaitMs: 5000 });
   t.is(actor.getSnapshot().context.waiters.length, 1);
   actor.send(produce('p1', batchOf(2)));
@@ -136,7 +143,7 @@ test('a fetch at the high watermark is parked until data arrives', async (t) => 
 test('a parked fetch is answered empty when maxWaitMs passes on the clock', async (t) => {
   const clock = new SimulatedClock();
   const { actor, transport } = start({ clock });
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   actor.send({ type: 'FETCH', replyTo: 'f1', offset: 0, maxBytes: 1024, maxWaitMs: 500 });
   clock.increment(499);
   t.is(transport.replies.length, 0);
@@ -148,7 +155,7 @@ test('a parked fetch is answered empty when maxWaitMs passes on the clock', asyn
 
 test('parked fetches are bounded: beyond fetchWaitersMax a fetch is answered at once', async (t) => {
   const { actor, transport } = start({ limits: { fetchWaitersMax: 2 } });
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   for (const id of ['a', 'b', 'c']) actor.send({ type: 'FETCH', replyTo: id, offset: 0, maxBytes: 1024, maxWaitMs: 10_000 });
   t.is(actor.getSnapshot().context.waiters.length, 2);
   t.deepEqual(
@@ -169,6 +176,12 @@ test('produce beyond the pending bound gets BUSY, and nothing of it is written',
       topicId: TOPIC_ID,
       partition: 0,
       leaderEpoch: 0,
+      brokerId: 1,
+      brokerEpoch: 1,
+      subjects: new Subjects('test'),
+      replicas: [1],
+      isr: [1],
+      partitionEpoch: 0,
       config: parseTopicConfig({}),
       storage: createMemoryNodeStorage(),
       transport,
@@ -177,7 +190,7 @@ test('produce beyond the pending bound gets BUSY, and nothing of it is written',
       limits: { ...DEFAULT_PARTITION_LIMITS, pendingAppendsMax: 2 },
     },
   }).start();
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   for (const id of ['a', 'b', 'c']) actor.send(produce(id, batchOf(1)));
   t.deepEqual(
     transport.replies.map((r) => [r.subject, (r.body['error'] as { code: string } | undefined)?.code]),
@@ -188,7 +201,7 @@ test('produce beyond the pending bound gets BUSY, and nothing of it is written',
 
 test('too large a batch is refused with RECORD_TOO_LARGE', async (t) => {
   const { actor, transport } = start({ config: { 'max.message.bytes': '100' } });
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   actor.send(produce('big', batchOf(10)));
   const reply = await transport.next('big');
   t.is((reply.body['error'] as { code: string }).code, 'RECORD_TOO_LARGE');
@@ -197,7 +210,7 @@ test('too large a batch is refused with RECORD_TOO_LARGE', async (t) => {
 
 test('STOP finishes pending writes, answers them, refuses new work and ends', async (t) => {
   const { actor, transport } = start();
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   actor.send({ type: 'FETCH', replyTo: 'parked', offset: 0, maxBytes: 1024, maxWaitMs: 10_000 });
   actor.send(produce('before', batchOf(2)));
   actor.send({ type: 'STOP' });
@@ -213,7 +226,7 @@ test('retention runs on the clock and moves the log start past expired batches',
   const clock = new SimulatedClock();
   clock.set(1_000_000);
   const { actor } = start({ clock, config: { 'retention.ms': '1000' }, limits: { retentionCheckIntervalMs: 60_000 } });
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   actor.send(produce('old', batchOf(3, 1_000_000)));
   actor.send(produce('new', batchOf(2, 1_000_000 + 59_500)));
   await waitFor(actor, (s) => s.context.highWatermark === 5);
@@ -225,7 +238,7 @@ test('retention runs on the clock and moves the log start past expired batches',
 
 test('idempotent producer: a retried batch is answered with its first offset and not written twice', async (t) => {
   const { actor, transport } = start();
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   const first = sequenced(3, 0);
   actor.send(produce('a', first));
   actor.send(produce('a-retry-while-pending', first));
@@ -241,7 +254,7 @@ test('idempotent producer: a retried batch is answered with its first offset and
 
 test('idempotent producer: a batch that overtakes a missing one is refused, then order is restored', async (t) => {
   const { actor, transport } = start();
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   actor.send(produce('b0', sequenced(2, 0)));
   // batch 2..3 is "lost"; 4..5 arrives first
   actor.send(produce('b2-early', sequenced(2, 4)));
@@ -261,7 +274,7 @@ test('idempotent producer: a batch that overtakes a missing one is refused, then
 
 test('idempotent producer: a batch refused as too large uses up its sequences', async (t) => {
   const { actor, transport } = start({ config: { 'max.message.bytes': '200' } });
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   actor.send(produce('ok', sequenced(1, 0)));
   actor.send(produce('big', sequenced(20, 1)));
   actor.send(produce('next', sequenced(1, 21)));
@@ -278,6 +291,12 @@ function startWith(machine: typeof partitionMachine, clock = new SimulatedClock(
       topicId: TOPIC_ID,
       partition: 0,
       leaderEpoch: 0,
+      brokerId: 1,
+      brokerEpoch: 1,
+      subjects: new Subjects('test'),
+      replicas: [1],
+      isr: [1],
+      partitionEpoch: 0,
       config: parseTopicConfig({}),
       storage: createMemoryNodeStorage(),
       transport,
@@ -310,7 +329,7 @@ test('a write that fails while draining still lets the partition close', async (
     },
   });
   const { actor, transport } = startWith(failing);
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   actor.send(produce('p', batchOf(1)));
   actor.send({ type: 'STOP' });
   await waitFor(actor, (s) => s.status === 'done', { timeout: 5000 });
@@ -320,7 +339,7 @@ test('a write that fails while draining still lets the partition close', async (
 test('answering a parked fetch cancels its expiry timer', async (t) => {
   const clock = new SimulatedClock();
   const { actor } = start({ clock });
-  await waitFor(actor, (s) => s.matches({ open: 'serving' }));
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   const timers = () => (clock as unknown as { timeouts: Map<unknown, unknown> }).timeouts.size;
   const idle = timers(); // the retention tick
   for (let i = 0; i < 50; i++) actor.send({ type: 'FETCH', replyTo: `f${i}`, offset: 0, maxBytes: 1024, maxWaitMs: 30_000 });

@@ -101,7 +101,7 @@ export function planDeleteTopic(image: MetadataImage, request: Pick<DeleteTopicR
   return [{ type: 'RemoveTopic', topicId: topic.topicId }];
 }
 
-function partitionChange(topicId: string, p: PartitionInfo, change: Partial<Pick<PartitionInfo, 'leader' | 'isr'>>): MetadataRecord {
+export function partitionChange(topicId: string, p: PartitionInfo, change: Partial<Pick<PartitionInfo, 'leader' | 'isr'>>): MetadataRecord {
   const leader = change.leader ?? p.leader;
   return {
     type: 'Partition',
@@ -115,6 +115,23 @@ function partitionChange(topicId: string, p: PartitionInfo, change: Partial<Pick
   };
 }
 
+/** Topics with unclean.leader.election.enable=true (a topic whose config no longer parses is clean). */
+export function uncleanEnabled(topic: TopicInfo): boolean {
+  try {
+    return parseTopicConfig(topic.config).uncleanLeaderElection;
+  } catch {
+    return false;
+  }
+}
+
+/** A broker that may lead or join an ISR: registered, unfenced, and (as the caller says) not shutting down. */
+export type Eligible = (brokerId: number) => boolean;
+
+export const unfencedIn =
+  (image: MetadataImage, excluded: ReadonlySet<number> = new Set()): Eligible =>
+  (id) =>
+    image.brokers.get(id)?.fenced === false && !excluded.has(id);
+
 /**
  * Fencing a broker (its session expired): it leaves every ISR, and each partition it led gets a
  * new leader from the rest of the ISR among live brokers. When none is left the partition goes
@@ -122,10 +139,15 @@ function partitionChange(topicId: string, p: PartitionInfo, change: Partial<Pick
  * every committed record, can lead again when it returns; unclean election (`unclean` true for a
  * topic) takes any live replica instead, accepting loss.
  */
-export function planFenceBroker(image: MetadataImage, brokerId: number, unclean: (topic: TopicInfo) => boolean = () => false): MetadataRecord[] {
+export function planFenceBroker(
+  image: MetadataImage,
+  brokerId: number,
+  unclean: (topic: TopicInfo) => boolean = uncleanEnabled,
+  eligible: Eligible = unfencedIn(image),
+): MetadataRecord[] {
   const broker = image.brokers.get(brokerId);
   if (broker === undefined || broker.fenced) return [];
-  const live = (id: number) => id !== brokerId && image.brokers.get(id)?.fenced === false;
+  const live = (id: number) => id !== brokerId && eligible(id);
   const records: MetadataRecord[] = [{ type: 'FenceBroker', brokerId, brokerEpoch: broker.epoch }];
   for (const topic of image.topicsById.values()) {
     for (const p of topic.partitions) {
@@ -143,14 +165,19 @@ export function planFenceBroker(image: MetadataImage, brokerId: number, unclean:
   return records;
 }
 
-/** Unfencing a broker: offline partitions it can lead cleanly (it is in their ISR) get it as leader. */
-export function planUnfenceBroker(image: MetadataImage, brokerId: number): MetadataRecord[] {
+/**
+ * Unfencing a broker: offline partitions it can lead cleanly (it is in their ISR) get it as
+ * leader; with unclean election enabled, so do offline partitions it is merely a replica of.
+ */
+export function planUnfenceBroker(image: MetadataImage, brokerId: number, unclean: (topic: TopicInfo) => boolean = uncleanEnabled): MetadataRecord[] {
   const broker = image.brokers.get(brokerId);
   if (broker === undefined || !broker.fenced) return [];
   const records: MetadataRecord[] = [{ type: 'UnfenceBroker', brokerId, brokerEpoch: broker.epoch }];
   for (const topic of image.topicsById.values()) {
     for (const p of topic.partitions) {
-      if (p.leader === -1 && p.isr.includes(brokerId)) records.push(partitionChange(topic.topicId, p, { leader: brokerId }));
+      if (p.leader !== -1 || !p.replicas.includes(brokerId)) continue;
+      if (p.isr.includes(brokerId)) records.push(partitionChange(topic.topicId, p, { leader: brokerId }));
+      else if (unclean(topic)) records.push(partitionChange(topic.topicId, p, { leader: brokerId, isr: [brokerId] }));
     }
   }
   return records;

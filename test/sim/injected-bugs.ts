@@ -24,7 +24,7 @@ const eagerPartition = partitionMachine.provide({
     accept: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'PRODUCE') return;
       const baseOffset = context.nextOffset;
-      enqueue.sendTo('writer', { type: 'APPEND', batch: event.batch, baseOffset, leaderEpoch: context.leaderEpoch });
+      enqueue.sendTo('writer', { type: 'APPEND', batch: event.batch, baseOffset, leaderEpoch: context.leaderEpoch, sync: false });
       // The bug: the acknowledgement leaves now, not once the append is done.
       if (event.acks !== 0 && event.replyTo !== undefined) {
         const body: ProduceReply = { baseOffset, logStartOffset: context.logStartOffset };
@@ -32,7 +32,7 @@ const eagerPartition = partitionMachine.provide({
       }
       enqueue.assign({
         nextOffset: baseOffset + event.recordCount,
-        pending: [...context.pending, { baseOffset, endOffset: baseOffset + event.recordCount, bytes: event.batch.length, replyTo: undefined }],
+        pending: [...context.pending, { baseOffset, endOffset: baseOffset + event.recordCount, bytes: event.batch.length, replyTo: undefined, acks: 0 }],
         pendingBytes: context.pendingBytes + event.batch.length,
         producers: event.producer === undefined ? context.producers : recordAppend(context.producers, event.producer, event.recordCount, baseOffset),
       });

@@ -1,9 +1,12 @@
 /**
  * The broker: registers with the active controller and heartbeats (controller-session), follows
- * committed metadata (metadata-fetcher into its view), and runs one partition actor per partition
- * it leads while unfenced; its request listener routes produce and fetch to them. A leadership
- * change stops the partition actor (a new leader epoch restarts it). On STOP it stops listening,
- * lets every partition finish its pending writes, and ends.
+ * committed metadata (metadata-fetcher into its view), and runs, while unfenced, one actor per
+ * partition it holds a replica of: the leader machine where metadata names it leader, a follower
+ * where another broker leads; its request listener routes produce, fetch and replica-fetch to the
+ * leaders. A new leader epoch (or role) stops the actor and starts a new one once the old one is
+ * done; an ISR change within an epoch is passed to the running leader. On STOP it first asks the
+ * controller to move its leaderships away (controlled shutdown), then stops listening, lets every
+ * partition finish its pending writes, and ends.
  */
 import { assign, enqueueActions, fromCallback, setup } from 'xstate';
 import type { FollowedView } from '../../metadata/followed-view.js';
@@ -13,8 +16,10 @@ import { parseTopicConfig } from '../../metadata/topic-config.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Transport } from '../../runtime/ports.js';
 import type { NodeStorage } from '../../storage/partition-store.js';
+import { followerMachine } from '../partition/follower.js';
 import { partitionMachine } from '../partition/machine.js';
 import type { PartitionLimits } from '../partition/types.js';
+import { controlledShutdown } from './controlled-shutdown.js';
 import { controllerSession, type SessionEvent } from './controller-session.js';
 import { metadataFetcher } from './metadata-fetcher.js';
 import { partitionActorId } from './metadata-view.js';
@@ -48,9 +53,13 @@ export interface BrokerInput {
 }
 
 interface RunningPartition {
+  /** The child actor's id: the leader's is also its system id (the request listener finds it by it). */
+  actorId: string;
+  role: 'leader' | 'follower';
   topicId: string;
   partition: number;
   leaderEpoch: number;
+  partitionEpoch: number;
   /** The config the actor was last given, to notice changes. */
   configKey: string;
   closing: boolean;
@@ -85,9 +94,9 @@ export const brokerMachine = setup({
     context: {} as BrokerContext,
     events: {} as BrokerEvent,
   },
-  actors: { partition: partitionMachine, requestListener, metadataFollower, metadataFetcher, controllerSession },
+  actors: { partition: partitionMachine, follower: followerMachine, requestListener, metadataFollower, metadataFetcher, controllerSession, controlledShutdown },
   actions: {
-    /** Start actors for partitions this broker leads (unfenced); stop the others; delete those whose topic is gone. */
+    /** Start actors for replicas this broker holds (unfenced); stop the others; delete those whose topic is gone. */
     reconcile: enqueueActions(({ context, enqueue }) => {
       const image = context.image;
       const partitions = { ...context.partitions };
@@ -95,55 +104,69 @@ export const brokerMachine = setup({
       for (const topic of context.fenced ? [] : image.topicsById.values()) {
         const configKey = JSON.stringify(topic.config);
         for (const p of topic.partitions) {
-          if (p.leader !== context.brokerId) continue;
-          const id = partitionActorId(topic.topicId, p.partition);
-          const running = partitions[id];
-          // A new leader epoch means a new leadership: the old actor closes first, then a new one starts.
-          if (running !== undefined && (running.closing || running.leaderEpoch !== p.leaderEpoch)) continue;
-          wanted.add(id);
+          if (!p.replicas.includes(context.brokerId) || p.leader < 0) continue;
+          const role = p.leader === context.brokerId ? 'leader' : 'follower';
+          const key = partitionActorId(topic.topicId, p.partition);
+          const running = partitions[key];
+          // A new leader epoch or role is a new actor: the old one closes first, then the new one starts.
+          if (running !== undefined && (running.closing || running.leaderEpoch !== p.leaderEpoch || running.role !== role)) continue;
+          wanted.add(key);
+          const config = parseTopicConfig(topic.config);
+          const logger = context.logger.child({ actor: role, topic: topic.name, partition: p.partition });
           if (running === undefined) {
-            enqueue.spawnChild('partition', {
-              id,
-              systemId: id,
-              input: {
-                topic: topic.name,
-                topicId: topic.topicId,
-                partition: p.partition,
-                leaderEpoch: p.leaderEpoch,
-                config: parseTopicConfig(topic.config),
-                storage: context.storage,
-                transport: context.transport,
-                clock: context.clock,
-                logger: context.logger.child({ actor: 'partition', topic: topic.name, partition: p.partition }),
-                limits: context.partitionLimits,
-              },
-            });
-            partitions[id] = { topicId: topic.topicId, partition: p.partition, leaderEpoch: p.leaderEpoch, configKey, closing: false };
-          } else if (running.configKey !== configKey) {
-            enqueue.sendTo(id, { type: 'CONFIG', config: parseTopicConfig(topic.config) });
-            partitions[id] = { ...running, configKey };
+            const common = {
+              topic: topic.name,
+              topicId: topic.topicId,
+              partition: p.partition,
+              leaderEpoch: p.leaderEpoch,
+              brokerId: context.brokerId,
+              config,
+              storage: context.storage,
+              transport: context.transport,
+              subjects: context.subjects,
+              logger,
+              limits: context.partitionLimits,
+            };
+            const actorId = role === 'leader' ? key : `follower:${topic.topicId}/${p.partition}`;
+            if (role === 'leader') {
+              enqueue.spawnChild('partition', {
+                id: actorId,
+                systemId: actorId,
+                input: { ...common, brokerEpoch: context.brokerEpoch, clock: context.clock, replicas: p.replicas, isr: p.isr, partitionEpoch: p.partitionEpoch },
+              });
+            } else {
+              enqueue.spawnChild('follower', { id: actorId, input: { ...common, leaderId: p.leader } });
+            }
+            partitions[key] = { actorId, role, topicId: topic.topicId, partition: p.partition, leaderEpoch: p.leaderEpoch, partitionEpoch: p.partitionEpoch, configKey, closing: false };
+            continue;
           }
+          if (running.configKey !== configKey) enqueue.sendTo(running.actorId, { type: 'CONFIG', config });
+          if (role === 'leader' && running.partitionEpoch !== p.partitionEpoch) {
+            enqueue.sendTo(running.actorId, { type: 'ASSIGNMENT', replicas: p.replicas, isr: p.isr, partitionEpoch: p.partitionEpoch });
+          }
+          partitions[key] = { ...running, configKey, partitionEpoch: p.partitionEpoch };
         }
       }
-      for (const [id, running] of Object.entries(partitions)) {
-        if (wanted.has(id) || running.closing) continue;
-        enqueue.sendTo(id, { type: image.topicsById.has(running.topicId) ? 'STOP' : 'DELETE' });
-        partitions[id] = { ...running, closing: true };
+      for (const [key, running] of Object.entries(partitions)) {
+        if (wanted.has(key) || running.closing) continue;
+        enqueue.sendTo(running.actorId, { type: image.topicsById.has(running.topicId) ? 'STOP' : 'DELETE' });
+        partitions[key] = { ...running, closing: true };
       }
       enqueue.assign({ partitions });
     }),
     /** Drops a finished partition actor: from the context and from the children (xstate keeps done children). */
     forget: enqueueActions(({ context, event, enqueue }) => {
       const id = event.type.startsWith('xstate.') ? event.type.replace(/^xstate\.(done|error)\.actor\./, '') : undefined;
-      if (id === undefined || context.partitions[id] === undefined) return;
+      const key = Object.keys(context.partitions).find((k) => context.partitions[k]!.actorId === id);
+      if (id === undefined || key === undefined) return;
       if ('error' in event) context.logger.error({ err: event.error, partition: id }, 'partition actor crashed');
-      const { [id]: _closed, ...rest } = context.partitions;
+      const { [key]: _closed, ...rest } = context.partitions;
       enqueue.stopChild(id);
       enqueue.assign({ partitions: rest });
     }),
     stopPartitions: enqueueActions(({ context, enqueue }) => {
-      for (const [id, running] of Object.entries(context.partitions)) {
-        if (!running.closing) enqueue.sendTo(id, { type: 'STOP' });
+      for (const running of Object.values(context.partitions)) {
+        if (!running.closing) enqueue.sendTo(running.actorId, { type: 'STOP' });
       }
       enqueue.assign({
         partitions: Object.fromEntries(Object.entries(context.partitions).map(([id, r]) => [id, { ...r, closing: true }])),
@@ -152,6 +175,8 @@ export const brokerMachine = setup({
   },
   guards: {
     allClosed: ({ context }) => Object.keys(context.partitions).length === 0,
+    /** Only a registered, unfenced broker can lead anything worth moving. */
+    mayHandOff: ({ context }) => !context.fenced && context.brokerEpoch >= 0,
   },
   delays: {
     shutdownTimeout: ({ context }) => context.timeouts.shutdownTimeoutMs,
@@ -213,7 +238,31 @@ export const brokerMachine = setup({
         SESSION: { actions: [assign({ brokerEpoch: ({ event }) => event.brokerEpoch, fenced: ({ event }) => event.fenced }), 'reconcile'] },
         'xstate.done.actor.*': { actions: ['forget', 'reconcile'] },
         'xstate.error.actor.*': { actions: ['forget', 'reconcile'] },
-        STOP: 'stopping',
+      },
+      initial: 'serving',
+      states: {
+        serving: {
+          on: { STOP: [{ guard: 'mayHandOff', target: 'handingOff' }, { target: '#broker.stopping' }] },
+        },
+        // Still serving and following metadata while the controller moves leaderships away.
+        handingOff: {
+          invoke: {
+            src: 'controlledShutdown',
+            input: ({ context }) => ({
+              brokerId: context.brokerId,
+              brokerEpoch: context.brokerEpoch,
+              subjects: context.subjects,
+              transport: context.transport,
+              view: context.metadata,
+              clock: context.clock,
+              logger: context.logger,
+              budgetMs: Math.floor(context.timeouts.shutdownTimeoutMs / 2),
+              retryMs: context.timeouts.heartbeatIntervalMs,
+            }),
+            onDone: '#broker.stopping',
+            onError: '#broker.stopping',
+          },
+        },
       },
     },
     stopping: {

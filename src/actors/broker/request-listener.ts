@@ -19,6 +19,7 @@ import {
   type OffsetsReply,
   type PartitionOffsets,
 } from '../../protocol/messages.js';
+import { replicaFetchRequest } from '../../protocol/replica-messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, InboundMessage, Logger, Subscription, Transport } from '../../runtime/ports.js';
 import { FETCH_REPLY_ENVELOPE_BYTES } from '../partition/log-reader.js';
@@ -107,6 +108,14 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
     leaderActor(msg.subject).send(event);
   };
 
+  const onReplicaFetch: Handler = (msg) => {
+    const request = decodeRequest(msg.data, replicaFetchRequest);
+    if (msg.reply === undefined) throw new TidemarkError('INVALID_REQUEST', 'replica fetch needs a reply subject');
+    const { timeoutMs, ...rest } = request;
+    const event: PartitionEvent = { type: 'REPLICA_FETCH', replyTo: msg.reply, ...rest, maxWaitMs: Math.min(request.maxWaitMs, timeoutMs) };
+    leaderActor(msg.subject).send(event);
+  };
+
   const onOffsets: Handler = (msg) => {
     const request = decodeRequest(msg.data, offsetsRequest);
     const image = metadata.image();
@@ -123,7 +132,21 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
         return { topic, partition, error, logStartOffset: -1, logEndOffset: -1, highWatermark: -1 };
       }
       const ctx = snapshot.context;
-      return { topic, partition, logStartOffset: ctx.logStartOffset, logEndOffset: ctx.logEndOffset, highWatermark: ctx.highWatermark };
+      const now = clock.now();
+      const replicas = ctx.replicas.map((id) => {
+        if (id === brokerId) return { brokerId: id, logEndOffset: ctx.logEndOffset, lagMs: 0 };
+        const f = ctx.followers[id];
+        return { brokerId: id, logEndOffset: f?.logEndOffset ?? -1, lagMs: f === undefined || f.lastCaughtUpMs < 0 ? -1 : Math.max(0, now - f.lastCaughtUpMs) };
+      });
+      return {
+        topic,
+        partition,
+        logStartOffset: ctx.logStartOffset,
+        logEndOffset: ctx.logEndOffset,
+        highWatermark: ctx.highWatermark,
+        leaderEpoch: ctx.leaderEpoch,
+        replicas,
+      };
     });
     const reply: OffsetsReply = { partitions };
     msg.respond(encodeMessage(reply));
@@ -162,6 +185,7 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
   const subs: Subscription[] = [
     transport.subscribe(subjects.partitionWildcard('produce', brokerId), guarded(onProduce)),
     transport.subscribe(subjects.partitionWildcard('fetch', brokerId), guarded(onFetch)),
+    transport.subscribe(subjects.partitionWildcard('replica-fetch', brokerId), guarded(onReplicaFetch)),
     transport.subscribe(subjects.offsets(brokerId), guarded(onOffsets)),
     // Every broker answers and the client takes the first reply: a paused or dead broker in a
     // queue group would swallow its share of metadata requests.

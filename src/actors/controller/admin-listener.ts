@@ -6,7 +6,7 @@
  */
 import { fromCallback } from 'xstate';
 import { TidemarkError } from '../../protocol/errors.js';
-import { alterConfigRequest, createPartitionsRequest, createTopicRequest, decodeRequest, deleteTopicRequest, encodeError } from '../../protocol/messages.js';
+import { alterConfigRequest, createPartitionsRequest, createTopicRequest, decodeRequest, deleteTopicRequest, electLeadersRequest, encodeError } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';
 import type { AdminJob, ControllerEvent, ControllerJob } from './types.js';
@@ -65,6 +65,14 @@ export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(
         handle(msg, (data) => {
           const r = decodeRequest(data, alterConfigRequest);
           return { op: 'alter-config', timeoutMs: r.timeoutMs, request: r };
+        }),
+    ),
+    transport.subscribe(
+      subjects.admin('elect-leaders'),
+      (msg) =>
+        handle(msg, (data) => {
+          const r = decodeRequest(data, electLeadersRequest);
+          return { op: 'elect-leaders', timeoutMs: r.timeoutMs, request: r };
         }),
     ),
   ];

@@ -1,6 +1,6 @@
-/** Receives broker registrations and heartbeats on the active controller's subjects and checks them. */
+/** Receives broker registrations, heartbeats, ISR changes and controlled shutdowns on the active controller's subjects and checks them. */
 import { fromCallback } from 'xstate';
-import { heartbeatRequest, registerBrokerRequest } from '../../protocol/controller-messages.js';
+import { alterPartitionRequest, controlledShutdownRequest, heartbeatRequest, registerBrokerRequest } from '../../protocol/controller-messages.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import { decodeRequest, encodeError } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
@@ -39,6 +39,20 @@ export const brokerListener = fromCallback<{ type: 'NONE' }, BrokerListenerInput
       guarded((msg, replyTo) => {
         const r = decodeRequest(msg.data, heartbeatRequest);
         return { type: 'HEARTBEAT', replyTo, brokerId: r.brokerId, brokerEpoch: r.brokerEpoch, metadataOffset: r.metadataOffset, nowMs: clock.now() };
+      }),
+    ),
+    transport.subscribe(
+      subjects.controller('alter-partition'),
+      guarded((msg, replyTo) => {
+        const request = decodeRequest(msg.data, alterPartitionRequest);
+        return { type: 'ADMIN', job: { op: 'alter-partition', request, replyTo, deadlineMs: clock.now() + request.timeoutMs } };
+      }),
+    ),
+    transport.subscribe(
+      subjects.controller('shutdown'),
+      guarded((msg, replyTo) => {
+        const request = decodeRequest(msg.data, controlledShutdownRequest);
+        return { type: 'ADMIN', job: { op: 'shutdown', request, replyTo, deadlineMs: clock.now() + request.timeoutMs } };
       }),
     ),
   ];

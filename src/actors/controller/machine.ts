@@ -8,11 +8,21 @@
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
 import { topicByName } from '../../metadata/image.js';
 import type { QuorumMetadataStore } from '../../metadata/metadata-store.js';
-import { planAlterConfig, planCreatePartitions, planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../../metadata/planner.js';
+import { planAlterPartition, planControlledShutdown, planElectLeaders, planPreferredElections } from '../../metadata/partition-planner.js';
+import {
+  planAlterConfig,
+  planCreatePartitions,
+  planCreateTopic,
+  planDeleteTopic,
+  planFenceBroker,
+  planUnfenceBroker,
+  uncleanEnabled,
+  unfencedIn,
+} from '../../metadata/planner.js';
 import type { MetadataRecord } from '../../metadata/records.js';
-import type { RegisterBrokerReply } from '../../protocol/controller-messages.js';
+import type { AlterPartitionReply, ControlledShutdownReply, RegisterBrokerReply } from '../../protocol/controller-messages.js';
 import { TidemarkError } from '../../protocol/errors.js';
-import type { CreateTopicReply, DeleteTopicReply } from '../../protocol/messages.js';
+import type { CreateTopicReply, DeleteTopicReply, ElectLeadersReply } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import { topicMetadata } from '../broker/metadata-view.js';
@@ -37,6 +47,11 @@ export interface ControllerInput {
   sessionTimeoutMs: number;
   /** Leadership poll and session check period, ms. @default 50 */
   tickMs: number;
+  /**
+   * How often leadership moves back to preferred replicas that are in sync (Kafka's
+   * auto.leader.rebalance), ms; also the cooldown after a broker returns. 0 disables. @default 10000
+   */
+  preferredElectionIntervalMs: number;
 }
 
 interface ControllerContext extends ControllerInput {
@@ -47,9 +62,13 @@ interface ControllerContext extends ControllerInput {
   caughtUpAt: Record<number, number>;
   /** When the last session check ran, to notice that this process itself was paused. */
   lastTickMs: number;
+  /** Brokers in controlled shutdown: they may not lead or join an ISR (in memory, as in KRaft). */
+  shuttingDown: number[];
+  /** When automatic preferred-leader election last ran. */
+  lastPreferredMs: number;
 }
 
-type JobResult = { body: object | undefined; brokerId?: number; caughtUpAt?: number };
+type JobResult = { body: object | undefined; brokerId?: number; caughtUpAt?: number; shuttingDown?: number };
 
 function randomTopicId(random: Random): string {
   let id = '';
@@ -58,10 +77,35 @@ function randomTopicId(random: Random): string {
 }
 
 /** Plans and commits one job; resolves with the reply body. Throws TidemarkError for refusals. */
-async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, random: Random): Promise<JobResult> {
+async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, random: Random, shuttingDown: readonly number[]): Promise<JobResult> {
   const image = metadata.image();
   const commit = async (records: MetadataRecord[]) => (records.length === 0 ? image : metadata.propose(records));
+  const eligible = unfencedIn(image, new Set(shuttingDown));
   switch (job.op) {
+    case 'alter-partition': {
+      const r = job.request;
+      const next = await commit(planAlterPartition(image, r, eligible));
+      const p = next.topicsById.get(r.topicId)!.partitions[r.partition]!;
+      const reply: AlterPartitionReply = { leaderEpoch: p.leaderEpoch, partitionEpoch: p.partitionEpoch, isr: [...p.isr], metadataOffset: next.offset };
+      return { body: reply };
+    }
+    case 'shutdown': {
+      const { brokerId, brokerEpoch } = job.request;
+      if (image.brokers.get(brokerId)?.epoch !== brokerEpoch) throw new TidemarkError('STALE_BROKER_EPOCH', `broker ${brokerId} epoch ${brokerEpoch} is not its registration`);
+      const plan = planControlledShutdown(image, brokerId, unfencedIn(image, new Set([...shuttingDown, brokerId])));
+      const next = await commit(plan.records);
+      const reply: ControlledShutdownReply = { remainingLeaders: plan.remaining, metadataOffset: next.offset };
+      return { body: reply, shuttingDown: brokerId };
+    }
+    case 'elect-leaders': {
+      const plan = planElectLeaders(image, job.request, eligible);
+      const next = await commit(plan.records);
+      const reply: ElectLeadersReply = { results: plan.results, metadataOffset: next.offset };
+      return { body: reply };
+    }
+    case 'elect-preferred':
+      await commit(planPreferredElections(image, eligible));
+      return { body: undefined };
     case 'create-topic': {
       const start = Math.floor(random.next() * Math.max(1, image.brokers.size));
       const next = await commit(planCreateTopic(image, job.request, randomTopicId(random), start));
@@ -91,15 +135,15 @@ async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, rando
       if (known !== undefined && known.incarnation === incarnation) return { body: { brokerEpoch: known.epoch } satisfies RegisterBrokerReply };
       // A new process with this id replaces the old registration: fence that one first.
       const records = [
-        ...planFenceBroker(image, brokerId),
+        ...planFenceBroker(image, brokerId, uncleanEnabled, eligible),
         { type: 'RegisterBroker' as const, brokerId, brokerEpoch: (known?.epoch ?? 0) + 1, rack, fenced: true, incarnation },
       ];
       const next = await commit(records);
       return { body: { brokerEpoch: next.brokers.get(brokerId)!.epoch } satisfies RegisterBrokerReply, brokerId, caughtUpAt: next.offset };
     }
     case 'fence':
-      await commit(planFenceBroker(image, job.brokerId));
-      return { body: undefined };
+      await commit(planFenceBroker(image, job.brokerId, uncleanEnabled, eligible));
+      return { body: undefined, brokerId: job.brokerId };
     case 'unfence':
       await commit(planUnfenceBroker(image, job.brokerId));
       return { body: undefined };
@@ -121,9 +165,9 @@ export const controllerMachine = setup({
     brokerListener,
     metadataServer,
     outbox,
-    apply: fromPromise<JobResult, { job: ControllerJob; metadata: QuorumMetadataStore; random: Random; nowMs: number }>(({ input }) => {
+    apply: fromPromise<JobResult, { job: ControllerJob; metadata: QuorumMetadataStore; random: Random; nowMs: number; shuttingDown: readonly number[] }>(({ input }) => {
       if (input.nowMs > input.job.deadlineMs) return Promise.reject(new TidemarkError('TIMEOUT', 'request expired in the controller queue'));
-      return applyJob(input.job, input.metadata, input.random);
+      return applyJob(input.job, input.metadata, input.random, input.shuttingDown);
     }),
   },
   actions: {
@@ -169,6 +213,14 @@ export const controllerMachine = setup({
         context.logger.warn({ brokerId: broker.id, silentMs: event.nowMs - seen }, 'broker session expired; fencing it');
         expired.push({ op: 'fence', brokerId: broker.id, replyTo: undefined, deadlineMs: event.nowMs + context.sessionTimeoutMs });
       }
+      const preferredDue =
+        context.preferredElectionIntervalMs > 0 &&
+        event.nowMs - context.lastPreferredMs >= context.preferredElectionIntervalMs &&
+        !context.queue.some((j) => j.op === 'elect-preferred');
+      if (preferredDue) {
+        expired.push({ op: 'elect-preferred', replyTo: undefined, deadlineMs: event.nowMs + context.sessionTimeoutMs });
+        enqueue.assign({ lastPreferredMs: event.nowMs });
+      }
       if (expired.length > 0) enqueue.assign({ queue: [...context.queue, ...expired] });
     }),
     /** A new active controller gives every broker a full session before fencing it (KRaft does too). */
@@ -179,6 +231,8 @@ export const controllerMachine = setup({
         lastSeenMs: Object.fromEntries([...context.metadata.image().brokers.keys()].map((id) => [id, nowMs])),
         caughtUpAt: {},
         lastTickMs: nowMs,
+        shuttingDown: [],
+        lastPreferredMs: nowMs,
       };
     }),
     finishJob: enqueueActions(({ context, event, enqueue }) => {
@@ -189,6 +243,9 @@ export const controllerMachine = setup({
         if (result.brokerId !== undefined && result.caughtUpAt !== undefined) {
           enqueue.assign({ caughtUpAt: { ...context.caughtUpAt, [result.brokerId]: result.caughtUpAt } });
         }
+        // A broker registering again or fenced is no longer shutting down; one that asked now is.
+        const stillShutting = context.shuttingDown.filter((id) => id !== result.brokerId);
+        enqueue.assign({ shuttingDown: result.shuttingDown === undefined ? stillShutting : [...new Set([...stillShutting, result.shuttingDown])] });
       } else if ('error' in event) {
         const err = event.error instanceof TidemarkError ? event.error : new TidemarkError('INTERNAL', 'metadata commit failed', { cause: event.error });
         if (err.code === 'INTERNAL') context.logger.error({ err: event.error, op: job.op }, 'controller job failed');
@@ -210,7 +267,7 @@ export const controllerMachine = setup({
   },
 }).createMachine({
   id: 'controller',
-  context: ({ input }) => ({ ...input, queue: [], lastSeenMs: {}, caughtUpAt: {}, lastTickMs: 0 }),
+  context: ({ input }) => ({ ...input, queue: [], lastSeenMs: {}, caughtUpAt: {}, lastTickMs: 0, shuttingDown: [], lastPreferredMs: 0 }),
   initial: 'running',
   states: {
     running: {
@@ -245,7 +302,13 @@ export const controllerMachine = setup({
             applying: {
               invoke: {
                 src: 'apply',
-                input: ({ context }) => ({ job: context.queue[0]!, metadata: context.metadata, random: context.random, nowMs: context.clock.now() }),
+                input: ({ context }) => ({
+                  job: context.queue[0]!,
+                  metadata: context.metadata,
+                  random: context.random,
+                  nowMs: context.clock.now(),
+                  shuttingDown: context.shuttingDown,
+                }),
                 onDone: { target: 'idle', actions: 'finishJob' },
                 onError: { target: 'idle', actions: 'finishJob' },
               },

@@ -1,5 +1,5 @@
-import type { RegisterBrokerRequest } from '../../protocol/controller-messages.js';
-import type { AlterConfigRequest, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest } from '../../protocol/messages.js';
+import type { AlterPartitionRequest, ControlledShutdownRequest, RegisterBrokerRequest } from '../../protocol/controller-messages.js';
+import type { AlterConfigRequest, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, ElectLeadersRequest } from '../../protocol/messages.js';
 
 interface JobBase {
   /** Absent for jobs the controller gives itself (fencing, unfencing). */
@@ -14,12 +14,17 @@ export type ControllerJob =
   | (JobBase & { op: 'delete-topic'; request: DeleteTopicRequest })
   | (JobBase & { op: 'create-partitions'; request: CreatePartitionsRequest })
   | (JobBase & { op: 'alter-config'; request: AlterConfigRequest })
+  | (JobBase & { op: 'elect-leaders'; request: ElectLeadersRequest })
   | (JobBase & { op: 'register'; request: RegisterBrokerRequest })
+  | (JobBase & { op: 'alter-partition'; request: AlterPartitionRequest })
+  | (JobBase & { op: 'shutdown'; request: ControlledShutdownRequest })
+  /** Periodic: move leadership back to preferred replicas that are in sync. */
+  | (JobBase & { op: 'elect-preferred' })
   | (JobBase & { op: 'fence'; brokerId: number })
   | (JobBase & { op: 'unfence'; brokerId: number });
 
 /** Kept for the admin listener: the jobs clients send. */
-export type AdminJob = Extract<ControllerJob, { op: 'create-topic' | 'delete-topic' | 'create-partitions' | 'alter-config' }>;
+export type AdminJob = Extract<ControllerJob, { op: 'create-topic' | 'delete-topic' | 'create-partitions' | 'alter-config' | 'elect-leaders' }>;
 
 export type ControllerEvent =
   | { type: 'ADMIN'; job: ControllerJob }

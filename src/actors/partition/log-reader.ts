@@ -40,9 +40,11 @@ export const logReader = fromCallback<ReaderEvent, ReaderInput>(({ input, receiv
     const maxBytes = Math.min(read.maxBytes, transport.maxPayloadBytes - FETCH_REPLY_ENVELOPE_BYTES);
     try {
       const batches = await store.read(read.offset, maxBytes, read.endOffset);
-      const reply: FetchReply = {
+      // Followers use logEndOffset (ReplicaFetchReply); consumers ignore it.
+      const reply: FetchReply & { logEndOffset: number } = {
         highWatermark: read.highWatermark,
         logStartOffset: read.logStartOffset,
+        logEndOffset: read.logEndOffset,
         records: batches.length === 1 ? batches[0]! : Buffer.concat(batches),
       };
       publish(read.replyTo, encodeMessage(reply));

@@ -1,7 +1,8 @@
 /**
  * The partition's only writer. Appends arrive already offset-assigned by the machine; whatever
  * queued while a write was running goes down together in the next RocksDB write (group commit),
- * in order. Reports the new log end offset back to the machine.
+ * in order, fsynced when any of them asks for it (flush.mode=fsync), so one fsync covers the group.
+ * Reports the new log end offset back to the machine.
  */
 import { fromCallback } from 'xstate';
 import { readBatchHeader, stampBatch } from '../../protocol/batch.js';
@@ -33,7 +34,7 @@ export const logWriter = fromCallback<WriterEvent, WriterInput>(({ input, receiv
         if (appends.length > 0) {
           const group = appends.splice(0, input.groupCommitBatchesMax);
           for (const a of group) stampBatch(a.batch, a.baseOffset, a.leaderEpoch);
-          await store.append(group.map((a) => a.batch));
+          await store.append(group.map((a) => a.batch), { sync: group.some((a) => a.sync) });
           const last = group[group.length - 1]!;
           report({ type: 'APPENDED', logEndOffset: last.baseOffset + readBatchHeader(last.batch).recordCount });
         } else if (retain !== undefined) {

@@ -1,17 +1,22 @@
 /**
- * One partition replica. Today every partition has one replica, its leader: it assigns offsets,
- * hands batches to the log writer, and answers produce once the batch is below the high watermark,
- * and fetch with records below it. Replication (followers, ISR) slots in by changing how the high
- * watermark is computed (`highWatermarkOf`) and adding the follower states.
+ * A partition's leader replica: it assigns offsets, hands batches to the log writer, serves its
+ * followers' fetches (replica-fetch) and tracks how far each has come, keeps the high watermark
+ * (min log end over the ISR, replication.ts) and the ISR itself (shrinks a follower lagging more
+ * than replica.lag.time.max.ms, adds one that caught up, through the controller's AlterPartition),
+ * answers produce with acks=1 once the leader has the batch and acks=all once the high watermark
+ * passes it, and serves consumers' fetches below the high watermark. One actor lives for one
+ * leader epoch: a new epoch is a new actor. Followers are replica/follower.ts.
  */
-import { and, assign, enqueueActions, fromPromise, raise, sendParent, sendTo, setup } from 'xstate';
+import { and, assign, enqueueActions, fromPromise, sendTo, setup } from 'xstate';
+import { alterPartitionReply, type AlterPartitionReply, type AlterPartitionRequest } from '../../protocol/controller-messages.js';
 import { TidemarkError, type ErrorCode } from '../../protocol/errors.js';
-import type { ProduceReply } from '../../protocol/messages.js';
+import { decodeReply, encodeMessage, type ProduceReply } from '../../protocol/messages.js';
 import type { PartitionStore } from '../../storage/partition-store.js';
 import { outbox } from '../outbox.js';
 import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
 import { checkSequence, recordAppend, recordRefusal, type ProducerStates, type SequenceCheck } from './producer-state.js';
+import { divergence, highWatermarkOf, joinsIsr, leaderEndOffsetForEpoch, maximalIsr, recordFetch, shrunkIsr, type ReplicaProgress } from './replication.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
 
 interface PendingProduce {
@@ -19,6 +24,8 @@ interface PendingProduce {
   endOffset: number;
   bytes: number;
   replyTo: string | undefined;
+  /** 1: answer once the leader has it; -1 (all): once the high watermark passes it. */
+  acks: 0 | 1 | -1;
 }
 
 interface FetchWaiter {
@@ -26,6 +33,8 @@ interface FetchWaiter {
   replyTo: string;
   offset: number;
   maxBytes: number;
+  /** A follower's fetch waits for the log end; a consumer's for the high watermark. */
+  replica: boolean;
 }
 
 export interface PartitionContext extends PartitionInput {
@@ -43,11 +52,43 @@ export interface PartitionContext extends PartitionInput {
   nextWaiterId: number;
   /** What to do once pending writes are done. */
   closing: 'stop' | 'delete' | undefined;
+  /** The log end when this leadership began: where the current leader epoch starts. */
+  epochStartOffset: number;
+  followers: Record<number, ReplicaProgress>;
+  /** The ISR of an AlterPartition sent and not yet seen committed or refused in metadata. */
+  pendingIsr: readonly number[] | undefined;
+  /** The partition epoch that request was based on. */
+  pendingIsrBase: number;
+  /** An ISR change to request next (computed on fetches and checks). */
+  wantedIsr: readonly number[] | undefined;
 }
 
-/** Single replica: everything on disk is committed. Replication replaces this with min LEO over the ISR. */
-function highWatermarkOf(context: PartitionContext): number {
-  return context.logEndOffset;
+function hwOf(context: PartitionContext): number {
+  return Math.max(context.highWatermark, highWatermarkOf(context));
+}
+
+/** Where the leader's epoch `requested` ends in its log (Kafka's OffsetsForLeaderEpoch). */
+function endOffsetFor(context: PartitionContext, requested: number) {
+  return leaderEndOffsetForEpoch(context.store!.epochs(), context.leaderEpoch, context.epochStartOffset, context.logEndOffset, requested);
+}
+
+/** Checks of a follower fetch that end it with an error; undefined when it may proceed. */
+function replicaFetchRefusal(context: PartitionContext, event: PartitionEvent): { code: ErrorCode; message: string } | undefined {
+  if (event.type !== 'REPLICA_FETCH') return undefined;
+  if (!context.replicas.includes(event.replicaId) || event.replicaId === context.brokerId) {
+    return { code: 'INVALID_REQUEST', message: `broker ${event.replicaId} is not a follower of this partition` };
+  }
+  if (event.leaderEpoch < context.leaderEpoch) return { code: 'FENCED_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} < ${context.leaderEpoch}` };
+  if (event.leaderEpoch > context.leaderEpoch) return { code: 'UNKNOWN_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} > ${context.leaderEpoch}` };
+  if (event.fetchOffset < context.logStartOffset) {
+    return { code: 'OFFSET_OUT_OF_RANGE', message: `offset ${event.fetchOffset} is below the log start ${context.logStartOffset}` };
+  }
+  return undefined;
+}
+
+function replicaDivergence(context: PartitionContext, event: PartitionEvent) {
+  if (event.type !== 'REPLICA_FETCH') return undefined;
+  return divergence((e) => endOffsetFor(context, e), event.fetchOffset, event.lastFetchedEpoch, context.logEndOffset);
 }
 
 function sequenceCheck(context: PartitionContext, event: PartitionEvent): SequenceCheck {
@@ -80,6 +121,22 @@ export const partitionMachine = setup({
     logWriter,
     logReader,
     outbox,
+    /** AlterPartition to the active controller (the only I/O of ISR management). */
+    alterPartition: fromPromise<AlterPartitionReply, { context: PartitionContext }>(async ({ input }) => {
+      const c = input.context;
+      const request: AlterPartitionRequest = {
+        timeoutMs: c.limits.alterPartitionTimeoutMs,
+        brokerId: c.brokerId,
+        brokerEpoch: Math.max(0, c.brokerEpoch),
+        topicId: c.topicId,
+        partition: c.partition,
+        leaderEpoch: c.leaderEpoch,
+        partitionEpoch: c.pendingIsrBase,
+        isr: [...c.pendingIsr!],
+      };
+      const reply = await c.transport.request(c.subjects.controller('alter-partition'), encodeMessage(request), c.limits.alterPartitionTimeoutMs);
+      return decodeReply(reply, alterPartitionReply);
+    }),
   },
   guards: {
     tooLarge: ({ context, event }) => event.type === 'PRODUCE' && event.batch.length > context.config.maxMessageBytes,
@@ -94,6 +151,15 @@ export const partitionMachine = setup({
     hasData: ({ context, event }) => event.type === 'FETCH' && event.offset < context.highWatermark,
     mustAnswerNow: ({ context, event }) =>
       event.type === 'FETCH' && (event.maxWaitMs === 0 || context.waiters.length >= context.limits.fetchWaitersMax),
+    notEnoughReplicas: ({ context, event }) =>
+      event.type === 'PRODUCE' && event.acks === -1 && context.isr.length < context.config.minInsyncReplicas,
+    replicaFetchRefused: ({ context, event }) => replicaFetchRefusal(context, event) !== undefined,
+    diverging: ({ context, event }) => replicaDivergence(context, event) !== undefined,
+    hasReplicaData: ({ context, event }) => event.type === 'REPLICA_FETCH' && event.fetchOffset < context.logEndOffset,
+    replicaMustAnswerNow: ({ context, event }) =>
+      event.type === 'REPLICA_FETCH' && (event.maxWaitMs === 0 || context.waiters.length >= context.limits.fetchWaitersMax),
+    wantsIsrChange: ({ context }) => context.wantedIsr !== undefined && context.pendingIsr === undefined,
+    isrChangeUnsettled: ({ context }) => context.pendingIsr !== undefined,
     drained: ({ context }) => context.pending.length === 0,
     deleting: ({ context }) => context.closing === 'delete',
   },
@@ -107,10 +173,11 @@ export const partitionMachine = setup({
       if (event.type !== 'PRODUCE') return;
       const baseOffset = context.nextOffset;
       const endOffset = baseOffset + event.recordCount;
-      enqueue.sendTo('writer', { type: 'APPEND', batch: event.batch, baseOffset, leaderEpoch: context.leaderEpoch });
+      const sync = context.config.flushMode === 'fsync';
+      enqueue.sendTo('writer', { type: 'APPEND', batch: event.batch, baseOffset, leaderEpoch: context.leaderEpoch, sync });
       enqueue.assign({
         nextOffset: endOffset,
-        pending: [...context.pending, { baseOffset, endOffset, bytes: event.batch.length, replyTo: event.acks === 0 ? undefined : event.replyTo }],
+        pending: [...context.pending, { baseOffset, endOffset, bytes: event.batch.length, replyTo: event.acks === 0 ? undefined : event.replyTo, acks: event.acks }],
         pendingBytes: context.pendingBytes + event.batch.length,
         producers: event.producer === undefined ? context.producers : recordAppend(context.producers, event.producer, event.recordCount, baseOffset),
       });
@@ -124,7 +191,7 @@ export const partitionMachine = setup({
         const body: ProduceReply = { baseOffset: check.baseOffset, logStartOffset: context.logStartOffset };
         enqueue.sendTo('outbox', { type: 'REPLY', replyTo: event.replyTo, body });
       } else {
-        enqueue.assign({ pending: [...context.pending, { baseOffset: check.baseOffset, endOffset, bytes: 0, replyTo: event.replyTo }] });
+        enqueue.assign({ pending: [...context.pending, { baseOffset: check.baseOffset, endOffset, bytes: 0, replyTo: event.replyTo, acks: -1 }] });
       }
     }),
     refuseSequence: enqueueActions(({ context, event, enqueue }) => {
@@ -137,38 +204,134 @@ export const partitionMachine = setup({
       producers: ({ context, event }) =>
         event.type === 'PRODUCE' && event.producer !== undefined ? recordRefusal(context.producers, event.producer, event.recordCount) : context.producers,
     }),
-    /** After an append: move LEO and HW, answer produce and parked fetches now below the HW. */
-    advance: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'APPENDED') return;
-      const next = { ...context, logEndOffset: event.logEndOffset };
-      const hw = Math.max(context.highWatermark, highWatermarkOf(next));
-      const done = context.pending.filter((p) => p.endOffset <= hw);
-      const still = context.pending.filter((p) => p.endOffset > hw);
-      for (const p of done) {
-        if (p.replyTo === undefined) continue;
+    /** After an append: the leader's log end moved. */
+    appended: assign({ logEndOffset: ({ event, context }) => (event.type === 'APPENDED' ? event.logEndOffset : context.logEndOffset) }),
+    /**
+     * After anything that may move the high watermark (an append, a follower's fetch, an ISR
+     * change): answer produce (acks=1 at the leader's log end, acks=all at the HW), consumers'
+     * fetches now below the HW and followers' fetches now below the log end.
+     */
+    settle: enqueueActions(({ context, enqueue }) => {
+      const hw = hwOf(context);
+      const leo = context.logEndOffset;
+      const isDone = (p: PendingProduce) => p.endOffset <= (p.acks === -1 ? hw : leo);
+      const tooFewInSync = context.isr.length < context.config.minInsyncReplicas;
+      for (const p of context.pending) {
+        if (!isDone(p) || p.replyTo === undefined) continue;
+        if (p.acks === -1 && tooFewInSync) {
+          const message = `ISR ${context.isr.join(',')} is below min.insync.replicas=${context.config.minInsyncReplicas}`;
+          enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: p.replyTo, error: wireError('NOT_ENOUGH_REPLICAS_AFTER_APPEND', message) });
+          continue;
+        }
         const body: ProduceReply = { baseOffset: p.baseOffset, logStartOffset: context.logStartOffset };
         enqueue.sendTo('outbox', { type: 'REPLY', replyTo: p.replyTo, body });
       }
-      const ready = context.waiters.filter((w) => w.offset < hw);
-      for (const w of ready) {
+      const ready = (w: FetchWaiter) => w.offset < (w.replica ? leo : hw);
+      for (const w of context.waiters.filter(ready)) {
         enqueue.cancel(waiterTimerId(w.id));
         enqueue.sendTo('reader', {
           type: 'READ',
           replyTo: w.replyTo,
           offset: w.offset,
           maxBytes: w.maxBytes,
-          endOffset: hw,
+          endOffset: w.replica ? leo : hw,
           highWatermark: hw,
           logStartOffset: context.logStartOffset,
+          logEndOffset: leo,
         });
       }
+      const still = context.pending.filter((p) => !isDone(p));
       enqueue.assign({
-        logEndOffset: event.logEndOffset,
         highWatermark: hw,
         pending: still,
         pendingBytes: still.reduce((n, p) => n + p.bytes, 0),
-        waiters: context.waiters.filter((w) => w.offset >= hw),
+        waiters: context.waiters.filter((w) => !ready(w)),
       });
+    }),
+    /** A follower fetched from its log end: note its progress and whether it may join the ISR. */
+    noteFollower: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'REPLICA_FETCH') return;
+      const followers = {
+        ...context.followers,
+        [event.replicaId]: recordFetch(context.followers[event.replicaId], event.fetchOffset, context.logEndOffset, context.clock.now()),
+      };
+      const next = { ...context, followers };
+      enqueue.assign({ followers });
+      if (context.wantedIsr === undefined && joinsIsr(next, event.replicaId, hwOf(next), context.epochStartOffset)) {
+        enqueue.assign({ wantedIsr: [...context.isr, event.replicaId] });
+      }
+    }),
+    refuseReplicaFetch: enqueueActions(({ context, event, enqueue }) => {
+      const refusal = replicaFetchRefusal(context, event);
+      if (event.type !== 'REPLICA_FETCH' || refusal === undefined) return;
+      enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: event.replyTo, error: wireError(refusal.code, refusal.message) });
+    }),
+    answerDivergence: enqueueActions(({ context, event, enqueue }) => {
+      const diverging = replicaDivergence(context, event);
+      if (event.type !== 'REPLICA_FETCH' || diverging === undefined) return;
+      enqueue.sendTo('outbox', {
+        type: 'REPLY',
+        replyTo: event.replyTo,
+        body: {
+          highWatermark: context.highWatermark,
+          logStartOffset: context.logStartOffset,
+          logEndOffset: context.logEndOffset,
+          records: new Uint8Array(0),
+          divergingEpoch: diverging,
+        },
+      });
+    }),
+    readForReplica: sendTo('reader', ({ context, event }) => {
+      if (event.type !== 'REPLICA_FETCH') throw new Error('replica read on another event');
+      return {
+        type: 'READ' as const,
+        replyTo: event.replyTo,
+        offset: event.fetchOffset,
+        maxBytes: event.maxBytes,
+        endOffset: context.logEndOffset,
+        highWatermark: context.highWatermark,
+        logStartOffset: context.logStartOffset,
+        logEndOffset: context.logEndOffset,
+      };
+    }),
+    /** Metadata changed the partition (ISR, replicas) within this leader epoch. */
+    assignment: assign(({ context, event }) => {
+      if (event.type !== 'ASSIGNMENT' || event.partitionEpoch <= context.partitionEpoch) return {};
+      // A newer partition epoch settles the change in flight, whichever way it went.
+      const settled = context.pendingIsr !== undefined && event.partitionEpoch > context.pendingIsrBase;
+      return {
+        replicas: event.replicas,
+        isr: event.isr,
+        partitionEpoch: event.partitionEpoch,
+        ...(settled ? { pendingIsr: undefined } : {}),
+      };
+    }),
+    /** Periodic check: ISR members lagging too long are to be removed. */
+    checkLag: assign(({ context }) => {
+      if (context.wantedIsr !== undefined || context.pendingIsr !== undefined) return {};
+      const shrunk = shrunkIsr(context, context.clock.now(), context.limits.replicaLagTimeMaxMs);
+      if (shrunk !== undefined) context.logger.warn({ isr: context.isr, shrunk }, 'followers lag; shrinking the ISR');
+      return { wantedIsr: shrunk };
+    }),
+    sendIsrChange: assign(({ context }) => ({ pendingIsr: context.wantedIsr, pendingIsrBase: context.partitionEpoch, wantedIsr: undefined })),
+    isrChanged: assign(({ context, event }) => {
+      const reply = (event as unknown as { output: AlterPartitionReply }).output;
+      if (reply.partitionEpoch <= context.partitionEpoch) return {};
+      context.logger.info({ isr: reply.isr, partitionEpoch: reply.partitionEpoch }, 'ISR changed');
+      return { isr: reply.isr, partitionEpoch: reply.partitionEpoch, pendingIsr: undefined };
+    }),
+    /**
+     * Closing (a new leader epoch, a stop): acks=all batches not yet committed are answered
+     * NOT_LEADER (retriable; the producer resends them to the new leader), as followers no longer
+     * fetch from here; acks=1 ones are answered once on disk.
+     */
+    abandonPending: enqueueActions(({ context, enqueue }) => {
+      const abandoned = context.pending.filter((p) => p.acks === -1);
+      for (const p of abandoned) {
+        if (p.replyTo !== undefined) enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: p.replyTo, error: wireError('NOT_LEADER', 'leadership ended before the batch was committed') });
+      }
+      const still = context.pending.filter((p) => p.acks !== -1);
+      enqueue.assign({ pending: still, pendingBytes: still.reduce((n, p) => n + p.bytes, 0) });
     }),
     failPending: enqueueActions(({ context, enqueue }) => {
       for (const p of context.pending) {
@@ -186,19 +349,29 @@ export const partitionMachine = setup({
         endOffset: context.highWatermark,
         highWatermark: context.highWatermark,
         logStartOffset: context.logStartOffset,
+        logEndOffset: context.logEndOffset,
       };
     }),
     answerEmpty: sendTo('outbox', ({ context, event }) => ({
       type: 'REPLY' as const,
-      replyTo: event.type === 'FETCH' ? event.replyTo : '',
-      body: { highWatermark: context.highWatermark, logStartOffset: context.logStartOffset, records: new Uint8Array(0) },
+      replyTo: event.type === 'FETCH' || event.type === 'REPLICA_FETCH' ? event.replyTo : '',
+      body: { highWatermark: context.highWatermark, logStartOffset: context.logStartOffset, logEndOffset: context.logEndOffset, records: new Uint8Array(0) },
     })),
     park: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'FETCH') return;
       const id = context.nextWaiterId;
       enqueue.assign({
         nextWaiterId: id + 1,
-        waiters: [...context.waiters, { id, replyTo: event.replyTo, offset: event.offset, maxBytes: event.maxBytes }],
+        waiters: [...context.waiters, { id, replyTo: event.replyTo, offset: event.offset, maxBytes: event.maxBytes, replica: false }],
+      });
+      enqueue.raise({ type: 'FETCH_EXPIRED', id }, { delay: event.maxWaitMs, id: waiterTimerId(id) });
+    }),
+    parkReplica: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'REPLICA_FETCH') return;
+      const id = context.nextWaiterId;
+      enqueue.assign({
+        nextWaiterId: id + 1,
+        waiters: [...context.waiters, { id, replyTo: event.replyTo, offset: event.fetchOffset, maxBytes: event.maxBytes, replica: true }],
       });
       enqueue.raise({ type: 'FETCH_EXPIRED', id }, { delay: event.maxWaitMs, id: waiterTimerId(id) });
     }),
@@ -209,7 +382,7 @@ export const partitionMachine = setup({
       enqueue.sendTo('outbox', {
         type: 'REPLY',
         replyTo: waiter.replyTo,
-        body: { highWatermark: context.highWatermark, logStartOffset: context.logStartOffset, records: new Uint8Array(0) },
+        body: { highWatermark: context.highWatermark, logStartOffset: context.logStartOffset, logEndOffset: context.logEndOffset, records: new Uint8Array(0) },
       });
       enqueue.assign({ waiters: context.waiters.filter((w) => w.id !== event.id) });
     }),
@@ -228,6 +401,8 @@ export const partitionMachine = setup({
   },
   delays: {
     retentionCheck: ({ context }) => context.limits.retentionCheckIntervalMs,
+    isrCheck: ({ context }) => Math.max(1, Math.floor(context.limits.replicaLagTimeMaxMs / 2)),
+    alterRetry: ({ context }) => Math.max(1, Math.floor(context.limits.alterPartitionTimeoutMs / 4)),
   },
 }).createMachine({
   id: 'partition',
@@ -246,12 +421,18 @@ export const partitionMachine = setup({
     waiters: [],
     nextWaiterId: 0,
     closing: undefined,
+    epochStartOffset: 0,
+    followers: {},
+    pendingIsr: undefined,
+    pendingIsrBase: -1,
+    wantedIsr: undefined,
   }),
   initial: 'loading',
   // The outbox lives as long as the machine, so every state can answer (loading, failed, draining).
   invoke: { id: 'outbox', src: 'outbox', input: ({ context }) => ({ transport: context.transport, logger: context.logger }) },
   on: {
     CONFIG: { actions: assign({ config: ({ event }) => event.config }) },
+    ASSIGNMENT: { actions: 'assignment' },
   },
   states: {
     loading: {
@@ -260,10 +441,17 @@ export const partitionMachine = setup({
         input: ({ context }) => context,
         onDone: {
           target: 'open',
-          actions: assign(({ event }) => {
+          actions: assign(({ context, event }) => {
             const store = event.output;
             const end = store.logEndOffset();
-            return { store, logStartOffset: store.logStartOffset(), nextOffset: end, logEndOffset: end, highWatermark: end };
+            // The high watermark starts at 0 and moves as followers report (HW never goes back):
+            // records past the old HW become visible only once the ISR confirms them.
+            // Followers in the ISR get a full replica.lag.time.max.ms to show up before they are dropped.
+            const now = context.clock.now();
+            const followers = Object.fromEntries(
+              context.isr.filter((id) => id !== context.brokerId).map((id) => [id, { logEndOffset: -1, lastCaughtUpMs: now, lastFetchMs: now, lastFetchLeaderEnd: end }]),
+            );
+            return { store, logStartOffset: store.logStartOffset(), nextOffset: end, logEndOffset: end, highWatermark: 0, epochStartOffset: end, followers };
           }),
         },
         onError: { target: 'failed', actions: ({ context, event }) => context.logger.error({ err: event.error }, 'cannot open partition log') },
@@ -271,6 +459,7 @@ export const partitionMachine = setup({
       on: {
         PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'LEADER_NOT_AVAILABLE' }) } },
         FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'LEADER_NOT_AVAILABLE' }) } },
+        REPLICA_FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'LEADER_NOT_AVAILABLE' }) } },
         STOP: 'closed',
         DELETE: 'deleting',
       },
@@ -294,15 +483,45 @@ export const partitionMachine = setup({
           }),
         },
       ],
+      entry: 'settle',
       on: {
-        APPENDED: { actions: 'advance' },
+        APPENDED: { actions: ['appended', 'settle'] },
         APPEND_FAILED: {
-          target: '.failed',
+          target: '.log.failed',
           actions: ['failPending', ({ context, event }) => context.logger.error({ reason: event.message }, 'append failed; partition offline')],
         },
         RETAINED: { actions: assign({ logStartOffset: ({ event }) => event.logStartOffset }) },
         FETCH_EXPIRED: { actions: 'expireWaiter' },
+        ASSIGNMENT: { actions: ['assignment', 'settle'] },
       },
+      type: 'parallel',
+      states: {
+        isr: {
+          initial: 'idle',
+          states: {
+            idle: {
+              always: { guard: 'wantsIsrChange', target: 'altering', actions: 'sendIsrChange' },
+              after: { isrCheck: { target: 'idle', reenter: true, actions: 'checkLag' } },
+            },
+            altering: {
+              invoke: {
+                src: 'alterPartition',
+                input: ({ context }) => ({ context }),
+                onDone: { target: 'idle', actions: ['isrChanged', 'settle'] },
+                onError: {
+                  target: 'backoff',
+                  actions: ({ context, event }) => context.logger.warn({ err: event.error, isr: context.pendingIsr }, 'ISR change not confirmed; will retry'),
+                },
+              },
+            },
+            // The change may have been committed anyway: it stays pending until metadata settles it.
+            backoff: {
+              always: { guard: ({ context }) => context.pendingIsr === undefined, target: 'idle' },
+              after: { alterRetry: 'altering' },
+            },
+          },
+        },
+        log: {
       initial: 'serving',
       states: {
         serving: {
@@ -326,6 +545,17 @@ export const partitionMachine = setup({
                   },
                 ],
               },
+              {
+                guard: 'notEnoughReplicas',
+                actions: {
+                  type: 'replyError',
+                  params: ({ context, event }) => ({
+                    replyTo: event.replyTo,
+                    code: 'NOT_ENOUGH_REPLICAS',
+                    message: `ISR ${context.isr.join(',')} is below min.insync.replicas=${context.config.minInsyncReplicas}`,
+                  }),
+                },
+              },
               { actions: 'accept' },
             ],
             FETCH: [
@@ -344,8 +574,15 @@ export const partitionMachine = setup({
               { guard: 'mustAnswerNow', actions: 'answerEmpty' },
               { actions: 'park' },
             ],
-            STOP: { target: 'draining', actions: [assign({ closing: 'stop' }), 'releaseWaiters'] },
-            DELETE: { target: 'draining', actions: [assign({ closing: 'delete' }), 'releaseWaiters'] },
+            REPLICA_FETCH: [
+              { guard: 'replicaFetchRefused', actions: 'refuseReplicaFetch' },
+              { guard: 'diverging', actions: 'answerDivergence' },
+              { guard: 'hasReplicaData', actions: ['noteFollower', 'settle', 'readForReplica'] },
+              { guard: 'replicaMustAnswerNow', actions: ['noteFollower', 'settle', 'answerEmpty'] },
+              { actions: ['noteFollower', 'settle', 'parkReplica'] },
+            ],
+            STOP: { target: 'draining', actions: [assign({ closing: 'stop' }), 'releaseWaiters', 'abandonPending'] },
+            DELETE: { target: 'draining', actions: [assign({ closing: 'delete' }), 'releaseWaiters', 'abandonPending'] },
           },
         },
         draining: {
@@ -356,6 +593,7 @@ export const partitionMachine = setup({
           on: {
             PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'SHUTTING_DOWN' }) } },
             FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'SHUTTING_DOWN' }) } },
+            REPLICA_FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'SHUTTING_DOWN' }) } },
           },
         },
         failed: {
@@ -367,9 +605,12 @@ export const partitionMachine = setup({
           on: {
             PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
             FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
+            REPLICA_FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
             STOP: '#partition.closed',
             DELETE: '#partition.deleting',
           },
+        },
+      },
         },
       },
     },
@@ -385,6 +626,7 @@ export const partitionMachine = setup({
       on: {
         PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log cannot be opened' }) } },
         FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log cannot be opened' }) } },
+        REPLICA_FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log cannot be opened' }) } },
         STOP: 'closed',
         DELETE: 'deleting',
       },

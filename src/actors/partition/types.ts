@@ -1,5 +1,6 @@
 import type { TopicConfig } from '../../metadata/topic-config.js';
 import type { ProducerSequenceHeader } from './producer-state.js';
+import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Transport } from '../../runtime/ports.js';
 import type { NodeStorage, PartitionStore } from '../../storage/partition-store.js';
 
@@ -19,6 +20,19 @@ export interface PartitionLimits {
   readQueueMax: number;
   /** How often retention runs, ms. @default 300000 */
   retentionCheckIntervalMs: number;
+  /**
+   * A follower not caught up with the leader's log end for this long leaves the ISR
+   * (Kafka's replica.lag.time.max.ms), ms. @default 10000
+   */
+  replicaLagTimeMaxMs: number;
+  /** Budget of one AlterPartition request to the controller, ms; retried after it. @default 2000 */
+  alterPartitionTimeoutMs: number;
+  /** A follower's fetch reply size bound, bytes (within NATS max_payload). @default 1048576 */
+  replicaFetchMaxBytes: number;
+  /** How long the leader holds a follower's fetch when it has nothing new, ms. @default 500 */
+  replicaFetchWaitMs: number;
+  /** First pause after a failed follower fetch (doubles up to 2 s), ms. @default 50 */
+  replicaFetchBackoffMs: number;
 }
 
 export const DEFAULT_PARTITION_LIMITS: PartitionLimits = {
@@ -29,13 +43,30 @@ export const DEFAULT_PARTITION_LIMITS: PartitionLimits = {
   readsInFlightMax: 4,
   readQueueMax: 256,
   retentionCheckIntervalMs: 300_000,
+  replicaLagTimeMaxMs: 10_000,
+  alterPartitionTimeoutMs: 2_000,
+  replicaFetchMaxBytes: 1024 * 1024,
+  replicaFetchWaitMs: 500,
+  replicaFetchBackoffMs: 50,
 };
 
-export interface PartitionInput {
+/** The partition's replication state as committed in metadata. */
+export interface PartitionAssignment {
+  replicas: readonly number[];
+  isr: readonly number[];
+  /** Bumped by the controller on every change of the partition (ISR, replicas, leader). */
+  partitionEpoch: number;
+}
+
+export interface PartitionInput extends PartitionAssignment {
   topic: string;
   topicId: string;
   partition: number;
   leaderEpoch: number;
+  /** This broker (the leader) and its registration epoch, for AlterPartition. */
+  brokerId: number;
+  brokerEpoch: number;
+  subjects: Subjects;
   config: TopicConfig;
   storage: NodeStorage;
   transport: Transport;
@@ -63,6 +94,19 @@ export type PartitionEvent =
       producer: ProducerSequenceHeader | undefined;
     }
   | { type: 'FETCH'; replyTo: string; offset: number; maxBytes: number; maxWaitMs: number }
+  | {
+      type: 'REPLICA_FETCH';
+      replyTo: string;
+      replicaId: number;
+      leaderEpoch: number;
+      fetchOffset: number;
+      lastFetchedEpoch: number;
+      maxBytes: number;
+      maxWaitMs: number;
+    }
+  /** Metadata changed the partition without a new leader epoch (ISR, replicas). */
+  | ({ type: 'ASSIGNMENT' } & PartitionAssignment)
+  | { type: 'ISR_CHECK' }
   | { type: 'FETCH_EXPIRED'; id: number }
   | { type: 'APPENDED'; logEndOffset: number }
   | { type: 'APPEND_FAILED'; message: string }
@@ -72,7 +116,7 @@ export type PartitionEvent =
   | { type: 'DELETE' };
 
 export type WriterEvent =
-  | { type: 'APPEND'; batch: Uint8Array; baseOffset: number; leaderEpoch: number }
+  | { type: 'APPEND'; batch: Uint8Array; baseOffset: number; leaderEpoch: number; sync: boolean }
   | { type: 'RETAIN'; retentionMs: number; retentionBytes: number };
 
 export type ReaderEvent = {
@@ -83,6 +127,7 @@ export type ReaderEvent = {
   endOffset: number;
   highWatermark: number;
   logStartOffset: number;
+  logEndOffset: number;
 };
 
 export type { PartitionStore };

@@ -1,0 +1,89 @@
+/**
+ * One step of a follower: fetch from the leader at the follower's log end and either append what
+ * came back (fsynced under flush.mode=fsync, so the next fetch, which reports this log end, only
+ * counts durable records toward the leader's high watermark) or truncate where the leader says the
+ * logs diverge. Every step starts from what is on disk, so a lost, late or duplicated reply costs
+ * one round trip and nothing else: a late reply's request is gone, and records are appended only
+ * at the exact offset the log ends at.
+ */
+import { fromPromise } from 'xstate';
+import { readBatchHeader, splitBatches, verifyBatch } from '../../protocol/batch.js';
+import { TidemarkError } from '../../protocol/errors.js';
+import { decodeReply, encodeMessage } from '../../protocol/messages.js';
+import { replicaFetchReply, type ReplicaFetchRequest } from '../../protocol/replica-messages.js';
+import type { Subjects } from '../../protocol/subjects.js';
+import type { Logger, Transport } from '../../runtime/ports.js';
+import type { PartitionStore } from '../../storage/partition-store.js';
+import { truncationOffset } from './replication.js';
+
+export interface FollowerFetchInput {
+  store: PartitionStore;
+  transport: Transport;
+  subjects: Subjects;
+  logger: Logger;
+  topic: string;
+  partition: number;
+  brokerId: number;
+  leaderId: number;
+  leaderEpoch: number;
+  sync: boolean;
+  fetchMaxBytes: number;
+  fetchMaxWaitMs: number;
+}
+
+export interface FollowerStep {
+  kind: 'appended' | 'truncated' | 'empty';
+  logEndOffset: number;
+  leaderHighWatermark: number;
+}
+
+/** Budget of a replica fetch beyond its long poll, ms. */
+const FETCH_SLACK_MS = 2_000;
+
+export const followerFetch = fromPromise<FollowerStep, FollowerFetchInput>(async ({ input }) => {
+  const { store, transport, subjects, logger } = input;
+  const fetchOffset = store.logEndOffset();
+  const epochs = store.epochs();
+  const request: ReplicaFetchRequest = {
+    timeoutMs: input.fetchMaxWaitMs + FETCH_SLACK_MS,
+    replicaId: input.brokerId,
+    leaderEpoch: input.leaderEpoch,
+    fetchOffset,
+    lastFetchedEpoch: epochs[epochs.length - 1]?.epoch ?? -1,
+    maxBytes: input.fetchMaxBytes,
+    maxWaitMs: input.fetchMaxWaitMs,
+  };
+  const subject = subjects.partition('replica-fetch', input.leaderId, input.topic, input.partition);
+  const reply = decodeReply(await transport.request(subject, encodeMessage(request), request.timeoutMs), replicaFetchReply);
+
+  if (reply.divergingEpoch !== undefined) {
+    const to = truncationOffset(reply.divergingEpoch, (epoch) => store.endOffsetForEpoch(epoch));
+    logger.warn({ fetchOffset, diverging: reply.divergingEpoch, truncateTo: to }, 'log diverges from the leader; truncating');
+    await store.truncateTo(to);
+    return { kind: 'truncated', logEndOffset: store.logEndOffset(), leaderHighWatermark: reply.highWatermark };
+  }
+  if (reply.records.length === 0) return { kind: 'empty', logEndOffset: fetchOffset, leaderHighWatermark: reply.highWatermark };
+
+  let batches = splitBatches(reply.records);
+  for (const b of batches) verifyBatch(b);
+  // The leader returns whole batches from the one holding fetchOffset.
+  batches = batches.filter((b) => {
+    const h = readBatchHeader(b);
+    return h.baseOffset + h.recordCount > fetchOffset;
+  });
+  const first = batches[0] === undefined ? undefined : readBatchHeader(batches[0]);
+  if (first !== undefined && first.baseOffset < fetchOffset) {
+    // Our last batch ends inside one of the leader's: the logs differ there. Drop ours from its start.
+    logger.warn({ fetchOffset, leaderBatchBase: first.baseOffset }, 'batch boundary differs from the leader; truncating');
+    await store.truncateTo(first.baseOffset);
+    if (store.logEndOffset() !== first.baseOffset) return { kind: 'truncated', logEndOffset: store.logEndOffset(), leaderHighWatermark: reply.highWatermark };
+  }
+  let expected = store.logEndOffset();
+  for (const b of batches) {
+    const h = readBatchHeader(b);
+    if (h.baseOffset !== expected) throw new TidemarkError('CORRUPT_MESSAGE', `replica fetch: batch at ${h.baseOffset}, expected ${expected}`);
+    expected = h.baseOffset + h.recordCount;
+  }
+  if (batches.length > 0) await store.append(batches, { sync: input.sync });
+  return { kind: batches.length > 0 ? 'appended' : 'empty', logEndOffset: store.logEndOffset(), leaderHighWatermark: reply.highWatermark };
+});

@@ -1,0 +1,120 @@
+/**
+ * A partition's follower replica (Kafka's ReplicaFetcher, one per partition): it fetches from the
+ * leader of its leader epoch in a loop (follower-fetch.ts), which both copies the leader's log and
+ * tells the leader how far this replica has come. A failed step (timeout, leader gone, stale
+ * epoch) is retried after a backoff; the broker replaces this actor when metadata names a new
+ * leader or epoch. Stop and delete behave as the leader's do.
+ */
+import { assign, fromPromise, setup } from 'xstate';
+import type { TopicConfig } from '../../metadata/topic-config.js';
+import { TidemarkError } from '../../protocol/errors.js';
+import type { Subjects } from '../../protocol/subjects.js';
+import type { Logger, Transport } from '../../runtime/ports.js';
+import type { NodeStorage, PartitionStore } from '../../storage/partition-store.js';
+import { followerFetch, type FollowerStep } from './follower-fetch.js';
+import type { PartitionLimits } from './types.js';
+
+export interface FollowerInput {
+  topic: string;
+  topicId: string;
+  partition: number;
+  leaderId: number;
+  leaderEpoch: number;
+  brokerId: number;
+  config: TopicConfig;
+  storage: NodeStorage;
+  transport: Transport;
+  subjects: Subjects;
+  logger: Logger;
+  limits: PartitionLimits;
+}
+
+export interface FollowerContext extends FollowerInput {
+  store: PartitionStore | undefined;
+  logEndOffset: number;
+  leaderHighWatermark: number;
+  /** Consecutive failed steps (for the log: the first one of a run is logged). */
+  failures: number;
+}
+
+export type FollowerEvent = { type: 'CONFIG'; config: TopicConfig } | { type: 'STOP' } | { type: 'DELETE' };
+
+export const followerMachine = setup({
+  types: { input: {} as FollowerInput, context: {} as FollowerContext, events: {} as FollowerEvent },
+  actors: {
+    openLog: fromPromise<PartitionStore, FollowerInput>(({ input }) => input.storage.openPartition({ topicId: input.topicId, partition: input.partition })),
+    deleteLog: fromPromise<void, FollowerInput>(({ input }) => input.storage.deletePartition({ topicId: input.topicId, partition: input.partition })),
+    followerFetch,
+  },
+  actions: {
+    progress: assign(({ event }) => {
+      const step = (event as unknown as { output: FollowerStep }).output;
+      return { logEndOffset: step.logEndOffset, leaderHighWatermark: step.leaderHighWatermark, failures: 0 };
+    }),
+    noteFailure: assign(({ context, event }) => {
+      const error = (event as unknown as { error: unknown }).error;
+      if (context.failures === 0) {
+        const code = error instanceof TidemarkError ? error.code : undefined;
+        const log = code === undefined || code === 'INTERNAL' || code === 'CORRUPT_MESSAGE' ? 'warn' : 'debug';
+        context.logger[log]({ err: error, leader: context.leaderId, leaderEpoch: context.leaderEpoch }, 'replica fetch failed; retrying');
+      }
+      return { failures: context.failures + 1 };
+    }),
+  },
+  delays: {
+    backoff: ({ context }) => Math.min(context.limits.replicaFetchBackoffMs * 2 ** Math.min(context.failures, 4), 2_000),
+  },
+}).createMachine({
+  id: 'follower',
+  output: ({ context }) => ({ topicId: context.topicId, partition: context.partition }),
+  context: ({ input }) => ({ ...input, store: undefined, logEndOffset: 0, leaderHighWatermark: 0, failures: 0 }),
+  initial: 'loading',
+  on: { CONFIG: { actions: assign({ config: ({ event }) => event.config }) } },
+  states: {
+    loading: {
+      invoke: {
+        src: 'openLog',
+        input: ({ context }) => context,
+        onDone: { target: 'fetching', actions: assign(({ event }) => ({ store: event.output, logEndOffset: event.output.logEndOffset() })) },
+        onError: { target: 'failed', actions: ({ context, event }) => context.logger.error({ err: event.error }, 'cannot open partition log') },
+      },
+      on: { STOP: 'closed', DELETE: 'deleting' },
+    },
+    fetching: {
+      invoke: {
+        src: 'followerFetch',
+        input: ({ context }) => ({
+          store: context.store!,
+          transport: context.transport,
+          subjects: context.subjects,
+          logger: context.logger,
+          topic: context.topic,
+          partition: context.partition,
+          brokerId: context.brokerId,
+          leaderId: context.leaderId,
+          leaderEpoch: context.leaderEpoch,
+          sync: context.config.flushMode === 'fsync',
+          fetchMaxBytes: context.limits.replicaFetchMaxBytes,
+          fetchMaxWaitMs: context.limits.replicaFetchWaitMs,
+        }),
+        onDone: { target: 'fetching', reenter: true, actions: 'progress' },
+        onError: { target: 'backoff', actions: 'noteFailure' },
+      },
+      on: { STOP: 'closed', DELETE: 'deleting' },
+    },
+    backoff: {
+      after: { backoff: 'fetching' },
+      on: { STOP: 'closed', DELETE: 'deleting' },
+    },
+    deleting: {
+      invoke: {
+        src: 'deleteLog',
+        input: ({ context }) => context,
+        onDone: 'closed',
+        onError: { target: 'closed', actions: ({ context, event }) => context.logger.error({ err: event.error }, 'cannot delete partition log') },
+      },
+    },
+    failed: { on: { STOP: 'closed', DELETE: 'deleting' } },
+    closed: { type: 'final' },
+  },
+});
