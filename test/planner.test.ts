@@ -86,10 +86,19 @@ test('create topic: records, then refusals with typed codes', (t) => {
 });
 
 test('topic config: defaults, overrides, and refusals', (t) => {
-  t.deepEqual(parseTopicConfig({}), { retentionMs: 604_800_000, retentionBytes: -1, maxMessageBytes: 1_048_588 });
+  t.deepEqual(parseTopicConfig({}), {
+    retentionMs: 604_800_000,
+    retentionBytes: -1,
+    maxMessageBytes: 1_048_588,
+    minInsyncReplicas: 1,
+    uncleanLeaderElection: false,
+    flushMode: 'fsync',
+  });
+  t.is(parseTopicConfig({ 'unclean.leader.election.enable': 'true' }).uncleanLeaderElection, true);
+  t.is(parseTopicConfig({ 'flush.mode': 'replicated' }).flushMode, 'replicated');
   t.is(parseTopicConfig({ 'retention.ms': '-1' }).retentionMs, -1);
   t.is(parseTopicConfig({ 'max.message.bytes': '2048' }).maxMessageBytes, 2048);
-  for (const bad of <Record<string, string>[]>[{ 'retention.ms': 'soon' }, { 'retention.ms': '-2' }, { 'max.message.bytes': '1' }, { 'retention.bytes': '1.5' }, { nope: '1' }]) {
+  for (const bad of <Record<string, string>[]>[{ 'retention.ms': 'soon' }, { 'retention.ms': '-2' }, { 'max.message.bytes': '1' }, { 'retention.bytes': '1.5' }, { nope: '1' }, { 'min.insync.replicas': '0' }, { 'unclean.leader.election.enable': 'yes' }, { 'flush.mode': 'never' }]) {
     t.throws(() => parseTopicConfig(bad), { instanceOf: TidemarkError }, JSON.stringify(bad));
   }
 });

@@ -82,7 +82,7 @@ function electOne(topic: TopicInfo, p: PartitionInfo, type: ElectLeadersRequest[
 /** Leader elections on demand; per-partition results, and the records of those that happen. */
 export function planElectLeaders(
   image: MetadataImage,
-  request: Pick<ElectLeadersRequest, 'type' | 'topic' | 'partitions'>,
+  request: { type: ElectLeadersRequest['type']; topic?: string | undefined; partitions?: readonly number[] | undefined },
   eligible: Eligible,
 ): { records: MetadataRecord[]; results: ElectLeadersResult[] } {
   const topics = [...image.topicsById.values()].filter((t) => request.topic === undefined || t.name === request.topic);
