@@ -52,10 +52,10 @@ const { values } = parseArgs({
     'latency-seconds': { type: 'string', default: '4' },
     cases: { type: 'string', default: DEFAULT_CASES.join(',') },
     'js-window': { type: 'string', default: '256' },
-    'nats-window': { type: 'string', default: '8192' },
+    'nats-window': { type: 'string', default: '20000' },
     'linger-ms': { type: 'string', default: '1' },
     timeout: { type: 'string', default: '90' },
-    warmup: { type: 'string', default: '2000' },
+    warmup: { type: 'string', default: '5000' },
   },
 });
 
@@ -469,8 +469,8 @@ function natsServerVersion(): string {
 
 function gitCommit(): string {
   try {
-    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src'], { encoding: 'utf8' }).trim() !== '';
+    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() !== '';
     return `${sha}${dirty ? ' + uncommitted changes in src/' : ''}`;
   } catch {
     return '?';
@@ -494,13 +494,15 @@ async function main(): Promise<void> {
     (cleaning ??= (async () => {
       for (const c of cleanups.reverse()) {
         try {
-          await c();
+          await bounded('cleanup step', 20_000, () => c());
         } catch (error) {
           log(`cleanup: ${errorText(error)}`);
         }
       }
     })());
+  let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
+    stopping = true;
     log(`${signal}: cleaning up`);
     void cleanup().finally(() => process.exit(130));
   };
@@ -526,10 +528,10 @@ async function main(): Promise<void> {
       await Promise.allSettled(nodes.map((n) => n.kill('SIGTERM', 10_000)));
       await killAllCliProcesses();
     });
-    cleanups.push(() => Promise.allSettled(clients.map((c) => bounded('client close', 15_000, () => c.close()))));
+    cleanups.push(() => Promise.allSettled(clients.map((c) => bounded('client close', 5_000, () => c.close()))));
     let tmStarting: Promise<TidemarkCluster> | undefined;
     const tm = () =>
-      (tmStarting ??= bounded('tidemark cluster start', 90_000, () => startTidemark(nats, dataDirs, nodes, clients)).then((c) => {
+      (tmStarting ??= (stopping ? Promise.reject(new Error('stopping')) : bounded('tidemark cluster start', 90_000, () => startTidemark(nats, dataDirs, nodes, clients))).then((c) => {
         log('tidemark: 3 nodes ready');
         return c;
       }));
