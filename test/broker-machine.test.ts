@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { pino } from 'pino';
-import { createActor, fromCallback, SimulatedClock, waitFor } from 'xstate';
+import { createActor, fromCallback, fromPromise, SimulatedClock, waitFor } from 'xstate';
 import { brokerMachine } from '../src/actors/broker/machine.js';
 import { DEFAULT_PARTITION_LIMITS } from '../src/actors/partition/types.js';
 import { createFollowedView } from '../src/metadata/followed-view.js';
@@ -22,9 +22,13 @@ const silentTransport: Transport = {
   requestMany: () => Promise.reject(new Error('not used')),
 };
 
-/** The broker with its controller session and metadata fetch replaced: the test drives both. */
+/** The broker with its controller session, metadata fetch and controlled shutdown replaced: the test drives them. */
 const isolated = brokerMachine.provide({
-  actors: { metadataFetcher: fromCallback(() => {}), controllerSession: fromCallback(() => {}) },
+  actors: {
+    metadataFetcher: fromCallback(() => {}),
+    controllerSession: fromCallback(() => {}),
+    controlledShutdown: fromPromise(async () => ({ remainingLeaders: 0 })),
+  },
 });
 
 async function setup() {

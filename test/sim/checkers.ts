@@ -159,7 +159,8 @@ export class SafetyChecker implements ClusterObserver {
   }
 
   afterStep(): void {
-    for (const n of this.cluster().up()) {
+    // Stopping nodes too: a broker in controlled shutdown still serves until its leaderships move.
+    for (const n of this.cluster().nodes.filter((x) => x.state !== 'down')) {
       const status = n.parts.raft?.status();
       if (status?.role === 'leader') {
         const known = this.leaders.get(status.term);

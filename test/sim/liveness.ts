@@ -48,7 +48,7 @@ export function unmet(cluster: SimCluster, checker: SafetyChecker, workload: Wor
       const children = cluster.node(p.leader).parts.broker?.getSnapshot().children ?? {};
       const actor = Object.entries(children).find(([id]) => id === `partition:${topic.topicId}/${p.partition}`)?.[1];
       const snap = (actor as { getSnapshot(): ChildSnapshot } | undefined)?.getSnapshot();
-      if (snap === undefined || !snap.matches('open.serving') || snap.context.leaderEpoch !== p.leaderEpoch) {
+      if (snap === undefined || !snap.matches('open.log.serving') || snap.context.leaderEpoch !== p.leaderEpoch) {
         return `${name}/${p.partition} is not served by its leader n${p.leader} at epoch ${p.leaderEpoch}`;
       }
     }

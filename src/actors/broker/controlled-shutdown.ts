@@ -1,9 +1,10 @@
 /**
  * Controlled shutdown (Kafka's): before a broker stops, the controller moves every leadership it
  * holds to another in-sync replica and takes it out of the ISRs, so a rolling restart never leaves
- * a partition without a leader. Asks until nothing is left to move or the budget ends (a partition
- * no other replica can lead stays), then waits until this broker's metadata shows the moves, so its
- * leader actors are stopping before the broker stops the rest.
+ * a partition without a leader. One answer settles it (partitions no other replica can lead stay:
+ * asking again would not change that); a failed request is retried within the budget. Then it
+ * waits until this broker's metadata shows the moves, so its leader actors are stopping before the
+ * broker stops the rest.
  */
 import { fromPromise } from 'xstate';
 import type { MetadataView } from '../../metadata/metadata-store.js';
@@ -40,7 +41,7 @@ export const controlledShutdown = fromPromise<{ remainingLeaders: number }, Cont
       const reply = decodeReply(data, controlledShutdownReply);
       remaining = reply.remainingLeaders;
       while (view.image().offset < reply.metadataOffset && clock.now() < deadline) await sleep(clock, 10);
-      if (remaining === 0) break;
+      break;
     } catch (error) {
       logger.debug({ err: error }, 'controlled shutdown request failed; retrying');
     }
