@@ -1,6 +1,7 @@
 import test from 'ava';
-import { checkSequence, PRODUCERS_MAX, recordAppend, RECENT_BATCHES_MAX, type ProducerStates } from '../src/actors/partition/producer-state.js';
-import { SEQUENCE_MODULO } from '../src/protocol/batch.js';
+import { checkSequence, PRODUCERS_MAX, rebuildProducerStates, recordAppend, RECENT_BATCHES_MAX, type ProducerStates } from '../src/actors/partition/producer-state.js';
+import { encodeBatch, SEQUENCE_MODULO, stampBatch } from '../src/protocol/batch.js';
+import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
 
 const p = (baseSequence: number, producerEpoch = 0, producerId = 1) => ({ producerId, producerEpoch, baseSequence });
 
@@ -44,4 +45,21 @@ test('a producer never seen must start at sequence 0, or its lost first batches 
   const known = recordAppend(s, p(0), 9, 0);
   t.like(checkSequence(known, p(0, 1), 1), { kind: 'append' }, 'a new epoch starts at 0');
   t.like(checkSequence(known, p(5, 1), 1), { kind: 'refuse', code: 'OUT_OF_ORDER_SEQUENCE' }, 'and nowhere else');
+});
+
+test('a new leader rebuilds producer states from the tail of its log: retries of batches the old leader wrote are duplicates', async (t) => {
+  const storage = createMemoryNodeStorage();
+  const store = await storage.openPartition({ topicId: 'ab'.repeat(16), partition: 0 });
+  const enc = new TextEncoder();
+  let offset = 0;
+  for (let i = 0; i < 4; i++) {
+    const batch = encodeBatch([{ key: null, value: enc.encode(`v${i}`), headers: {}, timestamp: 1 }, { key: null, value: enc.encode('w'), headers: {}, timestamp: 1 }], p(i * 2, 0, 9));
+    stampBatch(batch, offset, 3);
+    await store.append([batch]);
+    offset += 2;
+  }
+  const states = await rebuildProducerStates(store);
+  t.deepEqual(checkSequence(states, p(6, 0, 9), 2), { kind: 'duplicate', baseOffset: 6 });
+  t.deepEqual(checkSequence(states, p(8, 0, 9), 1), { kind: 'append' });
+  t.like(checkSequence(states, p(0, 0, 10), 1), { kind: 'append' }, 'another producer is unknown');
 });

@@ -15,7 +15,7 @@ import type { PartitionStore } from '../../storage/partition-store.js';
 import { outbox } from '../outbox.js';
 import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
-import { checkSequence, recordAppend, recordRefusal, type ProducerStates, type SequenceCheck } from './producer-state.js';
+import { checkSequence, rebuildProducerStates, recordAppend, recordRefusal, type ProducerStates, type SequenceCheck } from './producer-state.js';
 import { divergence, highWatermarkOf, joinsIsr, leaderEndOffsetForEpoch, maximalIsr, recordFetch, shrunkIsr, type ReplicaProgress } from './replication.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
 
@@ -112,9 +112,11 @@ export const partitionMachine = setup({
     events: {} as PartitionEvent,
   },
   actors: {
-    openLog: fromPromise<PartitionStore, PartitionInput>(({ input }) =>
-      input.storage.openPartition({ topicId: input.topicId, partition: input.partition }),
-    ),
+    /** Opens the log and rebuilds the producers' sequence state from its tail. */
+    openLog: fromPromise<{ store: PartitionStore; producers: ProducerStates }, PartitionInput>(async ({ input }) => {
+      const store = await input.storage.openPartition({ topicId: input.topicId, partition: input.partition });
+      return { store, producers: await rebuildProducerStates(store) };
+    }),
     deleteLog: fromPromise<void, PartitionInput>(({ input }) =>
       input.storage.deletePartition({ topicId: input.topicId, partition: input.partition }),
     ),
@@ -442,7 +444,7 @@ export const partitionMachine = setup({
         onDone: {
           target: 'open',
           actions: assign(({ context, event }) => {
-            const store = event.output;
+            const { store, producers } = event.output;
             const end = store.logEndOffset();
             // The high watermark starts at 0 and moves as followers report (HW never goes back):
             // records past the old HW become visible only once the ISR confirms them.
@@ -451,7 +453,7 @@ export const partitionMachine = setup({
             const followers = Object.fromEntries(
               context.isr.filter((id) => id !== context.brokerId).map((id) => [id, { logEndOffset: -1, lastCaughtUpMs: now, lastFetchMs: now, lastFetchLeaderEnd: end }]),
             );
-            return { store, logStartOffset: store.logStartOffset(), nextOffset: end, logEndOffset: end, highWatermark: 0, epochStartOffset: end, followers };
+            return { store, producers, logStartOffset: store.logStartOffset(), nextOffset: end, logEndOffset: end, highWatermark: 0, epochStartOffset: end, followers };
           }),
         },
         onError: { target: 'failed', actions: ({ context, event }) => context.logger.error({ err: event.error }, 'cannot open partition log') },

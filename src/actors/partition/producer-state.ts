@@ -12,11 +12,14 @@
  * not start at 0 is refused as out of order; the producer resends its oldest batch first, and when
  * that one is refused too it takes a fresh producer id and renumbers from 0 (pipeline.ts).
  *
- * The state lives in memory: after a leader restart every producer is one never seen, so its next
- * batch is refused once and renumbered. A batch written before the restart whose reply was lost
- * is then written again (a duplicate): rebuilding this state from the log would remove that.
+ * A new leader (after a failover or a restart) rebuilds the state from the tail of its log
+ * (`rebuildProducerStates`, the last PRODUCER_REBUILD_RECORDS records), as Kafka does from its
+ * log: followers hold the same batches, producer fields included, so a retry of a batch the old
+ * leader wrote is recognised as a duplicate. A producer whose last batch is older than that
+ * window is one never seen (its next batch is refused once and renumbered).
  */
-import { SEQUENCE_MODULO } from '../../protocol/batch.js';
+import { readBatchHeader, SEQUENCE_MODULO } from '../../protocol/batch.js';
+import type { PartitionStore } from '../../storage/partition-store.js';
 import type { ErrorCode } from '../../protocol/errors.js';
 
 export interface ProducerSequenceHeader {
@@ -102,4 +105,27 @@ export function recordRefusal(states: ProducerStates, p: ProducerSequenceHeader,
     nextSequence: seqAdd(p.baseSequence, recordCount),
     recent: old === undefined || p.producerEpoch > old.epoch ? [] : old.recent,
   });
+}
+
+/** Records at the end of the log a new leader reads to rebuild producer states. */
+export const PRODUCER_REBUILD_RECORDS = 20_000;
+/** Bytes per read while rebuilding. */
+const REBUILD_READ_BYTES = 1024 * 1024;
+
+/** Producer states from the last PRODUCER_REBUILD_RECORDS records of the log (I/O: run in an invoked actor). */
+export async function rebuildProducerStates(store: PartitionStore): Promise<ProducerStates> {
+  let states: ProducerStates = new Map();
+  const end = store.logEndOffset();
+  let offset = Math.max(store.logStartOffset(), end - PRODUCER_REBUILD_RECORDS);
+  while (offset < end) {
+    const batches = await store.read(offset, REBUILD_READ_BYTES, end);
+    if (batches.length === 0) break;
+    for (const b of batches) {
+      const h = readBatchHeader(b);
+      offset = h.baseOffset + h.recordCount;
+      if (h.producerId < 0) continue;
+      states = recordAppend(states, { producerId: h.producerId, producerEpoch: h.producerEpoch, baseSequence: h.baseSequence }, h.recordCount, h.baseOffset);
+    }
+  }
+  return states;
 }
