@@ -3,7 +3,7 @@
  * fresh temp dir. "Reopen" is close() then open on the same MemoryDisk / directory.
  */
 import test, { type ExecutionContext } from 'ava';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeBatch, encodeBatch, readBatchHeader, stampBatch, verifyBatch } from '../src/protocol/batch.js';
@@ -373,4 +373,26 @@ contract('a closed storage rejects calls', async (t, env) => {
   await rejectsWith(t, env.storage.openPartition(B), 'SHUTTING_DOWN');
   const reopened = await (await env.reopen()).openPartition(A);
   t.is(reopened.logEndOffset(), 1);
+});
+
+test('rocksdb: synced appends rely on the WAL being *.log files in the database directory, and share fsyncs', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tidemark-wal-'));
+  try {
+    const storage = await openRocksNodeStorage(dir);
+    const stores = await Promise.all([0, 1, 2].map((partition) => storage.openPartition({ topicId: 'cd'.repeat(16), partition })));
+    const appends = stores.flatMap((store) =>
+      [0, 1, 2, 3].map((i) => {
+        const b = encodeBatch([{ key: null, value: new TextEncoder().encode(`r${i}`), headers: {}, timestamp: 1 }]);
+        stampBatch(b, i, 0);
+        return store.append([b], { sync: true });
+      }),
+    );
+    await Promise.all(appends);
+    t.deepEqual(stores.map((s) => s.logEndOffset()), [4, 4, 4]);
+    const logs = (await readdir(dir)).filter((n) => n.endsWith('.log'));
+    t.true(logs.length >= 1, `WAL files in ${dir}: ${logs.join(', ')}`);
+    await storage.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

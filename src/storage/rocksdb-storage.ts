@@ -10,6 +10,7 @@ import { TidemarkError } from '../protocol/errors.js';
 import { checkAppend, checkPartitionKey, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
 import { outOfRange, partitionDeleted, retentionTakes, storageClosed } from './memory-storage.js';
 import type { EpochEntry, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
+import { createWalSync } from './wal-sync.js';
 import { compactView, termAt, truncateView, type LogView, type TermStart } from '../quorum/log-view.js';
 import { checkRaftAppend, checkSnapshot, INITIAL_STATE, type LogEntry, type PersistentState, type RaftStore, type Snapshot, type WithRaftLog } from '../quorum/raft-store.js';
 
@@ -141,6 +142,7 @@ class RocksPartition implements PartitionStore {
     private readonly db: RocksDb,
     readonly key: PartitionKey,
     private readonly live: () => void,
+    private readonly syncWal: () => Promise<void>,
     private start: number,
     private end: number,
     private size: number,
@@ -151,7 +153,7 @@ class RocksPartition implements PartitionStore {
     this.metaKey = partitionPrefix(TAG_META, key);
   }
 
-  static async open(db: RocksDb, key: PartitionKey, live: () => void): Promise<RocksPartition> {
+  static async open(db: RocksDb, key: PartitionKey, live: () => void, syncWal: () => Promise<void>): Promise<RocksPartition> {
     const batchPrefix = partitionPrefix(TAG_BATCH, key);
     const epochPrefix = partitionPrefix(TAG_EPOCH, key);
     const batches = { gte: batchPrefix, lt: prefixEnd(batchPrefix) };
@@ -162,13 +164,13 @@ class RocksPartition implements PartitionStore {
       // Every write that stores a batch also writes meta, so batches without it are what an
       // interrupted deletePartition left behind (its commit point deletes meta): finish the job.
       if (last !== undefined) await Promise.all([db.clear(batches), db.clear(epochs)]);
-      return new RocksPartition(db, key, live, 0, 0, 0, []);
+      return new RocksPartition(db, key, live, syncWal, 0, 0, 0, []);
     }
     const start = readU64(meta, 0);
     const end = last === undefined ? start : readU64(last[0], 21) + readBatchHeader(last[1]).recordCount;
     const cache: EpochEntry[] = [];
     await scan(db, epochs, (k, v) => void cache.push({ epoch: k.readUInt32BE(21), startOffset: readU64(v, 0) }));
-    return new RocksPartition(db, key, live, start, end, readU64(meta, 8), cache);
+    return new RocksPartition(db, key, live, syncWal, start, end, readU64(meta, 8), cache);
   }
 
   logStartOffset(): number {
@@ -226,19 +228,25 @@ class RocksPartition implements PartitionStore {
     for (const epoch of before.keys()) ops.push({ type: 'del', key: this.epochKey(epoch) });
   }
 
+  /**
+   * The write itself is never a RocksDB sync write (that would block the JS thread for the fsync);
+   * `sync` waits for the node's shared WAL fsync (wal-sync.ts) after it, outside this partition's
+   * mutation queue, so the next append can be written meanwhile.
+   */
   append(batches: readonly Uint8Array[], options?: { sync?: boolean }): Promise<void> {
-    return this.mutate(async () => {
+    const written = this.mutate(async () => {
       if (batches.length === 0) return;
       const checked = checkAppend(batches, this.end, this.cache);
       const ops: WriteOp[] = batches.map((b, i) => ({ type: 'put', key: this.batchKey(checked.headers[i]!.baseOffset), value: asBuffer(b) }));
       const epochs = [...this.cache, ...checked.newEpochs];
       this.epochOps(epochs, ops);
       ops.push(this.metaOp(this.start, this.size + checked.bytes));
-      await this.db.batch(ops, { sync: options?.sync ?? false });
+      await this.db.batch(ops, { sync: false });
       this.end = checked.logEndOffset;
       this.size += checked.bytes;
       this.cache = epochs;
     });
+    return options?.sync === true && batches.length > 0 ? written.then(() => this.syncWal()) : written;
   }
 
   async read(offset: number, maxBytes: number, endOffset: number): Promise<Uint8Array[]> {
@@ -465,6 +473,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
   // WAL compression runs on the JS thread with this binding and costs more than it saves on
   // record batches (see the benchmark); SST files are still compressed in the background.
   await db.open({ createIfMissing: true, walCompression: false, compression: false, compaction: 'universal' });
+  const walSync = createWalSync(dir);
   let closed = false;
   const live = () => {
     if (closed) throw storageClosed();
@@ -480,6 +489,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
     else if (!format.equals(version)) throw new TidemarkError('INTERNAL', `storage in ${dir} has format ${format.toString('hex')}`);
     raftLog = await openRaftLog(db, live);
   } catch (error) {
+    await walSync.close();
     await db.close();
     throw error;
   }
@@ -490,7 +500,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
     const id = `${key.topicId}/${key.partition}`;
     let opening = partitions.get(id);
     if (opening === undefined) {
-      opening = RocksPartition.open(db, key, live);
+      opening = RocksPartition.open(db, key, live, () => walSync.sync());
       partitions.set(id, opening);
       const mine = opening;
       opening.catch(() => {
@@ -517,6 +527,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
       const open = await Promise.allSettled(partitions.values());
       await Promise.allSettled([...open.map((p) => (p.status === 'fulfilled' ? p.value.idle() : undefined)), ...deleting]);
       await raftLog.idle();
+      await walSync.close();
       await db.close();
     },
   };

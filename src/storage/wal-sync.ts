@@ -1,0 +1,82 @@
+/**
+ * Group commit for the whole node, off the JS thread. The RocksDB binding performs a `sync: true`
+ * write synchronously on the JS thread, blocking the event loop for the whole fsync, once per
+ * partition writer. Instead, partition appends are written without sync (RocksDB hands the WAL
+ * record to the OS before the write returns: `manual_wal_flush` is off) and then call `sync()`,
+ * which fdatasyncs the WAL files through libuv's thread pool. Calls made while one runs share the
+ * next one, so one fsync covers every partition's appends since the previous one.
+ *
+ * The WAL files are the `*.log` files of the database directory (RocksDB's default `wal_dir`); a
+ * new one (after a memtable switch) is synced together with the directory, as RocksDB does.
+ */
+import { open, readdir, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface WalSync {
+  /** Resolves once every write that completed before the call is on stable storage. */
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function createWalSync(dir: string): WalSync {
+  const files = new Map<string, FileHandle>();
+  let running: Promise<void> | undefined;
+  let queued: Promise<void> | undefined;
+  let closed = false;
+
+  const syncOnce = async (): Promise<void> => {
+    const names = (await readdir(dir)).filter((n) => n.endsWith('.log'));
+    let created = false;
+    for (const name of names) {
+      if (files.has(name)) continue;
+      files.set(name, await open(join(dir, name), 'r'));
+      created = true;
+    }
+    for (const [name, handle] of files) {
+      if (names.includes(name)) continue;
+      files.delete(name);
+      await handle.close();
+    }
+    await Promise.all([...files.values()].map((h) => h.datasync()));
+    if (created) {
+      const d = await open(dir, 'r');
+      try {
+        await d.sync();
+      } finally {
+        await d.close();
+      }
+    }
+  };
+
+  const start = (): Promise<void> => {
+    running = syncOnce().finally(() => {
+      running = undefined;
+    });
+    return running;
+  };
+
+  return {
+    sync() {
+      if (closed) return Promise.resolve();
+      // A sync already running may have started before the caller's write: join the next one.
+      if (running === undefined) return start();
+      queued ??= running.then(
+        () => {
+          queued = undefined;
+          return start();
+        },
+        () => {
+          queued = undefined;
+          return start();
+        },
+      );
+      return queued;
+    },
+    async close() {
+      closed = true;
+      await Promise.allSettled([running, queued]);
+      await Promise.allSettled([...files.values()].map((h) => h.close()));
+      files.clear();
+    },
+  };
+}
