@@ -43,6 +43,8 @@ export interface PartitionStore {
    * next append before the previous one resolved; the store may read `batches` until it resolves.
    * A batch whose base offset does not continue the log rejects the call (INVALID_REQUEST) and
    * writes nothing. A batch with a leaderEpoch above the latest cached epoch opens a cache entry.
+   * `append([], { sync: true })` is a flush: it resolves once every append resolved before it is
+   * durable.
    */
   append(batches: readonly Uint8Array[], options?: { sync?: boolean }): Promise<void>;
   /**

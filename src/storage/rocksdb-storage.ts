@@ -246,7 +246,7 @@ class RocksPartition implements PartitionStore {
       this.size += checked.bytes;
       this.cache = epochs;
     });
-    return options?.sync === true && batches.length > 0 ? written.then(() => this.syncWal()) : written;
+    return options?.sync === true ? written.then(() => this.syncWal()) : written;
   }
 
   async read(offset: number, maxBytes: number, endOffset: number): Promise<Uint8Array[]> {

@@ -1,8 +1,9 @@
 /**
  * The partition's only writer. Appends arrive already offset-assigned by the machine; whatever
  * queued while a write was running goes down together in the next RocksDB write (group commit),
- * in order, fsynced when any of them asks for it (flush.mode=fsync), so one fsync covers the group.
- * Reports the new log end offset back to the machine.
+ * in order. Reports WRITTEN once a group is in the log (readable by followers), then APPENDED once
+ * it is durable: at once under flush.mode=replicated, after the node's shared fsync under
+ * flush.mode=fsync (the next group is written while it runs).
  */
 import { fromCallback } from 'xstate';
 import { readBatchHeader, stampBatch } from '../../protocol/batch.js';
@@ -34,9 +35,21 @@ export const logWriter = fromCallback<WriterEvent, WriterInput>(({ input, receiv
         if (appends.length > 0) {
           const group = appends.splice(0, input.groupCommitBatchesMax);
           for (const a of group) stampBatch(a.batch, a.baseOffset, a.leaderEpoch);
-          await store.append(group.map((a) => a.batch), { sync: group.some((a) => a.sync) });
+          await store.append(group.map((a) => a.batch));
           const last = group[group.length - 1]!;
-          report({ type: 'APPENDED', logEndOffset: last.baseOffset + readBatchHeader(last.batch).recordCount });
+          const logEndOffset = last.baseOffset + readBatchHeader(last.batch).recordCount;
+          // Written: followers may fetch it now, while the fsync runs.
+          report({ type: 'WRITTEN', logEndOffset });
+          if (!group.some((a) => a.sync)) {
+            report({ type: 'APPENDED', logEndOffset });
+            continue;
+          }
+          // The fsync is shared node-wide (an empty synced append is a flush); the next group is
+          // written meanwhile. Flushes resolve in call order.
+          store.append([], { sync: true }).then(
+            () => report({ type: 'APPENDED', logEndOffset }),
+            (error: unknown) => report({ type: 'APPEND_FAILED', message: (error as Error).message }),
+          );
         } else if (retain !== undefined) {
           const policy = retain;
           retain = undefined;

@@ -42,8 +42,10 @@ export interface PartitionContext extends PartitionInput {
   logStartOffset: number;
   /** Next offset to assign (includes batches still being written). */
   nextOffset: number;
-  /** End of what is on disk. */
+  /** End of what is durable under the flush mode (what this replica counts toward the HW). */
   logEndOffset: number;
+  /** End of what is written to the log, durable or not: followers may fetch up to here. */
+  writtenEnd: number;
   highWatermark: number;
   pending: PendingProduce[];
   producers: ProducerStates;
@@ -69,7 +71,7 @@ function hwOf(context: PartitionContext): number {
 
 /** Where the leader's epoch `requested` ends in its log (Kafka's OffsetsForLeaderEpoch). */
 function endOffsetFor(context: PartitionContext, requested: number) {
-  return leaderEndOffsetForEpoch(context.store!.epochs(), context.leaderEpoch, context.epochStartOffset, context.logEndOffset, requested);
+  return leaderEndOffsetForEpoch(context.store!.epochs(), context.leaderEpoch, context.epochStartOffset, context.writtenEnd, requested);
 }
 
 /** Checks of a follower fetch that end it with an error; undefined when it may proceed. */
@@ -88,7 +90,7 @@ function replicaFetchRefusal(context: PartitionContext, event: PartitionEvent): 
 
 function replicaDivergence(context: PartitionContext, event: PartitionEvent) {
   if (event.type !== 'REPLICA_FETCH') return undefined;
-  return divergence((e) => endOffsetFor(context, e), event.fetchOffset, event.lastFetchedEpoch, context.logEndOffset);
+  return divergence((e) => endOffsetFor(context, e), event.fetchOffset, event.lastFetchedEpoch, context.writtenEnd);
 }
 
 function sequenceCheck(context: PartitionContext, event: PartitionEvent): SequenceCheck {
@@ -157,7 +159,7 @@ export const partitionMachine = setup({
       event.type === 'PRODUCE' && event.acks === -1 && context.isr.length < context.config.minInsyncReplicas,
     replicaFetchRefused: ({ context, event }) => replicaFetchRefusal(context, event) !== undefined,
     diverging: ({ context, event }) => replicaDivergence(context, event) !== undefined,
-    hasReplicaData: ({ context, event }) => event.type === 'REPLICA_FETCH' && event.fetchOffset < context.logEndOffset,
+    hasReplicaData: ({ context, event }) => event.type === 'REPLICA_FETCH' && event.fetchOffset < context.writtenEnd,
     replicaMustAnswerNow: ({ context, event }) =>
       event.type === 'REPLICA_FETCH' && (event.maxWaitMs === 0 || context.waiters.length >= context.limits.fetchWaitersMax),
     wantsIsrChange: ({ context }) => context.wantedIsr !== undefined && context.pendingIsr === undefined,
@@ -207,7 +209,8 @@ export const partitionMachine = setup({
         event.type === 'PRODUCE' && event.producer !== undefined ? recordRefusal(context.producers, event.producer, event.recordCount) : context.producers,
     }),
     /** After an append: the leader's log end moved. */
-    appended: assign({ logEndOffset: ({ event, context }) => (event.type === 'APPENDED' ? event.logEndOffset : context.logEndOffset) }),
+    appended: assign({ logEndOffset: ({ event, context }) => (event.type === 'APPENDED' ? Math.max(context.logEndOffset, event.logEndOffset) : context.logEndOffset) }),
+    written: assign({ writtenEnd: ({ event, context }) => (event.type === 'WRITTEN' ? Math.max(context.writtenEnd, event.logEndOffset) : context.writtenEnd) }),
     /**
      * After anything that may move the high watermark (an append, a follower's fetch, an ISR
      * change): answer produce (acks=1 at the leader's log end, acks=all at the HW), consumers'
@@ -228,7 +231,7 @@ export const partitionMachine = setup({
         const body: ProduceReply = { baseOffset: p.baseOffset, logStartOffset: context.logStartOffset };
         enqueue.sendTo('outbox', { type: 'REPLY', replyTo: p.replyTo, body });
       }
-      const ready = (w: FetchWaiter) => w.offset < (w.replica ? leo : hw);
+      const ready = (w: FetchWaiter) => w.offset < (w.replica ? context.writtenEnd : hw);
       for (const w of context.waiters.filter(ready)) {
         enqueue.cancel(waiterTimerId(w.id));
         enqueue.sendTo('reader', {
@@ -236,10 +239,10 @@ export const partitionMachine = setup({
           replyTo: w.replyTo,
           offset: w.offset,
           maxBytes: w.maxBytes,
-          endOffset: w.replica ? leo : hw,
+          endOffset: w.replica ? context.writtenEnd : hw,
           highWatermark: hw,
           logStartOffset: context.logStartOffset,
-          logEndOffset: leo,
+          logEndOffset: context.writtenEnd,
         });
       }
       const still = context.pending.filter((p) => !isDone(p));
@@ -277,7 +280,7 @@ export const partitionMachine = setup({
         body: {
           highWatermark: context.highWatermark,
           logStartOffset: context.logStartOffset,
-          logEndOffset: context.logEndOffset,
+          logEndOffset: context.writtenEnd,
           records: new Uint8Array(0),
           divergingEpoch: diverging,
         },
@@ -290,10 +293,10 @@ export const partitionMachine = setup({
         replyTo: event.replyTo,
         offset: event.fetchOffset,
         maxBytes: event.maxBytes,
-        endOffset: context.logEndOffset,
+        endOffset: context.writtenEnd,
         highWatermark: context.highWatermark,
         logStartOffset: context.logStartOffset,
-        logEndOffset: context.logEndOffset,
+        logEndOffset: context.writtenEnd,
       };
     }),
     /** Metadata changed the partition (ISR, replicas) within this leader epoch. */
@@ -416,6 +419,7 @@ export const partitionMachine = setup({
     logStartOffset: 0,
     nextOffset: 0,
     logEndOffset: 0,
+    writtenEnd: 0,
     highWatermark: 0,
     pending: [],
     pendingBytes: 0,
@@ -453,7 +457,7 @@ export const partitionMachine = setup({
             const followers = Object.fromEntries(
               context.isr.filter((id) => id !== context.brokerId).map((id) => [id, { logEndOffset: -1, lastCaughtUpMs: now, lastFetchMs: now, lastFetchLeaderEnd: end }]),
             );
-            return { store, producers, logStartOffset: store.logStartOffset(), nextOffset: end, logEndOffset: end, highWatermark: 0, epochStartOffset: end, followers };
+            return { store, producers, logStartOffset: store.logStartOffset(), nextOffset: end, logEndOffset: end, writtenEnd: end, highWatermark: 0, epochStartOffset: end, followers };
           }),
         },
         onError: { target: 'failed', actions: ({ context, event }) => context.logger.error({ err: event.error }, 'cannot open partition log') },
@@ -487,6 +491,7 @@ export const partitionMachine = setup({
       ],
       entry: 'settle',
       on: {
+        WRITTEN: { actions: ['written', 'settle'] },
         APPENDED: { actions: ['appended', 'settle'] },
         APPEND_FAILED: {
           target: '.log.failed',

@@ -108,6 +108,9 @@ export type PartitionEvent =
   | ({ type: 'ASSIGNMENT' } & PartitionAssignment)
   | { type: 'ISR_CHECK' }
   | { type: 'FETCH_EXPIRED'; id: number }
+  /** The log holds everything below logEndOffset (not yet durable under flush.mode=fsync). */
+  | { type: 'WRITTEN'; logEndOffset: number }
+  /** Everything below logEndOffset is durable under the topic's flush mode. */
   | { type: 'APPENDED'; logEndOffset: number }
   | { type: 'APPEND_FAILED'; message: string }
   | { type: 'RETAINED'; logStartOffset: number }
