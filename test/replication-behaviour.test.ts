@@ -18,9 +18,9 @@
  *   4. Controlled shutdown: a rolling restart (SIGTERM each node in turn) under steady acks=all load;
  *      every node exits cleanly after handing its leaderships off, and no send fails.
  *
- * Two tests show open product bugs (described at each) and are skipped unless TM_RUN_KNOWN_BUGS=1:
- * group 4 (a follower-to-leader race takes partitions offline, in about one run in seven here) and
- * a retry of a NOT_ENOUGH_REPLICAS_AFTER_APPEND batch acknowledged while the ISR is short (always).
+ * Two of these found product bugs, now fixed: a follower-to-leader race that took partitions
+ * offline during hand-offs (a follower's write landing under the new leader actor), and a retry of
+ * a NOT_ENOUGH_REPLICAS_AFTER_APPEND batch acknowledged while the ISR was short.
  *
  * Nothing sleeps blindly: waits poll describeTopic / describeCluster with deadlines, await log
  * lines or process exits. Timing assertions are generous (CI runs everything on 2 cores); the
@@ -306,16 +306,12 @@ test.serial('min.insync.replicas=3: acks=all is refused while a replica is out (
 });
 
 /**
- * Runs only with TM_RUN_KNOWN_BUGS=1: a product bug makes it fail today. The leader checks a
- * produce's sequence before min.insync.replicas, so the producer's retry of a batch answered
- * NOT_ENOUGH_REPLICAS_AFTER_APPEND is taken as a duplicate and acknowledged with the batch's
- * offset (partition/machine.ts: guard `duplicate`, action `answerDuplicate`, before guard
- * `notEnoughReplicas`): acks=all succeeds while the ISR is below min.insync.replicas. Kafka checks
- * the ISR size first (Partition.appendRecordsToLeader), so the retry gets NOT_ENOUGH_REPLICAS.
+ * The leader checks min.insync.replicas before the producer's sequence (as Kafka's
+ * Partition.appendRecordsToLeader does), so a retry of a batch answered
+ * NOT_ENOUGH_REPLICAS_AFTER_APPEND gets NOT_ENOUGH_REPLICAS while the ISR is short, not an
+ * acknowledgement as a duplicate (a bug this test found).
  */
-const knownBug = process.env['TM_RUN_KNOWN_BUGS'] === '1' ? test.serial : test.serial.skip;
-
-knownBug('min.insync.replicas=3: the SDK\'s retry of a batch answered NOT_ENOUGH_REPLICAS_AFTER_APPEND is not acknowledged while the ISR is short', async (t) => {
+test.serial('min.insync.replicas=3: the SDK\'s retry of a batch answered NOT_ENOUGH_REPLICAS_AFTER_APPEND is not acknowledged while the ISR is short', async (t) => {
   t.timeout(60_000);
   const controller = await healthy();
   const topic = 'min-isr-retry';
@@ -538,17 +534,12 @@ test.serial('a follower killed -9 while 50k records are written catches up, rejo
 // --- 4. controlled shutdown ------------------------------------------------------------------
 
 /**
- * Quarantined (skipped unless TM_RUN_KNOWN_BUGS=1) until a product race is fixed: when a broker's
- * follower of a partition becomes its leader, the follower actor is stopped and the leader actor
- * started on the same partition store while the follower's replica fetch is still in flight; the
- * late reply is appended after the leader read its log end, so the leader's first append fails
- * ("batch base offset 218 does not continue the log at 225") and the partition goes offline,
- * answering INTERNAL (not retriable) to every produce. Under this test's load a hand-off hits it in
- * about one run in seven (more when the machine is busy).
+ * Found a race, now fixed: when a broker's follower of a partition became its leader, the follower
+ * actor stopped while its replica fetch was in flight and the late reply was appended under the new
+ * leader actor ("batch base offset 218 does not continue the log at 225"), taking the partition
+ * offline. The follower now lets a write finish before it stops (follower.ts, `writing`).
  */
-const knownRace = process.env['TM_RUN_KNOWN_BUGS'] === '1' ? test.serial : test.serial.skip;
-
-knownRace('controlled shutdown: a rolling restart under acks=all load hands every leadership off before each node stops, and no send fails', async (t) => {
+test.serial('controlled shutdown: a rolling restart under acks=all load hands every leadership off before each node stops, and no send fails', async (t) => {
   t.timeout(180_000);
   await healthy();
   const topic = 'rolling';

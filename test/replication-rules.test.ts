@@ -6,7 +6,7 @@
 import test from 'ava';
 import { applyRecord, emptyImage, topicByName, type MetadataImage } from '../src/metadata/image.js';
 import { planAlterPartition, planControlledShutdown, planElectLeaders, planPreferredElections } from '../src/metadata/partition-planner.js';
-import { planCreateTopic, planFenceBroker, planUnfenceBroker, unfencedIn } from '../src/metadata/planner.js';
+import { planAlterConfig, planCreateTopic, planFenceBroker, planUnfenceBroker, unfencedIn } from '../src/metadata/planner.js';
 import type { MetadataRecord } from '../src/metadata/records.js';
 import { TidemarkError } from '../src/protocol/errors.js';
 import {
@@ -177,3 +177,16 @@ function planAlterPartitionRecord(image: MetadataImage) {
     partitionEpoch: p.partitionEpoch + 1,
   };
 }
+
+test('turning unclean election on elects a live replica for offline partitions at once', (t) => {
+  let image = cluster();
+  const p = partitionOf(image);
+  for (const id of [p.replicas[1]!, p.replicas[2]!, p.leader]) image = apply(image, planFenceBroker(image, id));
+  const stale = p.replicas[1]!;
+  image = apply(image, [{ type: 'RegisterBroker', brokerId: stale, brokerEpoch: 2, rack: '', fenced: true, incarnation: 'y' }]);
+  image = apply(image, planUnfenceBroker(image, stale));
+  t.is(partitionOf(image).leader, -1, 'clean: offline');
+  const after = apply(image, planAlterConfig(image, 't', { 'unclean.leader.election.enable': 'true' }, []));
+  t.is(partitionOf(after).leader, stale);
+  t.deepEqual(partitionOf(after).isr, [stale]);
+});

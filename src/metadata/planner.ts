@@ -217,12 +217,29 @@ export function planCreatePartitions(image: MetadataImage, name: string, totalCo
   }));
 }
 
-/** Sets and deletes topic config keys; the result must be a valid config (INVALID_CONFIG otherwise). */
-export function planAlterConfig(image: MetadataImage, name: string, set: Readonly<Record<string, string>>, remove: readonly string[]): MetadataRecord[] {
+/**
+ * Sets and deletes topic config keys; the result must be a valid config (INVALID_CONFIG otherwise).
+ * Turning unclean.leader.election.enable on elects a live replica for each offline partition at
+ * once, as Kafka's controller does.
+ */
+export function planAlterConfig(
+  image: MetadataImage,
+  name: string,
+  set: Readonly<Record<string, string>>,
+  remove: readonly string[],
+  eligible: Eligible = unfencedIn(image),
+): MetadataRecord[] {
   const topic = topicByName(image, name);
   if (topic === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `topic "${name}" does not exist`);
   const config: Record<string, string> = { ...topic.config, ...set };
   for (const key of remove) delete config[key];
-  parseTopicConfig(config);
-  return [{ type: 'TopicConfig', topicId: topic.topicId, config }];
+  const parsed = parseTopicConfig(config);
+  const records: MetadataRecord[] = [{ type: 'TopicConfig', topicId: topic.topicId, config }];
+  if (parsed.uncleanLeaderElection && !uncleanEnabled(topic)) {
+    for (const p of topic.partitions) {
+      const next = p.leader === -1 ? p.replicas.find(eligible) : undefined;
+      if (next !== undefined) records.push(partitionChange(topic.topicId, p, { leader: next, isr: [next] }));
+    }
+  }
+  return records;
 }

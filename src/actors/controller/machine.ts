@@ -118,7 +118,7 @@ async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, rando
       return { body: reply };
     }
     case 'alter-config': {
-      const next = await commit(planAlterConfig(image, job.request.name, job.request.set, job.request.delete));
+      const next = await commit(planAlterConfig(image, job.request.name, job.request.set, job.request.delete, eligible));
       const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!), metadataOffset: next.offset };
       return { body: reply };
     }

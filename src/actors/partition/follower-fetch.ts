@@ -10,7 +10,7 @@ import { fromPromise } from 'xstate';
 import { readBatchHeader, splitBatches, verifyBatch } from '../../protocol/batch.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import { decodeReply, encodeMessage } from '../../protocol/messages.js';
-import { replicaFetchReply, type ReplicaFetchRequest } from '../../protocol/replica-messages.js';
+import { replicaFetchReply, type ReplicaFetchReply, type ReplicaFetchRequest } from '../../protocol/replica-messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Logger, Transport } from '../../runtime/ports.js';
 import type { PartitionStore } from '../../storage/partition-store.js';
@@ -40,8 +40,9 @@ export interface FollowerStep {
 /** Budget of a replica fetch beyond its long poll, ms. */
 const FETCH_SLACK_MS = 2_000;
 
-export const followerFetch = fromPromise<FollowerStep, FollowerFetchInput>(async ({ input }) => {
-  const { store, transport, subjects, logger } = input;
+/** The request half: cancellable (a reply arriving after the follower stopped is dropped unread). */
+export const followerRequest = fromPromise<{ fetchOffset: number; reply: ReplicaFetchReply }, FollowerFetchInput>(async ({ input }) => {
+  const { store, transport, subjects } = input;
   const fetchOffset = store.logEndOffset();
   const epochs = store.epochs();
   const request: ReplicaFetchRequest = {
@@ -54,8 +55,24 @@ export const followerFetch = fromPromise<FollowerStep, FollowerFetchInput>(async
     maxWaitMs: input.fetchMaxWaitMs,
   };
   const subject = subjects.partition('replica-fetch', input.leaderId, input.topic, input.partition);
-  const reply = decodeReply(await transport.request(subject, encodeMessage(request), request.timeoutMs), replicaFetchReply);
+  return { fetchOffset, reply: decodeReply(await transport.request(subject, encodeMessage(request), request.timeoutMs), replicaFetchReply) };
+});
 
+export interface FollowerApplyInput {
+  store: PartitionStore;
+  logger: Logger;
+  sync: boolean;
+  fetchOffset: number;
+  reply: ReplicaFetchReply;
+}
+
+/**
+ * The write half: truncates or appends what the reply carries. The follower machine lets it finish
+ * before it stops, so the leader actor that may open this log next never sees a write land late.
+ */
+export const followerApply = fromPromise<FollowerStep, FollowerApplyInput>(async ({ input }) => {
+  const { store, logger, fetchOffset, reply } = input;
+  if (store.logEndOffset() !== fetchOffset) throw new TidemarkError('INTERNAL', `follower log moved from ${fetchOffset} to ${store.logEndOffset()} during a fetch`);
   if (reply.divergingEpoch !== undefined) {
     const to = truncationOffset(reply.divergingEpoch, (epoch) => store.endOffsetForEpoch(epoch));
     logger.warn({ fetchOffset, diverging: reply.divergingEpoch, truncateTo: to }, 'log diverges from the leader; truncating');

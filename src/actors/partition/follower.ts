@@ -11,7 +11,8 @@ import { TidemarkError } from '../../protocol/errors.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Logger, Transport } from '../../runtime/ports.js';
 import type { NodeStorage, PartitionStore } from '../../storage/partition-store.js';
-import { followerFetch, type FollowerStep } from './follower-fetch.js';
+import { followerApply, followerRequest, type FollowerStep } from './follower-fetch.js';
+import type { ReplicaFetchReply } from '../../protocol/replica-messages.js';
 import type { PartitionLimits } from './types.js';
 
 export interface FollowerInput {
@@ -35,6 +36,10 @@ export interface FollowerContext extends FollowerInput {
   leaderHighWatermark: number;
   /** Consecutive failed steps (for the log: the first one of a run is logged). */
   failures: number;
+  /** The reply being applied. */
+  fetched: { fetchOffset: number; reply: ReplicaFetchReply } | undefined;
+  /** A STOP or DELETE that came while a write ran: done once it finishes. */
+  closing: 'stop' | 'delete' | undefined;
 }
 
 export type FollowerEvent = { type: 'CONFIG'; config: TopicConfig } | { type: 'STOP' } | { type: 'DELETE' };
@@ -44,7 +49,8 @@ export const followerMachine = setup({
   actors: {
     openLog: fromPromise<PartitionStore, FollowerInput>(({ input }) => input.storage.openPartition({ topicId: input.topicId, partition: input.partition })),
     deleteLog: fromPromise<void, FollowerInput>(({ input }) => input.storage.deletePartition({ topicId: input.topicId, partition: input.partition })),
-    followerFetch,
+    followerRequest,
+    followerApply,
   },
   actions: {
     progress: assign(({ event }) => {
@@ -67,7 +73,7 @@ export const followerMachine = setup({
 }).createMachine({
   id: 'follower',
   output: ({ context }) => ({ topicId: context.topicId, partition: context.partition }),
-  context: ({ input }) => ({ ...input, store: undefined, logEndOffset: 0, leaderHighWatermark: 0, failures: 0 }),
+  context: ({ input }) => ({ ...input, store: undefined, logEndOffset: 0, leaderHighWatermark: 0, failures: 0, fetched: undefined, closing: undefined }),
   initial: 'loading',
   on: { CONFIG: { actions: assign({ config: ({ event }) => event.config }) } },
   states: {
@@ -80,9 +86,10 @@ export const followerMachine = setup({
       },
       on: { STOP: 'closed', DELETE: 'deleting' },
     },
+    // The request may be abandoned at any time: its reply is dropped unread.
     fetching: {
       invoke: {
-        src: 'followerFetch',
+        src: 'followerRequest',
         input: ({ context }) => ({
           store: context.store!,
           transport: context.transport,
@@ -97,10 +104,35 @@ export const followerMachine = setup({
           fetchMaxBytes: context.limits.replicaFetchMaxBytes,
           fetchMaxWaitMs: context.limits.replicaFetchWaitMs,
         }),
-        onDone: { target: 'fetching', reenter: true, actions: 'progress' },
+        onDone: { target: 'writing', actions: assign({ fetched: ({ event }) => event.output }) },
         onError: { target: 'backoff', actions: 'noteFailure' },
       },
       on: { STOP: 'closed', DELETE: 'deleting' },
+    },
+    // A write is never abandoned: stopping waits for it, so a late append cannot land under the
+    // leader actor that opens this log next.
+    writing: {
+      invoke: {
+        src: 'followerApply',
+        input: ({ context }) => ({
+          store: context.store!,
+          logger: context.logger,
+          sync: context.config.flushMode === 'fsync',
+          fetchOffset: context.fetched!.fetchOffset,
+          reply: context.fetched!.reply,
+        }),
+        onDone: [
+          { guard: ({ context }) => context.closing === 'stop', target: 'closed' },
+          { guard: ({ context }) => context.closing === 'delete', target: 'deleting' },
+          { target: 'fetching', actions: ['progress', assign({ fetched: undefined })] },
+        ],
+        onError: [
+          { guard: ({ context }) => context.closing === 'stop', target: 'closed' },
+          { guard: ({ context }) => context.closing === 'delete', target: 'deleting' },
+          { target: 'backoff', actions: ['noteFailure', assign({ fetched: undefined })] },
+        ],
+      },
+      on: { STOP: { actions: assign({ closing: 'stop' }) }, DELETE: { actions: assign({ closing: 'delete' }) } },
     },
     backoff: {
       after: { backoff: 'fetching' },

@@ -537,6 +537,19 @@ export const partitionMachine = setup({
             PRODUCE: [
               { guard: 'sequenceRefused', actions: 'refuseSequence' },
               { guard: 'queueFull', actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'BUSY' }) } },
+              {
+                // Before the duplicate check, as Kafka does: a retry must not be acknowledged while
+                // the ISR is below min.insync.replicas.
+                guard: 'notEnoughReplicas',
+                actions: {
+                  type: 'replyError',
+                  params: ({ context, event }) => ({
+                    replyTo: event.replyTo,
+                    code: 'NOT_ENOUGH_REPLICAS',
+                    message: `ISR ${context.isr.join(',')} is below min.insync.replicas=${context.config.minInsyncReplicas}`,
+                  }),
+                },
+              },
               { guard: 'duplicate', actions: 'answerDuplicate' },
               {
                 guard: 'tooLarge',
@@ -551,17 +564,6 @@ export const partitionMachine = setup({
                   }),
                   },
                 ],
-              },
-              {
-                guard: 'notEnoughReplicas',
-                actions: {
-                  type: 'replyError',
-                  params: ({ context, event }) => ({
-                    replyTo: event.replyTo,
-                    code: 'NOT_ENOUGH_REPLICAS',
-                    message: `ISR ${context.isr.join(',')} is below min.insync.replicas=${context.config.minInsyncReplicas}`,
-                  }),
-                },
               },
               { actions: 'accept' },
             ],

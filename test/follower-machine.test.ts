@@ -1,0 +1,138 @@
+/**
+ * The follower machine on in-memory storage and a scripted transport: it appends what the leader
+ * sends and truncates where the leader says the logs diverge; a write in progress when it is
+ * stopped finishes before it is done, so the leader actor that opens the log next never has a
+ * write land under it (a race the rolling-restart test found).
+ */
+import test from 'ava';
+import { pino } from 'pino';
+import { createActor, waitFor } from 'xstate';
+import { followerMachine } from '../src/actors/partition/follower.js';
+import { DEFAULT_PARTITION_LIMITS } from '../src/actors/partition/types.js';
+import { parseTopicConfig } from '../src/metadata/topic-config.js';
+import { decodeBatch, encodeBatch, stampBatch } from '../src/protocol/batch.js';
+import { encodeMessage } from '../src/protocol/messages.js';
+import type { ReplicaFetchReply } from '../src/protocol/replica-messages.js';
+import { Subjects } from '../src/protocol/subjects.js';
+import type { Transport } from '../src/runtime/ports.js';
+import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
+import type { PartitionStore } from '../src/storage/partition-store.js';
+
+const TOPIC_ID = '0123456789abcdef0123456789abcdef';
+
+/** Each replica fetch waits until the test answers it. */
+function scriptedLeader() {
+  const fetches: Array<{ body: Uint8Array; answer: (reply: ReplicaFetchReply) => void }> = [];
+  let notify: (() => void) | undefined;
+  const transport: Transport = {
+    maxPayloadBytes: 1 << 20,
+    publish() {},
+    subscribe: () => ({ unsubscribe() {} }),
+    request: (_subject, body) =>
+      new Promise((resolve) => {
+        fetches.push({ body, answer: (reply) => resolve(encodeMessage(reply)) });
+        notify?.();
+      }),
+    requestMany: async () => [],
+  };
+  const next = async () => {
+    while (fetches.length === 0) await new Promise<void>((r) => (notify = r));
+    return fetches.shift()!;
+  };
+  return { transport, next };
+}
+
+function batch(base: number, epoch: number, values: string[]): Uint8Array {
+  const b = encodeBatch(values.map((v) => ({ key: null, value: new TextEncoder().encode(v), headers: {}, timestamp: 1 })));
+  stampBatch(b, base, epoch);
+  return b;
+}
+
+const reply = (records: Uint8Array, extra: Partial<ReplicaFetchReply> = {}): ReplicaFetchReply => ({
+  highWatermark: 0,
+  logStartOffset: 0,
+  logEndOffset: 0,
+  records,
+  ...extra,
+});
+
+async function start(storeSetup?: (store: PartitionStore) => Promise<void>) {
+  const storage = createMemoryNodeStorage();
+  const store = await storage.openPartition({ topicId: TOPIC_ID, partition: 0 });
+  await storeSetup?.(store);
+  const leader = scriptedLeader();
+  const follower = createActor(followerMachine, {
+    input: {
+      topic: 't',
+      topicId: TOPIC_ID,
+      partition: 0,
+      leaderId: 2,
+      leaderEpoch: 3,
+      brokerId: 1,
+      config: parseTopicConfig({}),
+      storage,
+      transport: leader.transport,
+      subjects: new Subjects('x'),
+      logger: pino({ level: 'silent' }),
+      limits: DEFAULT_PARTITION_LIMITS,
+    },
+  }).start();
+  return { follower, store, leader };
+}
+
+test('a follower appends the leader batches as stamped and reports its log end in the next fetch', async (t) => {
+  const { follower, store, leader } = await start();
+  const first = await leader.next();
+  first.answer(reply(Buffer.concat([batch(0, 3, ['a', 'b']), batch(2, 3, ['c'])])));
+  const second = await leader.next();
+  t.is(store.logEndOffset(), 3);
+  t.like((await import('@msgpack/msgpack')).decode(second.body) as object, { fetchOffset: 3, lastFetchedEpoch: 3, leaderEpoch: 3, replicaId: 1 });
+  follower.send({ type: 'STOP' });
+  t.is(follower.getSnapshot().status, 'done');
+});
+
+test('a diverging follower truncates to where the leader says its epoch ends, then fetches from there', async (t) => {
+  const { follower, store, leader } = await start(async (s) => {
+    await s.append([batch(0, 1, ['a', 'b']), batch(2, 2, ['stale-1', 'stale-2'])]);
+  });
+  const first = await leader.next();
+  // The leader never had epoch 2: epoch 1 ends at 2 in its log.
+  first.answer(reply(new Uint8Array(0), { divergingEpoch: { epoch: 1, endOffset: 2 } }));
+  const second = await leader.next();
+  t.is(store.logEndOffset(), 2);
+  second.answer(reply(batch(2, 3, ['new'])));
+  await leader.next();
+  const [, kept] = await store.read(0, 1 << 20, 3);
+  t.deepEqual(decodeBatch(kept!).map((r) => new TextDecoder().decode(r.value!)), ['new']);
+  follower.send({ type: 'STOP' });
+});
+
+test('STOP while a fetched reply is being written: the follower is done only after the write', async (t) => {
+  const { follower, store, leader } = await start();
+  // Hold the follower's append until the test lets it go (the store hands out one handle per key).
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const append = store.append.bind(store);
+  store.append = async (batches, options) => {
+    if (batches.length > 0) await gate;
+    return append(batches, options);
+  };
+  const first = await leader.next();
+  first.answer(reply(batch(0, 3, ['a', 'b', 'c'])));
+  await waitFor(follower, (s) => s.matches('writing'), { timeout: 2000 });
+  follower.send({ type: 'STOP' });
+  t.is(follower.getSnapshot().status, 'active', 'still writing');
+  release();
+  await waitFor(follower, (s) => s.status === 'done', { timeout: 2000 });
+  t.is(store.logEndOffset(), 3, 'the write finished before the follower was done');
+});
+
+test('STOP while a fetch waits for the leader: done at once, and the late reply is never written', async (t) => {
+  const { follower, store, leader } = await start();
+  const pending = await leader.next();
+  follower.send({ type: 'STOP' });
+  t.is(follower.getSnapshot().status, 'done');
+  pending.answer(reply(batch(0, 3, ['late'])));
+  await new Promise((r) => setTimeout(r, 20));
+  t.is(store.logEndOffset(), 0);
+});
