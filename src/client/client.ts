@@ -95,7 +95,13 @@ export class Tidemark {
       name: options.name ?? 'tidemark-client',
       connectTimeoutMs: options.connectTimeoutMs ?? 2000,
     });
-    return new Tidemark(transport, subjects, options, () => transport.close());
+    try {
+      return new Tidemark(transport, subjects, options, () => transport.close());
+    } catch (error) {
+      // Invalid options: the connection is ours to close.
+      await transport.close();
+      throw error;
+    }
   }
 
   /** Over a transport the caller owns (and closes). */

@@ -14,8 +14,10 @@ import type { Rpc } from './rpc.js';
 /** Topics one client tracks in its cache (the metadata request's own bound). */
 export const METADATA_TOPICS_MAX = 1000;
 
-// LEADER_NOT_AVAILABLE too: an election may be moving the partition to another broker.
-const STALE_CODES = new Set<ErrorCode>(['NOT_LEADER', 'FENCED_LEADER_EPOCH', 'UNKNOWN_TOPIC', 'NO_RESPONDERS', 'LEADER_NOT_AVAILABLE']);
+// LEADER_NOT_AVAILABLE too: an election may be moving the partition to another broker. TIMEOUT
+// too: a paused (SIGSTOP) or overloaded leader keeps its subscriptions, so requests to it time out
+// instead of finding no responder, while the controller elects another leader.
+const STALE_CODES = new Set<ErrorCode>(['NOT_LEADER', 'FENCED_LEADER_EPOCH', 'UNKNOWN_TOPIC', 'NO_RESPONDERS', 'LEADER_NOT_AVAILABLE', 'TIMEOUT']);
 
 /** Errors after which the cached leader should not be trusted. */
 export function isStaleMetadataError(error: unknown): boolean {
