@@ -134,7 +134,7 @@ test('accumulator closes batches by size', (t) => {
   const clock = new FakeClock();
   const ready: ReadyBatch[] = [];
   const one = recordBytes(pending(clock, 100).record);
-  const acc = new Accumulator({ batchBytesMax: BATCH_HEADER_BYTES + 3 * one, lingerMs: 1000, clock, onReady: (b) => ready.push(b) });
+  const acc = new Accumulator({ batchBytesMax: BATCH_HEADER_BYTES + 3 * one, lingerMs: 1000, clock, onReady: (b) => ready.push(b), hasRoom: () => true });
   for (let i = 0; i < 7; i++) acc.append(0, pending(clock, 100));
   acc.append(1, pending(clock, 100));
   t.deepEqual(ready.map((b) => [b.partition, b.sends.length]), [
@@ -152,10 +152,31 @@ test('accumulator closes batches by size', (t) => {
   ]);
 });
 
+test('accumulator: a batch past its linger waits (and fills) while the pipeline has no room; lingerMs 0 sends at once when it has', async (t) => {
+  const clock = new FakeClock();
+  const ready: ReadyBatch[] = [];
+  let room = false;
+  const acc = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 5, clock, onReady: (b) => ready.push(b), hasRoom: () => room });
+  acc.append(0, pending(clock, 10));
+  await clock.advance(10);
+  t.is(ready.length, 0, 'no room: the batch stays open past its linger');
+  acc.append(0, pending(clock, 10));
+  t.is(ready.length, 0);
+  room = true;
+  acc.room(0);
+  t.deepEqual(ready.map((b) => b.sends.length), [2], 'both records go in one batch when a slot frees');
+  const eager = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 0, clock, onReady: (b) => ready.push(b), hasRoom: () => room });
+  eager.append(3, pending(clock, 10));
+  eager.append(3, pending(clock, 10));
+  t.is(clock.pendingTimers, 0, 'lingerMs 0: no timer');
+  await Promise.resolve();
+  t.deepEqual(ready.map((b) => [b.partition, b.sends.length]).at(-1), [3, 2], 'lingerMs 0 with room: the records of one synchronous run go together, at once');
+});
+
 test('accumulator closes batches after lingerMs', async (t) => {
   const clock = new FakeClock();
   const ready: ReadyBatch[] = [];
-  const acc = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 5, clock, onReady: (b) => ready.push(b) });
+  const acc = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 5, clock, onReady: (b) => ready.push(b), hasRoom: () => true });
   acc.append(0, pending(clock, 10));
   await clock.advance(3);
   acc.append(0, pending(clock, 10));

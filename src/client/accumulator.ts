@@ -43,6 +43,12 @@ export type AccumulatorOptions = {
   lingerMs: number;
   clock: Clock;
   onReady: (batch: ReadyBatch) => void;
+  /**
+   * Whether the partition's pipeline would send a batch closed now. A batch whose linger is over
+   * stays open (and keeps filling) while it would only wait in the queue, as in Kafka's
+   * accumulator, and closes when `room(partition)` says a slot freed.
+   */
+  hasRoom: (partition: number) => boolean;
 };
 
 interface OpenBatch {
@@ -53,6 +59,8 @@ interface OpenBatch {
   timestampMin: number;
   timestampMax: number;
   timer: unknown;
+  /** Linger is over: close as soon as the pipeline has room. */
+  due: boolean;
 }
 
 export class Accumulator {
@@ -77,7 +85,15 @@ export class Accumulator {
     this.openBytes += send.bytes;
     if (BATCH_HEADER_BYTES + batch.recordBytes >= this.options.batchBytesMax || batch.sends.length >= BATCH_RECORDS_MAX) {
       this.close(partition);
+    } else if (batch.due && this.options.hasRoom(partition)) {
+      this.close(partition);
     }
+  }
+
+  /** The partition's pipeline can send again: a batch past its linger goes now. */
+  room(partition: number): void {
+    const batch = this.open.get(partition);
+    if (batch?.due === true) this.close(partition);
   }
 
   /** Closes every open batch now (flush, or memory is full so waiting is pointless). */
@@ -103,10 +119,17 @@ export class Accumulator {
       timestampMin: send.record.timestamp,
       timestampMax: send.record.timestamp,
       timer: undefined,
+      due: false,
     };
-    batch.timer = this.options.clock.setTimeout(() => {
-      if (this.open.get(partition) === batch) this.close(partition);
-    }, this.options.lingerMs);
+    const expire = () => {
+      if (this.open.get(partition) !== batch) return;
+      batch.due = true;
+      if (this.options.hasRoom(partition)) this.close(partition);
+    };
+    // lingerMs 0: records sent in the same synchronous run still share a batch, without the
+    // millisecond a 0 ms timer costs in Node.
+    if (this.options.lingerMs === 0) queueMicrotask(expire);
+    else batch.timer = this.options.clock.setTimeout(expire, this.options.lingerMs);
     this.open.set(partition, batch);
     return batch;
   }
@@ -115,7 +138,7 @@ export class Accumulator {
     const batch = this.open.get(partition);
     if (batch === undefined) return;
     this.open.delete(partition);
-    this.options.clock.clearTimeout(batch.timer);
+    if (batch.timer !== undefined) this.options.clock.clearTimeout(batch.timer);
     this.openBytes -= batch.recordBytes;
     this.options.onReady({
       partition,

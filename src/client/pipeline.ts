@@ -48,6 +48,8 @@ export type PipelineDeps = {
   requestTimeoutMs: number;
   /** Called once per batch when it is acknowledged or given up (to release its bytes). */
   onSettled: (batch: ReadyBatch) => void;
+  /** Called when a request settles or a backoff ends: the accumulator may close a waiting batch. */
+  onRoom: () => void;
 };
 
 interface Outgoing {
@@ -91,6 +93,11 @@ export class PartitionPipeline {
     const bytes = encodeBatch(records, { producerId: this.producerId, producerEpoch: 0, baseSequence: this.nextSequence });
     this.nextSequence = (this.nextSequence + records.length) % SEQUENCE_MODULO;
     return bytes;
+  }
+
+  /** A batch enqueued now would be sent at once (nothing queued ahead of it, a window slot free). */
+  get hasRoom(): boolean {
+    return !this.stopped && !this.paused && this.backoffTimer === undefined && this.queue.length === 0 && this.inFlight < this.deps.inFlightBatchesMax;
   }
 
   /** True when nothing is queued, in flight, or waiting to be retried. */
@@ -203,6 +210,7 @@ export class PartitionPipeline {
     o.batch.sends.forEach((s, i) => s.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i }));
     this.deps.onSettled(o.batch);
     this.next();
+    if (this.hasRoom) this.deps.onRoom();
   }
 
   private failedAttempt(o: Outgoing, error: unknown): void {
@@ -254,6 +262,7 @@ export class PartitionPipeline {
     this.backoffTimer = clock.setTimeout(() => {
       this.backoffTimer = undefined;
       void this.pump();
+      if (this.hasRoom) this.deps.onRoom();
     }, delayMs);
   }
 

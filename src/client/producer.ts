@@ -187,6 +187,7 @@ export class ProducerImpl<T> implements Producer<T> {
       lingerMs,
       clock: deps.clock,
       onReady: (batch) => this.ready(batch),
+      hasRoom: (partition) => this.pipelines.get(partition)?.hasRoom ?? true,
     });
   }
 
@@ -341,6 +342,7 @@ export class ProducerImpl<T> implements Producer<T> {
         deliveryTimeoutMs: this.deliveryTimeoutMs,
         requestTimeoutMs: this.options.requestTimeoutMs ?? this.deps.requestTimeoutMs,
         onSettled: (settled) => this.budget.release(settled.recordBytes),
+        onRoom: () => this.accumulator.room(batch.partition),
       });
       this.pipelines.set(batch.partition, pipeline);
     }
