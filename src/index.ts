@@ -1,7 +1,19 @@
 /** Tidemark's public SDK surface. Everything else under src/ is internal. */
 export { Tidemark, type ClientOptions, type ConnectOptions, type FromTransportOptions } from './client/client.js';
 export { codecs, type Codec } from './client/codecs.js';
-export type { Admin, ClusterDescription, CreateTopicOptions, PartitionDescription, PartitionMetadata, TopicDescription, TopicMetadata } from './client/admin.js';
+export type {
+  Admin,
+  ClusterDescription,
+  CreateTopicOptions,
+  ElectionType,
+  ElectLeadersOptions,
+  ElectLeadersResult,
+  PartitionDescription,
+  PartitionMetadata,
+  ReplicaState,
+  TopicDescription,
+  TopicMetadata,
+} from './client/admin.js';
 export type { Acks, Producer, ProducerOptions, ProducerRecord, RecordMetadata } from './client/producer.js';
 export type { Reader, ReaderOptions, ReaderRecord, StartFrom } from './client/reader.js';
 export type { RetryOptions } from './client/retry.js';

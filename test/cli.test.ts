@@ -6,6 +6,7 @@ import test, { type ExecutionContext } from 'ava';
 import { rm } from 'node:fs/promises';
 import { utf8 } from '../src/client/codecs.js';
 import { partitionForKey } from '../src/index.js';
+import { TOPIC_CONFIG_KEYS } from '../src/metadata/topic-config.js';
 import { killAllCliProcesses, runCli, spawnCli, startNodeProcess, type CliOptions, type CliProcess, type CliResult } from './helpers/cli.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
 import { tempDir } from './helpers/node.js';
@@ -22,7 +23,14 @@ interface JsonRecord {
 
 interface JsonDescription {
   name: string;
-  partitions: { partition: number; leader: number; logStartOffset: number; logEndOffset: number; highWatermark: number }[];
+  partitions: {
+    partition: number;
+    leader: number;
+    logStartOffset: number;
+    logEndOffset: number;
+    highWatermark: number;
+    replicaStates: { brokerId: number; logEndOffset: number; lagMs: number }[];
+  }[];
 }
 
 let nats: NatsServer;
@@ -128,8 +136,8 @@ test.serial('README quick start: create, produce 1000 lines, consume, describe, 
     const end = groups.get(p)?.length ?? 0;
     t.regex(
       described,
-      new RegExp(`\\tPartition: ${p}\\tLeader: 1\\t.*\\tLogStartOffset: 0\\tLogEndOffset: ${end}\\t`),
-      `partition ${p}: leader 1, log start 0, log end ${end}`,
+      new RegExp(`\\tPartition: ${p}\\tLeader: 1\\tLeaderEpoch: 0\\tReplicas: 1\\tIsr: 1\\tLogStartOffset: 0\\tLogEndOffset: ${end}\\tHighWatermark: ${end}\\tReplicaLEO: 1=${end}$`, 'm'),
+      `partition ${p}: leader 1 (epoch 0, the only replica and ISR), log start 0, log end and high watermark ${end}, replica 1 at ${end}`,
     );
   }
   t.is(lines(described).length, 4, 'one header line and one line per partition');
@@ -141,6 +149,9 @@ test.serial('README quick start: create, produce 1000 lines, consume, describe, 
     [0, 1, 2],
   );
   t.true(description.partitions.every((p) => p.leader === 1 && p.logStartOffset === 0));
+  for (const p of description.partitions) {
+    t.deepEqual(p.replicaStates, [{ brokerId: 1, logEndOffset: p.logEndOffset, lagMs: 0 }], `partition ${p.partition}: --json has the leader's replica state`);
+  }
   t.is(
     description.partitions.reduce((sum, p) => sum + p.logEndOffset, 0),
     1000,
@@ -239,6 +250,13 @@ test.serial('errors are one line on stderr, no stack trace, non-zero exit', asyn
     { args: ['topic', 'describe', 'no-such-topic'], code: 1, mentions: 'UNKNOWN_TOPIC' },
     { args: ['topic', 'create', 'a b'], code: 1, mentions: 'INVALID_TOPIC' },
     { args: ['consume', 'orders', '--offset', '5'], code: 2, mentions: '--partition' },
+    { args: ['partition', 'bogus'], code: 2, mentions: 'unknown partition command' },
+    { args: ['partition', 'elect-leaders', '--bogus'], code: 2, mentions: '--bogus' },
+    { args: ['partition', 'elect-leaders', '--preferred', '--unclean'], code: 2, mentions: '--unclean' },
+    { args: ['partition', 'elect-leaders', '--partition', '0'], code: 2, mentions: '--topic' },
+    { args: ['partition', 'elect-leaders', '--topic', 'dup', '--partition', '-1'], code: 2, mentions: '--partition' },
+    { args: ['partition', 'elect-leaders', '--topic', 'dup', 'extra'], code: 2, mentions: 'extra' },
+    { args: ['partition', 'elect-leaders', '--topic', 'no-such-topic'], code: 1, mentions: 'UNKNOWN_TOPIC' },
   ];
   const results = await Promise.all(cases.map((c) => tidemark(c.args, c.options)));
   cases.forEach((c, i) => {
@@ -263,7 +281,7 @@ test.serial('errors are one line on stderr, no stack trace, non-zero exit', asyn
 });
 
 test.serial('--help exits 0 and prints a Usage line', async (t) => {
-  const commands = [[], ['topic'], ['produce'], ['consume'], ['node'], ['dev'], ['cluster']];
+  const commands = [[], ['topic'], ['produce'], ['consume'], ['node'], ['dev'], ['cluster'], ['partition'], ['partition', 'elect-leaders']];
   const results = await Promise.all(commands.map((c) => runCli([...c, '--help'])));
   commands.forEach((c, i) => {
     const r = results[i]!;
@@ -272,6 +290,10 @@ test.serial('--help exits 0 and prints a Usage line', async (t) => {
     t.regex(r.stdout, /^Usage:/m, `${what}: a Usage line`);
     t.is(r.stderr, '', `${what}: nothing on stderr`);
   });
+  const topicHelp = results[1]!.stdout;
+  const keys = /^Topic config keys: (.*)\.$/m.exec(topicHelp)?.[1]?.split(', ');
+  t.deepEqual(keys, TOPIC_CONFIG_KEYS, 'topic --help lists every topic config key');
+  t.regex(results[0]!.stdout, /partition elect-leaders/, 'the command list names partition elect-leaders');
 });
 
 test.serial('cluster status shows the elected controller and the broker; topic alter grows a topic and refuses to shrink it', async (t) => {
@@ -287,6 +309,16 @@ test.serial('cluster status shows the elected controller and the broker; topic a
   t.regex(await ok(t, ['cluster', 'status']), /^Controller: 1$/m);
 
   await ok(t, ['topic', 'create', 'growing', '--partitions', '2']);
+  // One replica per partition: it already leads, so a preferred election has nothing to do.
+  const elected = lines(await ok(t, ['partition', 'elect-leaders', '--topic', 'growing']));
+  t.is(elected.length, 2, 'one line per partition');
+  elected.forEach((line, p) => t.regex(line, new RegExp(`^Topic: growing\\tPartition: ${p}\\tLeader: 1\\tResult: ELECTION_NOT_NEEDED \\(.+\\)$`)));
+  t.like(JSON.parse(await ok(t, ['partition', 'elect-leaders', '--topic', 'growing', '--partition', '1', '--unclean', '--json'])), {
+    topic: 'growing',
+    partition: 1,
+    leader: 1,
+    error: { code: 'ELECTION_NOT_NEEDED' },
+  });
   t.regex(await ok(t, ['topic', 'alter', 'growing', '--partitions', '5']), /5 partitions/);
   const described = JSON.parse(await ok(t, ['topic', 'describe', 'growing', '--json'])) as { partitions: unknown[] };
   t.is(described.partitions.length, 5);

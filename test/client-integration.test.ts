@@ -117,7 +117,30 @@ test.serial('README flow: create, produce keyed and keyless with acks all/1/0, r
     const n = expected.get(p.partition) ?? 0;
     t.is(p.leader, node.id);
     t.deepEqual([p.logStartOffset, p.logEndOffset, p.highWatermark], [0, n, n], `partition ${p.partition} offsets`);
+    t.deepEqual([p.leaderEpoch, p.replicas, p.isr], [0, [node.id], [node.id]], `partition ${p.partition}: epoch 0, one replica, in sync`);
+    t.deepEqual(p.replicaStates, [{ brokerId: node.id, logEndOffset: n, lagMs: 0 }], `partition ${p.partition}: the leader reports itself`);
   }
+
+  // One replica each: nothing to elect, per partition, and the call as a whole succeeds.
+  const preferred = await admin.electLeaders({ topic: 'orders' });
+  t.deepEqual(
+    preferred.map((r) => [r.topic, r.partition, r.leader, r.error?.code]),
+    [0, 1, 2].map((p) => ['orders', p, node.id, 'ELECTION_NOT_NEEDED']),
+  );
+  const unclean = await admin.electLeaders({ type: 'unclean', topic: 'orders', partitions: [2, 2, 9] });
+  t.deepEqual(
+    unclean.map((r) => [r.partition, r.leader, r.error?.code]),
+    [
+      [2, node.id, 'ELECTION_NOT_NEEDED'],
+      [9, -1, 'UNKNOWN_TOPIC'],
+    ],
+    'a partition the topic lacks is a per-partition UNKNOWN_TOPIC; duplicates are asked once',
+  );
+  t.true((await admin.electLeaders()).some((r) => r.topic === 'orders'), 'without a topic: every topic');
+  const noTopic = await t.throwsAsync(admin.electLeaders({ topic: 'no-such-topic' }), { instanceOf: TidemarkError });
+  t.is(noTopic?.code, 'UNKNOWN_TOPIC', 'an unknown topic rejects the call, at once (not retried)');
+  const noPartitionsWithoutTopic = await t.throwsAsync(admin.electLeaders({ partitions: [0] }), { instanceOf: TidemarkError });
+  t.is(noPartitionsWithoutTopic?.code, 'INVALID_REQUEST');
 
   await Promise.all([all.close(), one.close(), zero.close()]);
   await admin.deleteTopic('orders');

@@ -22,7 +22,8 @@ export function parse<T extends { values: { help?: boolean | undefined }; positi
   try {
     parsed = run();
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    // parseArgs explains some mistakes over several lines (e.g. `--partition -1`); errors are one line.
+    throw new UsageError((error as Error).message.split('\n').map((l) => l.trim()).filter((l) => l !== '').join(' '));
   }
   if (!parsed.values.help && parsed.positionals.length !== positionals) {
     throw new UsageError(

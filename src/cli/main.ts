@@ -6,6 +6,7 @@ import { clusterCommand } from './commands/cluster.js';
 import { consumeCommand } from './commands/consume.js';
 import { devCommand } from './commands/dev.js';
 import { nodeCommand } from './commands/node.js';
+import { partitionCommand } from './commands/partition.js';
 import { produceCommand } from './commands/produce.js';
 import { topicCommand } from './commands/topic.js';
 
@@ -16,6 +17,7 @@ Commands:
   node start                  run one node against an existing NATS server
   cluster status              controller voters, active controller, brokers
   topic create|list|describe|delete|alter
+  partition elect-leaders     preferred or unclean leader election
   produce TOPIC               records from stdin, one per line
   consume TOPIC               print records, one value per line
 
@@ -27,6 +29,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   cluster: clusterCommand,
   node: nodeCommand,
   topic: topicCommand,
+  partition: partitionCommand,
   produce: produceCommand,
   consume: consumeCommand,
 };

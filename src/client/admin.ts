@@ -1,21 +1,25 @@
 /**
- * Topic and cluster administration. Create, delete and create-partitions go to the active
- * controller (`subjects.admin(op)`); list and describe read metadata, and describe also asks each
- * leading broker for its partitions' offsets; describeCluster collects every node's status.
+ * Topic and cluster administration. Create, delete, create-partitions, alter-config and
+ * elect-leaders go to the active controller (`subjects.admin(op)`); list and describe read
+ * metadata, and describe also asks each leading broker for its partitions' offsets and replica
+ * progress; describeCluster collects every node's status.
  * Each call is retried here, in one place (retry.ts), and nowhere below.
  */
-import { TidemarkError } from '../protocol/errors.js';
+import { TidemarkError, type ErrorCode } from '../protocol/errors.js';
 import {
   createTopicReply,
   deleteTopicReply,
+  electLeadersReply,
   type AlterConfigRequest,
   type CreatePartitionsRequest,
   type CreateTopicRequest,
   type DeleteTopicRequest,
+  type ElectLeadersRequest,
   type OffsetsRequest,
   offsetsReply,
   type PartitionMetadata,
   type PartitionOffsets,
+  type ReplicaState,
   type TopicMetadata,
 } from '../protocol/messages.js';
 import { nodeStatus, type StatusRequest } from '../protocol/controller-messages.js';
@@ -43,15 +47,58 @@ export type CreateTopicOptions = {
   config?: Record<string, string>;
 };
 
-export type { TopicMetadata, PartitionMetadata };
+export type { TopicMetadata, PartitionMetadata, ReplicaState };
 
+/**
+ * One partition as `describeTopic` shows it: its metadata (`leader`, `leaderEpoch`, `replicas`,
+ * `isr`) and what its leader reports (offsets, and the progress of every replica).
+ */
 export interface PartitionDescription extends PartitionMetadata {
   /** First offset still stored; -1 when the partition has no leader to ask. */
   logStartOffset: number;
-  /** Offset the next record will get; -1 when unknown. */
+  /** The leader's log end: the offset the next record will get; -1 when unknown. */
   logEndOffset: number;
   /** Offsets below it are committed (replicated to the ISR) and readable; -1 when unknown. */
   highWatermark: number;
+  /**
+   * Per replica, in `replicas` order, as the leader knows it: `logEndOffset` as of the replica's
+   * last fetch (the leader's own for itself; -1 when not heard from since this leadership began)
+   * and `lagMs`, ms since the replica was last caught up with the leader's log end (0 for the
+   * leader; -1 never). Empty when the partition has no leader.
+   */
+  replicaStates: ReplicaState[];
+}
+
+export type ElectionType = 'preferred' | 'unclean';
+
+export type ElectLeadersOptions = {
+  /**
+   * `preferred`: give each partition to its first replica when that one is alive and in sync.
+   * `unclean`: give a partition with no live leader a leader from any live replica, out of sync
+   * ones included, accepting the loss of the records only the old ISR had.
+   * @default 'preferred'
+   */
+  type?: ElectionType;
+  /** Only this topic. @default every topic */
+  topic?: string;
+  /** Only these partitions of `topic` (needs `topic`). @default every partition */
+  partitions?: number[];
+};
+
+/** The outcome of an election for one partition. */
+export interface ElectLeadersResult {
+  topic: string;
+  partition: number;
+  /** The leader after the call: the new one, or the unchanged one when `error` is set (-1: none). */
+  leader: number;
+  /**
+   * Why this partition's leader did not change: `ELECTION_NOT_NEEDED` (it already has the leader
+   * asked for, also when an earlier attempt of this call elected it and the reply was lost) or
+   * `ELIGIBLE_LEADERS_NOT_AVAILABLE` (no replica may lead: the preferred one is not alive or not
+   * in sync; for unclean, no replica is alive) or `UNKNOWN_TOPIC` (a partition asked for that the
+   * topic does not have).
+   */
+  error?: { code: ErrorCode; message: string };
 }
 
 export interface TopicDescription {
@@ -71,7 +118,11 @@ export interface Admin {
   deleteTopic(name: string): Promise<void>;
   /** Names of every topic, sorted. */
   listTopics(): Promise<string[]>;
-  /** Metadata of one topic merged with its partitions' offsets. Throws UNKNOWN_TOPIC if absent. */
+  /**
+   * Metadata of one topic merged with what each partition's leader reports: offsets (log start,
+   * log end, high watermark) and every replica's progress (`replicaStates`). Throws UNKNOWN_TOPIC
+   * if absent.
+   */
   describeTopic(name: string): Promise<TopicDescription>;
   /**
    * Grows a topic to `totalCount` partitions. Fewer than now is refused (INVALID_PARTITIONS): it
@@ -79,12 +130,20 @@ export interface Admin {
    */
   createPartitions(name: string, totalCount: number): Promise<TopicMetadata>;
   /**
-   * Sets and deletes topic config keys (`retention.ms`, `retention.bytes`, `max.message.bytes`);
-   * partitions pick the change up as soon as their broker sees it. Resolves once brokers do.
+   * Sets and deletes topic config keys (`retention.ms`, `min.insync.replicas`, ...: the keys and
+   * their bounds are in docs/operations.md); partitions pick the change up as soon as their broker
+   * sees it. Resolves once brokers do.
    */
   alterTopicConfig(name: string, change: { set?: Record<string, string>; delete?: string[] }): Promise<TopicMetadata>;
   /** The controller voters (role, term, log), the active controller, and the brokers (epoch, fenced). */
   describeCluster(): Promise<ClusterDescription>;
+  /**
+   * Leader elections on demand (Kafka's ElectLeaders), one result per partition considered, sorted
+   * by topic and partition. Per-partition refusals are results, not rejections; the call rejects
+   * only when it fails as a whole (UNKNOWN_TOPIC, no controller within the retry budget, ...).
+   * Resolves once brokers' metadata shows the elections.
+   */
+  electLeaders(options?: ElectLeadersOptions): Promise<ElectLeadersResult[]>;
 }
 
 export interface ClusterDescription {
@@ -94,6 +153,15 @@ export interface ClusterDescription {
   brokers: Array<{ id: number; epoch: number; rack: string; fenced: boolean; metadataOffset: number; partitionsLed: number; reachable: boolean }>;
   /** The newest metadata offset any broker has applied. */
   metadataOffset: number;
+}
+
+/** The leader's replica states in `replicas` order; a replica it did not report is unknown (-1). */
+function replicaStates(replicas: readonly number[], reported: readonly ReplicaState[]): ReplicaState[] {
+  const byId = new Map(reported.map((r) => [r.brokerId, r]));
+  return replicas.map((brokerId) => {
+    const r = byId.get(brokerId);
+    return { brokerId, logEndOffset: r?.logEndOffset ?? -1, lagMs: r?.lagMs ?? -1 };
+  });
 }
 
 /** How long describeCluster waits for every node's status, ms. */
@@ -203,6 +271,13 @@ export class AdminClient implements Admin {
         for (const o of reply.partitions) {
           if (o.topic !== topic.name) continue;
           if (o.error !== undefined) throw TidemarkError.fromWire(o.error, { topic: o.topic, partition: o.partition, brokerId });
+          const expected = topic.partitions.find((p) => p.partition === o.partition)?.leaderEpoch;
+          if (o.leaderEpoch !== undefined && o.leaderEpoch !== expected) {
+            // The leader's view and ours are of different leaderships (one of us lags): ask again.
+            throw new TidemarkError('LEADER_NOT_AVAILABLE', `${o.topic}/${o.partition}: broker ${brokerId} leads in epoch ${o.leaderEpoch}, metadata says ${expected}`, {
+              context: { topic: o.topic, partition: o.partition, brokerId },
+            });
+          }
           offsets.set(o.partition, o);
         }
       }),
@@ -219,6 +294,7 @@ export class AdminClient implements Admin {
             logStartOffset: o?.logStartOffset ?? -1,
             logEndOffset: o?.logEndOffset ?? -1,
             highWatermark: o?.highWatermark ?? -1,
+            replicaStates: o === undefined ? [] : replicaStates(p.replicas, o.replicas ?? []),
           };
         })
         .sort((a, b) => a.partition - b.partition),
@@ -254,6 +330,49 @@ export class AdminClient implements Admin {
     const wanted = JSON.stringify(reply.topic.config);
     await this.propagated(name, (t) => t !== undefined && JSON.stringify(t.config) === wanted);
     return reply.topic;
+  }
+
+  async electLeaders(options: ElectLeadersOptions = {}): Promise<ElectLeadersResult[]> {
+    const { rpc, subjects } = this.deps;
+    if (options.partitions !== undefined && options.topic === undefined) {
+      throw new TidemarkError('INVALID_REQUEST', 'electLeaders: partitions need a topic');
+    }
+    const request = (remainingMs: number): ElectLeadersRequest => ({
+      timeoutMs: this.timeoutMs(remainingMs),
+      type: options.type ?? 'preferred',
+      // Absent (undefined is not encoded) means every topic / every partition.
+      topic: options.topic,
+      partitions: options.partitions === undefined ? undefined : [...new Set(options.partitions)],
+    });
+    // UNKNOWN_TOPIC from the controller is final (its image is the committed truth); see deleteTopic.
+    const reply = await this.retry(
+      (remainingMs) => rpc.request(subjects.admin('elect-leaders'), request(remainingMs), electLeadersReply),
+      (error) => isRetriable(error) && !(error instanceof TidemarkError && error.code === 'UNKNOWN_TOPIC'),
+    );
+    const topics = [...new Set(reply.results.map((r) => r.topic))];
+    this.deps.metadata.observe(reply.metadataOffset);
+    for (const topic of topics) this.deps.metadata.invalidate(topic);
+    // Read-your-writes: wait until a broker answers metadata at or past the elections' commit (the
+    // offset is all this needs: ask for no topics).
+    await this.retry(async () => {
+      const md = await this.deps.metadata.fetch([]);
+      if (md.offset < reply.metadataOffset) {
+        throw new TidemarkError('LEADER_NOT_AVAILABLE', `brokers do not show the elections (metadata offset ${md.offset} < ${reply.metadataOffset}) yet`);
+      }
+    });
+    const results: ElectLeadersResult[] = reply.results.map((r) =>
+      r.error === undefined ? { topic: r.topic, partition: r.partition, leader: r.leader } : { ...r, error: { code: r.error.code, message: r.error.message } },
+    );
+    // The controller skips partitions the topic does not have: say so, per partition (as Kafka does).
+    if (options.topic !== undefined && options.partitions !== undefined) {
+      const answered = new Set(results.map((r) => r.partition));
+      for (const partition of new Set(options.partitions)) {
+        if (answered.has(partition)) continue;
+        const message = `topic "${options.topic}" has no partition ${partition}`;
+        results.push({ topic: options.topic, partition, leader: -1, error: { code: 'UNKNOWN_TOPIC', message } });
+      }
+    }
+    return results.sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition));
   }
 
   async describeCluster(): Promise<ClusterDescription> {

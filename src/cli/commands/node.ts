@@ -18,6 +18,9 @@ Options:
   --roles R            broker, controller, or broker,controller (default)
   --controllers LIST   voter ids, comma-separated (default: this node alone)
   --rack NAME          this broker's rack, for replica placement
+  --preferred-election-interval-ms N
+                       as the active controller, move leadership back to in-sync preferred
+                       replicas every N ms (default 10000; 0 disables)
   --log-level L        pino level (default info; env TIDEMARK_LOG_LEVEL)
   --pretty             human-readable logs instead of JSON lines
 ${GLOBAL_HELP}`;
@@ -29,6 +32,7 @@ const OPTIONS = {
   roles: { type: 'string' },
   controllers: { type: 'string' },
   rack: { type: 'string' },
+  'preferred-election-interval-ms': { type: 'string' },
   'log-level': { type: 'string' },
   pretty: { type: 'boolean' },
 } as const;
@@ -65,9 +69,20 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const roles = parseRoles(values.roles);
   const controllers = values.controllers === undefined ? [id] : parseIdList('controllers', values.controllers);
   if (roles.includes('controller') && !controllers.includes(id)) throw new UsageError(`--controllers must include this node (${id}) when it has the controller role`);
+  const preferredElectionIntervalMs = intFlag('preferred-election-interval-ms', values['preferred-election-interval-ms'], 0, 86_400_000);
   const { servers, cluster } = connection(values);
   const logger = createLogger({ pretty: values.pretty ?? false, ...(values['log-level'] === undefined ? {} : { level: values['log-level'] }) });
-  const node = await startNode({ id, dataDir, roles, controllers, ...(values.rack === undefined ? {} : { rack: values.rack }), natsUrl: servers, cluster, logger });
+  const node = await startNode({
+    id,
+    dataDir,
+    roles,
+    controllers,
+    ...(values.rack === undefined ? {} : { rack: values.rack }),
+    ...(preferredElectionIntervalMs === undefined ? {} : { preferredElectionIntervalMs }),
+    natsUrl: servers,
+    cluster,
+    logger,
+  });
   // Started by `tidemark dev` with an IPC channel: stop when that parent goes away, however it died.
   const parentGone = new Promise<void>((resolve) => process.once('disconnect', resolve));
   const stop = process.send === undefined ? onShutdownSignal() : Promise.race([onShutdownSignal(), parentGone]);

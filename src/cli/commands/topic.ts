@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { Tidemark } from '../../client/client.js';
 import type { TopicDescription } from '../../client/admin.js';
+import { TOPIC_CONFIG_KEYS } from '../../metadata/topic-config.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
 import { UsageError } from '../cli-error.js';
 
@@ -8,11 +9,13 @@ export const TOPIC_HELP = `Usage:
   tidemark topic create NAME [--partitions P] [--replication-factor R] [--config key=value]...
   tidemark topic list
   tidemark topic describe NAME [--json]
+      per partition: leader, leader epoch, replicas, ISR, log start / end offset, high watermark,
+      and each replica's log end offset as the leader last saw it (ReplicaLEO: broker=offset)
   tidemark topic delete NAME
   tidemark topic alter NAME [--partitions P] [--config key=value]... [--delete-config key]...
       grow to P partitions (never shrinks: that would delete records); set or delete config keys
 
-Topic config keys: retention.ms, retention.bytes, max.message.bytes.
+Topic config keys: ${TOPIC_CONFIG_KEYS.join(', ')}.
 ${GLOBAL_HELP}`;
 
 const OPTIONS = {
@@ -43,7 +46,8 @@ function describeText(d: TopicDescription): string {
   for (const p of d.partitions) {
     lines.push(
       `\tPartition: ${p.partition}\tLeader: ${p.leader}\tLeaderEpoch: ${p.leaderEpoch}\tReplicas: ${p.replicas.join(',')}\tIsr: ${p.isr.join(',')}` +
-        `\tLogStartOffset: ${p.logStartOffset}\tLogEndOffset: ${p.logEndOffset}\tHighWatermark: ${p.highWatermark}`,
+        `\tLogStartOffset: ${p.logStartOffset}\tLogEndOffset: ${p.logEndOffset}\tHighWatermark: ${p.highWatermark}` +
+        `\tReplicaLEO: ${p.replicaStates.map((r) => `${r.brokerId}=${r.logEndOffset}`).join(',') || '-'}`,
     );
   }
   return lines.join('\n');
