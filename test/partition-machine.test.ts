@@ -13,6 +13,7 @@ import type { ProducerStates } from '../src/actors/partition/producer-state.js';
 import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionInput, type PartitionLimits, type WriterEvent } from '../src/actors/partition/types.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { decodeBatch, encodeBatch, readBatchHeader, splitBatches } from '../src/protocol/batch.js';
+import { encodeError } from '../src/protocol/messages.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import type { Transport } from '../src/runtime/ports.js';
 import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
@@ -55,9 +56,20 @@ function recordingTransport(): Transport & { replies: Reply[]; next(subject: str
   };
 }
 
-function start(options: { config?: Record<string, string>; limits?: Partial<PartitionLimits>; clock?: SimulatedClock } = {}) {
+function start(
+  options: {
+    config?: Record<string, string>;
+    limits?: Partial<PartitionLimits>;
+    clock?: SimulatedClock;
+    replicas?: number[];
+    isr?: number[];
+    /** Answers the partition's requests to the controller (AlterPartition). */
+    controller?: (subject: string, data: Uint8Array) => Promise<Uint8Array>;
+  } = {},
+) {
   const clock = options.clock ?? new SimulatedClock();
   const transport = recordingTransport();
+  if (options.controller !== undefined) transport.request = options.controller;
   const storage = createMemoryNodeStorage();
   const actor = createActor(partitionMachine, {
     clock,
@@ -69,8 +81,8 @@ function start(options: { config?: Record<string, string>; limits?: Partial<Part
       brokerId: 1,
       brokerEpoch: 1,
       subjects: new Subjects('test'),
-      replicas: [1],
-      isr: [1],
+      replicas: options.replicas ?? [1],
+      isr: options.isr ?? [1],
       partitionEpoch: 0,
       config: parseTopicConfig(options.config ?? {}),
       storage,
@@ -348,4 +360,41 @@ test('answering a parked fetch cancels its expiry timer', async (t) => {
   actor.send(produce('p', batchOf(1)));
   await waitFor(actor, (s) => s.context.waiters.length === 0);
   t.is(timers(), idle);
+});
+
+test('replication: acks=all waits for the ISR follower; a refused ISR expansion is dropped and not proposed again at once', async (t) => {
+  const alters: unknown[] = [];
+  const { actor, transport, clock } = start({
+    replicas: [1, 2, 3],
+    isr: [1, 2],
+    controller: async (_subject, data) => {
+      alters.push(decode(data));
+      return encodeError({ code: 'INVALID_REQUEST', message: 'broker 3 may not join the ISR (fenced or shutting down)' });
+    },
+  });
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
+  actor.send(produce('p1', batchOf(2), -1));
+  await waitFor(actor, (s) => s.context.logEndOffset === 2);
+  t.is(actor.getSnapshot().context.highWatermark, 0, 'not committed before follower 2 has it');
+  const fetch = (replicaId: number, fetchOffset: number, replyTo: string): PartitionEvent => ({
+    type: 'REPLICA_FETCH', replyTo, replicaId, leaderEpoch: 0, fetchOffset, lastFetchedEpoch: fetchOffset > 0 ? 0 : -1, maxBytes: 1 << 20, maxWaitMs: 0,
+  });
+  actor.send(fetch(2, 0, 'f2a'));
+  await transport.next('f2a');
+  actor.send(fetch(2, 2, 'f2b'));
+  t.like((await transport.next('p1')).body, { baseOffset: 0 });
+  t.is(actor.getSnapshot().context.highWatermark, 2);
+  // Follower 3 (outside the ISR) catches up: the leader asks to add it; the controller refuses.
+  actor.send(fetch(3, 2, 'f3'));
+  await waitFor(actor, (s) => alters.length === 1 && s.context.pendingIsr === undefined && s.matches({ open: { isr: 'idle' } }));
+  t.like(alters[0] as object, { isr: [1, 2, 3], partitionEpoch: 0 });
+  actor.send(fetch(3, 2, 'f3b'));
+  clock.increment(1_000);
+  await transport.next('f3b');
+  t.is(alters.length, 1, 'not proposed again within the cooldown');
+  // The HW follows the committed ISR again: a new acks=all batch needs follower 2 only.
+  actor.send(produce('p2', batchOf(1), -1));
+  await waitFor(actor, (s) => s.context.logEndOffset === 3);
+  actor.send(fetch(2, 3, 'f2c'));
+  t.like((await transport.next('p2')).body, { baseOffset: 2 });
 });

@@ -72,6 +72,8 @@ export interface BrokerContext extends BrokerInput {
   brokerEpoch: number;
   /** Fenced brokers lead nothing; a broker starts fenced until the controller says otherwise. */
   fenced: boolean;
+  /** In controlled shutdown: no new partition actors (a new follower would only ask to rejoin ISRs). */
+  leaving: boolean;
 }
 
 export type BrokerEvent =
@@ -110,6 +112,7 @@ export const brokerMachine = setup({
           const running = partitions[key];
           // A new leader epoch or role is a new actor: the old one closes first, then the new one starts.
           if (running !== undefined && (running.closing || running.leaderEpoch !== p.leaderEpoch || running.role !== role)) continue;
+          if (running === undefined && context.leaving) continue;
           wanted.add(key);
           const config = parseTopicConfig(topic.config);
           const logger = context.logger.child({ actor: role, topic: topic.name, partition: p.partition });
@@ -183,7 +186,7 @@ export const brokerMachine = setup({
   },
 }).createMachine({
   id: 'broker',
-  context: ({ input }) => ({ ...input, partitions: {}, image: emptyImage, brokerEpoch: -1, fenced: true }),
+  context: ({ input }) => ({ ...input, partitions: {}, image: emptyImage, brokerEpoch: -1, fenced: true, leaving: false }),
   initial: 'running',
   on: {
     'xstate.done.actor.*': { actions: 'forget' },
@@ -246,6 +249,7 @@ export const brokerMachine = setup({
         },
         // Still serving and following metadata while the controller moves leaderships away.
         handingOff: {
+          entry: assign({ leaving: true }),
           invoke: {
             src: 'controlledShutdown',
             input: ({ context }) => ({

@@ -63,6 +63,21 @@ export interface PartitionContext extends PartitionInput {
   pendingIsrBase: number;
   /** An ISR change to request next (computed on fetches and checks). */
   wantedIsr: readonly number[] | undefined;
+  /** Followers the controller refused to add (fenced, shutting down) -> not proposed again before this time, ms. */
+  joinRefusedUntil: Record<number, number>;
+}
+
+/** Codes with which the controller refuses an AlterPartition. */
+function alterRefusal(error: unknown): 'refused' | 'stale' | undefined {
+  if (!(error instanceof TidemarkError)) return undefined;
+  // Checked after the epochs, so nothing was committed for this partition epoch: drop the change.
+  if (error.code === 'INVALID_REQUEST') return 'refused';
+  // The partition (or this broker) moved on; a timed-out attempt may even have been committed:
+  // keep the maximal ISR until metadata settles it, and do not resend.
+  if (error.code === 'INVALID_UPDATE_VERSION' || error.code === 'FENCED_LEADER_EPOCH' || error.code === 'STALE_BROKER_EPOCH' || error.code === 'UNKNOWN_TOPIC') {
+    return 'stale';
+  }
+  return undefined;
 }
 
 function hwOf(context: PartitionContext): number {
@@ -262,7 +277,8 @@ export const partitionMachine = setup({
       };
       const next = { ...context, followers };
       enqueue.assign({ followers });
-      if (context.wantedIsr === undefined && joinsIsr(next, event.replicaId, hwOf(next), context.epochStartOffset)) {
+      const refusedUntil = context.joinRefusedUntil[event.replicaId] ?? 0;
+      if (context.wantedIsr === undefined && context.clock.now() >= refusedUntil && joinsIsr(next, event.replicaId, hwOf(next), context.epochStartOffset)) {
         enqueue.assign({ wantedIsr: [...context.isr, event.replicaId] });
       }
     }),
@@ -317,6 +333,17 @@ export const partitionMachine = setup({
       const shrunk = shrunkIsr(context, context.clock.now(), context.limits.replicaLagTimeMaxMs);
       if (shrunk !== undefined) context.logger.warn({ isr: context.isr, shrunk }, 'followers lag; shrinking the ISR');
       return { wantedIsr: shrunk };
+    }),
+    /** The controller refused the change for good (a joiner it will not take): back to the committed ISR. */
+    dropIsrChange: assign(({ context, event }) => {
+      const error = (event as unknown as { error: unknown }).error;
+      const joiners = (context.pendingIsr ?? []).filter((id) => !context.isr.includes(id));
+      const until = context.clock.now() + context.limits.replicaLagTimeMaxMs;
+      context.logger.info({ err: error, isr: context.isr, refused: context.pendingIsr }, 'ISR change refused');
+      return {
+        pendingIsr: undefined,
+        joinRefusedUntil: { ...context.joinRefusedUntil, ...Object.fromEntries(joiners.map((id) => [id, until])) },
+      };
     }),
     sendIsrChange: assign(({ context }) => ({ pendingIsr: context.wantedIsr, pendingIsrBase: context.partitionEpoch, wantedIsr: undefined })),
     isrChanged: assign(({ context, event }) => {
@@ -432,6 +459,7 @@ export const partitionMachine = setup({
     pendingIsr: undefined,
     pendingIsrBase: -1,
     wantedIsr: undefined,
+    joinRefusedUntil: {},
   }),
   initial: 'loading',
   // The outbox lives as long as the machine, so every state can answer (loading, failed, draining).
@@ -515,11 +543,19 @@ export const partitionMachine = setup({
                 src: 'alterPartition',
                 input: ({ context }) => ({ context }),
                 onDone: { target: 'idle', actions: ['isrChanged', 'settle'] },
-                onError: {
-                  target: 'backoff',
-                  actions: ({ context, event }) => context.logger.warn({ err: event.error, isr: context.pendingIsr }, 'ISR change not confirmed; will retry'),
-                },
+                onError: [
+                  { guard: ({ event }) => alterRefusal(event.error) === 'refused', target: 'idle', actions: ['dropIsrChange', 'settle'] },
+                  { guard: ({ event }) => alterRefusal(event.error) === 'stale', target: 'settling' },
+                  {
+                    target: 'backoff',
+                    actions: ({ context, event }) => context.logger.warn({ err: event.error, isr: context.pendingIsr }, 'ISR change not confirmed; will retry'),
+                  },
+                ],
               },
+            },
+            // Waiting for metadata to say how the change ended (ASSIGNMENT clears pendingIsr).
+            settling: {
+              always: { guard: ({ context }) => context.pendingIsr === undefined, target: 'idle' },
             },
             // The change may have been committed anyway: it stays pending until metadata settles it.
             backoff: {
