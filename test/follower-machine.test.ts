@@ -19,6 +19,8 @@ import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
 import type { PartitionStore } from '../src/storage/partition-store.js';
 
 const TOPIC_ID = '0123456789abcdef0123456789abcdef';
+/** The followers' clock (retention); the machine's own timers use real time, bounded by the tests. */
+let clockMs = 1_000_000_000_000;
 
 /** Each replica fetch waits until the test answers it. */
 function scriptedLeader() {
@@ -73,6 +75,7 @@ async function start(storeSetup?: (store: PartitionStore) => Promise<void>) {
       storage,
       transport: leader.transport,
       subjects: new Subjects('x'),
+      clock: { now: () => clockMs, setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) },
       logger: pino({ level: 'silent' }),
       limits: DEFAULT_PARTITION_LIMITS,
     },
@@ -80,7 +83,7 @@ async function start(storeSetup?: (store: PartitionStore) => Promise<void>) {
   return { follower, store, leader };
 }
 
-test('a follower appends the leader batches as stamped and reports its log end in the next fetch', async (t) => {
+test.serial('a follower appends the leader batches as stamped and reports its log end in the next fetch', async (t) => {
   const { follower, store, leader } = await start();
   const first = await leader.next();
   first.answer(reply(Buffer.concat([batch(0, 3, ['a', 'b']), batch(2, 3, ['c'])])));
@@ -91,7 +94,7 @@ test('a follower appends the leader batches as stamped and reports its log end i
   t.is(follower.getSnapshot().status, 'done');
 });
 
-test('a diverging follower truncates to where the leader says its epoch ends, then fetches from there', async (t) => {
+test.serial('a diverging follower truncates to where the leader says its epoch ends, then fetches from there', async (t) => {
   const { follower, store, leader } = await start(async (s) => {
     await s.append([batch(0, 1, ['a', 'b']), batch(2, 2, ['stale-1', 'stale-2'])]);
   });
@@ -107,7 +110,7 @@ test('a diverging follower truncates to where the leader says its epoch ends, th
   follower.send({ type: 'STOP' });
 });
 
-test('STOP while a fetched reply is being written: the follower is done only after the write', async (t) => {
+test.serial('STOP while a fetched reply is being written: the follower is done only after the write', async (t) => {
   const { follower, store, leader } = await start();
   // Hold the follower's append until the test lets it go (the store hands out one handle per key).
   let release!: () => void;
@@ -127,7 +130,7 @@ test('STOP while a fetched reply is being written: the follower is done only aft
   t.is(store.logEndOffset(), 3, 'the write finished before the follower was done');
 });
 
-test('STOP while a fetch waits for the leader: done at once, and the late reply is never written', async (t) => {
+test.serial('STOP while a fetch waits for the leader: done at once, and the late reply is never written', async (t) => {
   const { follower, store, leader } = await start();
   const pending = await leader.next();
   follower.send({ type: 'STOP' });
@@ -135,4 +138,20 @@ test('STOP while a fetch waits for the leader: done at once, and the late reply 
   pending.answer(reply(batch(0, 3, ['late'])));
   await new Promise((r) => setTimeout(r, 20));
   t.is(store.logEndOffset(), 0);
+});
+
+test.serial('a follower applies the topic retention to its own copy, with a write, once per retention check interval', async (t) => {
+  const { follower, store, leader } = await start();
+  clockMs = 1_000_000_000_000;
+  const first = await leader.next();
+  first.answer(reply(Buffer.concat([batch(0, 3, ['old']), batch(1, 3, ['older'])])));
+  const second = await leader.next();
+  t.is(store.logStartOffset(), 0);
+  // Batches are timestamped 1 (epoch ms): far older than the default 7 days, once retention runs.
+  clockMs += DEFAULT_PARTITION_LIMITS.retentionCheckIntervalMs;
+  second.answer(reply(batch(2, 3, ['new'])));
+  await leader.next();
+  t.is(store.logStartOffset(), 3, 'every batch older than retention.ms is gone from the follower too');
+  t.is(store.logEndOffset(), 3);
+  follower.send({ type: 'STOP' });
 });

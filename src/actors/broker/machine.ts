@@ -138,7 +138,7 @@ export const brokerMachine = setup({
                 input: { ...common, brokerEpoch: context.brokerEpoch, clock: context.clock, replicas: p.replicas, isr: p.isr, partitionEpoch: p.partitionEpoch },
               });
             } else {
-              enqueue.spawnChild('follower', { id: actorId, input: { ...common, leaderId: p.leader } });
+              enqueue.spawnChild('follower', { id: actorId, input: { ...common, clock: context.clock, leaderId: p.leader } });
             }
             partitions[key] = { actorId, role, topicId: topic.topicId, partition: p.partition, leaderEpoch: p.leaderEpoch, partitionEpoch: p.partitionEpoch, configKey, closing: false };
             continue;

@@ -13,7 +13,7 @@ import { decodeReply, encodeMessage } from '../../protocol/messages.js';
 import { replicaFetchReply, type ReplicaFetchReply, type ReplicaFetchRequest } from '../../protocol/replica-messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Logger, Transport } from '../../runtime/ports.js';
-import type { PartitionStore } from '../../storage/partition-store.js';
+import type { PartitionStore, RetentionPolicy } from '../../storage/partition-store.js';
 import { truncationOffset } from './replication.js';
 
 export interface FollowerFetchInput {
@@ -64,6 +64,8 @@ export interface FollowerApplyInput {
   sync: boolean;
   fetchOffset: number;
   reply: ReplicaFetchReply;
+  /** Present when retention is due: followers apply the topic's retention to their own copy. */
+  retention: RetentionPolicy | undefined;
 }
 
 /**
@@ -71,6 +73,12 @@ export interface FollowerApplyInput {
  * before it stops, so the leader actor that may open this log next never sees a write land late.
  */
 export const followerApply = fromPromise<FollowerStep, FollowerApplyInput>(async ({ input }) => {
+  const step = await applyReply(input);
+  if (input.retention !== undefined) await input.store.applyRetention(input.retention);
+  return step;
+});
+
+async function applyReply(input: FollowerApplyInput): Promise<FollowerStep> {
   const { store, logger, fetchOffset, reply } = input;
   if (store.logEndOffset() !== fetchOffset) throw new TidemarkError('INTERNAL', `follower log moved from ${fetchOffset} to ${store.logEndOffset()} during a fetch`);
   if (reply.divergingEpoch !== undefined) {
@@ -103,4 +111,4 @@ export const followerApply = fromPromise<FollowerStep, FollowerApplyInput>(async
   }
   if (batches.length > 0) await store.append(batches, { sync: input.sync });
   return { kind: batches.length > 0 ? 'appended' : 'empty', logEndOffset: store.logEndOffset(), leaderHighWatermark: reply.highWatermark };
-});
+}

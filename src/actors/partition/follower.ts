@@ -9,8 +9,8 @@ import { assign, fromPromise, setup } from 'xstate';
 import type { TopicConfig } from '../../metadata/topic-config.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import type { Subjects } from '../../protocol/subjects.js';
-import type { Logger, Transport } from '../../runtime/ports.js';
-import type { NodeStorage, PartitionStore } from '../../storage/partition-store.js';
+import type { Clock, Logger, Transport } from '../../runtime/ports.js';
+import type { NodeStorage, PartitionStore, RetentionPolicy } from '../../storage/partition-store.js';
 import { followerApply, followerRequest, type FollowerStep } from './follower-fetch.js';
 import type { ReplicaFetchReply } from '../../protocol/replica-messages.js';
 import type { PartitionLimits } from './types.js';
@@ -26,6 +26,7 @@ export interface FollowerInput {
   storage: NodeStorage;
   transport: Transport;
   subjects: Subjects;
+  clock: Clock;
   logger: Logger;
   limits: PartitionLimits;
 }
@@ -36,10 +37,18 @@ export interface FollowerContext extends FollowerInput {
   leaderHighWatermark: number;
   /** Consecutive failed steps (for the log: the first one of a run is logged). */
   failures: number;
-  /** The reply being applied. */
-  fetched: { fetchOffset: number; reply: ReplicaFetchReply } | undefined;
+  /** The reply being applied, and the retention to apply with it when due. */
+  fetched: { fetchOffset: number; reply: ReplicaFetchReply; retention: RetentionPolicy | undefined } | undefined;
   /** A STOP or DELETE that came while a write ran: done once it finishes. */
   closing: 'stop' | 'delete' | undefined;
+  /** When retention last ran on this copy, ms (it runs with a write, every retentionCheckIntervalMs). */
+  retainedAtMs: number;
+}
+
+function retentionDue(context: FollowerContext): RetentionPolicy | undefined {
+  const nowMs = context.clock.now();
+  if (nowMs - context.retainedAtMs < context.limits.retentionCheckIntervalMs) return undefined;
+  return { retentionMs: context.config.retentionMs, retentionBytes: context.config.retentionBytes, nowMs };
 }
 
 export type FollowerEvent = { type: 'CONFIG'; config: TopicConfig } | { type: 'STOP' } | { type: 'DELETE' };
@@ -73,7 +82,7 @@ export const followerMachine = setup({
 }).createMachine({
   id: 'follower',
   output: ({ context }) => ({ topicId: context.topicId, partition: context.partition }),
-  context: ({ input }) => ({ ...input, store: undefined, logEndOffset: 0, leaderHighWatermark: 0, failures: 0, fetched: undefined, closing: undefined }),
+  context: ({ input }) => ({ ...input, store: undefined, logEndOffset: 0, leaderHighWatermark: 0, failures: 0, fetched: undefined, closing: undefined, retainedAtMs: input.clock.now() }),
   initial: 'loading',
   on: { CONFIG: { actions: assign({ config: ({ event }) => event.config }) } },
   states: {
@@ -104,7 +113,7 @@ export const followerMachine = setup({
           fetchMaxBytes: context.limits.replicaFetchMaxBytes,
           fetchMaxWaitMs: context.limits.replicaFetchWaitMs,
         }),
-        onDone: { target: 'writing', actions: assign({ fetched: ({ event }) => event.output }) },
+        onDone: { target: 'writing', actions: assign({ fetched: ({ context, event }) => ({ ...event.output, retention: retentionDue(context) }) }) },
         onError: { target: 'backoff', actions: 'noteFailure' },
       },
       on: { STOP: 'closed', DELETE: 'deleting' },
@@ -120,11 +129,15 @@ export const followerMachine = setup({
           sync: context.config.flushMode === 'fsync',
           fetchOffset: context.fetched!.fetchOffset,
           reply: context.fetched!.reply,
+          retention: context.fetched!.retention,
         }),
         onDone: [
           { guard: ({ context }) => context.closing === 'stop', target: 'closed' },
           { guard: ({ context }) => context.closing === 'delete', target: 'deleting' },
-          { target: 'fetching', actions: ['progress', assign({ fetched: undefined })] },
+          {
+            target: 'fetching',
+            actions: ['progress', assign({ fetched: undefined, retainedAtMs: ({ context }) => context.fetched!.retention?.nowMs ?? context.retainedAtMs })],
+          },
         ],
         onError: [
           { guard: ({ context }) => context.closing === 'stop', target: 'closed' },
