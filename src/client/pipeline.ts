@@ -169,6 +169,12 @@ export class PartitionPipeline {
     } finally {
       this.pumping = false;
     }
+    this.notifyRoom();
+  }
+
+  /** Lets the accumulator close a batch that waited for room (called wherever room may appear). */
+  private notifyRoom(): void {
+    if (this.hasRoom) this.deps.onRoom();
   }
 
   private send(o: Outgoing, leader: Leader): void {
@@ -210,7 +216,6 @@ export class PartitionPipeline {
     o.batch.sends.forEach((s, i) => s.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i }));
     this.deps.onSettled(o.batch);
     this.next();
-    if (this.hasRoom) this.deps.onRoom();
   }
 
   private failedAttempt(o: Outgoing, error: unknown): void {
@@ -229,6 +234,7 @@ export class PartitionPipeline {
   private next(): void {
     if (this.paused) this.resumeWhenSettled();
     else void this.pump();
+    this.notifyRoom();
   }
 
   /** Once nothing is in flight: requeue failed batches in order, back off, go on. */
@@ -262,7 +268,7 @@ export class PartitionPipeline {
     this.backoffTimer = clock.setTimeout(() => {
       this.backoffTimer = undefined;
       void this.pump();
-      if (this.hasRoom) this.deps.onRoom();
+      this.notifyRoom();
     }, delayMs);
   }
 
