@@ -26,6 +26,8 @@ interface RocksDb {
   close(): Promise<void>;
   batch(ops: WriteOp[], options: { sync: boolean }): Promise<void>;
   getMany(keys: Buffer[]): Promise<Array<Buffer | undefined>>;
+  /** Synchronous. */
+  getProperty(property: string): string;
   iterator(options: IteratorOptions): RocksIterator;
   /** DeleteRange under the hood: one range tombstone, not one per key. */
   clear(options: Range): Promise<void>;
@@ -473,7 +475,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
   // WAL compression runs on the JS thread with this binding and costs more than it saves on
   // record batches (see the benchmark); SST files are still compressed in the background.
   await db.open({ createIfMissing: true, walCompression: false, compression: false, compaction: 'universal' });
-  const walSync = createWalSync(dir);
+  const walSync = createWalSync(dir, () => db.getProperty('rocksdb.current-super-version-number'));
   let closed = false;
   const live = () => {
     if (closed) throw storageClosed();

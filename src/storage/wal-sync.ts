@@ -7,7 +7,9 @@
  * next one, so one fsync covers every partition's appends since the previous one.
  *
  * The WAL files are the `*.log` files of the database directory (RocksDB's default `wal_dir`); a
- * new one (after a memtable switch) is synced together with the directory, as RocksDB does.
+ * new one (after a memtable switch) is synced together with the directory, as RocksDB does. The
+ * directory is listed again only when `version()` changed: RocksDB's super version number, which a
+ * memtable switch (the only thing that starts a new WAL) bumps inside the write that caused it.
  */
 import { open, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,14 +20,21 @@ export interface WalSync {
   close(): Promise<void>;
 }
 
-export function createWalSync(dir: string): WalSync {
+export function createWalSync(dir: string, version: () => unknown): WalSync {
   const files = new Map<string, FileHandle>();
   let running: Promise<void> | undefined;
   let queued: Promise<void> | undefined;
   let closed = false;
+  let names: string[] = [];
+  let listedAt: unknown = Symbol('never');
 
   const syncOnce = async (): Promise<void> => {
-    const names = (await readdir(dir)).filter((n) => n.endsWith('.log'));
+    // Read before listing: a switch during the listing makes the next sync list again.
+    const now = version();
+    if (now !== listedAt) {
+      names = (await readdir(dir)).filter((n) => n.endsWith('.log'));
+      listedAt = now;
+    }
     let created = false;
     for (const name of names) {
       if (files.has(name)) continue;
