@@ -10,6 +10,7 @@ import { TidemarkError } from '../protocol/errors.js';
 import { checkAppend, checkPartitionKey, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
 import { outOfRange, partitionDeleted, retentionTakes, storageClosed } from './memory-storage.js';
 import type { EpochEntry, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
+import { TailCache } from './tail-cache.js';
 import { createWalSync } from './wal-sync.js';
 import { compactView, termAt, truncateView, type LogView, type TermStart } from '../quorum/log-view.js';
 import { checkRaftAppend, checkSnapshot, INITIAL_STATE, type LogEntry, type PersistentState, type RaftStore, type Snapshot, type WithRaftLog } from '../quorum/raft-store.js';
@@ -139,6 +140,8 @@ class RocksPartition implements PartitionStore {
   private readonly metaKey: Buffer;
   private readonly serial = new Serial();
   private deleted = false;
+  /** The newest batches, for reads right behind the writer (tail-cache.ts). */
+  private readonly tail = new TailCache();
 
   private constructor(
     private readonly db: RocksDb,
@@ -247,6 +250,10 @@ class RocksPartition implements PartitionStore {
       this.end = checked.logEndOffset;
       this.size += checked.bytes;
       this.cache = epochs;
+      batches.forEach((b, i) => {
+        const h = checked.headers[i]!;
+        this.tail.push(h.baseOffset, h.baseOffset + h.recordCount, b);
+      });
     });
     return options?.sync === true ? written.then(() => this.syncWal()) : written;
   }
@@ -261,6 +268,8 @@ class RocksPartition implements PartitionStore {
       // Capped at the end we report so a read never runs ahead of logEndOffset().
       const bound = Math.min(endOffset, end);
       if (offset >= bound) return [];
+      const cached = this.tail.read(offset, maxBytes, bound);
+      if (cached !== undefined) return cached;
       const floor = await lastEntry(this.db, { gte: this.batchPrefix, lte: this.batchKey(offset) });
       if (floor === undefined) continue;
       const base = readU64(floor[0], 21);
@@ -307,6 +316,8 @@ class RocksPartition implements PartitionStore {
       // Truncation undoes history; make it durable before anyone builds on it.
       await this.db.batch(ops, { sync: true });
       [this.start, this.end, this.size, this.cache] = [newStart, newEnd, this.size - removedBytes, epochs];
+      if (newEnd <= this.start || offset <= newStart) this.tail.clear();
+      else this.tail.truncate(newEnd);
     });
   }
 
@@ -332,6 +343,7 @@ class RocksPartition implements PartitionStore {
       ops.push(this.metaOp(nextStart, this.size - deletedBytes));
       await this.db.batch(ops, { sync: false });
       [this.start, this.size, this.cache] = [nextStart, this.size - deletedBytes, epochs];
+      this.tail.dropBefore(nextStart);
       return { deletedBatches, deletedBytes };
     });
   }
