@@ -213,7 +213,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
     }
     if (broker !== undefined) {
       const ctx = broker.getSnapshot().context;
-      out.broker = { brokerEpoch: ctx.brokerEpoch, fenced: ctx.fenced, metadataOffset: ctx.image.offset, partitionsLed: Object.keys(ctx.partitions).length };
+      out.broker = { brokerEpoch: ctx.brokerEpoch, fenced: ctx.fenced, metadataOffset: ctx.image.offset, partitionsLed: Object.values(ctx.partitions).filter((p) => p.role === 'leader' && !p.closing).length };
     }
     return out;
   };
