@@ -4,7 +4,8 @@
  * restarted at random, from a seed. Afterwards, from the outside: every acknowledged record is at
  * the partition and offset its acknowledgement named, and each key's records are in send order.
  *
- *   npm run chaos -- [--seed S] [--seconds N] [--partitions P]
+ *   npm run chaos -- [--seed S] [--seconds N] [--partitions P] [--rf R]   (R defaults to min(3, nodes);
+ *   with R >= 2 the topic has min.insync.replicas=2)
  *
  * Prints a summary and exits 1 if any acknowledged record is missing or out of order.
  */
@@ -23,11 +24,13 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '60' },
     partitions: { type: 'string', default: '6' },
     nodes: { type: 'string', default: '3' },
+    rf: { type: 'string' },
   },
 });
 const SEED = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
 const SECONDS = Number(values.seconds);
 const NODES = Number(values.nodes);
+const RF = values.rf === undefined ? Math.min(3, NODES) : Number(values.rf);
 const KEYS = 32;
 /** Sends not yet settled, upper bound: the load's memory bound. */
 const OUTSTANDING_MAX = 2000;
@@ -77,7 +80,12 @@ async function main(): Promise<number> {
       if (c.controllerId >= 0 && c.brokers.filter((b) => !b.fenced).length === NODES) break;
       if (Date.now() > readyBy) throw new Error('the cluster did not become ready within 60 s');
     }
-    await client.admin().createTopic({ name: 'chaos', partitions: Number(values.partitions), replicationFactor: 1 });
+    await client.admin().createTopic({
+      name: 'chaos',
+      partitions: Number(values.partitions),
+      replicationFactor: RF,
+      config: RF >= 2 ? { 'min.insync.replicas': '2' } : {},
+    });
     const producer = client.producer<string>({ topic: 'chaos', codec: codecs.string(), acks: 'all', lingerMs: 2, deliveryTimeoutMs: 60_000 });
     const acked: Array<{ key: number; seq: number; partition: number; offset: number }> = [];
     const pending = new Set<Promise<unknown>>();
@@ -144,7 +152,7 @@ async function main(): Promise<number> {
       for (let i = 1; i < list.length; i++) if (list[i]!.partition === list[i - 1]!.partition && list[i]!.offset <= list[i - 1]!.offset) disordered++;
     }
     process.stdout.write(
-      `chaos summary: seed ${SEED}; records acknowledged ${acked.length}, failed ${failed}; faults ${JSON.stringify(faults)}; ` +
+      `chaos summary: seed ${SEED}; RF ${RF}; records acknowledged ${acked.length}, failed ${failed}; faults ${JSON.stringify(faults)}; ` +
         `records lost ${lost}; out of order ${disordered}\n`,
     );
   } finally {
