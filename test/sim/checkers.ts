@@ -6,21 +6,30 @@
  *   order without gaps (except what a snapshot covers) and every delivery of an index carries the
  *   same term and payload; the image after each index is the same on every voter and every broker
  *   that reaches it (snapshots installed from the store or the leader included);
- * - at most one partition leader per leader epoch, in every image any node holds, and a partition
- *   actor runs only on the broker its epoch names;
+ * - at most one partition leader per leader epoch, in every image any node holds; a leader actor
+ *   runs only on the broker its epoch names, a follower actor only on another replica of the
+ *   partition, following the leader its epoch names;
  * - a broker's metadata never goes back (within one process lifetime);
- * - a partition's high watermark never decreases (across leader restarts too, since with one replica
- *   the log end survives a process crash) except after a power loss took unsynced records, and it is
- *   never above the log end on the leader's disk.
- * Replica agreement below the HW (ISR members byte for byte) is a stub until replication lands.
+ * - a leader actor's high watermark never decreases (a new leader starts from 0 and recomputes it
+ *   from its followers' fetches), and it is never above the log end on the disk of any ISR member
+ *   the leader names (flush.mode=replicated excuses a member whose power loss took records since);
+ *   every leader's HW also feeds the ledger's committed prefix (records.ts);
+ * - ISR members agree byte for byte with their leader below its HW: batches (stamped offsets and
+ *   leader epochs) and epoch caches (`checkReplicasAgree`, every simulated second and at the
+ *   liveness phase's quiescent points, where every replica must hold the leader's whole log).
  */
 import type { PartitionContext } from '../../src/actors/partition/machine.js';
 import type { MetadataImage } from '../../src/metadata/image.js';
 import type { NodeParts } from '../../src/node.js';
 import type { LogEntry } from '../../src/quorum/raft-store.js';
 import type { LostAppend } from '../../src/storage/memory-storage.js';
+import type { FollowerContext } from '../../src/actors/partition/follower.js';
 import type { ClusterObserver, SimCluster, SimNode } from './cluster.js';
+import { clean, partitionKey, volatileReplicas, type PartitionBook } from './partitions.js';
+import { floorIndex, type RecordLedger } from './records.js';
 import type { Trace } from './trace.js';
+
+export { partitionKey };
 
 /** Violations kept per run (the first ones matter). */
 export const VIOLATIONS_MAX = 20;
@@ -69,11 +78,24 @@ export function imageDigest(image: MetadataImage): string {
   return fnv(`${brokers.join('|')}#${topics.join('|')}`);
 }
 
-export const partitionKey = (topicId: string, partition: number) => `${topicId}/${partition}`;
+type PartitionSnapshot = { status: string; value: unknown; context: PartitionContext; matches(state: string): boolean };
+type FollowerSnapshot = { status: string; context: FollowerContext; value: unknown };
 
-type PartitionSnapshot = { status: string; context: PartitionContext; matches(state: string): boolean };
+interface LeaderSeen {
+  pid: string;
+  hw: number;
+  /** Simulated ms when the checker first saw this actor serving. */
+  sinceMs: number;
+  /** What the ISR disk check last looked at. */
+  checked: { hw: number; isr: readonly number[]; shrinks: number } | undefined;
+  /** SIM_WATCH: the last state traced. */
+  watched?: string;
+}
 
-export class SafetyChecker implements ClusterObserver {
+/** SIM_WATCH=topic/partition traces every change of that partition's replication state (for replays). */
+const WATCH = process.env['SIM_WATCH'];
+
+export class SafetyChecker implements Omit<ClusterObserver, 'truncated'> {
   /** term -> the voter that led it. */
   private readonly leaders = new Map<number, number>();
   /** index -> term and payload digest of the committed entry. */
@@ -83,14 +105,20 @@ export class SafetyChecker implements ClusterObserver {
   private readonly checkedImages = new WeakSet<MetadataImage>();
   /** `topicId/partition@epoch` -> leader. */
   private readonly epochLeaders = new Map<string, number>();
-  /** Partition -> highest HW seen since the last power loss that took records of it. */
-  private readonly hw = new Map<string, number>();
-  /** Partition -> highest HW ever seen. */
+  /** Partition -> highest HW any leader had. */
   readonly maxHw = new Map<string, number>();
   /** Metadata offset each broker (one per process lifetime) has reached: it never goes back. */
   private readonly brokerOffsets = new WeakMap<object, number>();
-  /** Partition actors already seen serving. */
-  private readonly actors = new WeakMap<object, { pid: string }>();
+  /** Leader actors already seen serving, and their HW. */
+  private readonly leaderActors = new WeakMap<object, LeaderSeen>();
+  /** Follower actors already seen. */
+  private readonly followerActors = new WeakSet<object>();
+  /** `node/partition` -> simulated ms of the last power loss that took records of it there. */
+  private readonly powerLossAt = new Map<string, number>();
+  /** Leader batch -> follower batches found equal to it byte for byte. */
+  private readonly agreed = new WeakMap<Uint8Array, WeakSet<Uint8Array>>();
+  /** Truncations and power losses so far (disks whose logs may have got shorter). */
+  private diskShrinks = 0;
   /** Highest metadata index any voter delivered. */
   maxCommitted = 0;
 
@@ -101,8 +129,11 @@ export class SafetyChecker implements ClusterObserver {
 
   constructor(
     private readonly cluster: () => SimCluster,
+    private readonly book: PartitionBook,
+    private readonly ledger: RecordLedger,
     private readonly violations: Violations,
     private readonly trace: Trace,
+    private readonly now: () => number,
   ) {}
 
   started(node: SimNode, parts: NodeParts): void {
@@ -131,14 +162,16 @@ export class SafetyChecker implements ClusterObserver {
     });
   }
 
-  powerLost(_node: SimNode, lost: readonly LostAppend[]): void {
-    for (const l of lost) this.hw.delete(l.partition);
+  powerLost(node: SimNode, lost: readonly LostAppend[]): void {
+    this.diskShrinks++;
+    for (const l of lost) this.powerLossAt.set(`${node.id}/${l.partition}`, this.now());
   }
 
   /** The image after `image.offset` must be the same wherever it is seen. */
   private checkImage(where: string, image: MetadataImage): void {
     if (this.checkedImages.has(image)) return;
     this.checkedImages.add(image);
+    this.book.learn(image);
     this.checkEpochs(where, image);
     if (image.offset < 0) return;
     const digest = imageDigest(image);
@@ -160,7 +193,8 @@ export class SafetyChecker implements ClusterObserver {
 
   afterStep(): void {
     // Stopping nodes too: a broker in controlled shutdown still serves until its leaderships move.
-    for (const n of this.cluster().nodes.filter((x) => x.state !== 'down')) {
+    for (const n of this.cluster().nodes) {
+      if (n.state === 'down') continue;
       const status = n.parts.raft?.status();
       if (status?.role === 'leader') {
         const known = this.leaders.get(status.term);
@@ -179,46 +213,179 @@ export class SafetyChecker implements ClusterObserver {
       const before = this.brokerOffsets.get(actor) ?? -1;
       if (offset < before) this.violations.add(`broker n${n.id}'s metadata went back from offset ${before} to ${offset}`);
       this.brokerOffsets.set(actor, Math.max(offset, before));
-      this.checkPartitions(n, broker.children);
+      this.checkPartitions(n, broker.children, offset);
     }
   }
 
-  private checkPartitions(n: SimNode, children: Record<string, unknown>): void {
+  /** `offset`: the broker's metadata offset (traced with the actors it starts). */
+  private checkPartitions(n: SimNode, children: Record<string, unknown>, offset: number): void {
     for (const id in children) {
       const child = children[id];
-      if (!id.startsWith('partition:') || typeof child !== 'object' || child === null) continue;
-      const snap = (child as { getSnapshot(): PartitionSnapshot }).getSnapshot();
-      if (snap.status !== 'active' || !snap.matches('open')) continue;
-      const ctx = snap.context;
-      let seen = this.actors.get(child);
-      if (seen === undefined) {
-        // First sight of this actor: the checks that do not change while it lives.
-        const pid = partitionKey(ctx.topicId, ctx.partition);
-        const leader = this.epochLeaders.get(`${pid}@${ctx.leaderEpoch}`);
-        if (leader !== undefined && leader !== n.id) {
-          this.violations.add(`n${n.id} runs ${ctx.topic}/${ctx.partition} at epoch ${ctx.leaderEpoch}, which names leader ${leader}`);
-        }
-        this.trace.event('partition', `n${n.id} serves ${ctx.topic}/${ctx.partition} epoch ${ctx.leaderEpoch} from offset ${ctx.highWatermark}`);
-        this.actors.set(child, (seen = { pid }));
-      }
-      const pid = seen.pid;
-      const hw = ctx.highWatermark;
-      const before = this.hw.get(pid);
-      if (before !== undefined && hw < before) this.violations.add(`HW of ${ctx.topic}/${ctx.partition} went from ${before} to ${hw} on n${n.id}`);
-      this.hw.set(pid, Math.max(hw, before ?? hw));
-      this.maxHw.set(pid, Math.max(hw, this.maxHw.get(pid) ?? hw));
-      const onDisk = n.disk.partitions.get(pid)?.logEndOffset ?? 0;
-      if (hw > onDisk) this.violations.add(`HW ${hw} of ${ctx.topic}/${ctx.partition} is above the log end ${onDisk} on n${n.id}'s disk`);
+      if (typeof child !== 'object' || child === null) continue;
+      if (id.startsWith('partition:')) this.checkLeader(n, child, offset);
+      else if (id.startsWith('follower:')) this.checkFollower(n, child, offset);
     }
   }
 
-  /** Replicas in the ISR agree byte for byte below the HW. One replica per partition today: nothing to compare. */
-  checkReplicasAgree(): void {
-    // Replication (the next issue) fills this in: compare every ISR member's disk below the HW.
+  private checkLeader(n: SimNode, child: object, offset: number): void {
+    const snap = (child as { getSnapshot(): PartitionSnapshot }).getSnapshot();
+    // 'open' (serving, draining or failed), not loading: a cheap look at the state value.
+    if (snap.status !== 'active' || typeof snap.value !== 'object' || snap.value === null || !('open' in snap.value)) return;
+    const ctx = snap.context;
+    let seen = this.leaderActors.get(child);
+    if (seen === undefined) {
+      // First sight of this actor: the checks that do not change while it lives.
+      const pid = partitionKey(ctx.topicId, ctx.partition);
+      const leader = this.epochLeaders.get(`${pid}@${ctx.leaderEpoch}`);
+      if (leader !== undefined && leader !== n.id) {
+        this.violations.add(`n${n.id} leads ${ctx.topic}/${ctx.partition} at epoch ${ctx.leaderEpoch}, which names leader ${leader}`);
+      }
+      this.trace.event('partition', `n${n.id} leads ${ctx.topic}/${ctx.partition} epoch ${ctx.leaderEpoch} (ISR ${ctx.isr.join(',')}) from log end ${ctx.logEndOffset} (metadata ${offset})`);
+      this.leaderActors.set(child, (seen = { pid, hw: -1, sinceMs: this.now(), checked: undefined }));
+    }
+    const pid = seen.pid;
+    const hw = ctx.highWatermark;
+    if (WATCH !== undefined && WATCH === `${ctx.topic}/${ctx.partition}`) this.watch(n, ctx, seen);
+    const where = () => `${ctx.topic}/${ctx.partition} (leader n${n.id}, epoch ${ctx.leaderEpoch})`;
+    if (hw < seen.hw) this.violations.add(`HW of ${where()} went from ${seen.hw} to ${hw}`);
+    const grew = hw > seen.hw;
+    if (grew) {
+      seen.hw = hw;
+      this.maxHw.set(pid, Math.max(hw, this.maxHw.get(pid) ?? hw));
+    }
+    if (hw === 0 || this.ledger.isDeleted(ctx.topic)) return;
+    // After an unclean election a deposed leader's ISR members follow a log without its committed
+    // records: only the newest leader's HW says something about them there.
+    const facts = this.book.get(pid);
+    if (facts !== undefined && !clean(facts) && ctx.leaderEpoch < facts.leaderEpoch) return;
+    // The HW counts only what every ISR member has on disk (an fsynced append, or with
+    // flush.mode=replicated an append, which that member's own power loss may take back). A disk's
+    // log end only goes back by a truncation or a power loss: nothing to look at again otherwise.
+    const c = seen.checked;
+    if (c !== undefined && c.hw === hw && c.isr === ctx.isr && c.shrinks === this.diskShrinks) return;
+    seen.checked = { hw, isr: ctx.isr, shrinks: this.diskShrinks };
+    const nodes = this.cluster().nodes;
+    const ownEnd = n.disk.partitions.get(pid)?.logEndOffset ?? 0;
+    if (hw > ownEnd) this.violations.add(`HW ${hw} of ${where()} is above the log end ${ownEnd} on its own disk`);
+    for (const id of ctx.isr) {
+      if (id === n.id) continue;
+      const end = nodes[id - 1]?.disk.partitions.get(pid)?.logEndOffset ?? 0;
+      if (hw <= end) continue;
+      if (volatileReplicas(facts) && (this.powerLossAt.get(`${id}/${pid}`) ?? -1) >= seen.sinceMs) continue;
+      this.violations.add(`HW ${hw} of ${where()} is above the log end ${end} on n${id}'s disk (ISR ${ctx.isr.join(',')})`);
+    }
+    if (grew) this.ledger.leaderHw(pid, hw, n);
+  }
+
+  /** SIM_WATCH=topic/partition: every change of that partition's leaders' replication state, traced. */
+  private watch(n: SimNode, ctx: PartitionContext, seen: LeaderSeen): void {
+    const followers = Object.entries(ctx.followers).map(([id, f]) => `n${id}@${f.logEndOffset}`).join(' ');
+    const disks = this.cluster().nodes.map((x) => `n${x.id}:${x.disk.partitions.get(seen.pid)?.logEndOffset ?? '-'}`).join(' ');
+    const line = `n${n.id} epoch ${ctx.leaderEpoch}: HW ${ctx.highWatermark}, durable end ${ctx.logEndOffset}, ISR ${ctx.isr.join(',')}${ctx.pendingIsr === undefined ? '' : ` (pending ${ctx.pendingIsr.join(',')})`}, followers ${followers}; disks ${disks}`;
+    if (line !== seen.watched) this.trace.event('watch', line);
+    seen.watched = line;
+  }
+
+  /** A disk's log got shorter (a truncation): leaders' HWs are checked against the disks again. */
+  truncated(): void {
+    this.diskShrinks++;
+  }
+
+  private checkFollower(n: SimNode, child: object, offset: number): void {
+    if (this.followerActors.has(child)) return;
+    const snap = (child as { getSnapshot(): FollowerSnapshot }).getSnapshot();
+    if (snap.status !== 'active' || snap.value === 'loading') return;
+    this.followerActors.add(child);
+    const ctx = snap.context;
+    const pid = partitionKey(ctx.topicId, ctx.partition);
+    const leader = this.epochLeaders.get(`${pid}@${ctx.leaderEpoch}`);
+    const replicas = this.book.get(pid)?.replicas;
+    const where = `n${n.id} follows ${ctx.topic}/${ctx.partition} at epoch ${ctx.leaderEpoch} from n${ctx.leaderId}`;
+    if (leader !== undefined && leader !== ctx.leaderId) this.violations.add(`${where}, but that epoch names leader ${leader}`);
+    if (ctx.leaderId === n.id) this.violations.add(`${where}: itself`);
+    if (replicas !== undefined && !replicas.includes(n.id)) this.violations.add(`${where}, but it is not a replica (${replicas.join(',')})`);
+    this.trace.event('partition', `${where} (log end ${ctx.logEndOffset}, metadata ${offset})`);
+  }
+
+  /** The leader actor serving the partition's newest epoch, with its node; undefined when none does. */
+  private newestLeader(pid: string): { node: SimNode; ctx: PartitionContext } | undefined {
+    const facts = this.book.get(pid);
+    if (facts === undefined || facts.leader < 0) return undefined;
+    const node = this.cluster().node(facts.leader);
+    if (node.state === 'down') return undefined;
+    const child = node.parts.broker?.getSnapshot().children[`partition:${pid}`];
+    const snap = (child as { getSnapshot(): PartitionSnapshot } | undefined)?.getSnapshot();
+    if (snap === undefined || snap.status !== 'active' || !snap.matches('open') || snap.context.leaderEpoch !== facts.leaderEpoch) return undefined;
+    return { node, ctx: snap.context };
+  }
+
+  /**
+   * ISR members agree with their leader byte for byte below its HW: the same batches (stamped base
+   * offsets and leader epochs included) and the same epoch cache. `whole` (a quiescent cluster):
+   * every replica must be in the ISR and hold the leader's whole log. Returns whether it held.
+   */
+  checkReplicasAgree(when: string, whole = false): boolean {
+    for (const facts of this.book.all()) {
+      if (this.ledger.isDeleted(facts.topic)) continue;
+      const leader = this.newestLeader(facts.pid);
+      if (leader === undefined) {
+        if (!whole) continue;
+        this.violations.add(`${when}: ${facts.topic}/${facts.partition} has no leader serving epoch ${facts.leaderEpoch}`);
+        return false;
+      }
+      const { node, ctx } = leader;
+      const mine = node.disk.partitions.get(facts.pid);
+      const limit = whole ? (mine?.logEndOffset ?? 0) : ctx.highWatermark;
+      const members = whole ? facts.replicas : ctx.isr;
+      for (const id of members) {
+        if (id === node.id) continue;
+        const theirs = this.cluster().node(id).disk.partitions.get(facts.pid);
+        const problem = this.compareLogs(mine, theirs, limit, whole);
+        if (problem === undefined) continue;
+        this.violations.add(`${when}: ${facts.topic}/${facts.partition}: n${id} disagrees with its leader n${node.id} (epoch ${ctx.leaderEpoch}) below ${whole ? 'the log end' : 'the HW'} ${limit}: ${problem}`);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private compareLogs(mine: PartitionData | undefined, theirs: PartitionData | undefined, limit: number, whole: boolean): string | undefined {
+    const myEnd = mine?.logEndOffset ?? 0;
+    const theirEnd = theirs?.logEndOffset ?? 0;
+    if (whole && myEnd !== theirEnd) return `its log ends at ${theirEnd}, the leader's at ${myEnd}`;
+    // Below the HW a member may lack records only when its own power loss took them (checked with
+    // the HW, in checkLeader): compare what both have.
+    const upTo = Math.min(limit, theirEnd, myEnd);
+    const from = Math.max(mine?.logStartOffset ?? 0, theirs?.logStartOffset ?? 0);
+    if (mine === undefined || theirs === undefined || upTo <= from) return undefined;
+    for (let i = Math.max(0, floorIndex(mine.bases, from)); i < mine.batches.length && mine.bases[i]! < upTo; i++) {
+      const base = mine.bases[i]!;
+      const batch = mine.batches[i]!;
+      const j = floorIndex(theirs.bases, base);
+      const other = theirs.batches[j];
+      if (other === undefined || theirs.bases[j] !== base) return `the leader has a batch at ${base}, it has ${j < 0 ? 'none' : `one at ${theirs.bases[j]}`}`;
+      if (this.agreed.get(batch)?.has(other) === true) continue;
+      if (!sameBytes(batch, other)) return `the batches at ${base} differ (${bytesDigest(batch)} vs ${bytesDigest(other)})`;
+      let set = this.agreed.get(batch);
+      if (set === undefined) this.agreed.set(batch, (set = new WeakSet()));
+      set.add(other);
+    }
+    const epochs = (d: PartitionData) => d.epochs.filter((e) => e.startOffset >= from && e.startOffset < upTo).map((e) => `${e.epoch}@${e.startOffset}`);
+    const [a, b] = [epochs(mine).join(','), epochs(theirs).join(',')];
+    if (a !== b) return `epoch caches differ: leader ${a}, it ${b}`;
+    return undefined;
   }
 
   /** Voters' applied indexes, for the liveness phase. */
   appliedBy(n: SimNode): number {
     return n.parts.raft?.status().appliedIndex ?? -1;
   }
+}
+
+type PartitionData = NonNullable<ReturnType<SimNode['disk']['partitions']['get']>>;
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

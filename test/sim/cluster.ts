@@ -49,6 +49,8 @@ export interface ClusterObserver {
   started(node: SimNode, parts: NodeParts): void;
   /** A power loss took these unsynced appends off the node's disk. */
   powerLost(node: SimNode, lost: readonly LostAppend[]): void;
+  /** The node truncated a partition's log at `offset`, removing these batches. */
+  truncated(node: SimNode, partition: string, offset: number, removed: readonly Uint8Array[]): void;
 }
 
 export class SimNode {
@@ -112,7 +114,9 @@ export class SimCluster {
     n.incarnation++;
     n.clock = new NodeClock(this.time);
     n.conn = this.net.connect(n.endpoint, n.clock);
-    n.storage = new SimStorage(n.disk, n.clock, this.rng.fork(`disk-${id}-${n.incarnation}`), this.config.disk);
+    n.storage = new SimStorage(n.disk, n.clock, this.rng.fork(`disk-${id}-${n.incarnation}`), this.config.disk, (pid, offset, removed) =>
+      this.observer.truncated(n, pid, offset, removed),
+    );
     n.state = 'up';
     n.parts = {};
     const incarnation = n.incarnation;

@@ -5,6 +5,8 @@
  * latency; reads take their own latency. When the process crashes (`kill()`), whatever is still
  * queued never reaches the disk and never settles: it died with the process. What did reach the
  * disk survives, except unsynced writes on a power loss (MemoryDisk.powerLoss()).
+ * Truncations (a follower dropping a suffix that diverges from its leader) are reported with the
+ * batches they remove, so the checkers know which records left which disk and why.
  */
 import type { NodeStorage, PartitionKey, PartitionStore } from '../../src/storage/partition-store.js';
 import type { LogEntry, PersistentState, RaftStore, Snapshot, WithRaftLog } from '../../src/quorum/raft-store.js';
@@ -20,6 +22,9 @@ export interface DiskLatency {
   readMs: readonly [number, number];
 }
 
+/** Batches a truncation removed from one partition's log on this disk. */
+export type TruncationObserver = (partition: string, offset: number, removed: readonly Uint8Array[]) => void;
+
 export const FAST_DISK: DiskLatency = { writeMs: [0, 2], syncMs: [1, 4], readMs: [0, 1] };
 
 const never = new Promise<never>(() => undefined);
@@ -32,10 +37,11 @@ export class SimStorage implements NodeStorage {
   private dead = false;
 
   constructor(
-    disk: MemoryDisk,
+    private readonly disk: MemoryDisk,
     private readonly clock: NodeClock,
     private readonly rng: Rng,
     private readonly latency: DiskLatency,
+    private readonly onTruncate: TruncationObserver = () => undefined,
   ) {
     this.inner = createMemoryNodeStorage(disk);
     this.raftLog = this.wrapRaft(this.inner.raftLog);
@@ -95,9 +101,25 @@ export class SimStorage implements NodeStorage {
       endOffsetForEpoch: (epoch) => p.endOffsetForEpoch(epoch),
       append: (batches, options) => this.mutate(options?.sync === true, () => p.append(batches, options)),
       read: (offset, maxBytes, endOffset) => this.read(() => p.read(offset, maxBytes, endOffset)),
-      truncateTo: (offset) => this.mutate(true, () => p.truncateTo(offset)),
+      truncateTo: (offset) =>
+        this.mutate(true, async () => {
+          const pid = `${p.key.topicId}/${p.key.partition}`;
+          const removed = this.tailFrom(pid, offset);
+          await p.truncateTo(offset);
+          if (removed.length > 0) this.onTruncate(pid, offset, removed);
+        }),
       applyRetention: (policy) => this.mutate(false, () => p.applyRetention(policy)),
     };
+  }
+
+  /** The batches truncateTo(offset) removes: from the one holding `offset` (whole batches) on. */
+  private tailFrom(pid: string, offset: number): Uint8Array[] {
+    const data = this.disk.partitions.get(pid);
+    if (data === undefined || offset >= data.logEndOffset) return [];
+    if (offset <= data.logStartOffset) return [...data.batches];
+    let i = data.bases.length - 1;
+    while (i > 0 && data.bases[i]! > offset) i--;
+    return data.batches.slice(i);
   }
 
   private wrapRaft(r: RaftStore): RaftStore {

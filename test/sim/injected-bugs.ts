@@ -7,12 +7,19 @@
  *   restriction, §5.4.1), so a voter missing committed entries can win and overwrite them;
  * - `doubleVote`: the Raft election grants a vote without looking at `votedFor`, so a voter can
  *   vote twice in one term. Pre-vote and the pre-candidate tie-break make the simultaneous
- *   candidacies this needs rare in whole-cluster runs; the quorum tests force them instead.
+ *   candidacies this needs rare in whole-cluster runs; the quorum tests force them instead;
+ * - `eagerFollowers`: the leader takes a follower's fetch as proof that the follower has its whole
+ *   log (not just up to the fetch offset), so the high watermark runs ahead of the ISR;
+ * - `epochBlindFollower`: followers never send the epoch of their last batch (replication before
+ *   KIP-101/KIP-320), so a suffix a deposed leader wrote is never found diverging and stays.
  */
-import { enqueueActions } from 'xstate';
+import { enqueueActions, fromPromise } from 'xstate';
 import { brokerMachine } from '../../src/actors/broker/machine.js';
+import { followerMachine, type FollowerInput } from '../../src/actors/partition/follower.js';
 import { partitionMachine } from '../../src/actors/partition/machine.js';
 import { recordAppend } from '../../src/actors/partition/producer-state.js';
+import { highWatermarkOf, joinsIsr, recordFetch } from '../../src/actors/partition/replication.js';
+import type { PartitionStore } from '../../src/storage/partition-store.js';
 import type { NodeTestSeam } from '../../src/node.js';
 import type { ProduceReply } from '../../src/protocol/messages.js';
 import { electionMachine } from '../../src/quorum/election-machine.js';
@@ -36,6 +43,33 @@ const eagerPartition = partitionMachine.provide({
         pendingBytes: context.pendingBytes + event.batch.length,
         producers: event.producer === undefined ? context.producers : recordAppend(context.producers, event.producer, event.recordCount, baseOffset),
       });
+    }),
+  },
+});
+
+const eagerFollowerPartition = partitionMachine.provide({
+  actions: {
+    noteFollower: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'REPLICA_FETCH') return;
+      // The bug: the follower is taken to have reached the leader's log end, not its fetch offset.
+      const reached = context.logEndOffset;
+      const followers = { ...context.followers, [event.replicaId]: recordFetch(context.followers[event.replicaId], reached, context.logEndOffset, context.clock.now()) };
+      const next = { ...context, followers };
+      enqueue.assign({ followers });
+      const hw = Math.max(context.highWatermark, highWatermarkOf(next));
+      if (context.wantedIsr === undefined && joinsIsr(next, event.replicaId, hw, context.epochStartOffset)) {
+        enqueue.assign({ wantedIsr: [...context.isr, event.replicaId] });
+      }
+    }),
+  },
+});
+
+/** The follower's log without its epoch cache: it fetches with lastFetchedEpoch -1, always. */
+const epochBlindFollower = followerMachine.provide({
+  actors: {
+    openLog: fromPromise<PartitionStore, FollowerInput>(async ({ input }) => {
+      const store = await input.storage.openPartition({ topicId: input.topicId, partition: input.partition });
+      return new Proxy(store, { get: (target, key) => (key === 'epochs' ? () => [] : Reflect.get(target, key)) });
     }),
   },
 });
@@ -68,6 +102,8 @@ export const INJECTED_BUGS = {
   eagerAck: { broker: brokerMachine.provide({ actors: { partition: eagerPartition } }) },
   staleVote: { election: staleVoteElection },
   doubleVote: { election: doubleVoteElection },
+  eagerFollowers: { broker: brokerMachine.provide({ actors: { partition: eagerFollowerPartition } }) },
+  epochBlindFollower: { broker: brokerMachine.provide({ actors: { follower: epochBlindFollower } }) },
 } satisfies Record<string, NonNullable<NodeTestSeam['machines']>>;
 
 export type InjectedBug = keyof typeof INJECTED_BUGS;

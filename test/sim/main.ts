@@ -1,8 +1,9 @@
 /**
  * The simulator's command line.
  *
- *   npm run sim -- --seed S [--steps N] [--nodes K] [--fault-rate F] [--power-loss on|off] [--verbose]
+ *   npm run sim -- --seed S [--steps N] [--nodes K] [--fault-rate F] [--power-loss on|off] [--bug B] [--verbose]
  *       replays one seed exactly; on failure prints the seed, the violations and the last events.
+ *       --bug runs one of the injected bugs (injected-bugs.ts) instead of the product's machine.
  *   npm run sim:swarm -- --seconds T [--steps N]
  *       runs random seeds (each picks its own cluster size and fault rates; the run length is
  *       drawn too unless --steps is given) for T seconds of wall time and prints a summary: seeds
@@ -13,12 +14,13 @@
 import { randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { deriveConfig, describeConfig, type ConfigOverrides } from './config.js';
+import { INJECTED_BUGS, type InjectedBug } from './injected-bugs.js';
 import { runSimulation, type SimResult } from './run.js';
 
 const SEED_MAX = 2 ** 31 - 1;
 
 function usage(message: string): never {
-  process.stderr.write(`${message}\nusage: npm run sim -- --seed S [--steps N] [--nodes K] [--fault-rate F] [--power-loss on|off] [--verbose]\n       npm run sim:swarm -- --seconds T [--steps N]\n`);
+  process.stderr.write(`${message}\nusage: npm run sim -- --seed S [--steps N] [--nodes K] [--fault-rate F] [--power-loss on|off] [--bug B] [--verbose]\n       npm run sim:swarm -- --seconds T [--steps N]\n`);
   process.exit(2);
 }
 
@@ -57,12 +59,12 @@ function summary(r: SimResult): string {
     `seed ${r.config.seed}: ${r.ok ? 'ok' : 'FAILED'}; ${r.stepsRun} steps, ${(r.simMs / 1000).toFixed(1)} simulated s in ${(r.wallMs / 1000).toFixed(1)} s; ` +
     `converged in ${r.convergedMs ?? '-'} ms; ${s['load.sent']} sent, ${s['load.acked']} acked, ${s['reader.read']} read; ` +
     `${s['fault.crash']} crashes, ${s['fault.powerloss']} power losses, ${s['fault.pause']} pauses, ${(s['fault.isolate'] ?? 0) + (s['fault.cut-some'] ?? 0) + (s['fault.cut-oneway'] ?? 0)} cuts; ` +
-    `${s['terms']} terms; ${s['ledger.excused']} acks excused by power loss; digest ${r.digest}`
+    `${s['terms']} terms; ${s['ledger.excused']} acks excused by power loss, ${s['ledger.acks1Lost']} acks=1 lost, ${s['ledger.truncatedRecords']} records truncated; digest ${r.digest}`
   );
 }
 
-async function replay(seed: number, overrides: ConfigOverrides, verbose: boolean): Promise<number> {
-  const config = deriveConfig(seed, overrides);
+async function replay(seed: number, overrides: ConfigOverrides, verbose: boolean, bug: InjectedBug | undefined): Promise<number> {
+  const config = { ...deriveConfig(seed, overrides), ...(bug === undefined ? {} : { machines: INJECTED_BUGS[bug] }) };
   process.stdout.write(`seed ${seed}: ${describeConfig(config)}\n`);
   const r = await runSimulation(config);
   if (!r.ok) {
@@ -115,6 +117,7 @@ async function main(): Promise<number> {
       swarm: { type: 'boolean', default: false },
       seconds: { type: 'string' },
       verbose: { type: 'boolean', default: false },
+      bug: { type: 'string' },
     },
     strict: true,
   });
@@ -131,7 +134,9 @@ async function main(): Promise<number> {
     ...(faultRate === undefined ? {} : { faultRate }),
     ...(powerLoss === undefined ? {} : { powerLoss }),
   };
-  return replay(seed, overrides, values.verbose);
+  const bug = values.bug;
+  if (bug !== undefined && !Object.hasOwn(INJECTED_BUGS, bug)) usage(`--bug must be one of ${Object.keys(INJECTED_BUGS).join(', ')}`);
+  return replay(seed, overrides, values.verbose, bug as InjectedBug | undefined);
 }
 
 main().then(

@@ -12,6 +12,7 @@ import { SimCluster, type ClusterObserver } from './cluster.js';
 import type { SimConfig } from './config.js';
 import { LIVENESS_BOUND_MS, PROBE_BOUND_MS, unmet } from './liveness.js';
 import { SimNats } from './network.js';
+import { PartitionBook } from './partitions.js';
 import { Rng } from './random.js';
 import { RecordLedger } from './records.js';
 import { Trace } from './trace.js';
@@ -50,14 +51,20 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
   const violations = new Violations(trace, () => time.elapsed());
   const ref: { cluster?: SimCluster; workload?: Workload } = {};
   const cluster = () => ref.cluster!;
-  const checker = new SafetyChecker(cluster, violations, trace);
-  const ledger = new RecordLedger(cluster, violations);
+  const elapsedMs = () => time.elapsed();
+  const book = new PartitionBook(elapsedMs, trace);
+  const ledger = new RecordLedger(cluster, book, violations, trace, elapsedMs);
+  const checker = new SafetyChecker(cluster, book, ledger, violations, trace, elapsedMs);
   const observer: ClusterObserver = {
     started: (node, parts) => checker.started(node, parts),
     powerLost: (node, lost) => {
       checker.powerLost(node, lost);
-      ledger.powerLost(lost);
+      ledger.powerLost(node, lost);
       ref.workload?.powerLost(lost);
+    },
+    truncated: (node, pid, offset, removed) => {
+      checker.truncated();
+      ledger.truncated(node, pid, offset, removed);
     },
   };
   const net = new SimNats(time, rng.fork('net'), trace, config.net);
@@ -93,8 +100,9 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
   for (; stepsRun < config.steps && !violations.failed; stepsRun++) {
     workload.step();
     await runFor(stepRng.int(1, config.stepMsMax));
-    if (time.elapsed() >= nextVerify) {
+    if (time.elapsed() >= nextVerify && !violations.failed) {
       ledger.verifyAll();
+      checker.checkReplicasAgree('replicas');
       nextVerify = time.elapsed() + VERIFY_EVERY_MS;
     }
   }
@@ -117,6 +125,11 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
     if (!violations.failed) {
       convergedMs = time.elapsed() - start;
       trace.event('liveness', `converged in ${convergedMs} ms`);
+      // Quiescent: every replica in its ISR, holding its leader's whole log.
+      ledger.verifyAll();
+      checker.checkReplicasAgree('converged', true);
+    }
+    if (!violations.failed) {
       let failed: string[] | undefined;
       void workload.probe().then((f) => (failed = f));
       const probeStart = time.elapsed();
@@ -126,6 +139,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
     }
   }
   if (!violations.failed) ledger.verifyAll();
+  if (!violations.failed) checker.checkReplicasAgree('at the end');
   workload.stop();
   for (const n of ref.cluster.nodes) ref.cluster.crash(n.id, false);
 

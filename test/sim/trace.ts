@@ -4,8 +4,8 @@
  * two runs of one seed can be compared exactly without keeping everything.
  */
 
-/** Events printed when a seed fails. */
-export const TRACE_TAIL_MAX = 50;
+/** Events printed when a seed fails (SIM_TRACE=n keeps more, for digging into a replay). */
+export const TRACE_TAIL_MAX = Math.max(1, Number(process.env['SIM_TRACE'] ?? 50) || 50);
 
 export class Trace {
   private readonly tail: string[] = [];

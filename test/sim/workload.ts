@@ -1,9 +1,10 @@
 /**
- * The workload, one action per step, drawn from the seed: topic creation (and now and then more
- * partitions, a config change or a deletion), keyed producers with acks 0, 1 and all sending
- * through the SDK (`Tidemark.fromTransport` on simulated connections), readers following
- * partitions from the start (readers.ts), and the faults of faults.ts. Every acknowledgement goes
- * to the record ledger.
+ * The workload, one action per step, drawn from the seed: topic creation (replication factor 1 to
+ * min(3, brokers); sometimes min.insync.replicas=2, flush.mode=replicated, and rarely unclean
+ * leader election; now and then more partitions, a config change or a deletion), keyed producers
+ * with acks 0, 1 and all sending through the SDK (`Tidemark.fromTransport` on simulated
+ * connections), readers following partitions from the start (readers.ts), and the faults of
+ * faults.ts. Every acknowledgement goes to the record ledger.
  */
 import { Tidemark } from '../../src/client/client.js';
 import { codecs } from '../../src/client/codecs.js';
@@ -31,12 +32,16 @@ export const RECORDS_PER_SEND_MAX = 20;
 /** Admin calls the workload has unsettled at once (each retries for up to 30 s). */
 export const ADMIN_CALLS_MAX = 3;
 const KEYS = 16;
+/** Largest replication factor the workload asks for (and never more than there are brokers). */
+export const REPLICATION_FACTOR_MAX = 3;
 
 type TopicPhase = 'creating' | 'live' | 'unknown' | 'deleted';
 
 interface TopicState {
   name: string;
   partitions: number;
+  replicationFactor: number;
+  config: Record<string, string>;
   phase: TopicPhase;
   busy: boolean;
 }
@@ -62,6 +67,8 @@ export class Workload {
   private readonly topics: TopicState[] = [];
   private readonly producers: ProducerState[] = [];
   private readonly readers: ReaderPool;
+  /** Topic shapes (replication factor, config) come from their own stream. */
+  private readonly shapes: Rng;
   private nextTopic = 1;
   private nextTag = 1;
   private adminCalls = 0;
@@ -89,6 +96,7 @@ export class Workload {
     );
     this.faults = new FaultInjector(cluster, net, time, rng.fork('faults'), trace, profile, endpoints);
     this.readers = new ReaderPool(ledger, checker, violations, trace);
+    this.shapes = rng.fork('topic-shapes');
   }
 
   /** One action: mostly data, sometimes a fault. */
@@ -150,11 +158,12 @@ export class Workload {
 
   private createTopic(): void {
     const retry = this.topics.find((t) => t.phase === 'unknown' && !t.busy);
-    const topic = retry ?? { name: `t${this.nextTopic++}`, partitions: this.rng.int(1, 4), phase: 'creating' as TopicPhase, busy: false };
+    const topic = retry ?? this.newTopic();
     if (retry === undefined) this.topics.push(topic);
     topic.busy = true;
-    this.trace.event('admin', `create ${topic.name} (${topic.partitions} partitions)${retry === undefined ? '' : ' again'}`);
-    this.admin((a) => a.createTopic({ name: topic.name, partitions: topic.partitions, replicationFactor: 1 }))
+    const config = Object.entries(topic.config).map(([k, v]) => ` ${k}=${v}`).join('');
+    this.trace.event('admin', `create ${topic.name} (${topic.partitions} partitions, RF ${topic.replicationFactor}${config})${retry === undefined ? '' : ' again'}`);
+    this.admin((a) => a.createTopic({ name: topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor, config: topic.config }))
       .then(
         (md) => {
           this.ledger.topicCreated(topic.name, md.topicId);
@@ -167,6 +176,16 @@ export class Workload {
         },
       )
       .finally(() => (topic.busy = false));
+  }
+
+  private newTopic(): TopicState {
+    const partitions = this.rng.int(1, 4);
+    const rf = this.shapes.int(1, Math.min(REPLICATION_FACTOR_MAX, this.cluster.config.brokers.length));
+    const config: Record<string, string> = {};
+    if (rf >= 2 && this.shapes.chance(0.3)) config['min.insync.replicas'] = '2';
+    if (this.shapes.chance(0.25)) config['flush.mode'] = 'replicated';
+    if (this.shapes.chance(0.1)) config['unclean.leader.election.enable'] = 'true';
+    return { name: `t${this.nextTopic++}`, partitions, replicationFactor: rf, config, phase: 'creating', busy: false };
   }
 
   private topicLive(topic: TopicState, partitions: number): void {
