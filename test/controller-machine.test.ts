@@ -145,3 +145,27 @@ test('a controller that was itself paused restarts broker sessions instead of fe
   t.false(c.metadata.image().brokers.get(1)!.fenced);
   t.false(c.metadata.image().brokers.get(2)!.fenced);
 });
+
+test('a broker fenced for its session is unfenced only once its metadata reaches the fence, not its older registration', async (t) => {
+  const c = cluster();
+  const b1 = c.startBroker(1, 'a');
+  c.startBroker(2, 'b');
+  await c.advance(1000);
+  await c.metadata.propose(planCreateTopic(c.metadata.image(), { name: 'g', partitions: 2, replicationFactor: 2, config: {} }, 'cc'.repeat(16), 0));
+  await c.advance(500);
+  const staleOffset = b1.getSnapshot().context.image.offset;
+  b1.stop(); // silent, as a paused process is
+  await c.advance(SESSION_TIMEOUT_MS + 300);
+  t.true(c.metadata.image().brokers.get(1)!.fenced);
+  const fencedAt = c.metadata.image().offset;
+  t.true(fencedAt > staleOffset);
+  // The paused process resumes and heartbeats with the image it had before the fence.
+  const heartbeat = (metadataOffset: number) =>
+    c.transport.request(subjects.controller('heartbeat'), encodeMessage({ timeoutMs: 1000, brokerId: 1, brokerEpoch: 1, metadataOffset }), 1000);
+  await heartbeat(staleOffset);
+  await c.advance(300);
+  t.true(c.metadata.image().brokers.get(1)!.fenced, 'stale metadata: stays fenced (it would restart leaders of gone epochs)');
+  await heartbeat(c.metadata.image().offset);
+  await c.advance(300);
+  t.false(c.metadata.image().brokers.get(1)!.fenced, 'caught up with the fence: unfenced');
+});

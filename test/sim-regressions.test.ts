@@ -21,6 +21,11 @@ const REGRESSIONS: Array<{ seed: number; steps: number; bug: string }> = [
   // 239e162; seeds 9, 29, 30, 37, 43, 45, 55, 56 and 59 of CI's list failed on it too).
   { seed: 63, steps: 300, bug: 'a duplicate acks=all batch was acknowledged below min.insync.replicas (machine.ts)' },
   { seed: 71, steps: 300, bug: 'a duplicate acks=all batch was acknowledged below min.insync.replicas (machine.ts)' },
+  // Fixed by computing an ISR change when it is sent, from the ISR, HW and followers of that moment.
+  { seed: 34, steps: 300, bug: 'an ISR change decided while another was in flight was sent later unchanged (HW above an ISR member; machine.ts)' },
+  { seed: 1555526295, steps: 725, bug: 'an ISR change decided while another was in flight was sent later unchanged (HW above an ISR member; machine.ts)' },
+  // Fixed in planFenceBroker: the last ISR member of an offline partition stays when fenced.
+  { seed: 68, steps: 300, bug: 'fencing the last ISR member of an offline partition emptied its ISR (offline for good; planner.ts)' },
 ];
 
 for (const r of REGRESSIONS) {

@@ -154,7 +154,8 @@ export function planFenceBroker(
       if (!p.isr.includes(brokerId) && p.leader !== brokerId) continue;
       const isr = p.isr.filter((id) => id !== brokerId);
       if (p.leader !== brokerId) {
-        records.push(partitionChange(topic.topicId, p, { isr }));
+        // The last member of an offline partition's ISR stays: it can lead cleanly when it returns.
+        if (isr.length > 0) records.push(partitionChange(topic.topicId, p, { isr }));
         continue;
       }
       const next = isr.find(live) ?? (unclean(topic) ? p.replicas.find(live) : undefined);

@@ -19,8 +19,10 @@ export interface TopicConfig {
   uncleanLeaderElection: boolean;
   /**
    * `fsync`: a replica counts toward the high watermark once the batch is fsynced (group commit);
-   * `replicated`: once it is appended (Kafka's default; a power loss of every replica at once can
-   * lose acknowledged records). @default 'fsync'
+   * `replicated`: once it is appended (Kafka's default). Under `replicated` a power loss can take
+   * acknowledged records back: from every replica at once, or from one replica that then stays in
+   * the ISR until it is elected (Kafka without KIP-966 has the same window; the simulator found it).
+   * @default 'fsync'
    */
   flushMode: FlushMode;
 }

@@ -141,9 +141,12 @@ async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, rando
       const next = await commit(records);
       return { body: { brokerEpoch: next.brokers.get(brokerId)!.epoch } satisfies RegisterBrokerReply, brokerId, caughtUpAt: next.offset };
     }
-    case 'fence':
-      await commit(planFenceBroker(image, job.brokerId, uncleanEnabled, eligible));
-      return { body: undefined, brokerId: job.brokerId };
+    case 'fence': {
+      // Unfenced again only once its metadata reaches this fence (KRaft waits for the committed
+      // offset): a broker with an older image would restart leaders of epochs that are gone.
+      const next = await commit(planFenceBroker(image, job.brokerId, uncleanEnabled, eligible));
+      return { body: undefined, brokerId: job.brokerId, caughtUpAt: next.offset };
+    }
     case 'unfence':
       await commit(planUnfenceBroker(image, job.brokerId));
       return { body: undefined };

@@ -61,7 +61,10 @@ export interface PartitionContext extends PartitionInput {
   pendingIsr: readonly number[] | undefined;
   /** The partition epoch that request was based on. */
   pendingIsrBase: number;
-  /** An ISR change to request next (computed on fetches and checks). */
+  /**
+   * Set when a fetch or a lag check suggests an ISR change; the change itself is worked out when it
+   * is sent (`nextIsr`), from the ISR, HW and followers of that moment, never from a stale view.
+   */
   wantedIsr: readonly number[] | undefined;
   /** Followers the controller refused to add (fenced, shutting down) -> not proposed again before this time, ms. */
   joinRefusedUntil: Record<number, number>;
@@ -82,6 +85,23 @@ function alterRefusal(error: unknown): 'refused' | 'stale' | undefined {
 
 function hwOf(context: PartitionContext): number {
   return Math.max(context.highWatermark, highWatermarkOf(context));
+}
+
+/**
+ * The ISR to ask for now: members lagging longer than replica.lag.time.max.ms out, followers that
+ * reached the HW and the epoch start in (unless the controller refused them lately); undefined when
+ * that is the current ISR. Only called with no change in flight.
+ */
+function nextIsr(context: PartitionContext): number[] | undefined {
+  const nowMs = context.clock.now();
+  const kept = shrunkIsr(context, nowMs, context.limits.replicaLagTimeMaxMs) ?? [...context.isr];
+  const hw = hwOf(context);
+  const joiners = context.replicas.filter(
+    (id) => id !== context.brokerId && nowMs >= (context.joinRefusedUntil[id] ?? 0) && joinsIsr(context, id, hw, context.epochStartOffset),
+  );
+  const next = [...kept, ...joiners];
+  const same = next.length === context.isr.length && next.every((id) => context.isr.includes(id));
+  return same ? undefined : next;
 }
 
 /** Where the leader's epoch `requested` ends in its log (Kafka's OffsetsForLeaderEpoch). */
@@ -177,7 +197,8 @@ export const partitionMachine = setup({
     hasReplicaData: ({ context, event }) => event.type === 'REPLICA_FETCH' && event.fetchOffset < context.writtenEnd,
     replicaMustAnswerNow: ({ context, event }) =>
       event.type === 'REPLICA_FETCH' && (event.maxWaitMs === 0 || context.waiters.length >= context.limits.fetchWaitersMax),
-    wantsIsrChange: ({ context }) => context.wantedIsr !== undefined && context.pendingIsr === undefined,
+    wantsIsrChange: ({ context }) => context.wantedIsr !== undefined && context.pendingIsr === undefined && nextIsr(context) !== undefined,
+    staleIsrHint: ({ context }) => context.wantedIsr !== undefined && context.pendingIsr === undefined,
     isrChangeUnsettled: ({ context }) => context.pendingIsr !== undefined,
     drained: ({ context }) => context.pending.length === 0,
     deleting: ({ context }) => context.closing === 'delete',
@@ -330,9 +351,7 @@ export const partitionMachine = setup({
     /** Periodic check: ISR members lagging too long are to be removed. */
     checkLag: assign(({ context }) => {
       if (context.wantedIsr !== undefined || context.pendingIsr !== undefined) return {};
-      const shrunk = shrunkIsr(context, context.clock.now(), context.limits.replicaLagTimeMaxMs);
-      if (shrunk !== undefined) context.logger.warn({ isr: context.isr, shrunk }, 'followers lag; shrinking the ISR');
-      return { wantedIsr: shrunk };
+      return { wantedIsr: shrunkIsr(context, context.clock.now(), context.limits.replicaLagTimeMaxMs) };
     }),
     /** The controller refused the change for good (a joiner it will not take): back to the committed ISR. */
     dropIsrChange: assign(({ context, event }) => {
@@ -345,7 +364,11 @@ export const partitionMachine = setup({
         joinRefusedUntil: { ...context.joinRefusedUntil, ...Object.fromEntries(joiners.map((id) => [id, until])) },
       };
     }),
-    sendIsrChange: assign(({ context }) => ({ pendingIsr: context.wantedIsr, pendingIsrBase: context.partitionEpoch, wantedIsr: undefined })),
+    sendIsrChange: assign(({ context }) => {
+      const isr = nextIsr(context);
+      if (isr !== undefined && isr.length < context.isr.length) context.logger.warn({ isr: context.isr, shrunk: isr }, 'followers lag; shrinking the ISR');
+      return { pendingIsr: isr, pendingIsrBase: context.partitionEpoch, wantedIsr: undefined };
+    }),
     isrChanged: assign(({ context, event }) => {
       const reply = (event as unknown as { output: AlterPartitionReply }).output;
       if (reply.partitionEpoch <= context.partitionEpoch) return {};
@@ -535,7 +558,11 @@ export const partitionMachine = setup({
           initial: 'idle',
           states: {
             idle: {
-              always: { guard: 'wantsIsrChange', target: 'altering', actions: 'sendIsrChange' },
+              always: [
+                { guard: 'wantsIsrChange', target: 'altering', actions: 'sendIsrChange' },
+                // The suggested change no longer applies (the ISR moved meanwhile): forget it.
+                { guard: 'staleIsrHint', actions: assign({ wantedIsr: undefined }) },
+              ],
               after: { isrCheck: { target: 'idle', reenter: true, actions: 'checkLag' } },
             },
             altering: {
