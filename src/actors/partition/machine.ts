@@ -9,138 +9,30 @@
  */
 import { and, assign, enqueueActions, fromPromise, sendTo, setup } from 'xstate';
 import { alterPartitionReply, type AlterPartitionReply, type AlterPartitionRequest } from '../../protocol/controller-messages.js';
-import { TidemarkError, type ErrorCode } from '../../protocol/errors.js';
+import { type ErrorCode } from '../../protocol/errors.js';
 import { decodeReply, encodeMessage, type ProduceReply } from '../../protocol/messages.js';
 import type { PartitionStore } from '../../storage/partition-store.js';
 import { outbox } from '../outbox.js';
+import {
+  alterRefusal,
+  hwOf,
+  nextIsr,
+  replicaDivergence,
+  replicaFetchRefusal,
+  sequenceCheck,
+  waiterTimerId,
+  wireError,
+  type FetchWaiter,
+  type PartitionContext,
+  type PendingProduce,
+} from './leader-state.js';
 import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
-import { checkSequence, rebuildProducerStates, recordAppend, recordRefusal, type ProducerStates, type SequenceCheck } from './producer-state.js';
-import { divergence, highWatermarkOf, joinsIsr, leaderEndOffsetForEpoch, maximalIsr, recordFetch, shrunkIsr, type ReplicaProgress } from './replication.js';
+import { rebuildProducerStates, recordAppend, recordRefusal, type ProducerStates } from './producer-state.js';
+import { joinsIsr, recordFetch, shrunkIsr } from './replication.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
 
-interface PendingProduce {
-  baseOffset: number;
-  endOffset: number;
-  bytes: number;
-  replyTo: string | undefined;
-  /** 1: answer once the leader has it; -1 (all): once the high watermark passes it. */
-  acks: 0 | 1 | -1;
-}
-
-interface FetchWaiter {
-  id: number;
-  replyTo: string;
-  offset: number;
-  maxBytes: number;
-  /** A follower's fetch waits for the log end; a consumer's for the high watermark. */
-  replica: boolean;
-}
-
-export interface PartitionContext extends PartitionInput {
-  store: PartitionStore | undefined;
-  logStartOffset: number;
-  /** Next offset to assign (includes batches still being written). */
-  nextOffset: number;
-  /** End of what is durable under the flush mode (what this replica counts toward the HW). */
-  logEndOffset: number;
-  /** End of what is written to the log, durable or not: followers may fetch up to here. */
-  writtenEnd: number;
-  highWatermark: number;
-  pending: PendingProduce[];
-  producers: ProducerStates;
-  pendingBytes: number;
-  waiters: FetchWaiter[];
-  nextWaiterId: number;
-  /** What to do once pending writes are done. */
-  closing: 'stop' | 'delete' | undefined;
-  /** The log end when this leadership began: where the current leader epoch starts. */
-  epochStartOffset: number;
-  followers: Record<number, ReplicaProgress>;
-  /** The ISR of an AlterPartition sent and not yet seen committed or refused in metadata. */
-  pendingIsr: readonly number[] | undefined;
-  /** The partition epoch that request was based on. */
-  pendingIsrBase: number;
-  /**
-   * Set when a fetch or a lag check suggests an ISR change; the change itself is worked out when it
-   * is sent (`nextIsr`), from the ISR, HW and followers of that moment, never from a stale view.
-   */
-  wantedIsr: readonly number[] | undefined;
-  /** Followers the controller refused to add (fenced, shutting down) -> not proposed again before this time, ms. */
-  joinRefusedUntil: Record<number, number>;
-}
-
-/** Codes with which the controller refuses an AlterPartition. */
-function alterRefusal(error: unknown): 'refused' | 'stale' | undefined {
-  if (!(error instanceof TidemarkError)) return undefined;
-  // Checked after the epochs, so nothing was committed for this partition epoch: drop the change.
-  if (error.code === 'INVALID_REQUEST') return 'refused';
-  // The partition (or this broker) moved on; a timed-out attempt may even have been committed:
-  // keep the maximal ISR until metadata settles it, and do not resend.
-  if (error.code === 'INVALID_UPDATE_VERSION' || error.code === 'FENCED_LEADER_EPOCH' || error.code === 'STALE_BROKER_EPOCH' || error.code === 'UNKNOWN_TOPIC') {
-    return 'stale';
-  }
-  return undefined;
-}
-
-function hwOf(context: PartitionContext): number {
-  return Math.max(context.highWatermark, highWatermarkOf(context));
-}
-
-/**
- * The ISR to ask for now: members lagging longer than replica.lag.time.max.ms out, followers that
- * reached the HW and the epoch start in (unless the controller refused them lately); undefined when
- * that is the current ISR. Only called with no change in flight.
- */
-function nextIsr(context: PartitionContext): number[] | undefined {
-  const nowMs = context.clock.now();
-  const kept = shrunkIsr(context, nowMs, context.limits.replicaLagTimeMaxMs) ?? [...context.isr];
-  const hw = hwOf(context);
-  const joiners = context.replicas.filter(
-    (id) => id !== context.brokerId && nowMs >= (context.joinRefusedUntil[id] ?? 0) && joinsIsr(context, id, hw, context.epochStartOffset),
-  );
-  const next = [...kept, ...joiners];
-  const same = next.length === context.isr.length && next.every((id) => context.isr.includes(id));
-  return same ? undefined : next;
-}
-
-/** Where the leader's epoch `requested` ends in its log (Kafka's OffsetsForLeaderEpoch). */
-function endOffsetFor(context: PartitionContext, requested: number) {
-  return leaderEndOffsetForEpoch(context.store!.epochs(), context.leaderEpoch, context.epochStartOffset, context.writtenEnd, requested);
-}
-
-/** Checks of a follower fetch that end it with an error; undefined when it may proceed. */
-function replicaFetchRefusal(context: PartitionContext, event: PartitionEvent): { code: ErrorCode; message: string } | undefined {
-  if (event.type !== 'REPLICA_FETCH') return undefined;
-  if (!context.replicas.includes(event.replicaId) || event.replicaId === context.brokerId) {
-    return { code: 'INVALID_REQUEST', message: `broker ${event.replicaId} is not a follower of this partition` };
-  }
-  if (event.leaderEpoch < context.leaderEpoch) return { code: 'FENCED_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} < ${context.leaderEpoch}` };
-  if (event.leaderEpoch > context.leaderEpoch) return { code: 'UNKNOWN_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} > ${context.leaderEpoch}` };
-  if (event.fetchOffset < context.logStartOffset) {
-    return { code: 'OFFSET_OUT_OF_RANGE', message: `offset ${event.fetchOffset} is below the log start ${context.logStartOffset}` };
-  }
-  return undefined;
-}
-
-function replicaDivergence(context: PartitionContext, event: PartitionEvent) {
-  if (event.type !== 'REPLICA_FETCH') return undefined;
-  return divergence((e) => endOffsetFor(context, e), event.fetchOffset, event.lastFetchedEpoch, context.writtenEnd);
-}
-
-function sequenceCheck(context: PartitionContext, event: PartitionEvent): SequenceCheck {
-  if (event.type !== 'PRODUCE' || event.producer === undefined) return { kind: 'append' };
-  return checkSequence(context.producers, event.producer, event.recordCount);
-}
-
-/** Id of a parked fetch's expiry timer, so answering the fetch can cancel it. */
-function waiterTimerId(id: number): string {
-  return `fetch-expiry-${id}`;
-}
-
-function wireError(code: ErrorCode, message?: string) {
-  return new TidemarkError(code, message).toWire();
-}
+export type { PartitionContext } from './leader-state.js';
 
 export const partitionMachine = setup({
   types: {
