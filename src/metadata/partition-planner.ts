@@ -6,7 +6,7 @@ import type { AlterPartitionRequest } from '../protocol/controller-messages.js';
 import { TidemarkError, type WireError } from '../protocol/errors.js';
 import type { ElectLeadersRequest, ElectLeadersResult } from '../protocol/messages.js';
 import type { MetadataImage, PartitionInfo, TopicInfo } from './image.js';
-import { partitionChange, uncleanEnabled, type Eligible } from './planner.js';
+import { partitionChange, planBrokerLeaves, type Eligible } from './planner.js';
 import type { MetadataRecord } from './records.js';
 
 /**
@@ -44,21 +44,12 @@ export function planAlterPartition(image: MetadataImage, request: AlterPartition
  * stay with it; `remaining` counts them.
  */
 export function planControlledShutdown(image: MetadataImage, brokerId: number, eligible: Eligible): { records: MetadataRecord[]; remaining: number } {
-  const records: MetadataRecord[] = [];
   let remaining = 0;
-  for (const topic of image.topicsById.values()) {
-    for (const p of topic.partitions) {
-      if (!p.isr.includes(brokerId) && p.leader !== brokerId) continue;
-      const isr = p.isr.filter((id) => id !== brokerId);
-      if (p.leader !== brokerId) {
-        if (isr.length > 0) records.push(partitionChange(topic.topicId, p, { isr }));
-        continue;
-      }
-      const next = isr.find((id) => eligible(id));
-      if (next === undefined) remaining++;
-      else records.push(partitionChange(topic.topicId, p, { leader: next, isr }));
-    }
-  }
+  const records = planBrokerLeaves(image, brokerId, (_topic, _p, isr) => {
+    const next = isr.find((id) => eligible(id));
+    if (next === undefined) remaining++;
+    return next === undefined ? undefined : { leader: next, isr };
+  });
   return { records, remaining };
 }
 
@@ -74,9 +65,9 @@ function electOne(topic: TopicInfo, p: PartitionInfo, type: ElectLeadersRequest[
   if (p.leader >= 0 && eligible(p.leader)) return { code: 'ELECTION_NOT_NEEDED', message: `broker ${p.leader} leads` };
   const clean = p.isr.find((id) => eligible(id));
   if (clean !== undefined) return partitionChange(topic.topicId, p, { leader: clean });
-  const any = p.replicas.find((id) => eligible(id));
-  if (any === undefined) return { code: 'ELIGIBLE_LEADERS_NOT_AVAILABLE', message: 'no replica is alive' };
-  return partitionChange(topic.topicId, p, { leader: any, isr: [any] });
+  const alive = p.replicas.find((id) => eligible(id));
+  if (alive === undefined) return { code: 'ELIGIBLE_LEADERS_NOT_AVAILABLE', message: 'no replica is alive' };
+  return partitionChange(topic.topicId, p, { leader: alive, isr: [alive] });
 }
 
 /** Leader elections on demand; per-partition results, and the records of those that happen. */

@@ -148,19 +148,34 @@ export function planFenceBroker(
   const broker = image.brokers.get(brokerId);
   if (broker === undefined || broker.fenced) return [];
   const live = (id: number) => id !== brokerId && eligible(id);
-  const records: MetadataRecord[] = [{ type: 'FenceBroker', brokerId, brokerEpoch: broker.epoch }];
+  return [
+    { type: 'FenceBroker', brokerId, brokerEpoch: broker.epoch },
+    ...planBrokerLeaves(image, brokerId, (topic, p, isr) => {
+      const next = isr.find(live) ?? (unclean(topic) ? p.replicas.find(live) : undefined);
+      if (next !== undefined) return { leader: next, isr: isr.includes(next) ? isr : [next] };
+      return { leader: -1, isr: isr.length > 0 ? isr : [brokerId] };
+    }),
+  ];
+}
+
+/**
+ * A broker leaves (fenced, or in controlled shutdown): it is taken out of every ISR, except as the
+ * last member of an offline partition's ISR (it can lead cleanly when it returns), and each
+ * partition it leads gets what `handOff` decides from the ISR without it, or stays as it is when
+ * `handOff` returns undefined.
+ */
+export function planBrokerLeaves(
+  image: MetadataImage,
+  brokerId: number,
+  handOff: (topic: TopicInfo, p: PartitionInfo, isr: number[]) => Pick<PartitionInfo, 'leader' | 'isr'> | undefined,
+): MetadataRecord[] {
+  const records: MetadataRecord[] = [];
   for (const topic of image.topicsById.values()) {
     for (const p of topic.partitions) {
       if (!p.isr.includes(brokerId) && p.leader !== brokerId) continue;
       const isr = p.isr.filter((id) => id !== brokerId);
-      if (p.leader !== brokerId) {
-        // The last member of an offline partition's ISR stays: it can lead cleanly when it returns.
-        if (isr.length > 0) records.push(partitionChange(topic.topicId, p, { isr }));
-        continue;
-      }
-      const next = isr.find(live) ?? (unclean(topic) ? p.replicas.find(live) : undefined);
-      if (next !== undefined) records.push(partitionChange(topic.topicId, p, { leader: next, isr: isr.includes(next) ? isr : [next] }));
-      else records.push(partitionChange(topic.topicId, p, { leader: -1, isr: isr.length > 0 ? isr : [brokerId] }));
+      const change = p.leader === brokerId ? handOff(topic, p, isr) : isr.length > 0 ? { isr } : undefined;
+      if (change !== undefined) records.push(partitionChange(topic.topicId, p, change));
     }
   }
   return records;
