@@ -484,97 +484,97 @@ export const partitionMachine = setup({
           },
         },
         log: {
-      initial: 'serving',
-      states: {
-        serving: {
-          after: { retentionCheck: { target: 'serving', reenter: true, actions: 'retain' } },
-          on: {
-            PRODUCE: [
-              { guard: 'sequenceRefused', actions: 'refuseSequence' },
-              { guard: 'queueFull', actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'BUSY' }) } },
-              {
-                // Before the duplicate check, as Kafka does: a retry must not be acknowledged while
-                // the ISR is below min.insync.replicas.
-                guard: 'notEnoughReplicas',
-                actions: {
-                  type: 'replyError',
-                  params: ({ context, event }) => ({
-                    replyTo: event.replyTo,
-                    code: 'NOT_ENOUGH_REPLICAS',
-                    message: `ISR ${context.isr.join(',')} is below min.insync.replicas=${context.config.minInsyncReplicas}`,
-                  }),
-                },
-              },
-              { guard: 'duplicate', actions: 'answerDuplicate' },
-              {
-                guard: 'tooLarge',
-                actions: [
-                  'consumeSequence',
+          initial: 'serving',
+          states: {
+            serving: {
+              after: { retentionCheck: { target: 'serving', reenter: true, actions: 'retain' } },
+              on: {
+                PRODUCE: [
+                  { guard: 'sequenceRefused', actions: 'refuseSequence' },
+                  { guard: 'queueFull', actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'BUSY' }) } },
                   {
-                  type: 'replyError',
-                  params: ({ context, event }) => ({
-                    replyTo: event.replyTo,
-                    code: 'RECORD_TOO_LARGE',
-                    message: `batch of ${event.batch.length} bytes is over max.message.bytes=${context.config.maxMessageBytes}`,
-                  }),
+                    // Before the duplicate check, as Kafka does: a retry must not be acknowledged while
+                    // the ISR is below min.insync.replicas.
+                    guard: 'notEnoughReplicas',
+                    actions: {
+                      type: 'replyError',
+                      params: ({ context, event }) => ({
+                        replyTo: event.replyTo,
+                        code: 'NOT_ENOUGH_REPLICAS',
+                        message: `ISR ${context.isr.join(',')} is below min.insync.replicas=${context.config.minInsyncReplicas}`,
+                      }),
+                    },
                   },
+                  { guard: 'duplicate', actions: 'answerDuplicate' },
+                  {
+                    guard: 'tooLarge',
+                    actions: [
+                      'consumeSequence',
+                      {
+                      type: 'replyError',
+                      params: ({ context, event }) => ({
+                        replyTo: event.replyTo,
+                        code: 'RECORD_TOO_LARGE',
+                        message: `batch of ${event.batch.length} bytes is over max.message.bytes=${context.config.maxMessageBytes}`,
+                      }),
+                      },
+                    ],
+                  },
+                  { actions: 'accept' },
                 ],
+                FETCH: [
+                  {
+                    guard: 'offsetOutOfRange',
+                    actions: {
+                      type: 'replyError',
+                      params: ({ context, event }) => ({
+                        replyTo: event.replyTo,
+                        code: 'OFFSET_OUT_OF_RANGE',
+                        message: `offset ${event.offset} is outside ${context.logStartOffset}..${context.logEndOffset}`,
+                      }),
+                    },
+                  },
+                  { guard: 'hasData', actions: 'read' },
+                  { guard: 'mustAnswerNow', actions: 'answerEmpty' },
+                  { actions: 'park' },
+                ],
+                REPLICA_FETCH: [
+                  { guard: 'replicaFetchRefused', actions: 'refuseReplicaFetch' },
+                  { guard: 'diverging', actions: 'answerDivergence' },
+                  { guard: 'hasReplicaData', actions: ['noteFollower', 'settle', 'readForReplica'] },
+                  { guard: 'replicaMustAnswerNow', actions: ['noteFollower', 'settle', 'answerEmpty'] },
+                  { actions: ['noteFollower', 'settle', 'parkReplica'] },
+                ],
+                STOP: { target: 'draining', actions: [assign({ closing: 'stop' }), 'releaseWaiters', 'abandonPending'] },
+                DELETE: { target: 'draining', actions: [assign({ closing: 'delete' }), 'releaseWaiters', 'abandonPending'] },
               },
-              { actions: 'accept' },
-            ],
-            FETCH: [
-              {
-                guard: 'offsetOutOfRange',
-                actions: {
-                  type: 'replyError',
-                  params: ({ context, event }) => ({
-                    replyTo: event.replyTo,
-                    code: 'OFFSET_OUT_OF_RANGE',
-                    message: `offset ${event.offset} is outside ${context.logStartOffset}..${context.logEndOffset}`,
-                  }),
-                },
+            },
+            draining: {
+              always: [
+                { guard: and(['drained', 'deleting']), target: '#partition.deleting' },
+                { guard: 'drained', target: '#partition.closed' },
+              ],
+              on: {
+                PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'SHUTTING_DOWN' }) } },
+                FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'SHUTTING_DOWN' }) } },
+                REPLICA_FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'SHUTTING_DOWN' }) } },
               },
-              { guard: 'hasData', actions: 'read' },
-              { guard: 'mustAnswerNow', actions: 'answerEmpty' },
-              { actions: 'park' },
-            ],
-            REPLICA_FETCH: [
-              { guard: 'replicaFetchRefused', actions: 'refuseReplicaFetch' },
-              { guard: 'diverging', actions: 'answerDivergence' },
-              { guard: 'hasReplicaData', actions: ['noteFollower', 'settle', 'readForReplica'] },
-              { guard: 'replicaMustAnswerNow', actions: ['noteFollower', 'settle', 'answerEmpty'] },
-              { actions: ['noteFollower', 'settle', 'parkReplica'] },
-            ],
-            STOP: { target: 'draining', actions: [assign({ closing: 'stop' }), 'releaseWaiters', 'abandonPending'] },
-            DELETE: { target: 'draining', actions: [assign({ closing: 'delete' }), 'releaseWaiters', 'abandonPending'] },
+            },
+            failed: {
+              // A write that failed while draining must not swallow the STOP or DELETE already asked for.
+              always: [
+                { guard: 'deleting', target: '#partition.deleting' },
+                { guard: ({ context }) => context.closing === 'stop', target: '#partition.closed' },
+              ],
+              on: {
+                PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
+                FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
+                REPLICA_FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
+                STOP: '#partition.closed',
+                DELETE: '#partition.deleting',
+              },
+            },
           },
-        },
-        draining: {
-          always: [
-            { guard: and(['drained', 'deleting']), target: '#partition.deleting' },
-            { guard: 'drained', target: '#partition.closed' },
-          ],
-          on: {
-            PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'SHUTTING_DOWN' }) } },
-            FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'SHUTTING_DOWN' }) } },
-            REPLICA_FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'SHUTTING_DOWN' }) } },
-          },
-        },
-        failed: {
-          // A write that failed while draining must not swallow the STOP or DELETE already asked for.
-          always: [
-            { guard: 'deleting', target: '#partition.deleting' },
-            { guard: ({ context }) => context.closing === 'stop', target: '#partition.closed' },
-          ],
-          on: {
-            PRODUCE: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
-            FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
-            REPLICA_FETCH: { actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'INTERNAL', message: 'partition log is offline' }) } },
-            STOP: '#partition.closed',
-            DELETE: '#partition.deleting',
-          },
-        },
-      },
         },
       },
     },
