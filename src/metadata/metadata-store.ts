@@ -5,7 +5,6 @@
  * and every voter applies the same entries in the same order. `createMemoryMetadataStore` commits
  * at once, for unit tests.
  */
-import { TidemarkError } from '../protocol/errors.js';
 import { applyRecords, emptyImage, imageRecords, type MetadataImage } from './image.js';
 import { decodeEntry, encodeEntry, type MetadataRecord } from './records.js';
 
@@ -19,7 +18,11 @@ export interface MetadataView {
 }
 
 export interface MetadataStore extends MetadataView {
-  /** Commits records (all or none) and resolves with the image that includes them. Active controller only. */
+  /**
+   * Commits records (all or none) and resolves with the image that includes them. Active controller
+   * only. With no records it commits a barrier (an entry that only moves the offset): it resolves
+   * only if this controller still leads after everything it decided before the call.
+   */
   propose(records: readonly MetadataRecord[]): Promise<MetadataImage>;
 }
 
@@ -87,8 +90,8 @@ export function createQuorumMetadataStore(propose: (payloads: readonly Uint8Arra
       for (const listener of listeners) listener(image, records);
     },
     async propose(records) {
-      if (records.length === 0) throw new TidemarkError('INVALID_REQUEST', 'nothing to commit');
-      // Resolves once committed and applied here, so the image includes the records.
+      // Resolves once committed and applied here, so the image includes the records. No records is
+      // a barrier: an entry that only moves the offset, committed to prove this voter still leads.
       await propose([encodeEntry(records)]);
       return image;
     },

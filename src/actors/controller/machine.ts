@@ -6,7 +6,7 @@
  * too). A broker not heard from for `sessionTimeoutMs` is fenced and its partitions get new leaders.
  */
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
-import { topicByName } from '../../metadata/image.js';
+import { topicByName, type MetadataImage } from '../../metadata/image.js';
 import type { QuorumMetadataStore } from '../../metadata/metadata-store.js';
 import { planAlterPartition, planControlledShutdown, planElectLeaders, planPreferredElections } from '../../metadata/partition-planner.js';
 import {
@@ -76,10 +76,39 @@ function randomTopicId(random: Random): string {
   return id;
 }
 
-/** Plans and commits one job; resolves with the reply body. Throws TidemarkError for refusals. */
+/**
+ * Plans and commits one job; resolves with the reply body. Throws TidemarkError for refusals.
+ *
+ * Every answer is linearizable, refusals and no-change answers included: they were decided from
+ * this controller's committed image, which is stale if a newer controller exists (this process was
+ * paused, or cut off, and has not noticed yet). Such an answer goes out only after a barrier entry
+ * commits in this controller's term, which no deposed controller can do (Kafka answers a write
+ * that produced no records once its last write offset commits). A partition leader trusts a
+ * refusal to mean its ISR change will never commit; a stale refusal let it drop a change that a
+ * newer controller then committed, and count the high watermark over too small an ISR.
+ */
 async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, random: Random, shuttingDown: readonly number[]): Promise<JobResult> {
+  let proposed = false;
+  try {
+    return await planAndCommit(job, metadata, random, shuttingDown, (records) => {
+      proposed = true;
+      return records.length === 0 && job.replyTo === undefined ? Promise.resolve(metadata.image()) : metadata.propose(records);
+    });
+  } catch (err) {
+    if (proposed || job.replyTo === undefined) throw err;
+    await metadata.propose([]);
+    throw err;
+  }
+}
+
+async function planAndCommit(
+  job: ControllerJob,
+  metadata: QuorumMetadataStore,
+  random: Random,
+  shuttingDown: readonly number[],
+  commit: (records: MetadataRecord[]) => Promise<MetadataImage>,
+): Promise<JobResult> {
   const image = metadata.image();
-  const commit = async (records: MetadataRecord[]) => (records.length === 0 ? image : metadata.propose(records));
   const eligible = unfencedIn(image, new Set(shuttingDown));
   switch (job.op) {
     case 'alter-partition': {
@@ -132,7 +161,10 @@ async function applyJob(job: ControllerJob, metadata: QuorumMetadataStore, rando
       const { brokerId, rack, incarnation } = job.request;
       const known = image.brokers.get(brokerId);
       // A retried registration of the same process: same epoch, nothing to commit.
-      if (known !== undefined && known.incarnation === incarnation) return { body: { brokerEpoch: known.epoch } satisfies RegisterBrokerReply };
+      if (known !== undefined && known.incarnation === incarnation) {
+        await commit([]);
+        return { body: { brokerEpoch: known.epoch } satisfies RegisterBrokerReply };
+      }
       // A new process with this id replaces the old registration: fence that one first.
       const records = [
         ...planFenceBroker(image, brokerId, uncleanEnabled, eligible),
