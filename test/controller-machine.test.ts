@@ -169,3 +169,45 @@ test('a broker fenced for its session is unfenced only once its metadata reaches
   await c.advance(300);
   t.false(c.metadata.image().brokers.get(1)!.fenced, 'caught up with the fence: unfenced');
 });
+
+test('a refusal is answered only after a barrier commits: a deposed controller cannot refuse from its stale image', async (t) => {
+  const c = cluster();
+  c.startBroker(1, 'a');
+  c.startBroker(2, 'b');
+  await c.advance(1000);
+  await c.metadata.propose(planCreateTopic(c.metadata.image(), { name: 'r', partitions: 1, replicationFactor: 2, config: {} }, 'dd'.repeat(16), 0));
+  await c.advance(500);
+  const topic = topicByName(c.metadata.image(), 'r')!;
+  const p = topic.partitions[0]!;
+  // An ISR naming a broker that is not a replica: the planner refuses it (INVALID_REQUEST).
+  const alter = () =>
+    c.transport
+      .request(
+        subjects.controller('alter-partition'),
+        encodeMessage({
+          timeoutMs: 1000,
+          brokerId: p.leader,
+          brokerEpoch: c.metadata.image().brokers.get(p.leader)!.epoch,
+          topicId: topic.topicId,
+          partition: 0,
+          leaderEpoch: p.leaderEpoch,
+          partitionEpoch: p.partitionEpoch,
+          isr: [p.leader, 9],
+        }),
+        1000,
+      )
+      .then((data) => decodeReply(data, heartbeatReply));
+  const before = c.metadata.image().offset;
+  const refused = alter();
+  await c.advance(50);
+  t.is((await t.throwsAsync(refused, { instanceOf: TidemarkError }))?.code, 'INVALID_REQUEST');
+  t.is(c.metadata.image().offset, before + 1, 'the refusal waited for a barrier entry to commit');
+
+  // Deposed without knowing it (paused, cut off): its barrier cannot commit, so it refuses nothing.
+  const propose = c.metadata.propose.bind(c.metadata);
+  c.metadata.propose = () => Promise.reject(new TidemarkError('NOT_CONTROLLER', 'a newer term exists'));
+  const stale = alter();
+  await c.advance(50);
+  t.is((await t.throwsAsync(stale, { instanceOf: TidemarkError }))?.code, 'NOT_CONTROLLER');
+  c.metadata.propose = propose;
+});
