@@ -5,7 +5,7 @@
  * than replica.lag.time.max.ms, adds one that caught up, through the controller's AlterPartition),
  * answers produce with acks=1 once the leader has the batch and acks=all once the high watermark
  * passes it, and serves consumers' fetches below the high watermark. One actor lives for one
- * leader epoch: a new epoch is a new actor. Followers are replica/follower.ts.
+ * leader epoch: a new epoch is a new actor. Followers are follower.ts.
  */
 import { and, assign, enqueueActions, fromPromise, sendTo, setup } from 'xstate';
 import { alterPartitionReply, type AlterPartitionReply, type AlterPartitionRequest } from '../../protocol/controller-messages.js';
