@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { codecs, Tidemark } from '../src/index.js';
 import { startNatsServer } from '../test/helpers/nats-server.js';
+import { AckLog } from './chaos-check.js';
 
 const { values } = parseArgs({
   options: {
@@ -87,7 +88,7 @@ async function main(): Promise<number> {
       config: RF >= 2 ? { 'min.insync.replicas': '2' } : {},
     });
     const producer = client.producer<string>({ topic: 'chaos', codec: codecs.string(), acks: 'all', lingerMs: 2, deliveryTimeoutMs: 60_000 });
-    const acked: Array<{ key: number; seq: number; partition: number; offset: number }> = [];
+    const acked = new AckLog();
     const pending = new Set<Promise<unknown>>();
     let failed = 0;
     let sending = true;
@@ -101,7 +102,7 @@ async function main(): Promise<number> {
         const key = Math.floor(random() * KEYS);
         const seq = seqs[key]!++;
         const p: Promise<unknown> = producer.send({ key: `k${key}`, value: `${key}:${seq}` }).then(
-          (m) => void acked.push({ key, seq, partition: m.partition, offset: m.offset }),
+          (m) => acked.add(m.partition, m.offset, key, seq),
           () => void failed++,
         );
         pending.add(p);
@@ -133,27 +134,31 @@ async function main(): Promise<number> {
     await Promise.all(pending);
     await producer.close();
 
-    // Read every partition back and compare with the acknowledgements.
-    const stored = new Map<string, string>();
+    // Read every partition back, streamed, and compare with the acknowledgements.
+    const checkStartMs = Date.now();
     const topic = await client.admin().describeTopic('chaos');
     for (const p of topic.partitions) {
-      if (p.highWatermark <= 0) continue;
-      const reader = client.reader({ topic: 'chaos', partition: p.partition, from: 'earliest', codec: codecs.string(), maxWaitMs: 100 });
-      for await (const r of reader) {
-        stored.set(`${p.partition}/${r.offset}`, r.value ?? '');
-        if (r.offset + 1 >= p.highWatermark) break;
-      }
+      const hw = p.highWatermark;
+      const stream = async function* () {
+        if (hw <= 0) return;
+        const reader = client.reader({ topic: 'chaos', partition: p.partition, from: 'earliest', codec: codecs.string(), maxWaitMs: 100 });
+        try {
+          for await (const r of reader) {
+            yield { offset: r.offset, value: r.value };
+            if (r.offset + 1 >= hw) break;
+          }
+        } finally {
+          await reader.close();
+        }
+      };
+      const result = await acked.checkPartition(p.partition, stream());
+      lost += result.lost;
+      disordered += result.disordered;
     }
-    for (const a of acked) if (stored.get(`${a.partition}/${a.offset}`) !== `${a.key}:${a.seq}`) lost++;
-    const byKey = new Map<number, typeof acked>();
-    for (const a of acked) byKey.set(a.key, [...(byKey.get(a.key) ?? []), a]);
-    for (const list of byKey.values()) {
-      list.sort((x, y) => x.seq - y.seq);
-      for (let i = 1; i < list.length; i++) if (list[i]!.partition === list[i - 1]!.partition && list[i]!.offset <= list[i - 1]!.offset) disordered++;
-    }
+    const checkMs = Date.now() - checkStartMs;
     process.stdout.write(
-      `chaos summary: seed ${SEED}; RF ${RF}; records acknowledged ${acked.length}, failed ${failed}; faults ${JSON.stringify(faults)}; ` +
-        `records lost ${lost}; out of order ${disordered}\n`,
+      `chaos summary: seed ${SEED}; RF ${RF}; records acknowledged ${acked.count}, failed ${failed}; faults ${JSON.stringify(faults)}; ` +
+        `records lost ${lost}; out of order ${disordered}; check took ${checkMs} ms\n`,
     );
   } finally {
     await client.close();
