@@ -226,6 +226,37 @@ contract('truncateTo below the log start restarts the log there', async (t, env)
   t.deepEqual(bases(await store.read(2, ALL, ALL)), [2]);
 });
 
+contract('truncateFullyAndStartAt empties the log and restarts it at the offset, above or below its end, durably', async (t, env) => {
+  let store = await env.storage.openPartition(A);
+  await fill(store, [3, 2], 1);
+  await fill(store, [4], 2);
+  // A follower 9 records in whose leader's log now starts at 20.
+  await store.truncateFullyAndStartAt(20);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.sizeBytes(), store.epochs()], [20, 20, 0, []]);
+  t.deepEqual(store.endOffsetForEpoch(2), { epoch: -1, endOffset: -1 });
+  await rejectsWith(t, store.read(9, ALL, ALL), 'OFFSET_OUT_OF_RANGE');
+  t.deepEqual(await store.read(20, ALL, ALL), []);
+  await rejectsWith(t, store.append([batch(9, 1, 3)]), 'INVALID_REQUEST');
+  const [appended] = await fill(store, [2], 3);
+  t.deepEqual(store.epochs(), [{ epoch: 3, startOffset: 20 }]);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.sizeBytes()], [20, 22, appended!.length]);
+
+  store = await (await env.reopen()).openPartition(A);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.sizeBytes(), store.epochs()], [20, 22, appended!.length, [{ epoch: 3, startOffset: 20 }]]);
+  t.deepEqual(bases(await store.read(20, ALL, ALL)), [20], 'nothing of the old log came back');
+  await rejectsWith(t, store.read(19, ALL, ALL), 'OFFSET_OUT_OF_RANGE');
+
+  // Below the end works too (the whole log goes), and an empty log restarts where asked.
+  await store.truncateFullyAndStartAt(5);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.sizeBytes(), store.epochs().length], [5, 5, 0, 0]);
+  await store.truncateFullyAndStartAt(7);
+  await fill(store, [1], 4);
+  store = await (await env.reopen()).openPartition(A);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset()], [7, 8]);
+  t.deepEqual(bases(await store.read(7, ALL, ALL)), [7]);
+  await rejectsWith(t, store.truncateFullyAndStartAt(-1), 'INVALID_REQUEST');
+});
+
 contract('time retention deletes whole batches older than the cutoff from the front', async (t, env) => {
   const store = await env.storage.openPartition(A);
   const old = [...(await fill(store, [3], 0, 1_000)), ...(await fill(store, [2], 0, 2_000))];

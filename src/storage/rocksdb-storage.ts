@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { readBatchHeader } from '../protocol/batch.js';
 import { TidemarkError } from '../protocol/errors.js';
 // The log rules (append checks, epoch cache, retention) live with the memory store, shared.
-import { checkAppend, checkPartitionKey, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
+import { checkAppend, checkPartitionKey, checkStartOffset, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
 import { outOfRange, partitionDeleted, retentionTakes, storageClosed } from './memory-storage.js';
 import type { EpochEntry, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
 import { TailCache } from './tail-cache.js';
@@ -20,7 +20,7 @@ import { checkRaftAppend, checkSnapshot, INITIAL_STATE, type LogEntry, type Pers
 type WriteOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
 type Range = { gte?: Buffer; lt?: Buffer; lte?: Buffer };
 /** highWaterMarkBytes: one nextv() stops once it read this many key+value bytes (one entry over). */
-type IteratorOptions = Range & { reverse?: boolean; limit?: number; highWaterMarkBytes?: number };
+type IteratorOptions = Range & { reverse?: boolean; limit?: number; highWaterMarkBytes?: number; values?: boolean };
 type RocksIterator = { nextv(size: number): Promise<Array<[Buffer, Buffer]>>; close(): Promise<void> };
 interface RocksDb {
   open(options: { createIfMissing: boolean; walCompression: boolean; compression?: boolean; compaction?: 'level' | 'universal'; memtableMemoryBudget?: number }): Promise<void>;
@@ -319,6 +319,24 @@ class RocksPartition implements PartitionStore {
       if (newEnd <= this.start || offset <= newStart) this.tail.clear();
       else this.tail.truncate(newEnd);
     });
+  }
+
+  truncateFullyAndStartAt(offset: number): Promise<void> {
+    return guarded(
+      () => checkStartOffset(offset),
+      () =>
+        this.mutate(async () => {
+          // Per-key deletes keep it one atomic write with the meta key (a DeleteRange is a write of
+          // its own). Keys only: the whole log goes, and its size with it.
+          const ops: WriteOp[] = [];
+          await scan(this.db, { gte: this.batchPrefix, lt: prefixEnd(this.batchPrefix), values: false }, (k) => void ops.push({ type: 'del', key: k }));
+          this.epochOps([], ops);
+          ops.push(this.metaOp(offset, 0));
+          await this.db.batch(ops, { sync: true });
+          [this.start, this.end, this.size, this.cache] = [offset, offset, 0, []];
+          this.tail.clear();
+        }),
+    );
   }
 
   applyRetention(policy: RetentionPolicy): Promise<{ deletedBatches: number; deletedBytes: number }> {
