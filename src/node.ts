@@ -46,6 +46,12 @@ export interface NodeOptions {
   logger?: Logger;
   /** Per-partition bounds. @default DEFAULT_PARTITION_LIMITS */
   partitionLimits?: Partial<PartitionLimits>;
+  /**
+   * Bytes of recent batches all partitions of this node keep in memory together, for reads right
+   * behind the writers (each partition keeps at most 2 MiB of it); 0 caches nothing.
+   * @default 67108864 (64 MiB)
+   */
+  tailCacheBytesMax?: number;
   /** Broker heartbeat, metadata fetch and shutdown timing. @default DEFAULT_BROKER_TIMEOUTS */
   brokerTimeouts?: Partial<BrokerTimeouts>;
   /** Raft timing. @default heartbeat 100 ms, election timeout 300-600 ms */
@@ -103,7 +109,7 @@ export interface NodeTestSeam {
 export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
   const logger = options.logger ?? createLogger();
   await mkdir(options.dataDir, { recursive: true });
-  const storage = await openRocksNodeStorage(join(options.dataDir, 'rocksdb'));
+  const storage = await openRocksNodeStorage(join(options.dataDir, 'rocksdb'), options.tailCacheBytesMax === undefined ? {} : { tailCacheBytesMax: options.tailCacheBytesMax });
   let transport: NatsTransport;
   try {
     transport = await connectNats({ servers: options.natsUrl ?? 'nats://127.0.0.1:4222', name: `tidemark-node-${options.id}` });

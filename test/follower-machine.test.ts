@@ -1,6 +1,7 @@
 /**
  * The follower machine on in-memory storage and a scripted transport: it appends what the leader
- * sends and truncates where the leader says the logs diverge; a write in progress when it is
+ * sends, truncates where the leader says the logs diverge, and restarts its log at the leader's log
+ * start when it ends below it (and only then); a write in progress when it is
  * stopped finishes before it is done, so the leader actor that opens the log next never has a
  * write land under it (a race the rolling-restart test found).
  */
@@ -11,7 +12,8 @@ import { followerMachine } from '../src/actors/partition/follower.js';
 import { DEFAULT_PARTITION_LIMITS } from '../src/actors/partition/types.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { decodeBatch, encodeBatch, stampBatch } from '../src/protocol/batch.js';
-import { encodeMessage } from '../src/protocol/messages.js';
+import type { WireError } from '../src/protocol/errors.js';
+import { encodeError, encodeMessage } from '../src/protocol/messages.js';
 import type { ReplicaFetchReply } from '../src/protocol/replica-messages.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import type { Transport } from '../src/runtime/ports.js';
@@ -24,7 +26,7 @@ let clockMs = 1_000_000_000_000;
 
 /** Each replica fetch waits until the test answers it. */
 function scriptedLeader() {
-  const fetches: Array<{ body: Uint8Array; answer: (reply: ReplicaFetchReply) => void }> = [];
+  const fetches: Array<{ body: Uint8Array; answer: (reply: ReplicaFetchReply) => void; refuse: (error: WireError) => void }> = [];
   let notify: (() => void) | undefined;
   const transport: Transport = {
     maxPayloadBytes: 1 << 20,
@@ -32,7 +34,7 @@ function scriptedLeader() {
     subscribe: () => ({ unsubscribe() {} }),
     request: (_subject, body) =>
       new Promise((resolve) => {
-        fetches.push({ body, answer: (reply) => resolve(encodeMessage(reply)) });
+        fetches.push({ body, answer: (reply) => resolve(encodeMessage(reply)), refuse: (error) => resolve(encodeError(error)) });
         notify?.();
       }),
     requestMany: async () => [],
@@ -153,5 +155,45 @@ test.serial('a follower applies the topic retention to its own copy, with a writ
   await leader.next();
   t.is(store.logStartOffset(), 3, 'every batch older than retention.ms is gone from the follower too');
   t.is(store.logEndOffset(), 3);
+  follower.send({ type: 'STOP' });
+});
+
+const fetchOffsetOf = async (body: Uint8Array) => ((await import('@msgpack/msgpack')).decode(body) as { fetchOffset: number; lastFetchedEpoch: number });
+
+test.serial('a follower whose log ends below the leader\'s log start restarts its log there and fetches from there', async (t) => {
+  const { follower, store, leader } = await start(async (s) => {
+    await s.append([batch(0, 1, ['a', 'b']), batch(2, 2, ['c'])]);
+  });
+  const first = await leader.next();
+  t.like(await fetchOffsetOf(first.body), { fetchOffset: 3, lastFetchedEpoch: 2 });
+  // Retention on the leader deleted everything below 100 (what the wire carries for this refusal).
+  first.refuse({ code: 'OFFSET_OUT_OF_RANGE', message: 'offset 3 is below the log start 100', logRange: { logStartOffset: 100, logEndOffset: 120 } });
+  const second = await leader.next();
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.sizeBytes(), store.epochs()], [100, 100, 0, []]);
+  t.like(await fetchOffsetOf(second.body), { fetchOffset: 100, lastFetchedEpoch: -1 });
+  second.answer(reply(batch(100, 3, ['x', 'y']), { logStartOffset: 100, logEndOffset: 102, highWatermark: 102 }));
+  const third = await leader.next();
+  t.like(await fetchOffsetOf(third.body), { fetchOffset: 102, lastFetchedEpoch: 3 });
+  t.deepEqual([store.logStartOffset(), store.logEndOffset()], [100, 102]);
+  t.is(follower.getSnapshot().context.logEndOffset, 102);
+  follower.send({ type: 'STOP' });
+  t.is(follower.getSnapshot().status, 'done');
+});
+
+test.serial('OFFSET_OUT_OF_RANGE for a fetch past the leader\'s end, or without the leader\'s range, leaves the log alone and is retried', async (t) => {
+  const { follower, store, leader } = await start(async (s) => {
+    await s.append([batch(0, 1, ['a', 'b', 'c', 'd', 'e']), batch(5, 2, ['f', 'g', 'h', 'i'])]);
+  });
+  const first = await leader.next();
+  t.like(await fetchOffsetOf(first.body), { fetchOffset: 9 });
+  // Above the leader's end: divergence, for the leader's divergingEpoch to settle, never a restart.
+  first.refuse({ code: 'OFFSET_OUT_OF_RANGE', message: 'past the end', logRange: { logStartOffset: 2, logEndOffset: 5 } });
+  const second = await leader.next();
+  t.like(await fetchOffsetOf(second.body), { fetchOffset: 9 });
+  second.refuse({ code: 'OFFSET_OUT_OF_RANGE', message: 'no range given' });
+  const third = await leader.next();
+  t.like(await fetchOffsetOf(third.body), { fetchOffset: 9 });
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.epochs().length], [0, 9, 2]);
+  t.true(follower.getSnapshot().matches('fetching'));
   follower.send({ type: 'STOP' });
 });

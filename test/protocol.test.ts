@@ -1,6 +1,6 @@
 import { encode } from '@msgpack/msgpack';
 import test from 'ava';
-import { ErrorCodes, TidemarkError } from '../src/protocol/errors.js';
+import { ErrorCodes, logRangeOf, TidemarkError } from '../src/protocol/errors.js';
 import { createTopicRequest, decodeReply, decodeRequest, encodeError, fetchRequest, produceRequest, produceReply } from '../src/protocol/messages.js';
 import { isValidTopicName, Subjects, topicFromToken, topicToken } from '../src/protocol/subjects.js';
 
@@ -44,6 +44,16 @@ test('an error reply decodes to the TidemarkError with its code and retriable fl
   t.true(err.retriable);
   t.is(err.message, 'moved');
   t.false(new TidemarkError('RECORD_TOO_LARGE').retriable);
+});
+
+test('OFFSET_OUT_OF_RANGE carries the answering replica\'s log range over the wire; other codes carry none', (t) => {
+  const sent = new TidemarkError('OFFSET_OUT_OF_RANGE', 'below the log start', { context: { topicId: 'x', logStartOffset: 100, logEndOffset: 120 } });
+  t.deepEqual(sent.toWire(), { code: 'OFFSET_OUT_OF_RANGE', message: 'below the log start', logRange: { logStartOffset: 100, logEndOffset: 120 } });
+  const got = t.throws(() => decodeReply(encodeError(sent.toWire()), produceReply), { instanceOf: TidemarkError }) as TidemarkError;
+  t.deepEqual(logRangeOf(got), { logStartOffset: 100, logEndOffset: 120 });
+  t.deepEqual(new TidemarkError('NOT_LEADER', undefined, { context: { logStartOffset: 1, logEndOffset: 2 } }).toWire(), { code: 'NOT_LEADER', message: ErrorCodes.NOT_LEADER.message });
+  const bare = t.throws(() => decodeReply(encodeError({ code: 'OFFSET_OUT_OF_RANGE', message: 'm' }), produceReply)) as TidemarkError;
+  t.is(logRangeOf(bare), undefined);
 });
 
 test('every error code has a message and a retriable flag', (t) => {

@@ -11,6 +11,7 @@ import { TidemarkError, type ErrorCode } from '../src/protocol/errors.js';
 import { createMemoryNodeStorage, MemoryDisk } from '../src/storage/memory-storage.js';
 import type { NodeStorage, PartitionKey, PartitionStore } from '../src/storage/partition-store.js';
 import { openRocksNodeStorage } from '../src/storage/rocksdb-storage.js';
+import { TailCache, TailCacheBudget } from '../src/storage/tail-cache.js';
 
 interface Env {
   storage: NodeStorage;
@@ -226,6 +227,37 @@ contract('truncateTo below the log start restarts the log there', async (t, env)
   t.deepEqual(bases(await store.read(2, ALL, ALL)), [2]);
 });
 
+contract('truncateFullyAndStartAt empties the log and restarts it at the offset, above or below its end, durably', async (t, env) => {
+  let store = await env.storage.openPartition(A);
+  await fill(store, [3, 2], 1);
+  await fill(store, [4], 2);
+  // A follower 9 records in whose leader's log now starts at 20.
+  await store.truncateFullyAndStartAt(20);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.sizeBytes(), store.epochs()], [20, 20, 0, []]);
+  t.deepEqual(store.endOffsetForEpoch(2), { epoch: -1, endOffset: -1 });
+  await rejectsWith(t, store.read(9, ALL, ALL), 'OFFSET_OUT_OF_RANGE');
+  t.deepEqual(await store.read(20, ALL, ALL), []);
+  await rejectsWith(t, store.append([batch(9, 1, 3)]), 'INVALID_REQUEST');
+  const [appended] = await fill(store, [2], 3);
+  t.deepEqual(store.epochs(), [{ epoch: 3, startOffset: 20 }]);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.sizeBytes()], [20, 22, appended!.length]);
+
+  store = await (await env.reopen()).openPartition(A);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.sizeBytes(), store.epochs()], [20, 22, appended!.length, [{ epoch: 3, startOffset: 20 }]]);
+  t.deepEqual(bases(await store.read(20, ALL, ALL)), [20], 'nothing of the old log came back');
+  await rejectsWith(t, store.read(19, ALL, ALL), 'OFFSET_OUT_OF_RANGE');
+
+  // Below the end works too (the whole log goes), and an empty log restarts where asked.
+  await store.truncateFullyAndStartAt(5);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset(), store.sizeBytes(), store.epochs().length], [5, 5, 0, 0]);
+  await store.truncateFullyAndStartAt(7);
+  await fill(store, [1], 4);
+  store = await (await env.reopen()).openPartition(A);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset()], [7, 8]);
+  t.deepEqual(bases(await store.read(7, ALL, ALL)), [7]);
+  await rejectsWith(t, store.truncateFullyAndStartAt(-1), 'INVALID_REQUEST');
+});
+
 contract('time retention deletes whole batches older than the cutoff from the front', async (t, env) => {
   const store = await env.storage.openPartition(A);
   const old = [...(await fill(store, [3], 0, 1_000)), ...(await fill(store, [2], 0, 2_000))];
@@ -421,6 +453,93 @@ test('rocksdb: reads behind the writer come from the tail cache and match what R
     t.deepEqual(fresh[1]!.map((b) => Buffer.from(b)), before[1]!.slice(0, 1).map((b) => Buffer.from(b)));
     t.is(before[2]!.length, 1, 'the first batch comes back even over maxBytes');
     await storage.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** A stamped batch of `bytes` value bytes, filled with `fill`. */
+function bigBatch(base: number, bytes: number, fill: number): Uint8Array {
+  const b = encodeBatch([{ key: null, value: new Uint8Array(bytes).fill(fill), headers: {}, timestamp: 1 }]);
+  stampBatch(b, base, 0);
+  return b;
+}
+
+test('tail cache: partitions share the node budget; a full budget costs a partition its own oldest batches, or the caching, never another\'s', (t) => {
+  const budget = new TailCacheBudget(300);
+  const a = new TailCache(budget, 250);
+  const b = new TailCache(budget, 250);
+  const bytes = (n: number) => new Uint8Array(n).fill(n % 251);
+  const held = () => [a.bytesHeld, b.bytesHeld, budget.bytesUsed];
+  a.push(0, 1, bytes(100));
+  a.push(1, 2, bytes(100));
+  a.push(2, 3, bytes(100));
+  t.deepEqual(held(), [200, 0, 200], 'a keeps under its own 250 bytes: its oldest went');
+  b.push(0, 1, bytes(100));
+  t.deepEqual(held(), [200, 100, 300]);
+  // The budget is full: b's next batch pushes out b's own oldest, not a's.
+  b.push(1, 2, bytes(90));
+  t.deepEqual(held(), [200, 90, 290]);
+  t.is(b.read(0, 1000, 2), undefined, 'b no longer reaches back to 0: the store reads RocksDB');
+  t.deepEqual(b.read(1, 1000, 2)?.map((x) => x.length), [90]);
+  // Nothing of b's own left to give and still no room: b does not cache, and holds nothing.
+  b.push(2, 3, bytes(120));
+  t.deepEqual(held(), [200, 0, 200]);
+  t.is(b.read(2, 1000, 3), undefined);
+  // Room again (a truncated): b caches from its next batch on, a contiguous run to its log end.
+  a.truncate(2);
+  t.deepEqual(held(), [100, 0, 100]);
+  b.push(3, 4, bytes(50));
+  t.deepEqual(b.read(3, 1000, 4)?.map((x) => x.length), [50]);
+  t.is(b.read(2, 1000, 4), undefined);
+  a.dropBefore(2);
+  t.deepEqual(held(), [0, 50, 50]);
+  b.clear();
+  t.deepEqual(held(), [0, 0, 0]);
+  // A budget of 0 caches nothing at all.
+  const none = new TailCache(new TailCacheBudget(0));
+  none.push(0, 1, bytes(1));
+  t.is(none.read(0, 10, 1), undefined);
+});
+
+test('rocksdb: the tail caches of a node share tailCacheBytesMax, reads stay exact, and the budget is given back exactly under truncation, retention, restart, delete and close', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tidemark-tail-budget-'));
+  try {
+    const sample = bigBatch(0, 64 * 1024, 0).length;
+    // Room for three such batches on the whole node.
+    const storage = await openRocksNodeStorage(dir, { tailCacheBytesMax: 3 * sample + 100 });
+    const a = await storage.openPartition({ topicId: 'a1'.repeat(16), partition: 0 });
+    const b = await storage.openPartition({ topicId: 'b2'.repeat(16), partition: 0 });
+    const written: Uint8Array[] = [];
+    for (let i = 0; i < 5; i++) {
+      written.push(bigBatch(i, 64 * 1024, i));
+      await a.append([written[i]!]);
+    }
+    t.is(storage.tailCache.bytesUsed, 3 * sample, 'a holds its newest three: the node budget, not its own 2 MiB, bounds it');
+    const b0 = bigBatch(0, 64 * 1024, 100);
+    await b.append([b0]);
+    t.is(storage.tailCache.bytesUsed, 3 * sample, 'b finds no room and caches nothing');
+    t.deepEqual((await b.read(0, ALL, 1)).map((x) => Buffer.from(x)), [Buffer.from(b0)], 'read from RocksDB instead');
+    t.deepEqual((await a.read(0, ALL, 5)).map((x) => Buffer.from(x)), written.map((x) => Buffer.from(x)));
+
+    await a.truncateTo(4);
+    t.is(storage.tailCache.bytesUsed, 2 * sample);
+    const b1 = bigBatch(1, 64 * 1024, 101);
+    await b.append([b1]);
+    t.is(storage.tailCache.bytesUsed, 3 * sample, 'room again: b caches its next batch');
+    t.deepEqual((await b.read(0, ALL, 2)).map((x) => Buffer.from(x)), [Buffer.from(b0), Buffer.from(b1)]);
+
+    await a.applyRetention({ retentionMs: -1, retentionBytes: sample, nowMs: 0 });
+    t.is(a.logStartOffset(), 3);
+    t.is(storage.tailCache.bytesUsed, 2 * sample, 'retention dropped a cached batch, and its bytes');
+    await a.truncateFullyAndStartAt(100);
+    t.is(storage.tailCache.bytesUsed, sample);
+    await storage.deletePartition(b.key);
+    t.is(storage.tailCache.bytesUsed, 0);
+    await a.append([bigBatch(100, 1024, 7)]);
+    t.true(storage.tailCache.bytesUsed > 0);
+    await storage.close();
+    t.is(storage.tailCache.bytesUsed, 0, 'close gives everything back');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -78,10 +78,21 @@ export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && Object.hasOwn(ErrorCodes, value);
 }
 
+/** Where a partition's log starts and ends at the replica that answered. */
+export interface LogRange {
+  logStartOffset: number;
+  logEndOffset: number;
+}
+
 /** What an error looks like on the wire. */
 export interface WireError {
   code: ErrorCode;
   message: string;
+  /**
+   * OFFSET_OUT_OF_RANGE only: the answering replica's log range, so the asker knows where the log
+   * starts now (a follower below it restarts its log there). In the error's context on arrival.
+   */
+  logRange?: LogRange;
 }
 
 /** Base class of every error Tidemark raises on purpose (server or SDK). */
@@ -99,12 +110,22 @@ export class TidemarkError extends Error {
   }
 
   toWire(): WireError {
-    return { code: this.code, message: this.message };
+    const logRange = logRangeOf(this);
+    return logRange === undefined ? { code: this.code, message: this.message } : { code: this.code, message: this.message, logRange };
   }
 
   static fromWire(wire: WireError, context?: Record<string, unknown>): TidemarkError {
-    return new TidemarkError(wire.code, wire.message, context === undefined ? undefined : { context });
+    const all = wire.logRange === undefined ? context : { ...context, ...wire.logRange };
+    return new TidemarkError(wire.code, wire.message, all === undefined ? undefined : { context: all });
   }
+}
+
+/** The log range an OFFSET_OUT_OF_RANGE error carries (in its context), or undefined. */
+export function logRangeOf(error: unknown): LogRange | undefined {
+  if (!(error instanceof TidemarkError) || error.code !== 'OFFSET_OUT_OF_RANGE') return undefined;
+  const { logStartOffset, logEndOffset } = error.context;
+  if (!Number.isSafeInteger(logStartOffset) || !Number.isSafeInteger(logEndOffset)) return undefined;
+  return { logStartOffset: logStartOffset as number, logEndOffset: logEndOffset as number };
 }
 
 export function tidemarkError(code: ErrorCode, message?: string, context?: Record<string, unknown>): TidemarkError {

@@ -201,9 +201,9 @@ export interface DeleteTopicReply {
 // --- schemas for replies (the SDK validates what it receives, too) --------------------------
 
 const wireErrorSchema: Schema<WireError> = (v, path) => {
-  const o = object({ code: str(64), message: str(4096) })(v, path);
+  const o = object({ code: str(64), message: str(4096), logRange: optional(object({ logStartOffset: offset, logEndOffset: offset })) })(v, path);
   if (!isErrorCode(o.code)) throw new TidemarkError('INVALID_REQUEST', `${path}.code: unknown error code ${o.code}`);
-  return { code: o.code, message: o.message };
+  return o.logRange === undefined ? { code: o.code, message: o.message } : { code: o.code, message: o.message, logRange: o.logRange };
 };
 
 export const produceReply: Schema<ProduceReply> = object({ baseOffset: offset, logStartOffset: offset });
@@ -298,7 +298,8 @@ export function encodeMessage(body: object): Uint8Array {
 }
 
 export function encodeError(error: WireError): Uint8Array {
-  return encode({ error: { code: error.code, message: error.message } });
+  const { code, message, logRange } = error;
+  return encode({ error: logRange === undefined ? { code, message } : { code, message, logRange } });
 }
 
 /** Decodes a reply: the body if it passes its schema, or throws the TidemarkError it carries. */

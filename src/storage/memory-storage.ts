@@ -111,6 +111,11 @@ export function retentionTakes(policy: RetentionPolicy, header: BatchHeader, bat
   return byTime || bySize;
 }
 
+/** truncateFullyAndStartAt's offset: where a log may start. */
+export function checkStartOffset(offset: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new TidemarkError('INVALID_REQUEST', `a log cannot start at ${offset}`);
+}
+
 export function outOfRange(key: PartitionKey, offset: number, logStartOffset: number, logEndOffset: number): TidemarkError {
   return new TidemarkError('OFFSET_OUT_OF_RANGE', `offset ${offset} is outside [${logStartOffset}, ${logEndOffset}]`, {
     context: { ...key, offset, logStartOffset, logEndOffset },
@@ -285,6 +290,17 @@ class MemoryPartition implements PartitionStore {
     d.logStartOffset = Math.min(d.logStartOffset, newEnd);
     d.logEndOffset = newEnd;
     d.epochs = epochsBefore(d.epochs, newEnd);
+    // Durable when it resolves, like the RocksDB store's synced write.
+    this.disk.wrote(true, () => undefined);
+  }
+
+  async truncateFullyAndStartAt(offset: number): Promise<void> {
+    this.live();
+    checkStartOffset(offset);
+    const d = this.data;
+    d.bases.length = 0;
+    d.batches.length = 0;
+    [d.logStartOffset, d.logEndOffset, d.sizeBytes, d.epochs] = [offset, offset, 0, []];
     // Durable when it resolves, like the RocksDB store's synced write.
     this.disk.wrote(true, () => undefined);
   }

@@ -65,6 +65,14 @@ export interface PartitionStore {
    */
   truncateTo(offset: number): Promise<void>;
   /**
+   * Empties the log and restarts it at `offset` (Kafka's truncateFullyAndStartAt): every batch and
+   * epoch-cache entry goes, logStartOffset() = logEndOffset() = `offset`, sizeBytes() = 0; the next
+   * append continues at `offset`. Any offset >= 0, above the current end as well as below it. What a
+   * follower does when its log ends below the leader's log start (retention on the leader removed
+   * what it would fetch next). One atomic write, durable (WAL fsynced) when it resolves.
+   */
+  truncateFullyAndStartAt(offset: number): Promise<void>;
+  /**
    * Deletes whole batches from the front while the first one qualifies (by time or by size). May
    * delete them all: logEndOffset() never moves, logStartOffset() becomes the first remaining
    * batch's base offset, or logEndOffset() when none remains. Epochs starting before the new log

@@ -7,10 +7,10 @@ import { createRequire } from 'node:module';
 import { readBatchHeader } from '../protocol/batch.js';
 import { TidemarkError } from '../protocol/errors.js';
 // The log rules (append checks, epoch cache, retention) live with the memory store, shared.
-import { checkAppend, checkPartitionKey, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
+import { checkAppend, checkPartitionKey, checkStartOffset, endOffsetForEpoch, epochsBefore, epochsFrom } from './memory-storage.js';
 import { outOfRange, partitionDeleted, retentionTakes, storageClosed } from './memory-storage.js';
 import type { EpochEntry, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
-import { TailCache } from './tail-cache.js';
+import { NODE_TAIL_CACHE_BYTES_MAX, TailCache, TailCacheBudget } from './tail-cache.js';
 import { createWalSync } from './wal-sync.js';
 import { compactView, termAt, truncateView, type LogView, type TermStart } from '../quorum/log-view.js';
 import { checkRaftAppend, checkSnapshot, INITIAL_STATE, type LogEntry, type PersistentState, type RaftStore, type Snapshot, type WithRaftLog } from '../quorum/raft-store.js';
@@ -20,7 +20,7 @@ import { checkRaftAppend, checkSnapshot, INITIAL_STATE, type LogEntry, type Pers
 type WriteOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
 type Range = { gte?: Buffer; lt?: Buffer; lte?: Buffer };
 /** highWaterMarkBytes: one nextv() stops once it read this many key+value bytes (one entry over). */
-type IteratorOptions = Range & { reverse?: boolean; limit?: number; highWaterMarkBytes?: number };
+type IteratorOptions = Range & { reverse?: boolean; limit?: number; highWaterMarkBytes?: number; values?: boolean };
 type RocksIterator = { nextv(size: number): Promise<Array<[Buffer, Buffer]>>; close(): Promise<void> };
 interface RocksDb {
   open(options: { createIfMissing: boolean; walCompression: boolean; compression?: boolean; compaction?: 'level' | 'universal'; memtableMemoryBudget?: number }): Promise<void>;
@@ -141,13 +141,14 @@ class RocksPartition implements PartitionStore {
   private readonly serial = new Serial();
   private deleted = false;
   /** The newest batches, for reads right behind the writer (tail-cache.ts). */
-  private readonly tail = new TailCache();
+  private readonly tail: TailCache;
 
   private constructor(
     private readonly db: RocksDb,
     readonly key: PartitionKey,
     private readonly live: () => void,
     private readonly syncWal: () => Promise<void>,
+    budget: TailCacheBudget,
     private start: number,
     private end: number,
     private size: number,
@@ -156,9 +157,10 @@ class RocksPartition implements PartitionStore {
     this.batchPrefix = partitionPrefix(TAG_BATCH, key);
     this.epochPrefix = partitionPrefix(TAG_EPOCH, key);
     this.metaKey = partitionPrefix(TAG_META, key);
+    this.tail = new TailCache(budget);
   }
 
-  static async open(db: RocksDb, key: PartitionKey, live: () => void, syncWal: () => Promise<void>): Promise<RocksPartition> {
+  static async open(db: RocksDb, key: PartitionKey, live: () => void, syncWal: () => Promise<void>, budget: TailCacheBudget): Promise<RocksPartition> {
     const batchPrefix = partitionPrefix(TAG_BATCH, key);
     const epochPrefix = partitionPrefix(TAG_EPOCH, key);
     const batches = { gte: batchPrefix, lt: prefixEnd(batchPrefix) };
@@ -169,13 +171,13 @@ class RocksPartition implements PartitionStore {
       // Every write that stores a batch also writes meta, so batches without it are what an
       // interrupted deletePartition left behind (its commit point deletes meta): finish the job.
       if (last !== undefined) await Promise.all([db.clear(batches), db.clear(epochs)]);
-      return new RocksPartition(db, key, live, syncWal, 0, 0, 0, []);
+      return new RocksPartition(db, key, live, syncWal, budget, 0, 0, 0, []);
     }
     const start = readU64(meta, 0);
     const end = last === undefined ? start : readU64(last[0], 21) + readBatchHeader(last[1]).recordCount;
     const cache: EpochEntry[] = [];
     await scan(db, epochs, (k, v) => void cache.push({ epoch: k.readUInt32BE(21), startOffset: readU64(v, 0) }));
-    return new RocksPartition(db, key, live, syncWal, start, end, readU64(meta, 8), cache);
+    return new RocksPartition(db, key, live, syncWal, budget, start, end, readU64(meta, 8), cache);
   }
 
   logStartOffset(): number {
@@ -321,6 +323,24 @@ class RocksPartition implements PartitionStore {
     });
   }
 
+  truncateFullyAndStartAt(offset: number): Promise<void> {
+    return guarded(
+      () => checkStartOffset(offset),
+      () =>
+        this.mutate(async () => {
+          // Per-key deletes keep it one atomic write with the meta key (a DeleteRange is a write of
+          // its own). Keys only: the whole log goes, and its size with it.
+          const ops: WriteOp[] = [];
+          await scan(this.db, { gte: this.batchPrefix, lt: prefixEnd(this.batchPrefix), values: false }, (k) => void ops.push({ type: 'del', key: k }));
+          this.epochOps([], ops);
+          ops.push(this.metaOp(offset, 0));
+          await this.db.batch(ops, { sync: true });
+          [this.start, this.end, this.size, this.cache] = [offset, offset, 0, []];
+          this.tail.clear();
+        }),
+    );
+  }
+
   applyRetention(policy: RetentionPolicy): Promise<{ deletedBatches: number; deletedBytes: number }> {
     return this.mutate(async () => {
       const ops: WriteOp[] = [];
@@ -357,6 +377,7 @@ class RocksPartition implements PartitionStore {
       // behind are swept by the next open.
       await this.db.batch(ops, { sync: true });
       this.deleted = true;
+      this.tail.clear();
       onGone();
       await this.db.clear({ gte: this.batchPrefix, lt: prefixEnd(this.batchPrefix) });
     });
@@ -364,6 +385,11 @@ class RocksPartition implements PartitionStore {
 
   idle(): Promise<unknown> {
     return this.serial.idle();
+  }
+
+  /** The storage closed (after this partition's queued mutations): its cached bytes go back to the node. */
+  closed(): void {
+    this.tail.clear();
   }
 }
 
@@ -482,7 +508,21 @@ async function openRaftLog(db: RocksDb, live: () => void): Promise<RaftStore & {
 
 // ---- the node's storage -------------------------------------------------------------------------
 
-export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & WithRaftLog> {
+export interface RocksStorageOptions {
+  /**
+   * Bytes all partitions' tail caches hold together (tail-cache.ts); 0 caches nothing.
+   * @default 67108864 (64 MiB)
+   */
+  tailCacheBytesMax?: number;
+}
+
+export type RocksNodeStorage = NodeStorage & WithRaftLog & {
+  /** The node's tail-cache budget, to see what the caches hold. */
+  readonly tailCache: TailCacheBudget;
+};
+
+export async function openRocksNodeStorage(dir: string, options: RocksStorageOptions = {}): Promise<RocksNodeStorage> {
+  const tailCache = new TailCacheBudget(options.tailCacheBytesMax ?? NODE_TAIL_CACHE_BYTES_MAX);
   const db = new RocksLevel(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   // WAL compression runs on the JS thread with this binding and costs more than it saves on
   // record batches (see the benchmark); SST files are still compressed in the background.
@@ -514,7 +554,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
     const id = `${key.topicId}/${key.partition}`;
     let opening = partitions.get(id);
     if (opening === undefined) {
-      opening = RocksPartition.open(db, key, live, () => walSync.sync());
+      opening = RocksPartition.open(db, key, live, () => walSync.sync(), tailCache);
       partitions.set(id, opening);
       const mine = opening;
       opening.catch(() => {
@@ -526,6 +566,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
 
   return {
     raftLog,
+    tailCache,
     openPartition,
     async deletePartition(key) {
       const id = `${key.topicId}/${key.partition}`;
@@ -540,6 +581,7 @@ export async function openRocksNodeStorage(dir: string): Promise<NodeStorage & W
       closed = true;
       const open = await Promise.allSettled(partitions.values());
       await Promise.allSettled([...open.map((p) => (p.status === 'fulfilled' ? p.value.idle() : undefined)), ...deleting]);
+      for (const p of open) if (p.status === 'fulfilled') p.value.closed();
       await raftLog.idle();
       await walSync.close();
       await db.close();

@@ -1,40 +1,95 @@
 /**
  * The newest batches of one partition, in memory, so the reads that follow a write closely (a
  * follower's fetch right after the leader's append, a consumer at the head) are served without a
- * RocksDB iterator (an allocation and a thread-pool round trip each). Bounded by
- * TAIL_CACHE_BYTES_MAX per partition (the newest batch is always kept); kept exact under
- * truncation and retention by the store, which calls it inside its mutations.
+ * RocksDB iterator (an allocation and a thread-pool round trip each).
+ *
+ * Two bounds: TAIL_CACHE_BYTES_MAX per partition, and the node's {@link TailCacheBudget}, shared
+ * by every partition of the node's storage (TigerBeetle's static budgets: a node with 2,000
+ * partitions must not hold 2,000 x 2 MiB). A push evicts this partition's own oldest batches to
+ * stay under its bound; when the node's budget has no room either, it evicts more of its own, and
+ * if even an empty cache cannot get the room, the batch is not cached and reads of it go to
+ * RocksDB. A partition never takes room from another. The cache always holds a contiguous run of
+ * batches ending at the log end (or nothing), and the store keeps it exact under truncation,
+ * retention, restart and close, calling it inside its mutations; every byte it lets go goes back to
+ * the budget.
  */
+import { assert } from '../protocol/errors.js';
 
 /** Bytes of batches one partition keeps in its tail cache. @default 2 MiB */
 export const TAIL_CACHE_BYTES_MAX = 2 * 1024 * 1024;
 
+/** Bytes of batches all partitions of one node keep in their tail caches together. @default 64 MiB */
+export const NODE_TAIL_CACHE_BYTES_MAX = 64 * 1024 * 1024;
+
+/** Evicted slots compacted away once this many pile up at the front. */
+const COMPACT_AFTER_ENTRIES = 1024;
+
+const NO_BYTES = new Uint8Array(0);
+
+/** One node's room for tail caches, bytes. Made by the node's storage, once; never module-wide. */
+export class TailCacheBudget {
+  private used = 0;
+
+  constructor(readonly bytesMax: number = NODE_TAIL_CACHE_BYTES_MAX) {
+    assert(Number.isSafeInteger(bytesMax) && bytesMax >= 0, 'tail cache budget is a byte count');
+  }
+
+  /** Bytes the node's tail caches hold now. */
+  get bytesUsed(): number {
+    return this.used;
+  }
+
+  /** Takes `bytes` if they fit. */
+  tryTake(bytes: number): boolean {
+    if (this.used + bytes > this.bytesMax) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  giveBack(bytes: number): void {
+    this.used -= bytes;
+    assert(this.used >= 0, 'tail cache budget gave back more than it lent');
+  }
+}
+
 export class TailCache {
   private bases: number[] = [];
   private ends: number[] = [];
+  /** Evicted slots (before `first`) hold NO_BYTES so their memory goes at once. */
   private batches: Uint8Array[] = [];
   private first = 0;
   private bytes = 0;
 
-  constructor(private readonly bytesMax: number = TAIL_CACHE_BYTES_MAX) {}
+  constructor(
+    private readonly budget: TailCacheBudget,
+    private readonly bytesMax: number = TAIL_CACHE_BYTES_MAX,
+  ) {}
+
+  /** Bytes this partition's cache holds (all of them taken from the budget). */
+  get bytesHeld(): number {
+    return this.bytes;
+  }
 
   /** A batch appended at the log end (copied: the caller keeps its buffer). */
   push(base: number, end: number, batch: Uint8Array): void {
+    // This partition's own bound (a single batch over it is still kept, alone).
+    while (this.count() > 0 && this.bytes + batch.length > this.bytesMax) this.dropOldest();
+    // The node's: make room from our own oldest; with none left, do not cache (reads go to RocksDB).
+    while (!this.budget.tryTake(batch.length)) {
+      if (this.count() === 0) return;
+      this.dropOldest();
+    }
     this.bases.push(base);
     this.ends.push(end);
     this.batches.push(batch.slice());
     this.bytes += batch.length;
-    while (this.bytes > this.bytesMax && this.bases.length - this.first > 1) {
-      this.bytes -= this.batches[this.first]!.length;
-      this.first++;
-    }
-    if (this.first > 1024) this.compact();
+    if (this.first > COMPACT_AFTER_ENTRIES) this.compact();
   }
 
   /** Truncation: batches based at or past `offset` go. */
   truncate(offset: number): void {
-    while (this.bases.length > this.first && this.bases[this.bases.length - 1]! >= offset) {
-      this.bytes -= this.batches[this.batches.length - 1]!.length;
+    while (this.count() > 0 && this.bases[this.bases.length - 1]! >= offset) {
+      this.release(this.batches[this.batches.length - 1]!.length);
       this.bases.pop();
       this.ends.pop();
       this.batches.pop();
@@ -43,18 +98,16 @@ export class TailCache {
 
   /** Retention: batches based before `start` go. */
   dropBefore(start: number): void {
-    while (this.first < this.bases.length && this.bases[this.first]! < start) {
-      this.bytes -= this.batches[this.first]!.length;
-      this.first++;
-    }
+    while (this.count() > 0 && this.bases[this.first]! < start) this.dropOldest();
   }
 
+  /** Everything goes (a restart of the log, a deleted partition, a closed store). */
   clear(): void {
+    this.release(this.bytes);
     this.bases = [];
     this.ends = [];
     this.batches = [];
     this.first = 0;
-    this.bytes = 0;
   }
 
   /**
@@ -82,6 +135,21 @@ export class TailCache {
       bytes += b.length;
     }
     return out;
+  }
+
+  private count(): number {
+    return this.bases.length - this.first;
+  }
+
+  private dropOldest(): void {
+    this.release(this.batches[this.first]!.length);
+    this.batches[this.first] = NO_BYTES;
+    this.first++;
+  }
+
+  private release(bytes: number): void {
+    this.bytes -= bytes;
+    this.budget.giveBack(bytes);
   }
 
   private compact(): void {

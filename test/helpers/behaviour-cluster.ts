@@ -48,6 +48,8 @@ export interface NodeSpec {
   id: number;
   /** `--roles`; default combined (broker,controller). */
   roles?: string;
+  /** More `node start` flags, kept for the node's restarts. */
+  extraArgs?: readonly string[];
 }
 
 /** A batch as stored: where it sits, in which leader epoch it was written, and its CRC32C. */
@@ -101,6 +103,7 @@ export class BehaviourCluster {
   private readonly current = new Map<number, Incarnation>();
   private readonly dataDirs = new Map<number, string>();
   private readonly roles = new Map<number, string>();
+  private readonly extraArgs = new Map<number, readonly string[]>();
   readonly subjects: Subjects;
 
   private constructor(
@@ -118,7 +121,7 @@ export class BehaviourCluster {
     const raw = await connectNats({ servers: nats, name: `behaviour-raw-${cluster}` });
     const c = new BehaviourCluster(nats, cluster, controllers, raw);
     try {
-      await Promise.all(nodes.map((n) => c.startNode(n.id, n.roles === undefined ? {} : { roles: n.roles })));
+      await Promise.all(nodes.map((n) => c.startNode(n.id, { ...(n.roles === undefined ? {} : { roles: n.roles }), ...(n.extraArgs === undefined ? {} : { extraArgs: n.extraArgs }) })));
     } catch (error) {
       await c.destroy();
       throw error;
@@ -127,7 +130,7 @@ export class BehaviourCluster {
   }
 
   /** (Re)starts node `id` on its data dir (a new one on its first start). */
-  async startNode(id: number, options: { roles?: string; waitFor?: StartedWhen; timeoutMs?: number } = {}): Promise<Incarnation> {
+  async startNode(id: number, options: { roles?: string; extraArgs?: readonly string[]; waitFor?: StartedWhen; timeoutMs?: number } = {}): Promise<Incarnation> {
     const running = this.current.get(id);
     if (running !== undefined && running.exit === undefined) throw new Error(`node ${id} still runs (pid ${running.proc.pid})`);
     let dataDir = this.dataDirs.get(id);
@@ -136,7 +139,9 @@ export class BehaviourCluster {
       this.dataDirs.set(id, dataDir);
     }
     if (options.roles !== undefined) this.roles.set(id, options.roles);
+    if (options.extraArgs !== undefined) this.extraArgs.set(id, options.extraArgs);
     const roles = this.roles.get(id);
+    const extraArgs = this.extraArgs.get(id);
     const startedAtMs = Date.now();
     const proc = await startClusterNode({
       nats: this.nats,
@@ -145,6 +150,7 @@ export class BehaviourCluster {
       dataDir,
       controllers: this.controllers,
       ...(roles === undefined ? {} : { roles }),
+      ...(extraArgs === undefined ? {} : { extraArgs }),
       waitFor: options.waitFor ?? 'ready',
       timeoutMs: options.timeoutMs ?? 30_000,
     });

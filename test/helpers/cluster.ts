@@ -38,6 +38,8 @@ export interface ClusterNodeOptions {
   timeoutMs?: number;
   /** The node's pino level (at least info: the awaited lines are info). @default 'info' */
   logLevel?: 'info' | 'debug' | 'trace';
+  /** More `node start` flags, e.g. `['--retention-check-interval-ms', '200']`. */
+  extraArgs?: readonly string[];
 }
 
 const START_TIMEOUT_MS = 20_000;
@@ -53,7 +55,7 @@ export const isLog = (msg: string) => (line: string) => logLine(line)?.msg === m
 export async function startClusterNode(options: ClusterNodeOptions): Promise<CliProcess> {
   const args = ['node', 'start', '--id', String(options.id), '--data-dir', options.dataDir, '--controllers', options.controllers.join(',')];
   if (options.roles !== undefined) args.push('--roles', options.roles);
-  args.push('--nats', options.nats, '--cluster', options.cluster);
+  args.push('--nats', options.nats, '--cluster', options.cluster, ...(options.extraArgs ?? []));
   const node = spawnCli(args, { env: { TIDEMARK_LOG_LEVEL: options.logLevel ?? 'info' } });
   const msg = (options.waitFor ?? 'ready') === 'ready' ? 'node ready' : 'node started';
   try {

@@ -108,6 +108,14 @@ export class SimStorage implements NodeStorage {
           await p.truncateTo(offset);
           if (removed.length > 0) this.onTruncate(pid, offset, removed);
         }),
+      truncateFullyAndStartAt: (offset) =>
+        this.mutate(true, async () => {
+          const pid = `${p.key.topicId}/${p.key.partition}`;
+          const removed = [...(this.disk.partitions.get(pid)?.batches ?? [])];
+          const from = p.logStartOffset();
+          await p.truncateFullyAndStartAt(offset);
+          if (removed.length > 0) this.onTruncate(pid, from, removed);
+        }),
       applyRetention: (policy) => this.mutate(false, () => p.applyRetention(policy)),
     };
   }

@@ -1,14 +1,16 @@
 /**
  * One step of a follower: fetch from the leader at the follower's log end and either append what
  * came back (fsynced under flush.mode=fsync, so the next fetch, which reports this log end, only
- * counts durable records toward the leader's high watermark) or truncate where the leader says the
- * logs diverge. Every step starts from what is on disk, so a lost, late or duplicated reply costs
+ * counts durable records toward the leader's high watermark), truncate where the leader says the
+ * logs diverge, or, when the leader's log now starts past this log's end (retention there removed
+ * what this replica would fetch next: OFFSET_OUT_OF_RANGE with the leader's log range), empty the
+ * log and restart it at the leader's log start (Kafka's truncateFullyAndStartAt). Every step starts from what is on disk, so a lost, late or duplicated reply costs
  * one round trip and nothing else: a late reply's request is gone, and records are appended only
  * at the exact offset the log ends at.
  */
 import { fromPromise } from 'xstate';
 import { readBatchHeader, splitBatches, verifyBatch } from '../../protocol/batch.js';
-import { TidemarkError } from '../../protocol/errors.js';
+import { logRangeOf, TidemarkError } from '../../protocol/errors.js';
 import { decodeReply, encodeMessage } from '../../protocol/messages.js';
 import { replicaFetchReply, type ReplicaFetchReply, type ReplicaFetchRequest } from '../../protocol/replica-messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
@@ -32,16 +34,23 @@ export interface FollowerFetchInput {
 }
 
 export interface FollowerStep {
-  kind: 'appended' | 'truncated' | 'empty';
+  kind: 'appended' | 'truncated' | 'empty' | 'restarted';
   logEndOffset: number;
-  leaderHighWatermark: number;
+  /** Absent when the leader's answer did not say (a restart answers an error). */
+  leaderHighWatermark: number | undefined;
 }
+
+/**
+ * What a fetch brought: a reply to apply, or the leader's log start to restart this log at (the
+ * fetch was below it). `fetchOffset` is this log's end when the fetch was sent.
+ */
+export type FollowerFetched = { fetchOffset: number } & ({ reply: ReplicaFetchReply; restartAt?: undefined } | { restartAt: number; reply?: undefined });
 
 /** Budget of a replica fetch beyond its long poll, ms. */
 const FETCH_SLACK_MS = 2_000;
 
 /** The request half: cancellable (a reply arriving after the follower stopped is dropped unread). */
-export const followerRequest = fromPromise<{ fetchOffset: number; reply: ReplicaFetchReply }, FollowerFetchInput>(async ({ input }) => {
+export const followerRequest = fromPromise<FollowerFetched, FollowerFetchInput>(async ({ input }) => {
   const { store, transport, subjects } = input;
   const fetchOffset = store.logEndOffset();
   const epochs = store.epochs();
@@ -55,15 +64,22 @@ export const followerRequest = fromPromise<{ fetchOffset: number; reply: Replica
     maxWaitMs: input.fetchMaxWaitMs,
   };
   const subject = subjects.partition('replica-fetch', input.leaderId, input.topic, input.partition);
-  return { fetchOffset, reply: decodeReply(await transport.request(subject, encodeMessage(request), request.timeoutMs), replicaFetchReply) };
+  try {
+    return { fetchOffset, reply: decodeReply(await transport.request(subject, encodeMessage(request), request.timeoutMs), replicaFetchReply) };
+  } catch (error) {
+    // Only below the leader's log start: a fetch past its end is divergence, which the leader
+    // answers with divergingEpoch; anything else is retried as it is.
+    const range = logRangeOf(error);
+    if (range !== undefined && fetchOffset < range.logStartOffset) return { fetchOffset, restartAt: range.logStartOffset };
+    throw error;
+  }
 });
 
 export interface FollowerApplyInput {
   store: PartitionStore;
   logger: Logger;
   sync: boolean;
-  fetchOffset: number;
-  reply: ReplicaFetchReply;
+  fetched: FollowerFetched;
   /** Present when retention is due: followers apply the topic's retention to their own copy. */
   retention: RetentionPolicy | undefined;
 }
@@ -79,8 +95,14 @@ export const followerApply = fromPromise<FollowerStep, FollowerApplyInput>(async
 });
 
 async function applyReply(input: FollowerApplyInput): Promise<FollowerStep> {
-  const { store, logger, fetchOffset, reply } = input;
+  const { store, logger } = input;
+  const { fetchOffset, reply, restartAt } = input.fetched;
   if (store.logEndOffset() !== fetchOffset) throw new TidemarkError('INTERNAL', `follower log moved from ${fetchOffset} to ${store.logEndOffset()} during a fetch`);
+  if (restartAt !== undefined) {
+    logger.warn({ fetchOffset, leaderLogStartOffset: restartAt }, 'log ends below the leader\'s log start; restarting it there');
+    await store.truncateFullyAndStartAt(restartAt);
+    return { kind: 'restarted', logEndOffset: store.logEndOffset(), leaderHighWatermark: undefined };
+  }
   if (reply.divergingEpoch !== undefined) {
     const to = truncationOffset(reply.divergingEpoch, (epoch) => store.endOffsetForEpoch(epoch));
     logger.warn({ fetchOffset, diverging: reply.divergingEpoch, truncateTo: to }, 'log diverges from the leader; truncating');

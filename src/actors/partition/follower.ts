@@ -1,7 +1,8 @@
 /**
  * A partition's follower replica (Kafka's ReplicaFetcher, one per partition): it fetches from the
  * leader of its leader epoch in a loop (follower-fetch.ts), which both copies the leader's log and
- * tells the leader how far this replica has come. A failed step (timeout, leader gone, stale
+ * tells the leader how far this replica has come. A follower whose log ends below the leader's log
+ * start restarts its log there (follower-fetch.ts). A failed step (timeout, leader gone, stale
  * epoch) is retried after a backoff; the broker replaces this actor when metadata names a new
  * leader or epoch. Stop and delete behave as the leader's do.
  */
@@ -11,8 +12,7 @@ import { TidemarkError } from '../../protocol/errors.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Transport } from '../../runtime/ports.js';
 import type { NodeStorage, PartitionStore, RetentionPolicy } from '../../storage/partition-store.js';
-import { followerApply, followerRequest, type FollowerStep } from './follower-fetch.js';
-import type { ReplicaFetchReply } from '../../protocol/replica-messages.js';
+import { followerApply, followerRequest, type FollowerFetched, type FollowerStep } from './follower-fetch.js';
 import type { PartitionLimits } from './types.js';
 
 export interface FollowerInput {
@@ -37,8 +37,8 @@ export interface FollowerContext extends FollowerInput {
   leaderHighWatermark: number;
   /** Consecutive failed steps (for the log: the first one of a run is logged). */
   failures: number;
-  /** The reply being applied, and the retention to apply with it when due. */
-  fetched: { fetchOffset: number; reply: ReplicaFetchReply; retention: RetentionPolicy | undefined } | undefined;
+  /** The reply (or log restart) being applied, and the retention to apply with it when due. */
+  fetched: (FollowerFetched & { retention: RetentionPolicy | undefined }) | undefined;
   /** A STOP or DELETE that came while a write ran: done once it finishes. */
   closing: 'stop' | 'delete' | undefined;
   /** When retention last ran on this copy, ms (it runs with a write, every retentionCheckIntervalMs). */
@@ -62,9 +62,9 @@ export const followerMachine = setup({
     followerApply,
   },
   actions: {
-    progress: assign(({ event }) => {
+    progress: assign(({ context, event }) => {
       const step = (event as unknown as { output: FollowerStep }).output;
-      return { logEndOffset: step.logEndOffset, leaderHighWatermark: step.leaderHighWatermark, failures: 0 };
+      return { logEndOffset: step.logEndOffset, leaderHighWatermark: step.leaderHighWatermark ?? context.leaderHighWatermark, failures: 0 };
     }),
     noteFailure: assign(({ context, event }) => {
       const error = (event as unknown as { error: unknown }).error;
@@ -127,8 +127,7 @@ export const followerMachine = setup({
           store: context.store!,
           logger: context.logger,
           sync: context.config.flushMode === 'fsync',
-          fetchOffset: context.fetched!.fetchOffset,
-          reply: context.fetched!.reply,
+          fetched: context.fetched!,
           retention: context.fetched!.retention,
         }),
         onDone: [

@@ -2,7 +2,7 @@
  * The leader's context and the pure checks its guards and actions share: HW, the ISR change to ask
  * for, follower-fetch refusals and divergence, AlterPartition refusals, producer sequences.
  */
-import { TidemarkError, type ErrorCode } from '../../protocol/errors.js';
+import { TidemarkError, type ErrorCode, type LogRange } from '../../protocol/errors.js';
 import type { PartitionStore } from '../../storage/partition-store.js';
 import { checkSequence, type ProducerStates, type SequenceCheck } from './producer-state.js';
 import { divergence, highWatermarkOf, joinsIsr, leaderEndOffsetForEpoch, shrunkIsr, type ReplicaProgress } from './replication.js';
@@ -99,7 +99,7 @@ export function endOffsetFor(context: PartitionContext, requested: number) {
 }
 
 /** Checks of a follower fetch that end it with an error; undefined when it may proceed. */
-export function replicaFetchRefusal(context: PartitionContext, event: PartitionEvent): { code: ErrorCode; message: string } | undefined {
+export function replicaFetchRefusal(context: PartitionContext, event: PartitionEvent): { code: ErrorCode; message: string; logRange?: LogRange } | undefined {
   if (event.type !== 'REPLICA_FETCH') return undefined;
   if (!context.replicas.includes(event.replicaId) || event.replicaId === context.brokerId) {
     return { code: 'INVALID_REQUEST', message: `broker ${event.replicaId} is not a follower of this partition` };
@@ -107,7 +107,12 @@ export function replicaFetchRefusal(context: PartitionContext, event: PartitionE
   if (event.leaderEpoch < context.leaderEpoch) return { code: 'FENCED_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} < ${context.leaderEpoch}` };
   if (event.leaderEpoch > context.leaderEpoch) return { code: 'UNKNOWN_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} > ${context.leaderEpoch}` };
   if (event.fetchOffset < context.logStartOffset) {
-    return { code: 'OFFSET_OUT_OF_RANGE', message: `offset ${event.fetchOffset} is below the log start ${context.logStartOffset}` };
+    // Retention removed what the follower needs: it restarts its log at ours (Kafka's truncateFullyAndStartAt).
+    return {
+      code: 'OFFSET_OUT_OF_RANGE',
+      message: `offset ${event.fetchOffset} is below the log start ${context.logStartOffset}`,
+      logRange: { logStartOffset: context.logStartOffset, logEndOffset: context.writtenEnd },
+    };
   }
   return undefined;
 }
@@ -127,7 +132,7 @@ export function waiterTimerId(id: number): string {
   return `fetch-expiry-${id}`;
 }
 
-export function wireError(code: ErrorCode, message?: string) {
-  return new TidemarkError(code, message).toWire();
+export function wireError(code: ErrorCode, message?: string, logRange?: LogRange) {
+  return new TidemarkError(code, message, logRange === undefined ? undefined : { context: { ...logRange } }).toWire();
 }
 

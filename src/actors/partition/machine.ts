@@ -198,7 +198,7 @@ export const partitionMachine = setup({
     refuseReplicaFetch: enqueueActions(({ context, event, enqueue }) => {
       const refusal = replicaFetchRefusal(context, event);
       if (event.type !== 'REPLICA_FETCH' || refusal === undefined) return;
-      enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: event.replyTo, error: wireError(refusal.code, refusal.message) });
+      enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: event.replyTo, error: wireError(refusal.code, refusal.message, refusal.logRange) });
     }),
     answerDivergence: enqueueActions(({ context, event, enqueue }) => {
       const diverging = replicaDivergence(context, event);

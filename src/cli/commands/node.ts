@@ -21,6 +21,12 @@ Options:
   --preferred-election-interval-ms N
                        as the active controller, move leadership back to in-sync preferred
                        replicas every N ms (default 10000; 0 disables)
+  --retention-check-interval-ms N
+                       how often each partition replica applies its topic's retention
+                       (default 300000)
+  --tail-cache-bytes-max N
+                       bytes of recent batches all partitions keep in memory together, for
+                       reads right behind the writers (default 67108864; 0 caches nothing)
   --log-level L        pino level (default info; env TIDEMARK_LOG_LEVEL)
   --pretty             human-readable logs instead of JSON lines
 ${GLOBAL_HELP}`;
@@ -33,6 +39,8 @@ const OPTIONS = {
   controllers: { type: 'string' },
   rack: { type: 'string' },
   'preferred-election-interval-ms': { type: 'string' },
+  'retention-check-interval-ms': { type: 'string' },
+  'tail-cache-bytes-max': { type: 'string' },
   'log-level': { type: 'string' },
   pretty: { type: 'boolean' },
 } as const;
@@ -70,6 +78,8 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const controllers = values.controllers === undefined ? [id] : parseIdList('controllers', values.controllers);
   if (roles.includes('controller') && !controllers.includes(id)) throw new UsageError(`--controllers must include this node (${id}) when it has the controller role`);
   const preferredElectionIntervalMs = intFlag('preferred-election-interval-ms', values['preferred-election-interval-ms'], 0, 86_400_000);
+  const retentionCheckIntervalMs = intFlag('retention-check-interval-ms', values['retention-check-interval-ms'], 1, 86_400_000);
+  const tailCacheBytesMax = intFlag('tail-cache-bytes-max', values['tail-cache-bytes-max'], 0, 2 ** 40);
   const { servers, cluster } = connection(values);
   const logger = createLogger({ pretty: values.pretty ?? false, ...(values['log-level'] === undefined ? {} : { level: values['log-level'] }) });
   const node = await startNode({
@@ -79,6 +89,8 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     controllers,
     ...(values.rack === undefined ? {} : { rack: values.rack }),
     ...(preferredElectionIntervalMs === undefined ? {} : { preferredElectionIntervalMs }),
+    ...(retentionCheckIntervalMs === undefined ? {} : { partitionLimits: { retentionCheckIntervalMs } }),
+    ...(tailCacheBytesMax === undefined ? {} : { tailCacheBytesMax }),
     natsUrl: servers,
     cluster,
     logger,
