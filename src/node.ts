@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createActor, toPromise, waitFor, type Actor } from 'xstate';
 import { brokerMachine, DEFAULT_BROKER_TIMEOUTS, type BrokerTimeouts } from './actors/broker/machine.js';
 import { controllerMachine } from './actors/controller/machine.js';
+import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT } from './actors/partition/pending-budget.js';
 import { DEFAULT_PARTITION_LIMITS, type PartitionLimits } from './actors/partition/types.js';
 import { createFollowedView } from './metadata/followed-view.js';
 import { createQuorumMetadataStore, type QuorumMetadataStore } from './metadata/metadata-store.js';
@@ -52,6 +53,12 @@ export interface NodeOptions {
    * @default 67108864 (64 MiB)
    */
   tailCacheBytesMax?: number;
+  /**
+   * Bytes of produce batches all the partitions this node leads may hold accepted and not yet
+   * answered together (each partition also stays within `partitionLimits.pendingAppendBytesMax`);
+   * beyond it, produce gets BUSY. @default 268435456 (256 MiB)
+   */
+  nodePendingAppendBytesMax?: number;
   /** Broker heartbeat, metadata fetch and shutdown timing. @default DEFAULT_BROKER_TIMEOUTS */
   brokerTimeouts?: Partial<BrokerTimeouts>;
   /** Raft timing. @default heartbeat 100 ms, election timeout 300-600 ms */
@@ -144,6 +151,10 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
   if (roles.includes('controller') && !controllers.includes(options.id)) {
     throw new TidemarkError('INVALID_REQUEST', `node ${options.id} has the controller role but is not in the voters ${controllers.join(',')}`);
   }
+  const nodePendingAppendBytesMax = options.nodePendingAppendBytesMax ?? NODE_PENDING_APPEND_BYTES_MAX_DEFAULT;
+  if (!Number.isSafeInteger(nodePendingAppendBytesMax) || nodePendingAppendBytesMax < 1) {
+    throw new TidemarkError('INVALID_REQUEST', `nodePendingAppendBytesMax must be a positive integer (bytes), got ${nodePendingAppendBytesMax}`);
+  }
   const subjects = new Subjects(cluster);
   const logger = ports.logger.child({ node: options.id });
 
@@ -206,6 +217,8 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
         clock,
         logger: logger.child({ actor: 'broker' }),
         partitionLimits: { ...DEFAULT_PARTITION_LIMITS, ...options.partitionLimits },
+        // One per node, shared by all its leaders (two nodes in one process each get their own).
+        pendingBudget: createPendingBytesBudget(nodePendingAppendBytesMax),
         timeouts: { ...DEFAULT_BROKER_TIMEOUTS, ...options.brokerTimeouts },
       },
     });

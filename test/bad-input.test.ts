@@ -93,6 +93,9 @@ test.serial('bad produce requests are refused with typed errors and write nothin
   await refused(t, subject, encode({ timeoutMs: 1000, acks: 7, batch: good }), 'INVALID_REQUEST'); // bad acks
   await refused(t, subject, encode({ timeoutMs: -5, acks: 1, batch: good }), 'INVALID_REQUEST'); // negative budget
   await refused(t, subject, encode([1, 2, 3]), 'INVALID_REQUEST'); // not a map
+  await refused(t, subject, encode({ timeoutMs: 1000, acks: 1, batch: good, leaderEpoch: -2 }), 'INVALID_REQUEST'); // negative leader epoch
+  await refused(t, subject, encode({ timeoutMs: 1000, acks: 1, batch: good, leaderEpoch: '0' }), 'INVALID_REQUEST'); // wrong type
+  await refused(t, subject, encode({ timeoutMs: 1000, acks: 1, batch: good, leaderEpoch: 99 }), 'UNKNOWN_LEADER_EPOCH'); // ahead of the leader
   await refused(t, subject, produce(new Uint8Array(10)), 'CORRUPT_MESSAGE'); // short batch
   await refused(t, subject, produce(corrupt), 'CORRUPT_MESSAGE'); // CRC
   await refused(t, subject, produce(lyingLength), 'CORRUPT_MESSAGE'); // framing

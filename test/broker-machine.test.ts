@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { createActor, fromCallback, fromPromise, SimulatedClock, waitFor } from 'xstate';
 import { brokerMachine } from '../src/actors/broker/machine.js';
 import { DEFAULT_PARTITION_LIMITS } from '../src/actors/partition/types.js';
+import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT } from '../src/actors/partition/pending-budget.js';
 import { createFollowedView } from '../src/metadata/followed-view.js';
 import { createMemoryMetadataStore } from '../src/metadata/metadata-store.js';
 import { planCreateTopic, planDeleteTopic } from '../src/metadata/planner.js';
@@ -51,6 +52,7 @@ async function setup() {
       clock,
       logger: pino({ level: 'silent' }),
       partitionLimits: DEFAULT_PARTITION_LIMITS,
+      pendingBudget: createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
       timeouts: { heartbeatIntervalMs: 250, metadataFetchWaitMs: 1000, shutdownTimeoutMs: 10_000 },
     },
   }).start();

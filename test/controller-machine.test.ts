@@ -9,6 +9,7 @@ import { createActor, SimulatedClock } from 'xstate';
 import { brokerMachine } from '../src/actors/broker/machine.js';
 import { controllerMachine } from '../src/actors/controller/machine.js';
 import { DEFAULT_PARTITION_LIMITS } from '../src/actors/partition/types.js';
+import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT } from '../src/actors/partition/pending-budget.js';
 import { createFollowedView } from '../src/metadata/followed-view.js';
 import { topicByName } from '../src/metadata/image.js';
 import { createMemoryMetadataStore } from '../src/metadata/metadata-store.js';
@@ -50,6 +51,7 @@ function cluster() {
         clock,
         logger: silent,
         partitionLimits: DEFAULT_PARTITION_LIMITS,
+        pendingBudget: createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
         timeouts: { heartbeatIntervalMs: 250, metadataFetchWaitMs: 1000, shutdownTimeoutMs: 5000 },
       },
     }).start();

@@ -5,11 +5,12 @@
 import { decode } from '@msgpack/msgpack';
 import test from 'ava';
 import { pino } from 'pino';
-import { createActor, fromCallback, fromPromise, SimulatedClock, waitFor } from 'xstate';
+import { createActor, fromCallback, fromPromise, SimulatedClock, transition, waitFor } from 'xstate';
 import type { WriterInput } from '../src/actors/partition/log-writer.js';
 import type { PartitionStore } from '../src/storage/partition-store.js';
 import { partitionMachine } from '../src/actors/partition/machine.js';
 import type { ProducerStates } from '../src/actors/partition/producer-state.js';
+import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT, type PendingBytesBudget } from '../src/actors/partition/pending-budget.js';
 import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionInput, type PartitionLimits, type WriterEvent } from '../src/actors/partition/types.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { decodeBatch, encodeBatch, readBatchHeader, splitBatches } from '../src/protocol/batch.js';
@@ -61,6 +62,8 @@ function start(
     config?: Record<string, string>;
     limits?: Partial<PartitionLimits>;
     clock?: SimulatedClock;
+    budget?: PendingBytesBudget;
+    leaderEpoch?: number;
     replicas?: number[];
     isr?: number[];
     /** Answers the partition's requests to the controller (AlterPartition). */
@@ -77,7 +80,7 @@ function start(
       topic: 'orders',
       topicId: TOPIC_ID,
       partition: 0,
-      leaderEpoch: 0,
+      leaderEpoch: options.leaderEpoch ?? 0,
       brokerId: 1,
       brokerEpoch: 1,
       subjects: new Subjects('test'),
@@ -90,6 +93,7 @@ function start(
       clock,
       logger: pino({ level: 'silent' }),
       limits: { ...DEFAULT_PARTITION_LIMITS, ...options.limits },
+      pendingBudget: options.budget ?? createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
     },
   });
   actor.start();
@@ -99,7 +103,12 @@ function start(
 const batchOf = (n: number, timestamp = 1000) =>
   encodeBatch(Array.from({ length: n }, (_, i) => ({ key: null, value: enc.encode(`v${i}`), headers: {}, timestamp })));
 
-const produce = (replyTo: string, batch: Uint8Array, acks: 0 | 1 | -1 = 1): PartitionEvent => {
+const produce = (
+  replyTo: string,
+  batch: Uint8Array,
+  acks: 0 | 1 | -1 = 1,
+  request: { nowMs?: number; timeoutMs?: number; leaderEpoch?: number } = {},
+): PartitionEvent => {
   const h = readBatchHeader(batch);
   return {
     type: 'PRODUCE',
@@ -108,6 +117,9 @@ const produce = (replyTo: string, batch: Uint8Array, acks: 0 | 1 | -1 = 1): Part
     batch,
     recordCount: h.recordCount,
     producer: h.producerId < 0 ? undefined : { producerId: h.producerId, producerEpoch: h.producerEpoch, baseSequence: h.baseSequence },
+    nowMs: request.nowMs ?? 0,
+    timeoutMs: request.timeoutMs ?? 30_000,
+    leaderEpoch: request.leaderEpoch,
   };
 };
 
@@ -201,6 +213,7 @@ test('produce beyond the pending bound gets BUSY, and nothing of it is written',
       clock,
       logger: pino({ level: 'silent' }),
       limits: { ...DEFAULT_PARTITION_LIMITS, pendingAppendsMax: 2 },
+      pendingBudget: createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
     },
   }).start();
   await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
@@ -295,7 +308,7 @@ test('idempotent producer: a batch refused as too large uses up its sequences', 
   t.is((await transport.next('next')).body['baseOffset'], 1);
 });
 
-function startWith(machine: typeof partitionMachine, clock = new SimulatedClock()) {
+function startWith(machine: typeof partitionMachine, clock = new SimulatedClock(), overrides: Partial<PartitionInput> = {}) {
   const transport = recordingTransport();
   const actor = createActor(machine, {
     clock,
@@ -316,6 +329,8 @@ function startWith(machine: typeof partitionMachine, clock = new SimulatedClock(
       clock,
       logger: pino({ level: 'silent' }),
       limits: DEFAULT_PARTITION_LIMITS,
+      pendingBudget: createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
+      ...overrides,
     },
   }).start();
   return { actor, transport, clock };
@@ -397,4 +412,172 @@ test('replication: acks=all waits for the ISR follower; a refused ISR expansion 
   await waitFor(actor, (s) => s.context.logEndOffset === 3);
   actor.send(fetch(2, 3, 'f2c'));
   t.like((await transport.next('p2')).body, { baseOffset: 2 });
+});
+
+// --- produce deadline (Kafka's delayed produce), leader epoch, node-wide pending bytes ---------------
+
+const replicaFetch = (replicaId: number, fetchOffset: number, replyTo: string, leaderEpoch = 0): PartitionEvent => ({
+  type: 'REPLICA_FETCH', replyTo, replicaId, leaderEpoch, fetchOffset, lastFetchedEpoch: fetchOffset > 0 ? leaderEpoch : -1, maxBytes: 1 << 20, maxWaitMs: 0,
+});
+
+/** Timers armed on a SimulatedClock (xstate keeps them in a private map). */
+const timersOf = (clock: SimulatedClock) => (clock as unknown as { timeouts: Map<unknown, unknown> }).timeouts.size;
+
+test('produce deadline: an acks=all batch the ISR does not commit is answered REQUEST_TIMED_OUT at arrival + timeoutMs, freeing its slot; the retry is answered once committed', async (t) => {
+  const clock = new SimulatedClock();
+  clock.set(10_000);
+  const budget = createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT);
+  const { actor, transport } = start({ clock, replicas: [1, 2], isr: [1, 2], budget });
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
+  const batch = sequenced(2, 0);
+  actor.send(produce('p', batch, -1, { nowMs: clock.now(), timeoutMs: 500 }));
+  await waitFor(actor, (s) => s.context.logEndOffset === 2);
+  t.is(budget.usedBytes, batch.length, 'the waiting batch holds its bytes of the node budget');
+  clock.increment(499);
+  t.is(transport.replies.length, 0, 'nothing before the deadline');
+  clock.increment(1);
+  const expired = await transport.next('p');
+  t.is(errorCode(expired), 'REQUEST_TIMED_OUT');
+  const snap = actor.getSnapshot().context;
+  t.deepEqual([snap.pending.length, snap.pendingBytes, budget.usedBytes, snap.deadlineTimerAtMs], [0, 0, 0, undefined], 'slot, bytes and budget freed');
+  t.is(snap.logEndOffset, 2, 'the batch stays written: it may still commit');
+
+  // The producer's retry (same sequence) waits as a duplicate with its own deadline; the follower
+  // catches up and it is answered with the first write's offset, written once.
+  actor.send(produce('p-retry', batch, -1, { nowMs: clock.now(), timeoutMs: 500 }));
+  actor.send(replicaFetch(2, 0, 'f0'));
+  await transport.next('f0');
+  actor.send(replicaFetch(2, 2, 'f2'));
+  t.like((await transport.next('p-retry')).body, { baseOffset: 0 });
+  t.is(actor.getSnapshot().context.logEndOffset, 2, 'written once');
+  t.is(actor.getSnapshot().context.deadlineTimerAtMs, undefined, 'the timer is dropped with nothing left to expire');
+});
+
+test('produce deadline: one timer per partition for the earliest deadline; batches and waiting duplicates expire in deadline order', async (t) => {
+  const clock = new SimulatedClock();
+  const { actor, transport } = start({ clock, replicas: [1, 2], isr: [1, 2] });
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
+  const idle = timersOf(clock);
+  // Deadlines arrive out of order.
+  const timeouts = [300, 100, 200, 400, 150];
+  timeouts.forEach((timeoutMs, i) => actor.send(produce(`p${timeoutMs}`, sequenced(1, i), -1, { nowMs: clock.now(), timeoutMs })));
+  await waitFor(actor, (s) => s.context.logEndOffset === timeouts.length);
+  // A retry of batch 0 waits as a duplicate, with a later deadline of its own.
+  actor.send(produce('dup', sequenced(1, 0), -1, { nowMs: clock.now(), timeoutMs: 250 }));
+  t.is(timersOf(clock), idle + 1, 'one timer, whatever the number of waiting batches');
+  t.is(actor.getSnapshot().context.deadlineTimerAtMs, 100);
+  const order: string[] = [];
+  for (let ms = 0; ms < 400; ms += 10) {
+    clock.increment(10);
+    for (const r of transport.replies) if (!order.includes(r.subject)) order.push(r.subject);
+    t.true(timersOf(clock) <= idle + 1);
+  }
+  t.deepEqual(order, ['p100', 'p150', 'p200', 'dup', 'p300', 'p400']);
+  t.true(transport.replies.every((r) => errorCode(r) === 'REQUEST_TIMED_OUT'));
+  t.is(actor.getSnapshot().context.pending.length, 0);
+  t.is(timersOf(clock), idle, 'no timer left');
+});
+
+test('produce deadline: a batch still being written when it expires is answered but keeps its slot until the writer is done with it', async (t) => {
+  const clock = new SimulatedClock();
+  const budget = createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT);
+  const stuck = partitionMachine.provide({ actors: { logWriter: fromCallback<WriterEvent, WriterInput>(() => {}) } });
+  const { actor, transport } = startWith(stuck, clock, { replicas: [1, 2], isr: [1, 2], limits: { ...DEFAULT_PARTITION_LIMITS, pendingAppendsMax: 1 }, pendingBudget: budget });
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
+  const batch = batchOf(1);
+  actor.send(produce('p', batch, -1, { nowMs: clock.now(), timeoutMs: 100 }));
+  clock.increment(100);
+  t.is(errorCode(await transport.next('p')), 'REQUEST_TIMED_OUT');
+  t.is(actor.getSnapshot().context.pending.length, 1, 'the writer still has it');
+  t.is(budget.usedBytes, batch.length);
+  actor.send(produce('next', batchOf(1), -1, { nowMs: clock.now(), timeoutMs: 100 }));
+  t.is(errorCode(await transport.next('next')), 'BUSY', 'pendingAppendsMax still counts it');
+  // It is never written: the partition drains forever, until its broker stops the actor.
+  actor.send({ type: 'STOP' });
+  t.true(actor.getSnapshot().matches({ open: { log: 'draining' } }));
+  actor.stop();
+  t.is(budget.usedBytes, 0, 'a stopped actor gives its share back, however it stopped');
+});
+
+test('produce deadline: the expiry is a pure transition: transition() returns the reply and the next timer, and executes nothing', async (t) => {
+  const clock = new SimulatedClock();
+  const budget = createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT);
+  const { actor, transport } = start({ clock, replicas: [1, 2], isr: [1, 2], budget });
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
+  actor.send(produce('a', batchOf(1), -1, { nowMs: 0, timeoutMs: 100 }));
+  actor.send(produce('b', batchOf(1), -1, { nowMs: 0, timeoutMs: 300 }));
+  const snapshot = await waitFor(actor, (s) => s.context.logEndOffset === 2);
+  const held = budget.usedBytes;
+  const [next, actions] = transition(partitionMachine, snapshot, { type: 'PRODUCE_DEADLINE', atMs: 100 });
+  t.deepEqual(
+    next.context.pending.map((p) => p.replyTo),
+    ['b'],
+  );
+  t.is(next.context.deadlineTimerAtMs, 300);
+  const sent = actions.filter((a) => a.type === 'xstate.sendTo').map((a) => (a.params as unknown as { event: { replyTo: string; error: { code: string } } }).event);
+  t.deepEqual(
+    sent.map((e) => [e.replyTo, e.error.code]),
+    [['a', 'REQUEST_TIMED_OUT']],
+  );
+  const raised = actions.find((a) => a.type === 'xstate.raise')?.params as { delay: number; event: { atMs: number } } | undefined;
+  t.deepEqual([raised?.delay, raised?.event.atMs], [200, 300], 'the next timer, for b');
+  t.is(budget.usedBytes, held, 'nothing released: the release is an effect transition() does not run');
+  t.is(transport.replies.length, 0);
+});
+
+test('leader epoch: a produce with an older epoch is refused FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH, nothing written; none or the same is accepted', async (t) => {
+  const { actor, transport } = start({ leaderEpoch: 5 });
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
+  actor.send(produce('stale', sequenced(1, 0), 1, { leaderEpoch: 4 }));
+  actor.send(produce('newer', sequenced(1, 0), 1, { leaderEpoch: 6 }));
+  t.is(errorCode(await transport.next('stale')), 'FENCED_LEADER_EPOCH');
+  t.is(errorCode(await transport.next('newer')), 'UNKNOWN_LEADER_EPOCH');
+  t.is(actor.getSnapshot().context.nextOffset, 0, 'nothing written');
+  // The refused batches used no sequence: the same batch at the right epoch is the next in order.
+  actor.send(produce('current', sequenced(1, 0), 1, { leaderEpoch: 5 }));
+  actor.send(produce('unchecked', sequenced(1, 1), 1));
+  t.like((await transport.next('current')).body, { baseOffset: 0 });
+  t.like((await transport.next('unchecked')).body, { baseOffset: 1 });
+});
+
+test('node budget: a second partition sharing it is refused BUSY while the first holds it, and accepted once the first releases it', async (t) => {
+  const clock = new SimulatedClock();
+  const held = batchOf(20);
+  const budget = createPendingBytesBudget(held.length + 10);
+  const first = start({ clock, replicas: [1, 2], isr: [1, 2], budget });
+  const second = start({ clock, budget });
+  await waitFor(first.actor, (s) => s.matches({ open: { log: 'serving' } }));
+  await waitFor(second.actor, (s) => s.matches({ open: { log: 'serving' } }));
+  first.actor.send(produce('held', held, -1, { nowMs: clock.now(), timeoutMs: 1_000 }));
+  await waitFor(first.actor, (s) => s.context.logEndOffset === 20);
+  t.is(budget.usedBytes, held.length);
+  const other = batchOf(2);
+  second.actor.send(produce('refused', other));
+  const refused = await second.transport.next('refused');
+  t.is(errorCode(refused), 'BUSY');
+  t.regex((refused.body['error'] as { message: string }).message, /nodePendingAppendBytesMax/);
+  t.is(second.actor.getSnapshot().context.nextOffset, 0, 'nothing written');
+  t.is(second.actor.getSnapshot().context.pendingBytes, 0);
+  // Committed (the follower has it): the first partition's bytes go back; the second is accepted.
+  first.actor.send(replicaFetch(2, 0, 'f0'));
+  await first.transport.next('f0');
+  first.actor.send(replicaFetch(2, 20, 'f20'));
+  await first.transport.next('held');
+  t.is(budget.usedBytes, 0);
+  second.actor.send(produce('accepted', other));
+  t.like((await second.transport.next('accepted')).body, { baseOffset: 0 });
+  await waitFor(second.actor, (s) => s.context.pending.length === 0);
+  t.is(budget.usedBytes, 0, 'exact after answers');
+  // And after expiry, and after a stop with writes pending.
+  first.actor.send(produce('expires', held, -1, { nowMs: clock.now(), timeoutMs: 50 }));
+  await waitFor(first.actor, (s) => s.context.logEndOffset === 40);
+  t.is(budget.usedBytes, held.length);
+  clock.increment(50);
+  t.is(errorCode(await first.transport.next('expires')), 'REQUEST_TIMED_OUT');
+  t.is(budget.usedBytes, 0, 'exact after expiry');
+  first.actor.send(produce('abandoned', batchOf(1), -1, { nowMs: clock.now(), timeoutMs: 1_000 }));
+  first.actor.send({ type: 'STOP' });
+  await waitFor(first.actor, (s) => s.status === 'done');
+  t.is(errorCode(await first.transport.next('abandoned')), 'NOT_LEADER');
+  t.is(budget.usedBytes, 0, 'exact after a stop');
 });

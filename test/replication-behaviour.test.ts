@@ -17,6 +17,9 @@
  *      is the leader's, batch for batch (CRC32C, offsets, leader epochs).
  *   4. Controlled shutdown: a rolling restart (SIGTERM each node in turn) under steady acks=all load;
  *      every node exits cleanly after handing its leaderships off, and no send fails.
+ *   5. The produce deadline: with an ISR follower frozen, the leader answers acks=all
+ *      REQUEST_TIMED_OUT at the request's deadline, long before the ISR shrinks; the retry is
+ *      answered from the producer state and nothing is written twice.
  *
  * Two of these found product bugs, now fixed: a follower-to-leader race that took partitions
  * offline during hand-offs (a follower's write landing under the new leader actor), and a retry of
@@ -38,7 +41,9 @@ import type { PartitionDescription, TopicDescription } from '../src/client/admin
 import { Tidemark } from '../src/client/client.js';
 import { codecs } from '../src/client/codecs.js';
 import type { Producer, ProducerOptions } from '../src/client/producer.js';
+import { encodeBatch } from '../src/protocol/batch.js';
 import { TidemarkError } from '../src/protocol/errors.js';
+import type { ProduceRequest } from '../src/protocol/messages.js';
 import { BehaviourCluster, pollUntil } from './helpers/behaviour-cluster.js';
 import { killAllCliProcesses } from './helpers/cli.js';
 import { soleLeader, waitForCluster } from './helpers/cluster.js';
@@ -648,4 +653,67 @@ test.serial('controlled shutdown: a rolling restart under acks=all load hands ev
     }
   }
   t.log(`${sent} sent, ${acked.size} acknowledged, ${stored} stored (${duplicates} duplicates written by retries across leader changes)`);
+});
+
+// --- 5. the produce deadline (Kafka's delayed produce) ----------------------------------------
+
+/**
+ * A follower in the ISR is frozen (SIGSTOP), so acks=all batches cannot commit until the controller
+ * fences it (2 s) or the leader drops it for lag (10 s). The leader answers each at its request's
+ * deadline instead: a raw request (timeoutMs 500 ms, NATS wait 8 s) gets REQUEST_TIMED_OUT from the
+ * leader, and so does an SDK send (requestTimeoutMs 1 s, one attempt), where the SDK's own expiry
+ * would say TIMEOUT. After SIGCONT the raw batch's retry (same producer sequence) is answered with
+ * the offset of its first write, and each record is in the log exactly once.
+ */
+test.serial('produce deadline: with an ISR follower frozen, acks=all is answered REQUEST_TIMED_OUT by the leader at the request deadline; the retry finds it written once', async (t) => {
+  t.timeout(30_000);
+  const controller = await healthy();
+  const topic = 'produce-deadline';
+  await admin().createTopic({ name: topic, partitions: 1, replicationFactor: 3, config: { 'min.insync.replicas': '2' } });
+  t.teardown(() => dropTopic(topic));
+  await waitFullIsr(topic, 3, 15_000);
+  const all = producer(t, { topic, acks: 'all' });
+  t.is((await all.send({ value: 'warm-up', partition: 0 })).offset, 0);
+  const p = await partitionOf(topic, 0);
+  const victim = followerOf(p, controller);
+  const once = producer(t, { topic, acks: 'all', requestTimeoutMs: 1_000, deliveryTimeoutMs: 5_000, retry: { attemptsMax: 1 } });
+
+  const frozen = cluster.incarnation(victim);
+  cluster.signal(victim, 'SIGSTOP');
+  const frozenAt = performance.now();
+  t.teardown(() => {
+    if (cluster.incarnation(victim) === frozen && cluster.running(victim)) cluster.signal(victim, 'SIGCONT');
+  });
+  const batch = encodeBatch([{ key: null, value: new TextEncoder().encode('raw-deadline'), headers: {}, timestamp: Date.now() }], {
+    producerId: 4242,
+    producerEpoch: 0,
+    baseSequence: 0,
+  });
+  const request: ProduceRequest = { timeoutMs: 500, acks: -1, batch, leaderEpoch: p.leaderEpoch };
+  const outcome = (promise: Promise<unknown>) =>
+    promise.then(
+      () => ({ code: 'acknowledged', ms: performance.now() - frozenAt }),
+      (error: unknown) => ({ code: codeOf(error), ms: performance.now() - frozenAt }),
+    );
+  const [raw, sdk] = await Promise.all([
+    outcome(cluster.rawProduce(p.leader, topic, 0, request, 8_000)),
+    outcome(once.send({ value: 'sdk-deadline', partition: 0 })),
+  ]);
+  t.log(`leader ${p.leader}, frozen follower ${victim}: raw request (timeoutMs 500) ${raw.code} after ${ms(raw.ms)}; SDK send (requestTimeoutMs 1000) ${sdk.code} after ${ms(sdk.ms)}`);
+  t.is(raw.code, 'REQUEST_TIMED_OUT', 'the leader answered, 7.5 s before the NATS wait would end');
+  t.true(raw.ms >= 450 && raw.ms < SESSION_TIMEOUT_MS, `at the deadline, before the frozen follower is fenced (${ms(raw.ms)})`);
+  t.is(sdk.code, 'REQUEST_TIMED_OUT', "the leader's answer, not the SDK's own TIMEOUT");
+  t.true(sdk.ms < SESSION_TIMEOUT_MS);
+  t.true(new TidemarkError('REQUEST_TIMED_OUT').retriable);
+
+  cluster.signal(victim, 'SIGCONT');
+  // The retry of the raw batch: the leader has it (producer state) and answers once it commits.
+  const retried = await cluster.rawProduce(p.leader, topic, 0, { ...request, timeoutMs: 10_000 }, 12_000);
+  t.log(`retry after SIGCONT answered with offset ${retried.baseOffset} after ${ms(performance.now() - frozenAt)}`);
+  await waitPartition(topic, 0, 'both records committed', (x) => x.highWatermark === 3, 15_000);
+  const records = await readRange(topic, 0, 0, 3);
+  t.true(dense(records, 0));
+  const values = records.map((r) => r.value);
+  t.deepEqual([...values].sort(), ['raw-deadline', 'sdk-deadline', 'warm-up'], 'each record written once');
+  t.is(values[retried.baseOffset], 'raw-deadline', "the retry is answered with the first write's offset");
 });

@@ -187,9 +187,11 @@ export class PartitionPipeline {
     o.attempts++;
     const subject = subjects.partition('produce', leader.brokerId, topic, partition);
     const timeoutMs = Math.max(1, Math.min(this.deps.requestTimeoutMs, remainingMs, REQUEST_TIMEOUT_MS_MAX));
+    // The leader refuses an epoch not its own; FENCED_LEADER_EPOCH drops our stale metadata (noteError).
+    const request: ProduceRequest = { timeoutMs, acks, batch: o.bytes, leaderEpoch: leader.leaderEpoch };
     if (acks === 0) {
       try {
-        rpc.publish(subject, { timeoutMs, acks, batch: o.bytes } satisfies ProduceRequest);
+        rpc.publish(subject, request);
       } catch (error) {
         this.failedAttempt(o, error);
         return;
@@ -198,7 +200,7 @@ export class PartitionPipeline {
       return;
     }
     this.inFlight++;
-    rpc.request(subject, { timeoutMs, acks, batch: o.bytes } satisfies ProduceRequest, produceReply).then(
+    rpc.request(subject, request, produceReply).then(
       (reply) => {
         this.inFlight--;
         this.succeeded(o, reply.baseOffset);

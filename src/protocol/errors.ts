@@ -58,6 +58,13 @@ export const ErrorCodes = {
   INVALID_PRODUCER_EPOCH: { retriable: false, message: 'producer epoch is stale' },
   /** The request's deadline passed before it could be answered. */
   TIMEOUT: { retriable: true, message: 'request timed out' },
+  /**
+   * acks=all: the leader wrote the batch but the in-sync replicas did not all have it by the
+   * request's deadline (its `timeoutMs` from arrival), Kafka's delayed-produce expiry. The batch may
+   * still be committed later; a retry by the idempotent producer is answered from the producer
+   * state, so it is not written twice. Unlike `TIMEOUT`, the leader itself answered.
+   */
+  REQUEST_TIMED_OUT: { retriable: true, message: 'not replicated to the in-sync replicas before the request deadline' },
   /** Nobody answers on the subject: the node is down or the partition has no leader right now. */
   NO_RESPONDERS: { retriable: true, message: 'no node answers for this subject' },
   /** The NATS server cannot be reached (connect refused or timed out). */

@@ -31,9 +31,16 @@ const partitionIndex = int(0, TOPIC_PARTITIONS_MAX - 1);
 
 /** acks: 0 = no reply, 1 = after the leader's append, -1 ("all") = after the high watermark passes it. */
 export const produceRequest = object({
+  /** acks=all: the leader answers REQUEST_TIMED_OUT if the batch is not committed within it of arrival. */
   timeoutMs,
   acks: oneOf(0, 1, -1),
   batch: bytes(PAYLOAD_BYTES_MAX),
+  /**
+   * The leader epoch the client's metadata shows for the partition: an older one than the leader's
+   * is refused FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH (both retriable). Absent: not
+   * checked (older clients).
+   */
+  leaderEpoch: optional(int(0, 2 ** 31 - 1)),
 });
 export type ProduceRequest = Infer<typeof produceRequest>;
 

@@ -21,9 +21,12 @@ import {
   encodeMessage,
   fetchReply,
   offsetsReply,
+  produceReply,
   type FetchRequest,
   type OffsetsRequest,
   type PartitionOffsets,
+  type ProduceReply,
+  type ProduceRequest,
 } from '../../src/protocol/messages.js';
 import { Subjects } from '../../src/protocol/subjects.js';
 import { connectNats, type NatsTransport } from '../../src/runtime/nats-transport.js';
@@ -247,6 +250,16 @@ export class BehaviourCluster {
     const reply = decodeReply(await this.raw.request(this.subjects.offsets(brokerId), encodeMessage(request), timeoutMs), offsetsReply);
     for (const p of reply.partitions) if (p.error !== undefined) throw TidemarkError.fromWire(p.error, { topic, partition: p.partition, brokerId });
     return reply.partitions;
+  }
+
+  /**
+   * One produce request straight over NATS: no SDK retry, and a NATS wait (`replyWaitMs`) of the
+   * test's choosing, apart from the request's own `timeoutMs`, so a reply that comes before it is
+   * the broker's. Throws the TidemarkError of an error reply, or TIMEOUT when nothing came.
+   */
+  async rawProduce(leader: number, topic: string, partition: number, request: ProduceRequest, replyWaitMs: number): Promise<ProduceReply> {
+    const data = await this.raw.request(this.subjects.partition('produce', leader, topic, partition), encodeMessage(request), replyWaitMs);
+    return decodeReply(data, produceReply);
   }
 
   /** The leader's log of one partition from `from` to its high watermark, as batch summaries, read with raw fetches. */

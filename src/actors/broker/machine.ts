@@ -18,6 +18,7 @@ import type { Clock, Logger, Transport } from '../../runtime/ports.js';
 import type { NodeStorage } from '../../storage/partition-store.js';
 import { followerMachine } from '../partition/follower.js';
 import { partitionMachine } from '../partition/machine.js';
+import type { PendingBytesBudget } from '../partition/pending-budget.js';
 import type { PartitionLimits } from '../partition/types.js';
 import { controlledShutdown } from './controlled-shutdown.js';
 import { controllerSession, type SessionEvent } from './controller-session.js';
@@ -49,6 +50,8 @@ export interface BrokerInput {
   clock: Clock;
   logger: Logger;
   partitionLimits: PartitionLimits;
+  /** The node-wide pending-append bytes bound, shared by every leader this broker runs. */
+  pendingBudget: PendingBytesBudget;
   timeouts: BrokerTimeouts;
 }
 
@@ -135,7 +138,15 @@ export const brokerMachine = setup({
               enqueue.spawnChild('partition', {
                 id: actorId,
                 systemId: actorId,
-                input: { ...common, brokerEpoch: context.brokerEpoch, clock: context.clock, replicas: p.replicas, isr: p.isr, partitionEpoch: p.partitionEpoch },
+                input: {
+                  ...common,
+                  brokerEpoch: context.brokerEpoch,
+                  clock: context.clock,
+                  replicas: p.replicas,
+                  isr: p.isr,
+                  partitionEpoch: p.partitionEpoch,
+                  pendingBudget: context.pendingBudget,
+                },
               });
             } else {
               enqueue.spawnChild('follower', { id: actorId, input: { ...common, clock: context.clock, leaderId: p.leader } });

@@ -96,6 +96,9 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
         header.producerId < 0
           ? undefined
           : { producerId: header.producerId, producerEpoch: header.producerEpoch, baseSequence: header.baseSequence },
+      nowMs: clock.now(),
+      timeoutMs: request.timeoutMs,
+      leaderEpoch: request.leaderEpoch,
     };
     leaderActor(msg.subject).send(event);
   };

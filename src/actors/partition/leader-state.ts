@@ -6,6 +6,7 @@ import { TidemarkError, type ErrorCode, type LogRange } from '../../protocol/err
 import type { PartitionStore } from '../../storage/partition-store.js';
 import { checkSequence, type ProducerStates, type SequenceCheck } from './producer-state.js';
 import { divergence, highWatermarkOf, joinsIsr, leaderEndOffsetForEpoch, shrunkIsr, type ReplicaProgress } from './replication.js';
+import type { PendingBytesLease } from './pending-budget.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
 
 export interface PendingProduce {
@@ -15,6 +16,11 @@ export interface PendingProduce {
   replyTo: string | undefined;
   /** 1: answer once the leader has it; -1 (all): once the high watermark passes it. */
   acks: 0 | 1 | -1;
+  /**
+   * acks=all: when the request's budget runs out on the leader's clock (arrival + timeoutMs), ms;
+   * then it is answered REQUEST_TIMED_OUT. Absent for acks 0 and 1 (answered once on disk).
+   */
+  deadlineMs?: number;
 }
 
 export interface FetchWaiter {
@@ -39,6 +45,10 @@ export interface PartitionContext extends PartitionInput {
   pending: PendingProduce[];
   producers: ProducerStates;
   pendingBytes: number;
+  /** This actor's share of the node's pending-bytes budget; holds exactly `pendingBytes`. */
+  pendingLease: PendingBytesLease;
+  /** When the one produce-deadline timer fires (the earliest deadline when it was armed); undefined: not armed. */
+  deadlineTimerAtMs: number | undefined;
   waiters: FetchWaiter[];
   nextWaiterId: number;
   /** What to do once pending writes are done. */
@@ -126,6 +136,31 @@ export function sequenceCheck(context: PartitionContext, event: PartitionEvent):
   if (event.type !== 'PRODUCE' || event.producer === undefined) return { kind: 'append' };
   return checkSequence(context.producers, event.producer, event.recordCount);
 }
+
+/**
+ * A produce's leader epoch, when it carries one, must be this leader's: an older one means the
+ * client's metadata is stale (it refreshes), a newer one that this broker's is (the client retries).
+ */
+export function leaderEpochRefusal(context: PartitionContext, event: PartitionEvent): { code: ErrorCode; message: string } | undefined {
+  if (event.type !== 'PRODUCE' || event.leaderEpoch === undefined || event.leaderEpoch === context.leaderEpoch) return undefined;
+  return event.leaderEpoch < context.leaderEpoch
+    ? { code: 'FENCED_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} < ${context.leaderEpoch}` }
+    : { code: 'UNKNOWN_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} > ${context.leaderEpoch}` };
+}
+
+/** The earliest deadline of a batch waiting for the high watermark; undefined when none waits. */
+export function earliestDeadline(pending: readonly PendingProduce[]): number | undefined {
+  let earliest: number | undefined;
+  for (const p of pending) if (p.deadlineMs !== undefined && (earliest === undefined || p.deadlineMs < earliest)) earliest = p.deadlineMs;
+  return earliest;
+}
+
+export function bytesOf(pending: readonly PendingProduce[]): number {
+  return pending.reduce((n, p) => n + p.bytes, 0);
+}
+
+/** Id of the partition's one produce-deadline timer (for the earliest deadline; re-armed as it fires). */
+export const PRODUCE_DEADLINE_TIMER_ID = 'produce-deadline';
 
 /** Id of a parked fetch's expiry timer, so answering the fetch can cancel it. */
 export function waiterTimerId(id: number): string {

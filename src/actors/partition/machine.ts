@@ -7,7 +7,7 @@
  * passes it, and serves consumers' fetches below the high watermark. One actor lives for one
  * leader epoch: a new epoch is a new actor. Followers are follower.ts.
  */
-import { and, assign, enqueueActions, fromPromise, sendTo, setup } from 'xstate';
+import { and, assign, enqueueActions, fromCallback, fromPromise, sendTo, setup, type EventObject } from 'xstate';
 import { alterPartitionReply, type AlterPartitionReply, type AlterPartitionRequest } from '../../protocol/controller-messages.js';
 import { type ErrorCode } from '../../protocol/errors.js';
 import { decodeReply, encodeMessage, type ProduceReply } from '../../protocol/messages.js';
@@ -15,8 +15,12 @@ import type { PartitionStore } from '../../storage/partition-store.js';
 import { outbox } from '../outbox.js';
 import {
   alterRefusal,
+  bytesOf,
+  earliestDeadline,
   hwOf,
+  leaderEpochRefusal,
   nextIsr,
+  PRODUCE_DEADLINE_TIMER_ID,
   replicaDivergence,
   replicaFetchRefusal,
   sequenceCheck,
@@ -28,6 +32,7 @@ import {
 } from './leader-state.js';
 import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
+import type { PendingBytesLease } from './pending-budget.js';
 import { rebuildProducerStates, recordAppend, recordRefusal, type ProducerStates } from './producer-state.js';
 import { joinsIsr, recordFetch, shrunkIsr } from './replication.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
@@ -52,6 +57,8 @@ export const partitionMachine = setup({
     logWriter,
     logReader,
     outbox,
+    /** Holds nothing itself: its cleanup gives the actor's budget share back when the actor stops, however it stops. */
+    pendingLease: fromCallback<EventObject, { lease: PendingBytesLease }>(({ input }) => () => input.lease.close()),
     /** AlterPartition to the active controller (the only I/O of ISR management). */
     alterPartition: fromPromise<AlterPartitionReply, { context: PartitionContext }>(async ({ input }) => {
       const c = input.context;
@@ -71,10 +78,12 @@ export const partitionMachine = setup({
   },
   guards: {
     tooLarge: ({ context, event }) => event.type === 'PRODUCE' && event.batch.length > context.config.maxMessageBytes,
+    leaderEpochRefused: ({ context, event }) => leaderEpochRefusal(context, event) !== undefined,
     queueFull: ({ context, event }) =>
       event.type === 'PRODUCE' &&
       (context.pending.length >= context.limits.pendingAppendsMax ||
         context.pendingBytes + event.batch.length > context.limits.pendingAppendBytesMax),
+    nodeBudgetFull: ({ context, event }) => event.type === 'PRODUCE' && !context.pendingBudget.fits(event.batch.length),
     sequenceRefused: ({ context, event }) => sequenceCheck(context, event).kind === 'refuse',
     duplicate: ({ context, event }) => sequenceCheck(context, event).kind === 'duplicate',
     offsetOutOfRange: ({ context, event }) =>
@@ -107,12 +116,63 @@ export const partitionMachine = setup({
       const endOffset = baseOffset + event.recordCount;
       const sync = context.config.flushMode === 'fsync';
       enqueue.sendTo('writer', { type: 'APPEND', batch: event.batch, baseOffset, leaderEpoch: context.leaderEpoch, sync });
+      const entry: PendingProduce = { baseOffset, endOffset, bytes: event.batch.length, replyTo: event.acks === 0 ? undefined : event.replyTo, acks: event.acks };
+      if (event.acks === -1) entry.deadlineMs = event.nowMs + event.timeoutMs;
       enqueue.assign({
         nextOffset: endOffset,
-        pending: [...context.pending, { baseOffset, endOffset, bytes: event.batch.length, replyTo: event.acks === 0 ? undefined : event.replyTo, acks: event.acks }],
+        pending: [...context.pending, entry],
         pendingBytes: context.pendingBytes + event.batch.length,
         producers: event.producer === undefined ? context.producers : recordAppend(context.producers, event.producer, event.recordCount, baseOffset),
       });
+    }),
+    /**
+     * Takes the accepted batch's bytes from the node's budget (a separate action so that any
+     * `accept`, even one swapped in by provide(), is accounted). Run as an effect, not while the
+     * transition is computed; the guard that checked the room ran in the same synchronous step.
+     */
+    reservePending: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'PRODUCE') return;
+      const lease = context.pendingLease;
+      const bytes = event.batch.length;
+      enqueue(() => lease.reserve(bytes));
+    }),
+    /**
+     * One timer per partition, armed for the earliest deadline of a waiting acks=all batch (Kafka's
+     * delayed produce). Re-armed only when a new deadline is earlier than the armed one; a timer
+     * whose batch was answered meanwhile fires, expires nothing, and re-arms for the next.
+     */
+    armDeadline: enqueueActions(({ context, event, enqueue }) => {
+      const nowMs = event.type === 'PRODUCE' ? event.nowMs : event.type === 'PRODUCE_DEADLINE' ? event.atMs : undefined;
+      const earliest = earliestDeadline(context.pending);
+      if (nowMs === undefined || earliest === undefined) return;
+      if (context.deadlineTimerAtMs !== undefined && context.deadlineTimerAtMs <= earliest) return;
+      if (context.deadlineTimerAtMs !== undefined) enqueue.cancel(PRODUCE_DEADLINE_TIMER_ID);
+      enqueue.raise({ type: 'PRODUCE_DEADLINE', atMs: earliest }, { delay: Math.max(0, earliest - nowMs), id: PRODUCE_DEADLINE_TIMER_ID });
+      enqueue.assign({ deadlineTimerAtMs: earliest });
+    }),
+    /**
+     * The timer fired: acks=all batches due by now are answered REQUEST_TIMED_OUT (retriable; the
+     * batch may still be committed, and the idempotent producer's retry is answered from the
+     * producer state). One already on disk leaves the pending list, freeing its slot and bytes; one
+     * still being written keeps them, unanswerable, until the writer is done with it, so the writer's
+     * queue stays within pendingAppendsMax / pendingAppendBytesMax.
+     */
+    expireProduce: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'PRODUCE_DEADLINE') return;
+      const still: PendingProduce[] = [];
+      const message = `not committed by the in-sync replicas ${context.isr.join(',')} before the request's deadline; it may still be committed`;
+      for (const p of context.pending) {
+        if (p.deadlineMs === undefined || p.deadlineMs > event.atMs) {
+          still.push(p);
+          continue;
+        }
+        if (p.replyTo !== undefined) enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: p.replyTo, error: wireError('REQUEST_TIMED_OUT', message) });
+        if (p.endOffset > context.logEndOffset && p.bytes > 0) still.push({ baseOffset: p.baseOffset, endOffset: p.endOffset, bytes: p.bytes, replyTo: undefined, acks: 1 });
+      }
+      const released = context.pendingBytes - bytesOf(still);
+      const lease = context.pendingLease;
+      if (released > 0) enqueue(() => lease.release(released));
+      enqueue.assign({ pending: still, pendingBytes: bytesOf(still), deadlineTimerAtMs: undefined });
     }),
     /** A retry of a batch already accepted: answer with its offset once it is committed, write nothing. */
     answerDuplicate: enqueueActions(({ context, event, enqueue }) => {
@@ -123,7 +183,8 @@ export const partitionMachine = setup({
         const body: ProduceReply = { baseOffset: check.baseOffset, logStartOffset: context.logStartOffset };
         enqueue.sendTo('outbox', { type: 'REPLY', replyTo: event.replyTo, body });
       } else {
-        enqueue.assign({ pending: [...context.pending, { baseOffset: check.baseOffset, endOffset, bytes: 0, replyTo: event.replyTo, acks: -1 }] });
+        const deadlineMs = event.nowMs + event.timeoutMs;
+        enqueue.assign({ pending: [...context.pending, { baseOffset: check.baseOffset, endOffset, bytes: 0, replyTo: event.replyTo, acks: -1, deadlineMs }] });
       }
     }),
     refuseSequence: enqueueActions(({ context, event, enqueue }) => {
@@ -174,11 +235,17 @@ export const partitionMachine = setup({
         });
       }
       const still = context.pending.filter((p) => !isDone(p));
+      const released = context.pendingBytes - bytesOf(still);
+      const lease = context.pendingLease;
+      if (released > 0) enqueue(() => lease.release(released));
+      const timerIdle = context.deadlineTimerAtMs !== undefined && earliestDeadline(still) === undefined;
+      if (timerIdle) enqueue.cancel(PRODUCE_DEADLINE_TIMER_ID);
       enqueue.assign({
         highWatermark: hw,
         pending: still,
-        pendingBytes: still.reduce((n, p) => n + p.bytes, 0),
+        pendingBytes: bytesOf(still),
         waiters: context.waiters.filter((w) => !ready(w)),
+        ...(timerIdle ? { deadlineTimerAtMs: undefined } : {}),
       });
     }),
     /** A follower fetched from its log end: note its progress and whether it may join the ISR. */
@@ -278,13 +345,21 @@ export const partitionMachine = setup({
         if (p.replyTo !== undefined) enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: p.replyTo, error: wireError('NOT_LEADER', 'leadership ended before the batch was committed') });
       }
       const still = context.pending.filter((p) => p.acks !== -1);
-      enqueue.assign({ pending: still, pendingBytes: still.reduce((n, p) => n + p.bytes, 0) });
+      const released = context.pendingBytes - bytesOf(still);
+      const lease = context.pendingLease;
+      if (released > 0) enqueue(() => lease.release(released));
+      enqueue.cancel(PRODUCE_DEADLINE_TIMER_ID);
+      enqueue.assign({ pending: still, pendingBytes: bytesOf(still), deadlineTimerAtMs: undefined });
     }),
     failPending: enqueueActions(({ context, enqueue }) => {
       for (const p of context.pending) {
         if (p.replyTo !== undefined) enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: p.replyTo, error: wireError('INTERNAL', 'append failed') });
       }
-      enqueue.assign({ pending: [], pendingBytes: 0 });
+      const lease = context.pendingLease;
+      const released = context.pendingBytes;
+      if (released > 0) enqueue(() => lease.release(released));
+      enqueue.cancel(PRODUCE_DEADLINE_TIMER_ID);
+      enqueue.assign({ pending: [], pendingBytes: 0, deadlineTimerAtMs: undefined });
     }),
     read: sendTo('reader', ({ context, event }) => {
       if (event.type !== 'FETCH') throw new Error('read on a non-fetch event');
@@ -365,6 +440,8 @@ export const partitionMachine = setup({
     highWatermark: 0,
     pending: [],
     pendingBytes: 0,
+    pendingLease: input.pendingBudget.lease(),
+    deadlineTimerAtMs: undefined,
     producers: new Map(),
     waiters: [],
     nextWaiterId: 0,
@@ -378,7 +455,10 @@ export const partitionMachine = setup({
   }),
   initial: 'loading',
   // The outbox lives as long as the machine, so every state can answer (loading, failed, draining).
-  invoke: { id: 'outbox', src: 'outbox', input: ({ context }) => ({ transport: context.transport, logger: context.logger }) },
+  invoke: [
+    { id: 'outbox', src: 'outbox', input: ({ context }) => ({ transport: context.transport, logger: context.logger }) },
+    { id: 'pendingLease', src: 'pendingLease', input: ({ context }) => ({ lease: context.pendingLease }) },
+  ],
   on: {
     CONFIG: { actions: assign({ config: ({ event }) => event.config }) },
     ASSIGNMENT: { actions: 'assignment' },
@@ -442,6 +522,7 @@ export const partitionMachine = setup({
         },
         RETAINED: { actions: assign({ logStartOffset: ({ event }) => event.logStartOffset }) },
         FETCH_EXPIRED: { actions: 'expireWaiter' },
+        PRODUCE_DEADLINE: { actions: ['expireProduce', 'armDeadline'] },
         ASSIGNMENT: { actions: ['assignment', 'settle'] },
       },
       type: 'parallel',
@@ -490,8 +571,24 @@ export const partitionMachine = setup({
               after: { retentionCheck: { target: 'serving', reenter: true, actions: 'retain' } },
               on: {
                 PRODUCE: [
+                  // First: a client on stale metadata must learn it before anything else is checked.
+                  {
+                    guard: 'leaderEpochRefused',
+                    actions: { type: 'replyError', params: ({ context, event }) => ({ replyTo: event.replyTo, ...leaderEpochRefusal(context, event)! }) },
+                  },
                   { guard: 'sequenceRefused', actions: 'refuseSequence' },
                   { guard: 'queueFull', actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'BUSY' }) } },
+                  {
+                    guard: 'nodeBudgetFull',
+                    actions: {
+                      type: 'replyError',
+                      params: ({ context, event }) => ({
+                        replyTo: event.replyTo,
+                        code: 'BUSY',
+                        message: `the node's leaders hold ${context.pendingBudget.usedBytes} of ${context.pendingBudget.limitBytes} pending append bytes (nodePendingAppendBytesMax)`,
+                      }),
+                    },
+                  },
                   {
                     // Before the duplicate check, as Kafka does: a retry must not be acknowledged while
                     // the ISR is below min.insync.replicas.
@@ -505,7 +602,7 @@ export const partitionMachine = setup({
                       }),
                     },
                   },
-                  { guard: 'duplicate', actions: 'answerDuplicate' },
+                  { guard: 'duplicate', actions: ['answerDuplicate', 'armDeadline'] },
                   {
                     guard: 'tooLarge',
                     actions: [
@@ -520,7 +617,7 @@ export const partitionMachine = setup({
                       },
                     ],
                   },
-                  { actions: 'accept' },
+                  { actions: ['accept', 'reservePending', 'armDeadline'] },
                 ],
                 FETCH: [
                   {

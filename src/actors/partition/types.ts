@@ -3,6 +3,7 @@ import type { ProducerSequenceHeader } from './producer-state.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Transport } from '../../runtime/ports.js';
 import type { NodeStorage, PartitionStore } from '../../storage/partition-store.js';
+import type { PendingBytesBudget } from './pending-budget.js';
 
 /** Per-partition bounds; every queue a client can fill has one. */
 export interface PartitionLimits {
@@ -73,6 +74,8 @@ export interface PartitionInput extends PartitionAssignment {
   clock: Clock;
   logger: Logger;
   limits: PartitionLimits;
+  /** The node-wide bound on pending append bytes, shared by every leader of this node (pending-budget.ts). */
+  pendingBudget: PendingBytesBudget;
 }
 
 /** What the partition exposes to queries (offsets, describe) through its snapshot. */
@@ -92,6 +95,12 @@ export type PartitionEvent =
       recordCount: number;
       /** Idempotent-producer fields of the batch header; absent when the batch has none. */
       producer: ProducerSequenceHeader | undefined;
+      /** When the request arrived, on the leader's clock, ms. */
+      nowMs: number;
+      /** The request's budget: an acks=all batch not committed by nowMs + timeoutMs is answered REQUEST_TIMED_OUT, ms. */
+      timeoutMs: number;
+      /** The leader epoch the client believes current; undefined: not checked. */
+      leaderEpoch: number | undefined;
     }
   | { type: 'FETCH'; replyTo: string; offset: number; maxBytes: number; maxWaitMs: number }
   | {
@@ -108,6 +117,8 @@ export type PartitionEvent =
   | ({ type: 'ASSIGNMENT' } & PartitionAssignment)
   | { type: 'ISR_CHECK' }
   | { type: 'FETCH_EXPIRED'; id: number }
+  /** The partition's one produce-deadline timer fired: acks=all batches due by atMs expire. */
+  | { type: 'PRODUCE_DEADLINE'; atMs: number }
   /** The log holds everything below logEndOffset (not yet durable under flush.mode=fsync). */
   | { type: 'WRITTEN'; logEndOffset: number }
   /** Everything below logEndOffset is durable under the topic's flush mode. */
