@@ -66,3 +66,15 @@ test('unsynced Raft writes and retention are undone too', async (t) => {
   t.is(reopened.raftLog.lastIndex(), 1);
   t.is((await reopened.openPartition(key)).logStartOffset(), 0, 'the deleted batch came back');
 });
+
+test('the memory store says whether the last storage on its disk was closed (NodeStorage.uncleanShutdown)', async (t) => {
+  const disk = new MemoryDisk();
+  const first = createMemoryNodeStorage(disk);
+  t.false(first.uncleanShutdown, 'a new disk');
+  await first.close();
+  const second = createMemoryNodeStorage(disk);
+  t.false(second.uncleanShutdown, 'closed cleanly');
+  // The process dies without closing `second`.
+  const third = createMemoryNodeStorage(disk);
+  t.true(third.uncleanShutdown);
+});

@@ -14,10 +14,10 @@ import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT, type P
 import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionInput, type PartitionLimits, type WriterEvent } from '../src/actors/partition/types.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { decodeBatch, encodeBatch, readBatchHeader, splitBatches } from '../src/protocol/batch.js';
-import { encodeError } from '../src/protocol/messages.js';
+import { encodeError, encodeMessage } from '../src/protocol/messages.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import type { Transport } from '../src/runtime/ports.js';
-import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
+import { createMemoryNodeStorage, MemoryDisk } from '../src/storage/memory-storage.js';
 
 const TOPIC_ID = '0123456789abcdef0123456789abcdef';
 const enc = new TextEncoder();
@@ -68,12 +68,13 @@ function start(
     isr?: number[];
     /** Answers the partition's requests to the controller (AlterPartition). */
     controller?: (subject: string, data: Uint8Array) => Promise<Uint8Array>;
+    disk?: MemoryDisk;
   } = {},
 ) {
   const clock = options.clock ?? new SimulatedClock();
   const transport = recordingTransport();
   if (options.controller !== undefined) transport.request = options.controller;
-  const storage = createMemoryNodeStorage();
+  const storage = createMemoryNodeStorage(options.disk);
   const actor = createActor(partitionMachine, {
     clock,
     input: {
@@ -580,4 +581,30 @@ test('node budget: a second partition sharing it is refused BUSY while the first
   await waitFor(first.actor, (s) => s.status === 'done');
   t.is(errorCode(await first.transport.next('abandoned')), 'NOT_LEADER');
   t.is(budget.usedBytes, 0, 'exact after a stop');
+});
+
+test('flush.mode=replicated: the leader takes suspect members out of the ISR, and makes its log durable before any shrink', async (t) => {
+  const disk = new MemoryDisk();
+  const alters: Array<{ isr: number[]; unsyncedWrites: number }> = [];
+  const { actor } = start({
+    disk,
+    config: { 'flush.mode': 'replicated' },
+    replicas: [1, 2, 3],
+    isr: [1, 2, 3],
+    controller: async (_subject, data) => {
+      const request = decode(data) as { isr: number[] };
+      alters.push({ isr: request.isr, unsyncedWrites: disk.unsyncedWrites });
+      return encodeMessage({ leaderEpoch: 0, partitionEpoch: 2, isr: request.isr, metadataOffset: 10 });
+    },
+  });
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
+  actor.send(produce('p1', batchOf(2), 1));
+  await waitFor(actor, (s) => s.context.logEndOffset === 2);
+  t.true(disk.unsyncedWrites > 0, 'replicated: the append is not synced');
+  // Broker 3 restarted after an unclean shutdown: metadata names it a suspect.
+  actor.send({ type: 'ASSIGNMENT', replicas: [1, 2, 3], isr: [1, 2, 3], partitionEpoch: 1, suspects: [3] });
+  await waitFor(actor, () => alters.length === 1);
+  t.deepEqual(alters[0], { isr: [1, 2], unsyncedWrites: 0 }, 'asked without the suspect, after an fsync');
+  await waitFor(actor, (s) => s.context.partitionEpoch === 2 && s.matches({ open: { isr: 'idle' } }));
+  t.deepEqual(actor.getSnapshot().context.isr, [1, 2]);
 });

@@ -1,6 +1,19 @@
 import test from 'ava';
 import { applyRecord, emptyImage, topicByName, type MetadataImage } from '../src/metadata/image.js';
-import { placeReplicas, planAlterConfig, planCreatePartitions, planCreateTopic, planDeleteTopic, planFenceBroker, planUnfenceBroker } from '../src/metadata/planner.js';
+import { planControlledShutdown, planElectLeaders } from '../src/metadata/partition-planner.js';
+import {
+  partitionChange,
+  placeReplicas,
+  planAlterConfig,
+  planCreatePartitions,
+  planCreateTopic,
+  planDeleteTopic,
+  planFenceBroker,
+  planRecoveryElections,
+  planUncleanRestart,
+  planUnfenceBroker,
+  unfencedIn,
+} from '../src/metadata/planner.js';
 import type { MetadataRecord } from '../src/metadata/records.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { TidemarkError } from '../src/protocol/errors.js';
@@ -163,4 +176,84 @@ test('alter config sets and deletes keys, refuses invalid results; create partit
   for (const p of parts) t.is(new Set(p.replicas).size, 2, 'new partitions keep the replication factor');
   t.is(code(() => planCreatePartitions(image, 'c', 3, 0)), 'INVALID_PARTITIONS');
   t.is(code(() => planCreatePartitions(image, 'c', 5, 0)), 'INVALID_PARTITIONS');
+});
+
+function replicatedTopic(brokers: number, partitions: number, rf: number) {
+  let image = withBrokers(brokers);
+  image = apply(image, planCreateTopic(image, { name: 'rep', partitions, replicationFactor: rf, config: { 'flush.mode': 'replicated' } }, 'ab'.repeat(16), 0));
+  return image;
+}
+const rep = (image: MetadataImage) => topicByName(image, 'rep')!.partitions;
+
+test('flush.mode=replicated: fencing and controlled shutdown move leaders but never shrink the ISR (only a live leader does)', (t) => {
+  let image = replicatedTopic(3, 6, 3);
+  const isrBefore = rep(image).map((p) => [...p.isr]);
+  // Broker 1 fenced: it may hold committed records that a member which silently lost power lacks.
+  image = apply(image, planFenceBroker(image, 1));
+  rep(image).forEach((p, i) => {
+    t.deepEqual(p.isr, isrBefore[i], 'the ISR keeps the fenced member');
+    t.not(p.leader, 1);
+  });
+  const { records } = planControlledShutdown(image, 2, unfencedIn(image, new Set([2])));
+  image = apply(image, records);
+  rep(image).forEach((p, i) => {
+    t.deepEqual(p.isr, isrBefore[i]);
+    t.is(p.leader, 3);
+  });
+  // An fsync topic's ISR still loses a fenced member at once.
+  let fsync = withBrokers(3);
+  fsync = apply(fsync, planCreateTopic(fsync, { name: 'f', partitions: 3, replicationFactor: 3, config: {} }, 'cd'.repeat(16), 0));
+  fsync = apply(fsync, planFenceBroker(fsync, 1));
+  for (const p of topicByName(fsync, 'f')!.partitions) t.false(p.isr.includes(1));
+});
+
+test('flush.mode=replicated: a broker back from an unclean shutdown is a suspect, never elected while a member that is not one may return', (t) => {
+  let image = replicatedTopic(2, 2, 2);
+  // Both die; broker 1 comes back first, after an unclean shutdown (its fence happens at registration).
+  image = apply(image, planFenceBroker(image, 1));
+  image = apply(image, planFenceBroker(image, 2));
+  for (const p of rep(image)) t.is(p.leader, -1);
+  image = apply(image, planUncleanRestart(image, 1));
+  for (const p of rep(image)) t.deepEqual([...p.suspects], [1]);
+  t.deepEqual(planUncleanRestart(image, 1), [], 'marking twice changes nothing');
+  image = apply(image, planUnfenceBroker(image, 1));
+  for (const p of rep(image)) t.is(p.leader, -1, 'broker 2 may hold what broker 1 lost: wait for it');
+  t.is(planElectLeaders(image, { type: 'preferred' }, unfencedIn(image)).records.length, 0);
+  // Broker 2 returns cleanly: it leads, and broker 1 stays a suspect until the leader drops it.
+  image = apply(image, planUnfenceBroker(image, 2));
+  for (const p of rep(image)) {
+    t.is(p.leader, 2);
+    t.deepEqual([...p.suspects], [1]);
+  }
+  // The leader takes the suspect out (AlterPartition); rejoining later it is a member like any other.
+  const p0 = rep(image)[0]!;
+  const topicId = topicByName(image, 'rep')!.topicId;
+  image = apply(image, [partitionChange(topicId, p0, { isr: [2] })]);
+  t.deepEqual([...rep(image)[0]!.suspects], []);
+  image = apply(image, [partitionChange(topicId, rep(image)[0]!, { isr: [2, 1] })]);
+  t.deepEqual([...rep(image)[0]!.suspects], [], 'a member that rejoins is not a suspect');
+});
+
+test('flush.mode=replicated: when every ISR member is a suspect, the one with the latest epoch, then the longest log, leads once all reported', (t) => {
+  let image = replicatedTopic(3, 1, 3);
+  for (const id of [1, 2, 3]) image = apply(image, planFenceBroker(image, id));
+  for (const id of [1, 2, 3]) image = apply(image, planUncleanRestart(image, id));
+  for (const id of [1, 2, 3]) image = apply(image, planUnfenceBroker(image, id));
+  t.is(rep(image)[0]!.leader, -1, 'no clean candidate');
+  const topicId = topicByName(image, 'rep')!.topicId;
+  const epochOf = (id: number) => image.brokers.get(id)!.epoch;
+  const reports = new Map<number, { lastEpoch: number; logEndOffset: number; brokerEpoch: number }>([
+    [1, { lastEpoch: 4, logEndOffset: 120, brokerEpoch: epochOf(1) }],
+    [2, { lastEpoch: 5, logEndOffset: 100, brokerEpoch: epochOf(2) }],
+  ]);
+  const report = (id: number, tid: string, partition: number) => (tid === topicId && partition === 0 ? reports.get(id) : undefined);
+  t.deepEqual(planRecoveryElections(image, report, unfencedIn(image)), [], 'broker 3 has not reported');
+  reports.set(3, { lastEpoch: 5, logEndOffset: 90, brokerEpoch: epochOf(3) - 1 });
+  t.deepEqual(planRecoveryElections(image, report, unfencedIn(image)), [], 'a report from an older registration does not count');
+  reports.set(3, { lastEpoch: 5, logEndOffset: 90, brokerEpoch: epochOf(3) });
+  image = apply(image, planRecoveryElections(image, report, unfencedIn(image)));
+  const p = rep(image)[0]!;
+  t.is(p.leader, 2, 'latest epoch first, then the longest log');
+  t.deepEqual([...p.isr], [2]);
+  t.deepEqual([...p.suspects], []);
 });

@@ -97,6 +97,7 @@ test('acknowledged appends survive kill -9, whole and in order, round after roun
 
       const storage = await openRocksNodeStorage(dir);
       try {
+        t.true(storage.uncleanShutdown, 'a killed process leaves its storage marked open (KIP-966 unclean shutdown)');
         const store = await storage.openPartition(PARTITION);
         const end = store.logEndOffset();
         t.true(end >= acked, `round ${round}: log end ${end} lost acknowledged appends up to ${acked}`);
@@ -127,6 +128,9 @@ test('acknowledged appends survive kill -9, whole and in order, round after roun
       }
     }
     t.true(verifiedEnd >= ROUNDS * ACKS_BEFORE_KILL);
+    const reopened = await openRocksNodeStorage(dir);
+    t.false(reopened.uncleanShutdown, 'closed cleanly by the last check');
+    await reopened.close();
   } finally {
     if (writer !== undefined && writer.child.exitCode === null && writer.child.signalCode === null) writer.child.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });

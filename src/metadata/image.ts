@@ -20,6 +20,8 @@ export interface PartitionInfo {
   readonly leader: number;
   readonly leaderEpoch: number;
   readonly partitionEpoch: number;
+  /** ISR members that may have lost committed records in an unclean shutdown (flush.mode=replicated). */
+  readonly suspects: readonly number[];
 }
 
 export interface TopicInfo {
@@ -57,6 +59,7 @@ function partitionInfo(r: PartitionRecord): PartitionInfo {
     leader: r.leader,
     leaderEpoch: r.leaderEpoch,
     partitionEpoch: r.partitionEpoch,
+    suspects: r.suspects ?? [],
   };
 }
 
@@ -129,6 +132,7 @@ export function imageRecords(image: MetadataImage): MetadataRecord[] {
         leader: p.leader,
         leaderEpoch: p.leaderEpoch,
         partitionEpoch: p.partitionEpoch,
+        ...(p.suspects.length > 0 ? { suspects: [...p.suspects] } : {}),
       });
     }
   }

@@ -6,7 +6,7 @@ import type { AlterPartitionRequest } from '../protocol/controller-messages.js';
 import { TidemarkError, type WireError } from '../protocol/errors.js';
 import type { ElectLeadersRequest, ElectLeadersResult } from '../protocol/messages.js';
 import type { MetadataImage, PartitionInfo, TopicInfo } from './image.js';
-import { partitionChange, planBrokerLeaves, type Eligible } from './planner.js';
+import { cleanCandidates, partitionChange, planBrokerLeaves, replicatedFlush, type Eligible } from './planner.js';
 import type { MetadataRecord } from './records.js';
 
 /**
@@ -45,10 +45,10 @@ export function planAlterPartition(image: MetadataImage, request: AlterPartition
  */
 export function planControlledShutdown(image: MetadataImage, brokerId: number, eligible: Eligible): { records: MetadataRecord[]; remaining: number } {
   let remaining = 0;
-  const records = planBrokerLeaves(image, brokerId, (_topic, _p, isr) => {
-    const next = isr.find((id) => eligible(id));
+  const records = planBrokerLeaves(image, brokerId, (topic, p, isr) => {
+    const next = cleanCandidates({ isr, suspects: p.suspects }, eligible)[0];
     if (next === undefined) remaining++;
-    return next === undefined ? undefined : { leader: next, isr };
+    return next === undefined ? undefined : { leader: next, isr: replicatedFlush(topic) ? p.isr : isr };
   });
   return { records, remaining };
 }
@@ -57,17 +57,17 @@ function electOne(topic: TopicInfo, p: PartitionInfo, type: ElectLeadersRequest[
   if (type === 'preferred') {
     const preferred = p.replicas[0]!;
     if (p.leader === preferred) return { code: 'ELECTION_NOT_NEEDED', message: `broker ${preferred} already leads` };
-    if (!p.isr.includes(preferred) || !eligible(preferred)) {
+    if (!cleanCandidates(p, eligible).includes(preferred)) {
       return { code: 'ELIGIBLE_LEADERS_NOT_AVAILABLE', message: `preferred replica ${preferred} is not in sync or not alive` };
     }
     return partitionChange(topic.topicId, p, { leader: preferred });
   }
   if (p.leader >= 0 && eligible(p.leader)) return { code: 'ELECTION_NOT_NEEDED', message: `broker ${p.leader} leads` };
-  const clean = p.isr.find((id) => eligible(id));
+  const clean = cleanCandidates(p, eligible)[0];
   if (clean !== undefined) return partitionChange(topic.topicId, p, { leader: clean });
   const alive = p.replicas.find((id) => eligible(id));
   if (alive === undefined) return { code: 'ELIGIBLE_LEADERS_NOT_AVAILABLE', message: 'no replica is alive' };
-  return partitionChange(topic.topicId, p, { leader: alive, isr: [alive] });
+  return partitionChange(topic.topicId, p, { leader: alive, isr: [alive], suspects: [] });
 }
 
 /** Leader elections on demand; per-partition results, and the records of those that happen. */
@@ -102,7 +102,7 @@ export function planPreferredElections(image: MetadataImage, eligible: Eligible)
   for (const topic of image.topicsById.values()) {
     for (const p of topic.partitions) {
       const preferred = p.replicas[0]!;
-      if (p.leader !== preferred && p.isr.includes(preferred) && eligible(preferred)) records.push(partitionChange(topic.topicId, p, { leader: preferred }));
+      if (p.leader !== preferred && cleanCandidates(p, eligible).includes(preferred)) records.push(partitionChange(topic.topicId, p, { leader: preferred }));
     }
   }
   return records;

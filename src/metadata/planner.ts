@@ -101,17 +101,21 @@ export function planDeleteTopic(image: MetadataImage, request: Pick<DeleteTopicR
   return [{ type: 'RemoveTopic', topicId: topic.topicId }];
 }
 
-export function partitionChange(topicId: string, p: PartitionInfo, change: Partial<Pick<PartitionInfo, 'leader' | 'isr'>>): MetadataRecord {
+/** A change of one partition; its suspects stay suspects only while they stay in the ISR. */
+export function partitionChange(topicId: string, p: PartitionInfo, change: Partial<Pick<PartitionInfo, 'leader' | 'isr' | 'suspects'>>): MetadataRecord {
   const leader = change.leader ?? p.leader;
+  const isr = [...(change.isr ?? p.isr)];
+  const suspects = (change.suspects ?? p.suspects).filter((id) => isr.includes(id));
   return {
     type: 'Partition',
     topicId,
     partition: p.partition,
     replicas: [...p.replicas],
-    isr: [...(change.isr ?? p.isr)],
+    isr,
     leader,
     leaderEpoch: leader === p.leader ? p.leaderEpoch : p.leaderEpoch + 1,
     partitionEpoch: p.partitionEpoch + 1,
+    ...(suspects.length > 0 ? { suspects } : {}),
   };
 }
 
@@ -122,6 +126,100 @@ export function uncleanEnabled(topic: TopicInfo): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Topics under flush.mode=replicated, whose replicas count what they wrote before it is durable, so
+ * a power loss can take back records a replica reported. For them (Kafka's KIP-966, adapted):
+ * - the controller never takes a replica out of the ISR for leaving (fenced, controlled shutdown):
+ *   the one leaving may be the copy that keeps a committed record another member lost, or is about
+ *   to lose, in a power loss nobody has noticed yet. Only a live leader shrinks the ISR, after making
+ *   its own log durable (leader machine);
+ * - a broker that restarts after an unclean shutdown becomes a suspect in each of their ISRs
+ *   ({@link planUncleanRestart}); a suspect is not elected while a member that is not one exists
+ *   ({@link cleanCandidates}), the leader removes it, and it rejoins once caught up;
+ * - when every member is a suspect, the controller elects the one with the most log (latest epoch,
+ *   then log end) once all have reported it ({@link planRecoveryElections}).
+ * (A topic whose config no longer parses is fsync.)
+ */
+export function replicatedFlush(topic: TopicInfo): boolean {
+  try {
+    return parseTopicConfig(topic.config).flushMode === 'replicated';
+  } catch {
+    return false;
+  }
+}
+
+/** ISR members that a clean election may choose among, in ISR order: eligible, and not suspects. */
+export function cleanCandidates(p: Pick<PartitionInfo, 'isr' | 'suspects'>, eligible: Eligible): number[] {
+  return p.isr.filter((id) => eligible(id) && !p.suspects.includes(id));
+}
+
+/**
+ * A broker registers after an unclean shutdown: in every flush.mode=replicated ISR it is in, it
+ * becomes a suspect. It is not removed here: the other members may have lost power too without
+ * anyone noticing yet, and it may be the copy that kept what they lost. Call with the image after
+ * its old registration was fenced (so it leads nothing).
+ */
+export function planUncleanRestart(image: MetadataImage, brokerId: number): MetadataRecord[] {
+  const records: MetadataRecord[] = [];
+  for (const topic of image.topicsById.values()) {
+    if (!replicatedFlush(topic)) continue;
+    for (const p of topic.partitions) {
+      if (!p.isr.includes(brokerId) || p.suspects.includes(brokerId)) continue;
+      records.push(partitionChange(topic.topicId, p, { suspects: [...p.suspects, brokerId] }));
+    }
+  }
+  return records;
+}
+
+/** A broker's report of its copy of a partition, for recovery elections. */
+export interface LogEndReport {
+  brokerEpoch: number;
+  lastEpoch: number;
+  logEndOffset: number;
+}
+
+/** Offline partitions whose every ISR member is a suspect: their recovery needs log-end reports. */
+export function awaitingRecovery(image: MetadataImage): Array<{ topic: TopicInfo; p: PartitionInfo }> {
+  const out: Array<{ topic: TopicInfo; p: PartitionInfo }> = [];
+  for (const topic of image.topicsById.values()) {
+    if (!replicatedFlush(topic)) continue;
+    for (const p of topic.partitions) {
+      if (p.leader === -1 && p.isr.length > 0 && p.isr.every((id) => p.suspects.includes(id))) out.push({ topic, p });
+    }
+  }
+  return out;
+}
+
+/**
+ * Recovery election (KIP-966's, by log): an offline partition whose ISR members are all suspects
+ * gets as leader the member with the latest last epoch, then the longest log, once every member is
+ * eligible and has reported its copy from its current registration. That member holds every
+ * committed record any of them still holds (logs agree up to each epoch's end); it leads alone and
+ * is no longer a suspect, the others rejoin once they catch up. `reports(brokerId, topicId,
+ * partition)` gives the latest report.
+ */
+export function planRecoveryElections(
+  image: MetadataImage,
+  reports: (brokerId: number, topicId: string, partition: number) => LogEndReport | undefined,
+  eligible: Eligible,
+): MetadataRecord[] {
+  const records: MetadataRecord[] = [];
+  for (const { topic, p } of awaitingRecovery(image)) {
+    let best: { id: number; r: LogEndReport } | undefined;
+    let ready = true;
+    for (const id of p.isr) {
+      const r = reports(id, topic.topicId, p.partition);
+      if (!eligible(id) || r === undefined || r.brokerEpoch !== image.brokers.get(id)?.epoch) {
+        ready = false;
+        break;
+      }
+      if (best === undefined || r.lastEpoch > best.r.lastEpoch || (r.lastEpoch === best.r.lastEpoch && r.logEndOffset > best.r.logEndOffset)) best = { id, r };
+    }
+    if (ready && best !== undefined) records.push(partitionChange(topic.topicId, p, { leader: best.id, isr: [best.id], suspects: [] }));
+  }
+  return records;
 }
 
 /** A broker that may lead or join an ISR: registered, unfenced, and (as the caller says) not shutting down. */
@@ -151,30 +249,33 @@ export function planFenceBroker(
   return [
     { type: 'FenceBroker', brokerId, brokerEpoch: broker.epoch },
     ...planBrokerLeaves(image, brokerId, (topic, p, isr) => {
-      const next = isr.find(live) ?? (unclean(topic) ? p.replicas.find(live) : undefined);
-      if (next !== undefined) return { leader: next, isr: isr.includes(next) ? isr : [next] };
-      return { leader: -1, isr: isr.length > 0 ? isr : [brokerId] };
+      const next = cleanCandidates({ isr, suspects: p.suspects }, live)[0] ?? (unclean(topic) ? p.replicas.find(live) : undefined);
+      const kept = replicatedFlush(topic) ? p.isr : isr;
+      if (next !== undefined) return isr.includes(next) ? { leader: next, isr: kept } : { leader: next, isr: [next], suspects: [] };
+      return { leader: -1, isr: kept.length > 0 ? kept : [brokerId] };
     }),
   ];
 }
 
 /**
  * A broker leaves (fenced, or in controlled shutdown): it is taken out of every ISR, except as the
- * last member of an offline partition's ISR (it can lead cleanly when it returns), and each
+ * last member of an offline partition's ISR (it can lead cleanly when it returns) and of the ISRs
+ * of flush.mode=replicated topics ({@link replicatedFlush}), and each
  * partition it leads gets what `handOff` decides from the ISR without it, or stays as it is when
  * `handOff` returns undefined.
  */
 export function planBrokerLeaves(
   image: MetadataImage,
   brokerId: number,
-  handOff: (topic: TopicInfo, p: PartitionInfo, isr: number[]) => Pick<PartitionInfo, 'leader' | 'isr'> | undefined,
+  handOff: (topic: TopicInfo, p: PartitionInfo, isr: number[]) => Partial<Pick<PartitionInfo, 'leader' | 'isr' | 'suspects'>> | undefined,
 ): MetadataRecord[] {
   const records: MetadataRecord[] = [];
   for (const topic of image.topicsById.values()) {
     for (const p of topic.partitions) {
       if (!p.isr.includes(brokerId) && p.leader !== brokerId) continue;
       const isr = p.isr.filter((id) => id !== brokerId);
-      const change = p.leader === brokerId ? handOff(topic, p, isr) : isr.length > 0 ? { isr } : undefined;
+      const leaves = isr.length > 0 && !replicatedFlush(topic);
+      const change = p.leader === brokerId ? handOff(topic, p, isr) : leaves ? { isr } : undefined;
       if (change !== undefined) records.push(partitionChange(topic.topicId, p, change));
     }
   }
@@ -192,8 +293,9 @@ export function planUnfenceBroker(image: MetadataImage, brokerId: number, unclea
   for (const topic of image.topicsById.values()) {
     for (const p of topic.partitions) {
       if (p.leader !== -1 || !p.replicas.includes(brokerId)) continue;
-      if (p.isr.includes(brokerId)) records.push(partitionChange(topic.topicId, p, { leader: brokerId }));
-      else if (unclean(topic)) records.push(partitionChange(topic.topicId, p, { leader: brokerId, isr: [brokerId] }));
+      if (p.isr.includes(brokerId)) {
+        if (!p.suspects.includes(brokerId)) records.push(partitionChange(topic.topicId, p, { leader: brokerId }));
+      } else if (unclean(topic)) records.push(partitionChange(topic.topicId, p, { leader: brokerId, isr: [brokerId], suspects: [] }));
     }
   }
   return records;

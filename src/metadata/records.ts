@@ -6,7 +6,7 @@
  */
 import { decode, encode } from '@msgpack/msgpack';
 import { TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX, TOPIC_PARTITIONS_MAX, REPLICATION_FACTOR_MAX } from '../protocol/messages.js';
-import { array, bool, int, object, oneOf, str, stringMap, type Schema } from '../protocol/validate.js';
+import { optional, array, bool, int, object, oneOf, str, stringMap, type Schema } from '../protocol/validate.js';
 
 const brokerId = int(0, 2 ** 31 - 1);
 
@@ -38,6 +38,11 @@ export const partitionRecord = object({
   leaderEpoch: int(0, 2 ** 31 - 1),
   /** Bumped on every change of this partition (ISR, replicas, leader). */
   partitionEpoch: int(0, 2 ** 31 - 1),
+  /**
+   * flush.mode=replicated: ISR members that restarted after an unclean shutdown and may have lost
+   * records they counted toward the high watermark (absent: none). See planner.planUncleanRestart.
+   */
+  suspects: optional(array(brokerId, REPLICATION_FACTOR_MAX)),
 });
 export const removeTopicRecord = object({ type: oneOf('RemoveTopic'), topicId: str(32) });
 /** A topic's whole new config (after an alter). */

@@ -12,13 +12,22 @@ const epoch = int(0, Number.MAX_SAFE_INTEGER);
 const offset = int(-1, Number.MAX_SAFE_INTEGER);
 
 /** `incarnation` is random per process start: a retried registration of the same process gets the same epoch. */
-export const registerBrokerRequest = object({ timeoutMs, brokerId, rack: str(255), incarnation: str(64) });
+/** `uncleanShutdown`: the broker's storage was not closed by the last process (NodeStorage.uncleanShutdown). */
+export const registerBrokerRequest = object({ timeoutMs, brokerId, rack: str(255), incarnation: str(64), uncleanShutdown: optional(bool) });
 export type RegisterBrokerRequest = Infer<typeof registerBrokerRequest>;
 export const registerBrokerReply = object({ brokerEpoch: epoch });
 export type RegisterBrokerReply = Infer<typeof registerBrokerReply>;
 
-/** `metadataOffset`: the last metadata offset the broker has applied (-1 for none). */
-export const heartbeatRequest = object({ timeoutMs, brokerId, brokerEpoch: epoch, metadataOffset: offset });
+/** Copies of partitions awaiting a recovery election a heartbeat reports at most (more wait for the next). */
+export const LOG_END_REPORTS_MAX = 512;
+/** A broker's copy of a partition awaiting a recovery election (planner.planRecoveryElections). */
+export const logEndReport = object({ topicId: str(32), partition: int(0, TOPIC_PARTITIONS_MAX - 1), lastEpoch: int(-1, 2 ** 31 - 1), logEndOffset: offset });
+export type LogEndReportWire = Infer<typeof logEndReport>;
+/**
+ * `metadataOffset`: the last metadata offset the broker has applied (-1 for none). `logEnds`: its
+ * copies of the partitions its metadata shows awaiting a recovery election.
+ */
+export const heartbeatRequest = object({ timeoutMs, brokerId, brokerEpoch: epoch, metadataOffset: offset, logEnds: optional(array(logEndReport, LOG_END_REPORTS_MAX)) });
 export type HeartbeatRequest = Infer<typeof heartbeatRequest>;
 export const heartbeatReply = object({ fenced: bool });
 export type HeartbeatReply = Infer<typeof heartbeatReply>;

@@ -76,7 +76,9 @@ export const stringMap =
   };
 
 type Shape = Record<string, Schema<unknown>>;
-type ObjectOf<S extends Shape> = { [K in keyof S]: Infer<S[K]> };
+/** Keys whose schema accepts a missing value are optional in the type too. */
+type OptionalKeys<S extends Shape> = { [K in keyof S]: undefined extends Infer<S[K]> ? K : never }[keyof S];
+type ObjectOf<S extends Shape> = { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> };
 
 export const object =
   <S extends Shape>(shape: S): Schema<ObjectOf<S>> =>

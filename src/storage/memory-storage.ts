@@ -160,6 +160,8 @@ interface UnsyncedWrite {
 export class MemoryDisk {
   readonly partitions = new Map<string, PartitionData>();
   readonly raft = new MemoryRaftDisk();
+  /** A storage has this disk open and has not closed it (NodeStorage.uncleanShutdown); a synced mark. */
+  openMark = false;
   /** Writes made without sync since the last flush, oldest first. */
   private readonly unsynced: UnsyncedWrite[] = [];
 
@@ -339,7 +341,10 @@ export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): No
   const live = () => {
     if (closed) throw storageClosed();
   };
+  const uncleanShutdown = disk.openMark;
+  disk.openMark = true;
   return {
+    uncleanShutdown,
     raftLog: syncTracked(createMemoryRaftStore(disk.raft, live), disk, () => closed),
     async openPartition(key) {
       live();
@@ -374,6 +379,7 @@ export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): No
       disk.wrote(true, () => undefined);
     },
     async close() {
+      if (!closed) disk.openMark = false;
       closed = true;
     },
   };

@@ -91,6 +91,13 @@ export interface PartitionStore {
 }
 
 export interface NodeStorage {
+  /**
+   * The last process to use this storage did not close it (kill -9, a crash, an OS crash or power
+   * loss): writes it made without sync may be gone. Under flush.mode=replicated such a replica may
+   * have lost records it counted toward the high watermark (Kafka's KIP-966 "unclean shutdown");
+   * the broker says so when it registers.
+   */
+  readonly uncleanShutdown: boolean;
   /** The controller quorum's Raft log and election state (term, vote). */
   readonly raftLog: RaftStore;
   /** The same handle for the same key until it is deleted or the storage closed. */

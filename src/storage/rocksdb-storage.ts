@@ -41,7 +41,11 @@ const { RocksLevel } = createRequire(import.meta.url)('@nxtedition/rocksdb') as 
 
 // 0x04 held the node-local metadata log before the controller quorum; it is not reused.
 const [TAG_FORMAT, TAG_BATCH, TAG_EPOCH, TAG_META] = [0x00, 0x01, 0x02, 0x03];
+// 0x05-0x08: the Raft store (below).
+const TAG_OPEN_MARK = 0x09;
 const FORMAT_KEY = Buffer.from([TAG_FORMAT]);
+/** Present while a process has the storage open; a clean close deletes it (NodeStorage.uncleanShutdown). */
+const OPEN_MARK_KEY = Buffer.from([TAG_OPEN_MARK]);
 const FORMAT_VERSION = 1;
 const TWO_32 = 0x1_0000_0000;
 /** Entries per nextv(): small enough that a bounded read does not pull much past its end. */
@@ -535,6 +539,7 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
   const partitions = new Map<string, Promise<RocksPartition>>();
   const deleting = new Set<Promise<void>>();
   let raftLog: Awaited<ReturnType<typeof openRaftLog>>;
+  let uncleanShutdown: boolean;
   try {
     // A later layout change must not be read as this one.
     const version = Buffer.from([0, 0, 0, FORMAT_VERSION]);
@@ -542,6 +547,9 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
     if (format === undefined) await db.batch([{ type: 'put', key: FORMAT_KEY, value: version }], { sync: true });
     else if (!format.equals(version)) throw new TidemarkError('INTERNAL', `storage in ${dir} has format ${format.toString('hex')}`);
     raftLog = await openRaftLog(db, live);
+    const [mark] = await db.getMany([OPEN_MARK_KEY]);
+    uncleanShutdown = mark !== undefined;
+    if (mark === undefined) await db.batch([{ type: 'put', key: OPEN_MARK_KEY, value: Buffer.alloc(0) }], { sync: true });
   } catch (error) {
     await walSync.close();
     await db.close();
@@ -566,6 +574,7 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
 
   return {
     raftLog,
+    uncleanShutdown,
     tailCache,
     openPartition,
     async deletePartition(key) {
@@ -584,6 +593,8 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
       for (const p of open) if (p.status === 'fulfilled') p.value.closed();
       await raftLog.idle();
       await walSync.close();
+      // Last: everything before it is written, so the next open may trust what it finds.
+      await db.batch([{ type: 'del', key: OPEN_MARK_KEY }], { sync: true });
       await db.close();
     },
   };

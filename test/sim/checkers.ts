@@ -72,7 +72,7 @@ export function imageDigest(image: MetadataImage): string {
     .sort((a, b) => (a.topicId < b.topicId ? -1 : 1))
     .map((t) => {
       const config = Object.keys(t.config).sort().map((k) => `${k}=${t.config[k]}`);
-      const parts = t.partitions.map((p) => `${p.partition}:${p.replicas}:${p.isr}:${p.leader}:${p.leaderEpoch}:${p.partitionEpoch}`);
+      const parts = t.partitions.map((p) => `${p.partition}:${p.replicas}:${p.isr}:${p.leader}:${p.leaderEpoch}:${p.partitionEpoch}:${p.suspects}`);
       return `${t.topicId}/${t.name}/${config.join(',')}/${parts.join(';')}`;
     });
   return fnv(`${brokers.join('|')}#${topics.join('|')}`);

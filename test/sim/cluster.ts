@@ -159,7 +159,10 @@ export class SimCluster {
     n.state = 'stopping';
     const incarnation = n.incarnation;
     this.trace.event('shutdown', `n${id} closing`);
-    n.node.close().then(
+    n.node
+      .close()
+      .then(() => n.storage?.close())
+      .then(
       () => {
         if (n.incarnation !== incarnation || n.state !== 'stopping') return;
         this.drop(n);

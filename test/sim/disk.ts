@@ -47,10 +47,18 @@ export class SimStorage implements NodeStorage {
     this.raftLog = this.wrapRaft(this.inner.raftLog);
   }
 
+  get uncleanShutdown(): boolean {
+    return this.inner.uncleanShutdown;
+  }
+
   /** The process died: queued and later calls never settle, nothing more reaches the disk. */
   kill(): void {
+    if (this.dead) return;
     this.dead = true;
+    const closedCleanly = this.closedCleanly;
     void this.inner.close();
+    // A process that dies without closing its storage leaves it marked open.
+    this.disk.openMark = !closedCleanly;
   }
 
   openPartition(key: PartitionKey): Promise<PartitionStore> {
@@ -66,8 +74,14 @@ export class SimStorage implements NodeStorage {
     return this.mutate(true, () => this.inner.deletePartition(key));
   }
 
+  private closedCleanly = false;
+
+  /** The controlled path's last step (a real node process closes its RocksDB after the node). */
   close(): Promise<void> {
-    return this.mutate(false, () => this.inner.close());
+    return this.mutate(false, async () => {
+      await this.inner.close();
+      this.closedCleanly = true;
+    });
   }
 
   private draw([min, max]: readonly [number, number]): number {

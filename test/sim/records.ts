@@ -320,9 +320,20 @@ export class RecordLedger {
     if (!volatileReplicas(facts)) return false;
     const took = this.removalsOf(pid, offset, value).filter((r) => r.node === node && r.why === 'power loss');
     if (node !== facts.leader || took.some((r) => r.atMs >= facts.leaderSinceMs)) return took.length > 0;
+    // Elected after its power loss, before anyone noticed: the leadership names a dead process. It
+    // cannot act on it, and its next incarnation starts fenced, registers (which fences the old
+    // one and moves its leaderships) and leads nothing until unfenced; from then on it is checked.
+    if (took.length > 0 && !this.serving(node)) return true;
     if (!KAFKA_REPLICATED || took.length === 0) return false;
     this.loseEverywhere(pid, offset, value, `its leader n${node} lost it in a power loss and was elected`);
     return true;
+  }
+
+  /** The node runs a registered, unfenced broker: only then can it act as a partition leader. */
+  private serving(node: number): boolean {
+    const n = this.cluster().node(node);
+    const broker = n.state === 'up' ? n.parts.broker?.getSnapshot().context : undefined;
+    return broker !== undefined && !broker.fenced;
   }
 
   /** SIM_KAFKA_REPLICATED: a committed record is gone for good; the offsets from there on are free again. */

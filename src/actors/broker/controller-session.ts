@@ -7,16 +7,20 @@
  */
 import { fromCallback } from 'xstate';
 import type { MetadataView } from '../../metadata/metadata-store.js';
-import { heartbeatReply, registerBrokerReply, type HeartbeatRequest, type RegisterBrokerRequest } from '../../protocol/controller-messages.js';
+import { awaitingRecovery } from '../../metadata/planner.js';
+import { heartbeatReply, LOG_END_REPORTS_MAX, registerBrokerReply, type HeartbeatRequest, type LogEndReportWire, type RegisterBrokerRequest } from '../../protocol/controller-messages.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import { decodeReply, encodeMessage } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Transport } from '../../runtime/ports.js';
+import type { NodeStorage } from '../../storage/partition-store.js';
 
 export interface ControllerSessionInput {
   brokerId: number;
   rack: string;
   incarnation: string;
+  /** Says whether the last process shut down cleanly, and reports log ends for recovery elections. */
+  storage: NodeStorage;
   subjects: Subjects;
   transport: Transport;
   view: MetadataView;
@@ -35,15 +39,40 @@ export const controllerSession = fromCallback<{ type: 'NONE' }, ControllerSessio
   const requestTimeoutMs = Math.max(200, input.heartbeatIntervalMs * 2);
 
   const register = async () => {
-    const request: RegisterBrokerRequest = { timeoutMs: requestTimeoutMs, brokerId: input.brokerId, rack: input.rack, incarnation: input.incarnation };
+    const request: RegisterBrokerRequest = {
+      timeoutMs: requestTimeoutMs,
+      brokerId: input.brokerId,
+      rack: input.rack,
+      incarnation: input.incarnation,
+      uncleanShutdown: input.storage.uncleanShutdown,
+    };
     const reply = decodeReply(await transport.request(subjects.controller('register'), encodeMessage(request), requestTimeoutMs), registerBrokerReply);
     epoch = reply.brokerEpoch;
     logger.info({ brokerEpoch: epoch }, 'registered with the controller');
     if (!stopped) sendBack({ type: 'SESSION', brokerEpoch: epoch, fenced: true } satisfies SessionEvent);
   };
 
+  /** This broker's copies of the partitions awaiting a recovery election (planner.planRecoveryElections). */
+  const logEnds = async (): Promise<LogEndReportWire[]> => {
+    const reports: LogEndReportWire[] = [];
+    for (const { topic, p } of awaitingRecovery(input.view.image())) {
+      if (reports.length >= LOG_END_REPORTS_MAX) break;
+      if (!p.isr.includes(input.brokerId)) continue;
+      const store = await input.storage.openPartition({ topicId: topic.topicId, partition: p.partition });
+      const epochs = store.epochs();
+      reports.push({ topicId: topic.topicId, partition: p.partition, lastEpoch: epochs[epochs.length - 1]?.epoch ?? -1, logEndOffset: store.logEndOffset() });
+    }
+    return reports;
+  };
+
   const heartbeat = async (brokerEpoch: number) => {
-    const request: HeartbeatRequest = { timeoutMs: requestTimeoutMs, brokerId: input.brokerId, brokerEpoch, metadataOffset: input.view.image().offset };
+    const request: HeartbeatRequest = {
+      timeoutMs: requestTimeoutMs,
+      brokerId: input.brokerId,
+      brokerEpoch,
+      metadataOffset: input.view.image().offset,
+      logEnds: await logEnds(),
+    };
     const reply = decodeReply(await transport.request(subjects.controller('heartbeat'), encodeMessage(request), requestTimeoutMs), heartbeatReply);
     if (!stopped) sendBack({ type: 'SESSION', brokerEpoch, fenced: reply.fenced } satisfies SessionEvent);
   };

@@ -145,6 +145,7 @@ export const brokerMachine = setup({
                   replicas: p.replicas,
                   isr: p.isr,
                   partitionEpoch: p.partitionEpoch,
+                  suspects: p.suspects,
                   pendingBudget: context.pendingBudget,
                 },
               });
@@ -156,7 +157,7 @@ export const brokerMachine = setup({
           }
           if (running.configKey !== configKey) enqueue.sendTo(running.actorId, { type: 'CONFIG', config });
           if (role === 'leader' && running.partitionEpoch !== p.partitionEpoch) {
-            enqueue.sendTo(running.actorId, { type: 'ASSIGNMENT', replicas: p.replicas, isr: p.isr, partitionEpoch: p.partitionEpoch });
+            enqueue.sendTo(running.actorId, { type: 'ASSIGNMENT', replicas: p.replicas, isr: p.isr, partitionEpoch: p.partitionEpoch, suspects: p.suspects });
           }
           partitions[key] = { ...running, configKey, partitionEpoch: p.partitionEpoch };
         }
@@ -238,6 +239,7 @@ export const brokerMachine = setup({
             brokerId: context.brokerId,
             rack: context.rack,
             incarnation: context.incarnation,
+            storage: context.storage,
             subjects: context.subjects,
             transport: context.transport,
             view: context.metadata,

@@ -38,7 +38,7 @@ export const brokerListener = fromCallback<{ type: 'NONE' }, BrokerListenerInput
       subjects.controller('heartbeat'),
       guarded((msg, replyTo) => {
         const r = decodeRequest(msg.data, heartbeatRequest);
-        return { type: 'HEARTBEAT', replyTo, brokerId: r.brokerId, brokerEpoch: r.brokerEpoch, metadataOffset: r.metadataOffset, nowMs: clock.now() };
+        return { type: 'HEARTBEAT', replyTo, brokerId: r.brokerId, brokerEpoch: r.brokerEpoch, metadataOffset: r.metadataOffset, logEnds: r.logEnds ?? [], nowMs: clock.now() };
       }),
     ),
     transport.subscribe(

@@ -6,7 +6,7 @@
  * too). A broker not heard from for `sessionTimeoutMs` is fenced and its partitions get new leaders.
  */
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
-import { topicByName, type MetadataImage } from '../../metadata/image.js';
+import { applyRecords, topicByName, type MetadataImage } from '../../metadata/image.js';
 import type { QuorumMetadataStore } from '../../metadata/metadata-store.js';
 import { planAlterPartition, planControlledShutdown, planElectLeaders, planPreferredElections } from '../../metadata/partition-planner.js';
 import {
@@ -15,6 +15,8 @@ import {
   planCreateTopic,
   planDeleteTopic,
   planFenceBroker,
+  planRecoveryElections,
+  planUncleanRestart,
   planUnfenceBroker,
   uncleanEnabled,
   unfencedIn,
@@ -31,7 +33,7 @@ import { adminListener } from './admin-listener.js';
 import { brokerListener } from './broker-listener.js';
 import { leadershipWatch, type LeadershipSource } from './leadership-watch.js';
 import { metadataServer } from './metadata-server.js';
-import type { ControllerEvent, ControllerJob } from './types.js';
+import type { ControllerEvent, ControllerJob, LogEndReports } from './types.js';
 
 export interface ControllerInput {
   subjects: Subjects;
@@ -66,6 +68,8 @@ interface ControllerContext extends ControllerInput {
   shuttingDown: number[];
   /** When automatic preferred-leader election last ran. */
   lastPreferredMs: number;
+  /** Brokers' copies of partitions awaiting a recovery election, from their heartbeats (in memory). */
+  logEnds: LogEndReports;
 }
 
 type JobResult = { body: object | undefined; brokerId?: number; caughtUpAt?: number; shuttingDown?: number };
@@ -166,8 +170,10 @@ async function planAndCommit(
         return { body: { brokerEpoch: known.epoch } satisfies RegisterBrokerReply };
       }
       // A new process with this id replaces the old registration: fence that one first.
+      const fence = planFenceBroker(image, brokerId, uncleanEnabled, eligible);
       const records = [
-        ...planFenceBroker(image, brokerId, uncleanEnabled, eligible),
+        ...fence,
+        ...(job.request.uncleanShutdown === true ? planUncleanRestart(applyRecords(image, fence, image.offset), brokerId) : []),
         { type: 'RegisterBroker' as const, brokerId, brokerEpoch: (known?.epoch ?? 0) + 1, rack, fenced: true, incarnation },
       ];
       const next = await commit(records);
@@ -182,6 +188,16 @@ async function planAndCommit(
     case 'unfence':
       await commit(planUnfenceBroker(image, job.brokerId));
       return { body: undefined };
+    case 'recover': {
+      const reports = job.reports;
+      const report = (brokerId: number, topicId: string, partition: number) => {
+        const r = reports[brokerId];
+        const end = r?.ends[`${topicId}/${partition}`];
+        return r === undefined || end === undefined ? undefined : { brokerEpoch: r.brokerEpoch, ...end };
+      };
+      await commit(planRecoveryElections(image, report, eligible));
+      return { body: undefined };
+    }
   }
 }
 
@@ -225,6 +241,13 @@ export const controllerMachine = setup({
         return;
       }
       enqueue.assign({ lastSeenMs: { ...context.lastSeenMs, [event.brokerId]: event.nowMs } });
+      if (event.logEnds.length > 0) {
+        const ends = Object.fromEntries(event.logEnds.map((e) => [`${e.topicId}/${e.partition}`, { lastEpoch: e.lastEpoch, logEndOffset: e.logEndOffset }]));
+        enqueue.assign({ logEnds: { ...context.logEnds, [event.brokerId]: { brokerEpoch: event.brokerEpoch, ends } } });
+        if (!context.queue.some((j) => j.op === 'recover')) {
+          enqueue.assign({ queue: [...context.queue, { op: 'recover', reports: { ...context.logEnds, [event.brokerId]: { brokerEpoch: event.brokerEpoch, ends } }, replyTo: undefined, deadlineMs: event.nowMs + context.sessionTimeoutMs }] });
+        }
+      }
       const caughtUpAt = context.caughtUpAt[event.brokerId] ?? context.metadata.image().offset;
       if (broker.fenced && event.metadataOffset >= caughtUpAt && !queued(context.queue, 'unfence', event.brokerId)) {
         enqueue.assign({ queue: [...context.queue, { op: 'unfence', brokerId: event.brokerId, replyTo: undefined, deadlineMs: event.nowMs + context.sessionTimeoutMs }] });
@@ -268,6 +291,7 @@ export const controllerMachine = setup({
         lastTickMs: nowMs,
         shuttingDown: [],
         lastPreferredMs: nowMs,
+        logEnds: {},
       };
     }),
     finishJob: enqueueActions(({ context, event, enqueue }) => {
@@ -302,7 +326,7 @@ export const controllerMachine = setup({
   },
 }).createMachine({
   id: 'controller',
-  context: ({ input }) => ({ ...input, queue: [], lastSeenMs: {}, caughtUpAt: {}, lastTickMs: 0, shuttingDown: [], lastPreferredMs: 0 }),
+  context: ({ input }) => ({ ...input, queue: [], lastSeenMs: {}, caughtUpAt: {}, lastTickMs: 0, shuttingDown: [], lastPreferredMs: 0, logEnds: {} }),
   initial: 'running',
   states: {
     running: {

@@ -1,4 +1,4 @@
-import type { AlterPartitionRequest, ControlledShutdownRequest, RegisterBrokerRequest } from '../../protocol/controller-messages.js';
+import type { AlterPartitionRequest, ControlledShutdownRequest, LogEndReportWire, RegisterBrokerRequest } from '../../protocol/controller-messages.js';
 import type { AlterConfigRequest, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, ElectLeadersRequest } from '../../protocol/messages.js';
 
 interface JobBase {
@@ -21,14 +21,19 @@ export type ControllerJob =
   /** Periodic: move leadership back to preferred replicas that are in sync. */
   | (JobBase & { op: 'elect-preferred' })
   | (JobBase & { op: 'fence'; brokerId: number })
-  | (JobBase & { op: 'unfence'; brokerId: number });
+  | (JobBase & { op: 'unfence'; brokerId: number })
+  /** Recovery elections of partitions whose ISR members are all suspects, from the reports so far. */
+  | (JobBase & { op: 'recover'; reports: LogEndReports });
+
+/** The latest log-end report per broker (from that broker epoch), per "topicId/partition". */
+export type LogEndReports = Readonly<Record<number, { brokerEpoch: number; ends: Readonly<Record<string, { lastEpoch: number; logEndOffset: number }>> }>>;
 
 /** Kept for the admin listener: the jobs clients send. */
 export type AdminJob = Extract<ControllerJob, { op: 'create-topic' | 'delete-topic' | 'create-partitions' | 'alter-config' | 'elect-leaders' }>;
 
 export type ControllerEvent =
   | { type: 'ADMIN'; job: ControllerJob }
-  | { type: 'HEARTBEAT'; replyTo: string; brokerId: number; brokerEpoch: number; metadataOffset: number; nowMs: number }
+  | { type: 'HEARTBEAT'; replyTo: string; brokerId: number; brokerEpoch: number; metadataOffset: number; logEnds: readonly LogEndReportWire[]; nowMs: number }
   | { type: 'TICK'; nowMs: number }
   | { type: 'ACTIVE'; nowMs: number }
   | { type: 'STANDBY' }

@@ -93,7 +93,8 @@ export function hwOf(context: PartitionContext): number {
  */
 export function nextIsr(context: PartitionContext): number[] | undefined {
   const nowMs = context.clock.now();
-  const kept = shrunkIsr(context, nowMs, context.limits.replicaLagTimeMaxMs) ?? [...context.isr];
+  const suspects = context.suspects ?? [];
+  const kept = (shrunkIsr(context, nowMs, context.limits.replicaLagTimeMaxMs) ?? [...context.isr]).filter((id) => id === context.brokerId || !suspects.includes(id));
   const hw = hwOf(context);
   const joiners = context.replicas.filter(
     (id) => id !== context.brokerId && nowMs >= (context.joinRefusedUntil[id] ?? 0) && joinsIsr(context, id, hw, context.epochStartOffset),

@@ -62,6 +62,10 @@ export const partitionMachine = setup({
     /** AlterPartition to the active controller (the only I/O of ISR management). */
     alterPartition: fromPromise<AlterPartitionReply, { context: PartitionContext }>(async ({ input }) => {
       const c = input.context;
+      // Under flush.mode=replicated a shrink first makes this leader's log durable: the members it
+      // drops may hold the only other copies of committed records (planner.replicatedFlush).
+      const shrinks = c.isr.some((id) => !c.pendingIsr!.includes(id));
+      if (shrinks && c.config.flushMode === 'replicated') await c.store!.append([], { sync: true });
       const request: AlterPartitionRequest = {
         timeoutMs: c.limits.alterPartitionTimeoutMs,
         brokerId: c.brokerId,
@@ -300,11 +304,16 @@ export const partitionMachine = setup({
       if (event.type !== 'ASSIGNMENT' || event.partitionEpoch <= context.partitionEpoch) return {};
       // A newer partition epoch settles the change in flight, whichever way it went.
       const settled = context.pendingIsr !== undefined && event.partitionEpoch > context.pendingIsrBase;
+      const suspects = event.suspects ?? [];
+      // Suspect members are to leave the ISR: the change is worked out when it is sent (nextIsr).
+      const evict = suspects.some((id) => id !== context.brokerId && event.isr.includes(id));
       return {
         replicas: event.replicas,
         isr: event.isr,
         partitionEpoch: event.partitionEpoch,
+        suspects,
         ...(settled ? { pendingIsr: undefined } : {}),
+        ...(evict && context.wantedIsr === undefined ? { wantedIsr: event.isr.filter((id) => !suspects.includes(id)) } : {}),
       };
     }),
     /** Periodic check: ISR members lagging too long are to be removed. */

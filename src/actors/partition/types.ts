@@ -57,6 +57,12 @@ export interface PartitionAssignment {
   isr: readonly number[];
   /** Bumped by the controller on every change of the partition (ISR, replicas, leader). */
   partitionEpoch: number;
+  /**
+   * flush.mode=replicated: ISR members that may have lost committed records in an unclean shutdown
+   * (planner.replicatedFlush). The leader takes them out of the ISR; they rejoin once caught up.
+   * @default []
+   */
+  suspects?: readonly number[];
 }
 
 export interface PartitionInput extends PartitionAssignment {
