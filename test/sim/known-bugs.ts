@@ -13,21 +13,8 @@ export interface KnownBug {
 }
 
 export const KNOWN_BUGS: readonly KnownBug[] = [
-  {
-    // flush.mode=replicated (a question of semantics, reported): a replica whose power loss took
-    // committed records stays in the ISR (not fenced yet, e.g. while controllers change, or kept as
-    // the last member of an offline partition) and is elected when the replicas that kept them
-    // leave the ISR: acks=all records lost after one power loss, not "a power loss of every replica
-    // at once" as topic-config.ts says. Kafka without KIP-966 has the same window;
-    // SIM_KAFKA_REPLICATED=1 checks against that instead.
-    seeds: [],
-    replays: [
-      { seed: 244942582, steps: 186 },
-      // Issue 9's swarm after the controller fix (d9a86d7): n5 lost power, the other members left the ISR.
-      { seed: 561035908, steps: 441 },
-    ],
-    bug: 'flush.mode=replicated: a replica that lost committed records in a power loss is elected (KIP-966 window)',
-  },
+  // Empty: the flush.mode=replicated KIP-966 window (seeds 244942582, 561035908) was closed in
+  // issue 9; its seeds are in test/sim-regressions.test.ts.
 ];
 
 /** Seed -> the bug it fails on, over every known bug. */
