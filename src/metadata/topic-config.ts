@@ -19,9 +19,10 @@ export interface TopicConfig {
   uncleanLeaderElection: boolean;
   /**
    * `fsync`: a replica counts toward the high watermark once the batch is fsynced (group commit);
-   * `replicated`: once it is appended (Kafka's default). Under `replicated` a power loss can take
-   * acknowledged records back: from every replica at once, or from one replica that then stays in
-   * the ISR until it is elected (Kafka without KIP-966 has the same window; the simulator found it).
+   * `replicated`: once it is appended (Kafka's default). Under `replicated` power losses of every
+   * replica at once take acknowledged records back; one replica's power loss does not (unclean
+   * shutdowns make suspects that are not elected: docs/replication.md), at the cost of acks=all
+   * waiting up to replica.lag.time.max.ms when an ISR member dies.
    * @default 'fsync'
    */
   flushMode: FlushMode;
