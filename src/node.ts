@@ -204,6 +204,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
         metadata: createFollowedView(),
         storage,
         clock,
+        random,
         logger: logger.child({ actor: 'broker' }),
         partitionLimits: { ...DEFAULT_PARTITION_LIMITS, ...options.partitionLimits },
         timeouts: { ...DEFAULT_BROKER_TIMEOUTS, ...options.brokerTimeouts },

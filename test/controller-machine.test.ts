@@ -48,6 +48,7 @@ function cluster() {
         metadata: createFollowedView(),
         storage: createMemoryNodeStorage(),
         clock,
+        random: { next: () => 0.5 },
         logger: silent,
         partitionLimits: DEFAULT_PARTITION_LIMITS,
         timeouts: { heartbeatIntervalMs: 250, metadataFetchWaitMs: 1000, shutdownTimeoutMs: 5000 },
