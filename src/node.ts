@@ -215,6 +215,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
         metadata: createFollowedView(),
         storage,
         clock,
+        random,
         logger: logger.child({ actor: 'broker' }),
         partitionLimits: { ...DEFAULT_PARTITION_LIMITS, ...options.partitionLimits },
         // One per node, shared by all its leaders (two nodes in one process each get their own).

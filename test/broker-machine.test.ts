@@ -1,16 +1,22 @@
 /**
  * The broker machine on in-memory storage and a local metadata store: it runs one partition actor
- * per partition it leads, deletes them when their topic goes, and forgets finished children.
+ * per partition it leads, deletes them when their topic goes, and forgets finished children. And
+ * its controlled shutdown on simulated time: retried with the shared backoff, then done as soon as
+ * the metadata view shows the change (no polling), or at its deadline.
  */
 import test from 'ava';
 import { pino } from 'pino';
 import { createActor, fromCallback, fromPromise, SimulatedClock, waitFor } from 'xstate';
+import { controlledShutdown } from '../src/actors/broker/controlled-shutdown.js';
 import { brokerMachine } from '../src/actors/broker/machine.js';
 import { DEFAULT_PARTITION_LIMITS } from '../src/actors/partition/types.js';
 import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT } from '../src/actors/partition/pending-budget.js';
 import { createFollowedView } from '../src/metadata/followed-view.js';
+import { emptyImage } from '../src/metadata/image.js';
 import { createMemoryMetadataStore } from '../src/metadata/metadata-store.js';
 import { planCreateTopic, planDeleteTopic } from '../src/metadata/planner.js';
+import { TidemarkError } from '../src/protocol/errors.js';
+import { encodeMessage } from '../src/protocol/messages.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import type { Transport } from '../src/runtime/ports.js';
 import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
@@ -50,6 +56,7 @@ async function setup() {
       metadata: view,
       storage,
       clock,
+      random: { next: () => 0.5 },
       logger: pino({ level: 'silent' }),
       partitionLimits: DEFAULT_PARTITION_LIMITS,
       pendingBudget: createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
@@ -97,4 +104,72 @@ test('a fenced broker leads nothing; unfenced again, it leads them again', async
   t.is(partitionChildren(broker).length, 2);
   broker.send({ type: 'STOP' });
   await waitFor(broker, (s) => s.status === 'done', { timeout: 5000 });
+});
+
+/** Lets pending promise callbacks and I/O callbacks run (no time passes on the simulated clock). */
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function shutdownAgainst(answers: Array<() => Promise<Uint8Array>>) {
+  const clock = new SimulatedClock();
+  const view = createFollowedView();
+  const requests: number[] = [];
+  const transport: Transport = {
+    ...silentTransport,
+    request: () => {
+      requests.push(clock.now());
+      return answers.shift()!();
+    },
+  };
+  const actor = createActor(controlledShutdown, {
+    input: {
+      brokerId: 1,
+      brokerEpoch: 1,
+      subjects: new Subjects('t'),
+      transport,
+      view,
+      clock,
+      random: { next: () => 0.5 },
+      logger: pino({ level: 'silent' }),
+      budgetMs: 5_000,
+      backoff: { backoffMsInitial: 250, backoffMsMax: 1_000 },
+    },
+  }).start();
+  return { actor, clock, view, requests };
+}
+
+test('controlled shutdown: a failed request is retried after the jittered backoff; done as soon as metadata shows the moves', async (t) => {
+  const reply = encodeMessage({ remainingLeaders: 0, metadataOffset: 7 });
+  const { actor, clock, view, requests } = shutdownAgainst([
+    () => Promise.reject(new TidemarkError('NOT_CONTROLLER')),
+    () => Promise.resolve(reply),
+  ]);
+  await settle();
+  t.deepEqual(requests, [0]);
+  // Full jitter: random 0.5 under the first ceiling (250 ms) is 125 ms.
+  clock.increment(124);
+  await settle();
+  t.deepEqual(requests, [0]);
+  clock.increment(1);
+  await settle();
+  t.deepEqual(requests, [0, 125]);
+  t.is(actor.getSnapshot().status, 'active', 'waiting for metadata to show offset 7');
+  view.replace({ ...emptyImage, offset: 6 }, []);
+  await settle();
+  t.is(actor.getSnapshot().status, 'active');
+  view.replace({ ...emptyImage, offset: 7 }, []);
+  await settle();
+  t.is(actor.getSnapshot().status, 'done', 'done on the view change, no time passing');
+  t.deepEqual(actor.getSnapshot().output, { remainingLeaders: 0 });
+});
+
+test('controlled shutdown: metadata that never shows the change ends the wait at the deadline', async (t) => {
+  const { actor, clock } = shutdownAgainst([() => Promise.resolve(encodeMessage({ remainingLeaders: 2, metadataOffset: 9 }))]);
+  await settle();
+  clock.increment(4_999);
+  await settle();
+  t.is(actor.getSnapshot().status, 'active');
+  clock.increment(1);
+  await settle();
+  t.is(actor.getSnapshot().status, 'done');
+  t.deepEqual(actor.getSnapshot().output, { remainingLeaders: 2 });
 });

@@ -5,7 +5,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { Accumulator, type PendingSend, type ReadyBatch } from '../src/client/accumulator.js';
 import { utf8 } from '../src/client/codecs.js';
-import { backoffMs, retry, retryPolicy } from '../src/client/retry.js';
+import { backoffMs, retry, retryPolicy } from '../src/runtime/retry.js';
 import { codecs, murmur2, partitionForKey, Tidemark, TidemarkError, toPositive, type ErrorCode, type RecordMetadata } from '../src/index.js';
 import { BATCH_HEADER_BYTES, decodeBatch, recordBytes, type BatchRecord } from '../src/protocol/batch.js';
 import { FakeClock, FakeCluster, SeededRandom, settle } from './helpers/fake-transport.js';

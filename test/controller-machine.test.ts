@@ -49,6 +49,7 @@ function cluster() {
         metadata: createFollowedView(),
         storage: createMemoryNodeStorage(),
         clock,
+        random: { next: () => 0.5 },
         logger: silent,
         partitionLimits: DEFAULT_PARTITION_LIMITS,
         pendingBudget: createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),

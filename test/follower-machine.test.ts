@@ -78,6 +78,7 @@ async function start(storeSetup?: (store: PartitionStore) => Promise<void>) {
       transport: leader.transport,
       subjects: new Subjects('x'),
       clock: { now: () => clockMs, setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout) },
+      random: { next: () => 0.5 },
       logger: pino({ level: 'silent' }),
       limits: DEFAULT_PARTITION_LIMITS,
     },

@@ -26,7 +26,7 @@ import { nodeStatus, type StatusRequest } from '../protocol/controller-messages.
 import type { Subjects } from '../protocol/subjects.js';
 import type { Clock, Random } from '../runtime/ports.js';
 import type { MetadataCache } from './metadata.js';
-import { isRetriable, retry, type RetryPolicy } from './retry.js';
+import { isRetriable, retry, type RetryPolicy } from '../runtime/retry.js';
 import type { Rpc } from './rpc.js';
 
 export type CreateTopicOptions = {

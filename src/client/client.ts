@@ -12,7 +12,7 @@ import { AdminClient, type Admin } from './admin.js';
 import { MetadataCache } from './metadata.js';
 import { ProducerImpl, type Producer, type ProducerOptions } from './producer.js';
 import { ReaderImpl, type Reader, type ReaderOptions } from './reader.js';
-import { retryPolicy, type RetryOptions, type RetryPolicy } from './retry.js';
+import { retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import { Rpc } from './rpc.js';
 
 export type ClientOptions = {

@@ -29,7 +29,7 @@ import type { Subjects } from '../protocol/subjects.js';
 import type { Clock, Random } from '../runtime/ports.js';
 import type { ReadyBatch } from './accumulator.js';
 import type { Leader, MetadataCache } from './metadata.js';
-import { backoffMs, isRetriable, type RetryPolicy } from './retry.js';
+import { backoffMs, isRetriable, type RetryPolicy } from '../runtime/retry.js';
 import type { Rpc } from './rpc.js';
 
 export type PipelineDeps = {

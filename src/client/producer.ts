@@ -20,7 +20,7 @@ import { utf8, type Codec } from './codecs.js';
 import type { MetadataCache } from './metadata.js';
 import { Partitioner } from './partitioner.js';
 import { PartitionPipeline } from './pipeline.js';
-import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from './retry.js';
+import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import type { Rpc } from './rpc.js';
 
 export type { RecordMetadata };

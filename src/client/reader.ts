@@ -12,7 +12,7 @@ import { isValidTopicName, type Subjects } from '../protocol/subjects.js';
 import type { Clock, Random } from '../runtime/ports.js';
 import type { Codec } from './codecs.js';
 import type { MetadataCache } from './metadata.js';
-import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from './retry.js';
+import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import type { Rpc } from './rpc.js';
 
 export type StartFrom = 'earliest' | 'latest' | { offset: number };

@@ -22,10 +22,17 @@ type Range = { gte?: Buffer; lt?: Buffer; lte?: Buffer };
 /** highWaterMarkBytes: one nextv() stops once it read this many key+value bytes (one entry over). */
 type IteratorOptions = Range & { reverse?: boolean; limit?: number; highWaterMarkBytes?: number; values?: boolean };
 type RocksIterator = { nextv(size: number): Promise<Array<[Buffer, Buffer]>>; close(): Promise<void> };
+/** A native WriteBatch; write() applies it atomically, then frees it and detaches it from the db. */
+interface RocksChainedBatch {
+  put(key: Buffer, value: Buffer): RocksChainedBatch;
+  del(key: Buffer): RocksChainedBatch;
+  write(options: { sync: boolean }): Promise<void>;
+}
 interface RocksDb {
   open(options: { createIfMissing: boolean; walCompression: boolean; compression?: boolean; compaction?: 'level' | 'universal'; memtableMemoryBudget?: number }): Promise<void>;
   close(): Promise<void>;
-  batch(ops: WriteOp[], options: { sync: boolean }): Promise<void>;
+  /** Only the chained form: see {@link write}. */
+  batch(): RocksChainedBatch;
   getMany(keys: Buffer[]): Promise<Array<Buffer | undefined>>;
   /** Synchronous. */
   getProperty(property: string): string;
@@ -102,6 +109,22 @@ async function scan(db: RocksDb, options: IteratorOptions, visit: (key: Buffer, 
   } finally {
     await it.close();
   }
+}
+
+/**
+ * One atomic write of `ops`. Through the chained batch, never the binding's array form
+ * `db.batch(ops)`: that one (@nxtedition/rocksdb 12.2.12 `_batch`) never closes the chained batch it
+ * builds, and abstract-level keeps every open batch attached to the db until the db closes, so
+ * each write's native WriteBatch, values included, stayed in memory: a node's RSS grew by about
+ * what it had written. `write()` closes the batch, which frees it.
+ */
+function write(db: RocksDb, ops: readonly WriteOp[], options: { sync: boolean }): Promise<void> {
+  const batch = db.batch();
+  for (const op of ops) {
+    if (op.type === 'put') batch.put(op.key, op.value);
+    else batch.del(op.key);
+  }
+  return batch.write(options);
 }
 
 async function lastEntry(db: RocksDb, range: Range): Promise<[Buffer, Buffer] | undefined> {
@@ -252,7 +275,7 @@ class RocksPartition implements PartitionStore {
       const epochs = [...this.cache, ...checked.newEpochs];
       this.epochOps(epochs, ops);
       ops.push(this.metaOp(this.start, this.size + checked.bytes));
-      await this.db.batch(ops, { sync: false });
+      await write(this.db, ops, { sync: false });
       this.end = checked.logEndOffset;
       this.size += checked.bytes;
       this.cache = epochs;
@@ -320,7 +343,7 @@ class RocksPartition implements PartitionStore {
       this.epochOps(epochs, ops);
       ops.push(this.metaOp(newStart, this.size - removedBytes));
       // Truncation undoes history; make it durable before anyone builds on it.
-      await this.db.batch(ops, { sync: true });
+      await write(this.db, ops, { sync: true });
       [this.start, this.end, this.size, this.cache] = [newStart, newEnd, this.size - removedBytes, epochs];
       if (newEnd <= this.start || offset <= newStart) this.tail.clear();
       else this.tail.truncate(newEnd);
@@ -338,7 +361,7 @@ class RocksPartition implements PartitionStore {
           await scan(this.db, { gte: this.batchPrefix, lt: prefixEnd(this.batchPrefix), values: false }, (k) => void ops.push({ type: 'del', key: k }));
           this.epochOps([], ops);
           ops.push(this.metaOp(offset, 0));
-          await this.db.batch(ops, { sync: true });
+          await write(this.db, ops, { sync: true });
           [this.start, this.end, this.size, this.cache] = [offset, offset, 0, []];
           this.tail.clear();
         }),
@@ -365,7 +388,7 @@ class RocksPartition implements PartitionStore {
       const epochs = epochsFrom(this.cache, nextStart);
       this.epochOps(epochs, ops);
       ops.push(this.metaOp(nextStart, this.size - deletedBytes));
-      await this.db.batch(ops, { sync: false });
+      await write(this.db, ops, { sync: false });
       [this.start, this.size, this.cache] = [nextStart, this.size - deletedBytes, epochs];
       this.tail.dropBefore(nextStart);
       return { deletedBatches, deletedBytes };
@@ -379,7 +402,7 @@ class RocksPartition implements PartitionStore {
       this.epochOps([], ops);
       // The commit point: without meta the partition is gone, whatever batches a crash leaves
       // behind are swept by the next open.
-      await this.db.batch(ops, { sync: true });
+      await write(this.db, ops, { sync: true });
       this.deleted = true;
       this.tail.clear();
       onGone();
@@ -448,7 +471,7 @@ async function openRaftLog(db: RocksDb, live: () => void): Promise<RaftStore & {
         const value = Buffer.allocUnsafe(12);
         u64(next.term).copy(value, 0);
         value.writeUInt32BE(next.votedFor ?? RAFT_NO_VOTE, 8);
-        await db.batch([{ type: 'put', key: RAFT_STATE_KEY, value }], { sync: options?.sync ?? false });
+        await write(db, [{ type: 'put', key: RAFT_STATE_KEY, value }], { sync: options?.sync ?? false });
         state = { term: next.term, votedFor: next.votedFor };
       });
     },
@@ -458,7 +481,7 @@ async function openRaftLog(db: RocksDb, live: () => void): Promise<RaftStore & {
         const next = checkRaftAppend(view, entries);
         const ops: WriteOp[] = entries.map((e) => ({ type: 'put', key: raftEntryKey(e.index), value: Buffer.concat([u64(e.term), e.payload]) }));
         for (const s of next.starts.slice(view.starts.length)) ops.push({ type: 'put', key: raftTermKey(s.term), value: u64(s.index) });
-        await db.batch(ops, { sync: options?.sync ?? false });
+        await write(db, ops, { sync: options?.sync ?? false });
         view = next;
       });
     },
@@ -470,7 +493,7 @@ async function openRaftLog(db: RocksDb, live: () => void): Promise<RaftStore & {
         const ops: WriteOp[] = [];
         for (let i = Math.max(1, index); i <= view.lastIndex; i++) ops.push({ type: 'del', key: raftEntryKey(i) });
         for (const s of view.starts) if (s.index >= index) ops.push({ type: 'del', key: raftTermKey(s.term) });
-        await db.batch(ops, { sync: true });
+        await write(db, ops, { sync: true });
         view = next;
       });
     },
@@ -487,7 +510,7 @@ async function openRaftLog(db: RocksDb, live: () => void): Promise<RaftStore & {
         for (const s of view.starts) if (!keepsSuffix || s.index <= next.index) ops.push({ type: 'del', key: raftTermKey(s.term) });
         const value = Buffer.concat([u64(next.index), u64(next.term), next.data]);
         ops.push({ type: 'put', key: RAFT_SNAPSHOT_KEY, value });
-        await db.batch(ops, { sync: options?.sync ?? false });
+        await write(db, ops, { sync: options?.sync ?? false });
         view = compactView(view, next.index, next.term);
         snapshot = { index: next.index, term: next.term, data: value.subarray(16) };
       });
@@ -544,7 +567,7 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
     // A later layout change must not be read as this one.
     const version = Buffer.from([0, 0, 0, FORMAT_VERSION]);
     const [format] = await db.getMany([FORMAT_KEY]);
-    if (format === undefined) await db.batch([{ type: 'put', key: FORMAT_KEY, value: version }], { sync: true });
+    if (format === undefined) await write(db, [{ type: 'put', key: FORMAT_KEY, value: version }], { sync: true });
     else if (!format.equals(version)) throw new TidemarkError('INTERNAL', `storage in ${dir} has format ${format.toString('hex')}`);
     raftLog = await openRaftLog(db, live);
     const [mark] = await db.getMany([OPEN_MARK_KEY]);

@@ -14,7 +14,7 @@ import { emptyImage, type MetadataImage } from '../../metadata/image.js';
 import type { MetadataView } from '../../metadata/metadata-store.js';
 import { parseTopicConfig } from '../../metadata/topic-config.js';
 import type { Subjects } from '../../protocol/subjects.js';
-import type { Clock, Logger, Transport } from '../../runtime/ports.js';
+import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import type { NodeStorage } from '../../storage/partition-store.js';
 import { followerMachine } from '../partition/follower.js';
 import { partitionMachine } from '../partition/machine.js';
@@ -48,6 +48,8 @@ export interface BrokerInput {
   metadata: FollowedView;
   storage: NodeStorage;
   clock: Clock;
+  /** For the jitter of retry waits, here and in the partition actors. */
+  random: Random;
   logger: Logger;
   partitionLimits: PartitionLimits;
   /** The node-wide pending-append bytes bound, shared by every leader this broker runs. */
@@ -130,6 +132,7 @@ export const brokerMachine = setup({
               storage: context.storage,
               transport: context.transport,
               subjects: context.subjects,
+              random: context.random,
               logger,
               limits: context.partitionLimits,
             };
@@ -228,9 +231,11 @@ export const brokerMachine = setup({
             transport: context.transport,
             view: context.metadata,
             clock: context.clock,
+            random: context.random,
             logger: context.logger,
             fetchWaitMs: context.timeouts.metadataFetchWaitMs,
-            retryBackoffMs: context.timeouts.heartbeatIntervalMs,
+            // From the heartbeat interval up to 4 times it: a new controller is found within a few beats.
+            backoff: { backoffMsInitial: context.timeouts.heartbeatIntervalMs, backoffMsMax: 4 * context.timeouts.heartbeatIntervalMs },
           }),
         },
         {
@@ -272,9 +277,10 @@ export const brokerMachine = setup({
               transport: context.transport,
               view: context.metadata,
               clock: context.clock,
+              random: context.random,
               logger: context.logger,
               budgetMs: Math.floor(context.timeouts.shutdownTimeoutMs / 2),
-              retryMs: context.timeouts.heartbeatIntervalMs,
+              backoff: { backoffMsInitial: context.timeouts.heartbeatIntervalMs, backoffMsMax: 4 * context.timeouts.heartbeatIntervalMs },
             }),
             onDone: '#broker.stopping',
             onError: '#broker.stopping',

@@ -2,7 +2,8 @@
  * Follows committed metadata from the active controller: long-polls `controller.metadata-fetch`
  * from the last offset it has, applies the entries (or a snapshot when it is too far behind) and
  * installs the new image in the broker's view. A lost or late reply only costs a retry: offsets
- * make every fetch idempotent.
+ * make every fetch idempotent. Failed fetches (no controller yet, say) are retried after the
+ * shared backoff (runtime/retry.ts), growing with the consecutive failures, with jitter.
  */
 import { fromCallback } from 'xstate';
 import type { FollowedView } from '../../metadata/followed-view.js';
@@ -11,7 +12,8 @@ import { decodeEntry, type MetadataRecord } from '../../metadata/records.js';
 import { metadataFetchReply, type MetadataFetchRequest } from '../../protocol/controller-messages.js';
 import { decodeReply, encodeMessage } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
-import type { Clock, Logger, Transport } from '../../runtime/ports.js';
+import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
+import { backoffMs, type BackoffPolicy } from '../../runtime/retry.js';
 
 export interface MetadataFetcherInput {
   brokerId: number;
@@ -19,17 +21,20 @@ export interface MetadataFetcherInput {
   transport: Transport;
   view: FollowedView;
   clock: Clock;
+  random: Random;
   logger: Logger;
   /** Long-poll length, ms. */
   fetchWaitMs: number;
-  /** Pause after a failed fetch (no controller yet, say), ms. */
-  retryBackoffMs: number;
+  /** Pause after consecutive failed fetches: drawn by backoffMs from it. */
+  backoff: BackoffPolicy;
 }
 
 export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInput>(({ input }) => {
   const { subjects, transport, view, clock, logger } = input;
   let stopped = false;
   let timer: unknown;
+  /** Consecutive failed fetches. */
+  let failures = 0;
 
   const fetchOnce = async (): Promise<void> => {
     const request: MetadataFetchRequest = {
@@ -56,11 +61,15 @@ export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInp
   const loop = () => {
     if (stopped) return;
     fetchOnce().then(
-      () => loop(),
+      () => {
+        failures = 0;
+        loop();
+      },
       (error: unknown) => {
         if (stopped) return;
-        logger.debug({ err: error }, 'metadata fetch failed; retrying');
-        timer = clock.setTimeout(loop, input.retryBackoffMs);
+        failures++;
+        logger.debug({ err: error, failures }, 'metadata fetch failed; retrying');
+        timer = clock.setTimeout(loop, backoffMs(failures, input.backoff, input.random));
       },
     );
   };

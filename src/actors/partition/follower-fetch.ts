@@ -4,9 +4,9 @@
  * counts durable records toward the leader's high watermark), truncate where the leader says the
  * logs diverge, or, when the leader's log now starts past this log's end (retention there removed
  * what this replica would fetch next: OFFSET_OUT_OF_RANGE with the leader's log range), empty the
- * log and restart it at the leader's log start (Kafka's truncateFullyAndStartAt). Every step starts from what is on disk, so a lost, late or duplicated reply costs
- * one round trip and nothing else: a late reply's request is gone, and records are appended only
- * at the exact offset the log ends at.
+ * log and restart it at the leader's log start (Kafka's truncateFullyAndStartAt). Every step starts
+ * from what is on disk, so a lost, late or duplicated reply costs one round trip and nothing else:
+ * a late reply's request is gone, and records are appended only at the exact offset the log ends at.
  */
 import { fromPromise } from 'xstate';
 import { readBatchHeader, splitBatches, verifyBatch } from '../../protocol/batch.js';

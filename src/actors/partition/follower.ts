@@ -10,7 +10,8 @@ import { assign, fromPromise, setup } from 'xstate';
 import type { TopicConfig } from '../../metadata/topic-config.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import type { Subjects } from '../../protocol/subjects.js';
-import type { Clock, Logger, Transport } from '../../runtime/ports.js';
+import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
+import { backoffMs } from '../../runtime/retry.js';
 import type { NodeStorage, PartitionStore, RetentionPolicy } from '../../storage/partition-store.js';
 import { followerApply, followerRequest, type FollowerFetched, type FollowerStep } from './follower-fetch.js';
 import type { PartitionLimits } from './types.js';
@@ -27,9 +28,14 @@ export interface FollowerInput {
   transport: Transport;
   subjects: Subjects;
   clock: Clock;
+  /** For the jitter of the backoff. */
+  random: Random;
   logger: Logger;
   limits: PartitionLimits;
 }
+
+/** Largest ceiling of the pause after failed fetches, ms. */
+export const REPLICA_FETCH_BACKOFF_MS_MAX = 2_000;
 
 export interface FollowerContext extends FollowerInput {
   store: PartitionStore | undefined;
@@ -77,7 +83,9 @@ export const followerMachine = setup({
     }),
   },
   delays: {
-    backoff: ({ context }) => Math.min(context.limits.replicaFetchBackoffMs * 2 ** Math.min(context.failures, 4), 2_000),
+    // `failures` counts this run of failed steps, the one that led here included (>= 1).
+    backoff: ({ context }) =>
+      backoffMs(context.failures, { backoffMsInitial: context.limits.replicaFetchBackoffMs, backoffMsMax: REPLICA_FETCH_BACKOFF_MS_MAX }, context.random),
   },
 }).createMachine({
   id: 'follower',

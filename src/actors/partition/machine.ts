@@ -11,6 +11,7 @@ import { and, assign, enqueueActions, fromCallback, fromPromise, sendTo, setup, 
 import { alterPartitionReply, type AlterPartitionReply, type AlterPartitionRequest } from '../../protocol/controller-messages.js';
 import { type ErrorCode } from '../../protocol/errors.js';
 import { decodeReply, encodeMessage, type ProduceReply } from '../../protocol/messages.js';
+import { backoffMs } from '../../runtime/retry.js';
 import type { PartitionStore } from '../../storage/partition-store.js';
 import { outbox } from '../outbox.js';
 import {
@@ -433,7 +434,7 @@ export const partitionMachine = setup({
   delays: {
     retentionCheck: ({ context }) => context.limits.retentionCheckIntervalMs,
     isrCheck: ({ context }) => Math.max(1, Math.floor(context.limits.replicaLagTimeMaxMs / 2)),
-    alterRetry: ({ context }) => Math.max(1, Math.floor(context.limits.alterPartitionTimeoutMs / 4)),
+    alterRetry: ({ context }) => backoffMs(1, { backoffMsInitial: Math.max(1, Math.floor(context.limits.alterPartitionTimeoutMs / 4)), backoffMsMax: Math.max(1, Math.floor(context.limits.alterPartitionTimeoutMs / 4)) }, context.random),
   },
 }).createMachine({
   id: 'partition',

@@ -1,7 +1,7 @@
 import type { TopicConfig } from '../../metadata/topic-config.js';
 import type { ProducerSequenceHeader } from './producer-state.js';
 import type { Subjects } from '../../protocol/subjects.js';
-import type { Clock, Logger, Transport } from '../../runtime/ports.js';
+import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import type { NodeStorage, PartitionStore } from '../../storage/partition-store.js';
 import type { PendingBytesBudget } from './pending-budget.js';
 
@@ -32,7 +32,10 @@ export interface PartitionLimits {
   replicaFetchMaxBytes: number;
   /** How long the leader holds a follower's fetch when it has nothing new, ms. @default 500 */
   replicaFetchWaitMs: number;
-  /** First pause after a failed follower fetch (doubles up to 2 s), ms. @default 50 */
+  /**
+   * Ceiling of the pause after a failed follower fetch, ms; it doubles per consecutive failure up
+   * to 2 s, and the pause is drawn below it (full jitter, runtime/retry.ts). @default 50
+   */
   replicaFetchBackoffMs: number;
 }
 
@@ -78,6 +81,8 @@ export interface PartitionInput extends PartitionAssignment {
   storage: NodeStorage;
   transport: Transport;
   clock: Clock;
+  /** For the jitter of retry waits. */
+  random: Random;
   logger: Logger;
   limits: PartitionLimits;
   /** The node-wide bound on pending append bytes, shared by every leader of this node (pending-budget.ts). */

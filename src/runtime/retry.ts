@@ -1,17 +1,33 @@
 /**
- * THE retry helper: exponential backoff with full jitter on the injected Clock and Random, bounded
- * by attempts and by total time. Nothing else in the SDK waits-and-tries-again.
+ * THE retry helper, of the SDK and the server alike (KafkaJS's `src/retry`): exponential backoff
+ * with full jitter on the injected Clock and Random, bounded by attempts and by total time. Nothing
+ * else waits-and-tries-again, and nothing here touches real time or randomness (the tidy test).
  *
  * Exactly one layer retries on each call path; everything below it makes single attempts
- * (rpc.ts never retries, and the metadata cache never retries its own refresh):
+ * (client/rpc.ts never retries, and the metadata cache never retries its own refresh).
+ *
+ * SDK (src/client):
  *   - producer send path: the partition pipeline (pipeline.ts) retries whole batches, with
  *     {@link backoffMs} per failed round and a per-batch deadline (deliveryTimeoutMs);
  *   - producer admission (metadata needed to pick a partition): producer.ts, via {@link retry};
  *   - reader: each fetch and the start-offset lookup, in reader.ts via {@link retry};
  *   - admin: each call, in admin.ts via {@link retry}.
+ *
+ * Server (src/actors), where loops run as long as their actor does, so only the wait is shared:
+ *   - follower fetch (partition/follower.ts): the `backoff` delay is {@link backoffMs} of the
+ *     consecutive failed steps, from `replicaFetchBackoffMs` up to 2 s;
+ *   - AlterPartition resend (partition/machine.ts): the `alterRetry` delay is {@link backoffMs}
+ *     under a quarter of `alterPartitionTimeoutMs` (the leader keeps no attempt count: no growth);
+ *   - metadata fetch (broker/metadata-fetcher.ts): {@link backoffMs} of the consecutive failed
+ *     fetches, from the heartbeat interval up to 4 times it;
+ *   - controlled shutdown (broker/controlled-shutdown.ts): the request via {@link retry} within
+ *     half the shutdown budget; then it waits on the metadata view's subscribe for the change, with
+ *     the same deadline, instead of polling.
+ * xstate delays compute their wait from context (`backoffMs(failures, policy, context.random)`),
+ * with the node's Random port, which the composition root (node.ts) hands every actor.
  */
 import { assert, TidemarkError } from '../protocol/errors.js';
-import type { Clock, Random } from '../runtime/ports.js';
+import type { Clock, Random } from './ports.js';
 
 /** How hard one call path tries before it gives up. */
 export type RetryOptions = {
@@ -40,6 +56,9 @@ export type RetryOptions = {
 };
 
 export type RetryPolicy = Required<RetryOptions>;
+
+/** What a wait needs of a policy: loops that retry for as long as their actor runs use only this. */
+export type BackoffPolicy = Pick<RetryPolicy, 'backoffMsInitial' | 'backoffMsMax'>;
 
 /** Hard upper bound on attempts, whatever the options say. */
 export const RETRY_ATTEMPTS_MAX = 1000;
@@ -76,7 +95,7 @@ export function isRetriable(error: unknown): boolean {
 }
 
 /** Wait before retry number `retry` (1 = first retry): uniform in [0, min(max, initial * 2^(retry-1))). */
-export function backoffMs(retry: number, policy: RetryPolicy, random: Random): number {
+export function backoffMs(retry: number, policy: BackoffPolicy, random: Random): number {
   assert(retry >= 1, 'retry numbers start at 1');
   const ceiling = Math.min(policy.backoffMsMax, policy.backoffMsInitial * 2 ** Math.min(retry - 1, 30));
   return Math.floor(random.next() * ceiling);
