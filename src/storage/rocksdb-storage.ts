@@ -572,7 +572,7 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
     raftLog = await openRaftLog(db, live);
     const [mark] = await db.getMany([OPEN_MARK_KEY]);
     uncleanShutdown = mark !== undefined;
-    if (mark === undefined) await db.batch([{ type: 'put', key: OPEN_MARK_KEY, value: Buffer.alloc(0) }], { sync: true });
+    if (mark === undefined) await write(db, [{ type: 'put', key: OPEN_MARK_KEY, value: Buffer.alloc(0) }], { sync: true });
   } catch (error) {
     await walSync.close();
     await db.close();
@@ -617,7 +617,7 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
       await raftLog.idle();
       await walSync.close();
       // Last: everything before it is written, so the next open may trust what it finds.
-      await db.batch([{ type: 'del', key: OPEN_MARK_KEY }], { sync: true });
+      await write(db, [{ type: 'del', key: OPEN_MARK_KEY }], { sync: true });
       await db.close();
     },
   };
