@@ -544,3 +544,13 @@ test('rocksdb: the tail caches of a node share tailCacheBytesMax, reads stay exa
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+contract('retention bounded by offsetEnd (the leader passes its HW) deletes only batches that end at or before it', async (t, env) => {
+  const store = await env.storage.openPartition(A);
+  await fill(store, [3, 2, 4]);
+  // Batches end at 3, 5 and 9; with the HW at 4, only the first may go, whatever the limits say.
+  const result = await store.applyRetention({ retentionMs: 0, retentionBytes: 0, nowMs: 1e12, offsetEnd: 4 });
+  t.is(result.deletedBatches, 1);
+  t.deepEqual([store.logStartOffset(), store.logEndOffset()], [3, 9]);
+  t.is((await store.applyRetention({ retentionMs: 0, retentionBytes: 0, nowMs: 1e12, offsetEnd: 9 })).deletedBatches, 2);
+});

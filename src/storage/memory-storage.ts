@@ -106,6 +106,7 @@ export function endOffsetForEpoch(epochs: readonly EpochEntry[], logEndOffset: n
 
 /** Whether retention deletes the log's current first batch. */
 export function retentionTakes(policy: RetentionPolicy, header: BatchHeader, batchBytes: number, sizeBytes: number): boolean {
+  if (policy.offsetEnd !== undefined && header.baseOffset + header.recordCount > policy.offsetEnd) return false;
   const byTime = policy.retentionMs >= 0 && header.maxTimestamp < policy.nowMs - policy.retentionMs;
   const bySize = policy.retentionBytes >= 0 && sizeBytes - batchBytes >= policy.retentionBytes;
   return byTime || bySize;

@@ -24,6 +24,12 @@ export interface RetentionPolicy {
   /** Delete the oldest whole batches while the log stays at or above this size; -1 = no limit. */
   readonly retentionBytes: number;
   readonly nowMs: number;
+  /**
+   * Only batches that end at or before this offset may go: the leader passes its high watermark,
+   * as Kafka deletes only below it (an uncommitted record must not go before it is committed or
+   * truncated). Absent: no bound (followers, whose log past the leader's HW is truncated anyway).
+   */
+  readonly offsetEnd?: number;
 }
 
 export interface PartitionStore {

@@ -429,6 +429,7 @@ export const partitionMachine = setup({
       type: 'RETAIN' as const,
       retentionMs: context.config.retentionMs,
       retentionBytes: context.config.retentionBytes,
+      offsetEnd: context.highWatermark,
     })),
   },
   delays: {

@@ -142,7 +142,7 @@ export type PartitionEvent =
 
 export type WriterEvent =
   | { type: 'APPEND'; batch: Uint8Array; baseOffset: number; leaderEpoch: number; sync: boolean }
-  | { type: 'RETAIN'; retentionMs: number; retentionBytes: number };
+  | { type: 'RETAIN'; retentionMs: number; retentionBytes: number; offsetEnd: number };
 
 export type ReaderEvent = {
   type: 'READ';
