@@ -35,6 +35,8 @@ const SECONDS = Number(values.seconds);
 const NODES = Number(values.nodes);
 const RF = values.rf === undefined ? Math.min(3, NODES) : Number(values.rf);
 const KEYS = 32;
+/** The read-back gives up on a partition after this long without a record, ms. */
+const READ_STALL_MS_MAX = 30_000;
 /** Sends not yet settled, upper bound: the load's memory bound. */
 const OUTSTANDING_MAX = 2000;
 const BIN = fileURLToPath(new URL('../../bin/tidemark.js', import.meta.url));
@@ -143,10 +145,22 @@ async function main(): Promise<number> {
       const until = Math.min(p.highWatermark, check.readUntil(p.partition));
       if (until <= 0) continue;
       const reader = client.reader({ topic: 'chaos', partition: p.partition, from: 'earliest', codec: codecs.string(), maxWaitMs: 100 });
-      for await (const r of reader) {
-        check.readBack(p.partition, r.offset, r.value);
-        if (r.offset + 1 >= until) break;
+      const records = reader[Symbol.asyncIterator]();
+      // A log shorter than its reported HW would stall the reader for ever: what is not read back
+      // within READ_STALL_MS_MAX of the last record counts as lost.
+      for (;;) {
+        let timer: NodeJS.Timeout | undefined;
+        const stalled = new Promise<'stalled'>((r) => (timer = setTimeout(() => r('stalled'), READ_STALL_MS_MAX)));
+        const next = await Promise.race([records.next(), stalled]).finally(() => clearTimeout(timer));
+        if (next === 'stalled') {
+          process.stdout.write(`  partition ${p.partition}: no record for ${READ_STALL_MS_MAX} ms before offset ${until}; the rest counts as lost\n`);
+          break;
+        }
+        if (next.done === true) break;
+        check.readBack(p.partition, next.value.offset, next.value.value);
+        if (next.value.offset + 1 >= until) break;
       }
+      await reader.close();
     }
     result = check.finish();
     const checkMs = Math.round(performance.now() - checkStartMs);
