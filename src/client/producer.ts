@@ -239,9 +239,16 @@ export class ProducerImpl<T> implements Producer<T> {
       while (this.admissions.length > 0) {
         const head = this.admissions.peek()!;
         let send: PendingSend;
-        let partitionCount: number;
         try {
           send = this.encode(head);
+        } catch (error) {
+          // This record's own fault: it alone is rejected; the sends behind it go on.
+          this.admissions.shift();
+          head.reject(error);
+          continue;
+        }
+        let partitionCount: number;
+        try {
           partitionCount = this.partitionCountCached(head.input.partition) ?? (await this.loadPartitionCount(head));
         } catch (error) {
           this.admissions.shift();
@@ -272,8 +279,8 @@ export class ProducerImpl<T> implements Producer<T> {
       throw invalidRecord('partition must be a non-negative integer');
     }
     const record: BatchRecord = {
-      key: toBytes(input.key ?? null),
-      value: input.value === null ? null : this.codec.encode(input.value),
+      key: toBytes('key', input.key ?? null),
+      value: input.value === null ? null : this.encodeValue(input.value),
       headers: encodeHeaders(input.headers ?? {}),
       timestamp,
     };
@@ -284,6 +291,21 @@ export class ProducerImpl<T> implements Producer<T> {
       });
     }
     return { record, bytes, sentAtMs: admission.sentAtMs, resolve: admission.resolve, reject: admission.reject };
+  }
+
+  /** The codec is the caller's code: whatever it throws or returns wrongly fails this record alone, typed. */
+  private encodeValue(value: T): Uint8Array {
+    let bytes: unknown;
+    try {
+      bytes = this.codec.encode(value);
+    } catch (error) {
+      throw new TidemarkError('INVALID_RECORD', `invalid record: the codec threw: ${error instanceof Error ? error.message : String(error)}`, {
+        cause: error,
+        context: { topic: this.topic },
+      });
+    }
+    if (!(bytes instanceof Uint8Array)) throw invalidRecord(`the codec returned ${describeType(bytes)}, not a Uint8Array`);
+    return bytes;
   }
 
   private partitionCountCached(partition: number | undefined): number | undefined {
@@ -350,9 +372,16 @@ export class ProducerImpl<T> implements Producer<T> {
   }
 }
 
-function toBytes(value: string | Uint8Array | null): Uint8Array | null {
+/** Keys and header values: a wrong type (from untyped callers) fails the record, not its batch. */
+function toBytes(what: string, value: string | Uint8Array | null): Uint8Array | null {
   if (value === null) return null;
-  return typeof value === 'string' ? utf8(value) : value;
+  if (typeof value === 'string') return utf8(value);
+  if (!(value instanceof Uint8Array)) throw invalidRecord(`${what} must be a string, a Uint8Array or null, got ${describeType(value)}`);
+  return value;
+}
+
+function describeType(value: unknown): string {
+  return value === null ? 'null' : typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value;
 }
 
 function encodeHeaders(headers: Record<string, string | Uint8Array | null>): RecordHeaders {
@@ -361,13 +390,13 @@ function encodeHeaders(headers: Record<string, string | Uint8Array | null>): Rec
   for (const [k, v] of Object.entries(headers)) {
     if (++count > HEADERS_MAX) throw invalidRecord(`more than ${HEADERS_MAX} headers`);
     if (utf8(k).length > HEADER_KEY_BYTES_MAX) throw invalidRecord(`header key over ${HEADER_KEY_BYTES_MAX} bytes`);
-    out[k] = toBytes(v);
+    out[k] = toBytes(`header "${k}"`, v);
   }
   return out;
 }
 
 function invalidRecord(why: string): TidemarkError {
-  return new TidemarkError('INVALID_REQUEST', `invalid record: ${why}`);
+  return new TidemarkError('INVALID_RECORD', `invalid record: ${why}`);
 }
 
 function invalidOption(name: string, why: string): TidemarkError {
