@@ -68,7 +68,7 @@ export const ErrorCodes = {
   NO_RESPONDERS: { retriable: true, message: 'no node answers for this subject' },
   /** The NATS server cannot be reached (connect refused or timed out). */
   CONNECTION_FAILED: { retriable: true, message: 'cannot reach the NATS server' },
-  /** A bounded queue on the node is full; back off and retry. */
+  /** A bounded queue is full (on the node, or the producer's waiting sends); back off and retry. */
   BUSY: { retriable: true, message: 'node is busy, retry later' },
   /** The node is shutting down. */
   SHUTTING_DOWN: { retriable: true, message: 'node is shutting down' },
