@@ -31,7 +31,7 @@ const OUTSTANDING_MAX = 50_000;
 const value = new Uint8Array(RECORD_BYTES).fill(120);
 
 async function throughput(client: Tidemark, topic: string, acks: Acks): Promise<number> {
-  const producer = client.producer({ topic, codec: codecs.bytes(), acks, lingerMs: 5 });
+  const producer = client.producer({ topic, codec: codecs.bytes(), acks, lingerMs: 5, sendsWaitingMax: OUTSTANDING_MAX });
   const pending: Promise<unknown>[] = [];
   const start = performance.now();
   for (let i = 0; i < RECORDS; i++) {

@@ -6,16 +6,19 @@
  * Memory: every record the producer holds (open batch, queued, in flight, waiting to retry)
  * counts against `inFlightBytesMax` until it is acknowledged or rejected. When the budget is full,
  * admission stops and later send() calls wait, holding only the caller's own value (encoding
- * happens at admission), so nothing grows inside the producer.
+ * happens at admission). Waiting is bounded too, as Kafka's `max.block.ms` bounds a blocked
+ * send(): at most `sendsWaitingMax` sends wait (beyond: BUSY at once), each for at most
+ * `maxBlockMs`, or its `deliveryTimeoutMs` if shorter (then TIMEOUT). One clock timer, armed for
+ * the oldest waiting send, enforces it.
  */
 import { Fifo } from './fifo.js';
 import { BATCH_HEADER_BYTES, recordBytes, type BatchRecord, type RecordHeaders } from '../protocol/batch.js';
-import { TidemarkError } from '../protocol/errors.js';
+import { assert, TidemarkError } from '../protocol/errors.js';
 import { PAYLOAD_BYTES_MAX, REQUEST_TIMEOUT_MS_MAX } from '../protocol/messages.js';
 import { isValidTopicName, type Subjects } from '../protocol/subjects.js';
 import type { Clock, Random } from '../runtime/ports.js';
 import { Accumulator, type PendingSend, type ReadyBatch, type RecordMetadata } from './accumulator.js';
-import { ByteBudget } from './byte-budget.js';
+import { ByteBudget, type BudgetWait } from './byte-budget.js';
 import { utf8, type Codec } from './codecs.js';
 import type { MetadataCache } from './metadata.js';
 import { Partitioner } from './partitioner.js';
@@ -53,6 +56,20 @@ export type ProducerOptions<T> = {
    * @default 33554432
    */
   inFlightBytesMax?: number;
+  /**
+   * Longest a send() waits to be admitted, ms: for metadata to pick its partition, for room in
+   * inFlightBytesMax, or behind earlier sends that wait. Then it rejects with TIMEOUT (retriable:
+   * nothing of it was sent). 0: never wait. Kafka's `max.block.ms`; unlike Kafka's, this wait is
+   * part of deliveryTimeoutMs (both count from send()), so the shorter of the two applies.
+   * @default 60000
+   */
+  maxBlockMs?: number;
+  /**
+   * Sends waiting to be admitted at once (each holds only the caller's value, not yet encoded);
+   * a send() beyond it rejects at once with BUSY.
+   * @default 10000
+   */
+  sendsWaitingMax?: number;
   /**
    * Batches in flight at once per partition. 1 keeps order even when one request is lost.
    * @default 5
@@ -129,16 +146,30 @@ export const PRODUCER_DEFAULTS = {
   inFlightBytesMax: 32 << 20,
   inFlightBatchesPerPartitionMax: 5,
   deliveryTimeoutMs: 30_000,
+  maxBlockMs: 60_000,
+  sendsWaitingMax: 10_000,
 } as const;
 
 const LINGER_MS_MAX = 60_000;
 const IN_FLIGHT_BATCHES_MAX = 100;
+const SENDS_WAITING_MAX = 1_000_000;
+const DAY_MS = 24 * 3_600_000;
 const HEADERS_MAX = 0xffff;
 const HEADER_KEY_BYTES_MAX = 0xffff;
+
+/** What the head of the admission queue waits for (the sends behind it wait for the head). */
+type WaitingFor = 'metadata' | 'budget';
 
 interface Admission<T> {
   readonly input: ProducerRecord<T>;
   readonly sentAtMs: number;
+  /** sentAtMs + the admission wait bound: past it the send is rejected with TIMEOUT. */
+  readonly deadlineMs: number;
+  waitingFor: WaitingFor | undefined;
+  /** The last failed metadata attempt while this send was the head (the cause of its TIMEOUT). */
+  lastError: unknown;
+  /** This send's wait for budget bytes (set only while it waits for them). */
+  budgetWait: BudgetWait | undefined;
   resolve(metadata: RecordMetadata): void;
   reject(error: unknown): void;
 }
@@ -149,6 +180,10 @@ export class ProducerImpl<T> implements Producer<T> {
   private readonly acks: 0 | 1 | -1;
   private readonly batchBytesMax: number;
   private readonly deliveryTimeoutMs: number;
+  private readonly maxBlockMs: number;
+  /** How long a send may wait for admission: maxBlockMs, never past its delivery deadline. */
+  private readonly admissionMsMax: number;
+  private readonly sendsWaitingMax: number;
   private readonly policy: RetryPolicy;
   private readonly budget: ByteBudget;
   private readonly accumulator: Accumulator;
@@ -157,6 +192,8 @@ export class ProducerImpl<T> implements Producer<T> {
   private readonly admissions = new Fifo<Admission<T>>();
   private readonly unsettled = new Set<Promise<void>>();
   private admitting = false;
+  /** Fires at (or before) the oldest waiting send's deadline; unset while nobody waits. */
+  private expiryTimer: unknown = undefined;
   private flushing = 0;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -176,7 +213,10 @@ export class ProducerImpl<T> implements Producer<T> {
       deps.rpc.payloadBytesMax(),
     );
     const inFlightBytesMax = intOption('inFlightBytesMax', options.inFlightBytesMax ?? PRODUCER_DEFAULTS.inFlightBytesMax, 1, 2 ** 40);
-    this.deliveryTimeoutMs = intOption('deliveryTimeoutMs', options.deliveryTimeoutMs ?? PRODUCER_DEFAULTS.deliveryTimeoutMs, 1, 24 * 3_600_000);
+    this.deliveryTimeoutMs = intOption('deliveryTimeoutMs', options.deliveryTimeoutMs ?? PRODUCER_DEFAULTS.deliveryTimeoutMs, 1, DAY_MS);
+    this.maxBlockMs = intOption('maxBlockMs', options.maxBlockMs ?? PRODUCER_DEFAULTS.maxBlockMs, 0, DAY_MS);
+    this.admissionMsMax = Math.min(this.maxBlockMs, this.deliveryTimeoutMs);
+    this.sendsWaitingMax = intOption('sendsWaitingMax', options.sendsWaitingMax ?? PRODUCER_DEFAULTS.sendsWaitingMax, 1, SENDS_WAITING_MAX);
     intOption('requestTimeoutMs', options.requestTimeoutMs ?? deps.requestTimeoutMs, 1, REQUEST_TIMEOUT_MS_MAX);
     intOption('inFlightBatchesPerPartitionMax', options.inFlightBatchesPerPartitionMax ?? PRODUCER_DEFAULTS.inFlightBatchesPerPartitionMax, 1, IN_FLIGHT_BATCHES_MAX);
     this.policy = retryPolicy(options.retry, deps.policy);
@@ -193,8 +233,26 @@ export class ProducerImpl<T> implements Producer<T> {
 
   send(record: ProducerRecord<T>): Promise<RecordMetadata> {
     if (this.closed) return Promise.reject(new TidemarkError('CLOSED', 'producer is closed'));
+    if (this.admissions.length >= this.sendsWaitingMax) {
+      // BUSY is retriable: the caller backs off (awaits earlier sends) and sends again.
+      return Promise.reject(
+        new TidemarkError('BUSY', `producer has ${this.admissions.length} sends waiting to be admitted (sendsWaitingMax)`, {
+          context: { topic: this.topic, sendsWaitingMax: this.sendsWaitingMax, waitingFor: this.admissions.peek()?.waitingFor },
+        }),
+      );
+    }
+    const sentAtMs = this.deps.clock.now();
     const promise = new Promise<RecordMetadata>((resolve, reject) => {
-      this.admissions.push({ input: record, sentAtMs: this.deps.clock.now(), resolve, reject });
+      this.admissions.push({
+        input: record,
+        sentAtMs,
+        deadlineMs: sentAtMs + this.admissionMsMax,
+        waitingFor: undefined,
+        lastError: undefined,
+        budgetWait: undefined,
+        resolve,
+        reject,
+      });
     });
     const settled = promise.then(
       () => undefined,
@@ -203,6 +261,8 @@ export class ProducerImpl<T> implements Producer<T> {
     this.unsettled.add(settled);
     void settled.then(() => this.unsettled.delete(settled));
     void this.admit();
+    // Usually admitted already (admission is synchronous while metadata and budget allow).
+    this.armExpiry();
     return promise;
   }
 
@@ -231,7 +291,11 @@ export class ProducerImpl<T> implements Producer<T> {
     return this.close();
   }
 
-  /** Admission, one record at a time in send() order, so each partition sees records in that order. */
+  /**
+   * Admission, one record at a time in send() order, so each partition sees records in that order.
+   * After each wait the head may have been expired (rejected and removed by {@link expire}); then
+   * it gives back any bytes it was granted and the loop goes on with the next send.
+   */
   private async admit(): Promise<void> {
     if (this.admitting) return;
     this.admitting = true;
@@ -239,22 +303,42 @@ export class ProducerImpl<T> implements Producer<T> {
       while (this.admissions.length > 0) {
         const head = this.admissions.peek()!;
         let send: PendingSend;
-        let partitionCount: number;
         try {
           send = this.encode(head);
-          partitionCount = this.partitionCountCached(head.input.partition) ?? (await this.loadPartitionCount(head));
         } catch (error) {
-          this.admissions.shift();
+          // This record's own fault: it alone is rejected; the sends behind it go on.
+          this.shiftAdmission();
           head.reject(error);
-          this.expireAdmissions(error);
           continue;
+        }
+        let partitionCount = this.partitionCountCached(head.input.partition);
+        if (partitionCount === undefined) {
+          head.waitingFor = 'metadata';
+          try {
+            partitionCount = await this.loadPartitionCount(head);
+          } catch (error) {
+            if (this.admissions.peek() !== head) continue;
+            this.shiftAdmission();
+            head.reject(error);
+            this.expireAdmissions(error);
+            continue;
+          }
+          if (this.admissions.peek() !== head) continue;
         }
         if (!this.budget.tryTake(send.bytes)) {
           // Memory is full: batches waiting out their linger only delay the acks that free it.
           this.accumulator.closeAll();
-          await this.budget.take(send.bytes);
+          head.waitingFor = 'budget';
+          head.budgetWait = this.budget.take(send.bytes);
+          const taken = await head.budgetWait.taken;
+          head.budgetWait = undefined;
+          if (this.admissions.peek() !== head) {
+            if (taken) this.budget.release(send.bytes);
+            continue;
+          }
+          assert(taken, 'a budget wait is cancelled only by expire(), which removes the send first');
         }
-        this.admissions.shift();
+        this.shiftAdmission();
         const partition = head.input.partition ?? this.partitioner.partition(send.record.key, partitionCount);
         this.accumulator.append(partition, send);
       }
@@ -262,6 +346,69 @@ export class ProducerImpl<T> implements Producer<T> {
     } finally {
       this.admitting = false;
     }
+  }
+
+  private shiftAdmission(): Admission<T> | undefined {
+    const admission = this.admissions.shift();
+    if (this.admissions.length === 0 && this.expiryTimer !== undefined) {
+      // Nobody waits: no timer may keep the process alive (or fire for nothing).
+      this.deps.clock.clearTimeout(this.expiryTimer);
+      this.expiryTimer = undefined;
+    }
+    return admission;
+  }
+
+  /**
+   * Arms the expiry timer for the oldest waiting send. It is not moved when that send is
+   * admitted: it then fires early, finds nothing due and re-arms (cheaper than a clear and a set
+   * per admission while sends wait).
+   */
+  private armExpiry(): void {
+    const oldest = this.admissions.peek();
+    if (oldest === undefined || this.expiryTimer !== undefined) return;
+    const delayMs = Math.max(0, oldest.deadlineMs - this.deps.clock.now());
+    this.expiryTimer = this.deps.clock.setTimeout(() => {
+      this.expiryTimer = undefined;
+      this.expire();
+    }, delayMs);
+  }
+
+  /**
+   * Rejects every waiting send whose admission deadline has passed. One bound for all and FIFO
+   * order make the deadlines ascend along the queue, so the expired sends are a prefix of it.
+   * A send waiting for budget bytes leaves the budget's queue having taken nothing.
+   */
+  private expire(): void {
+    const now = this.deps.clock.now();
+    const head = this.admissions.peek();
+    const waitingFor = head?.waitingFor;
+    const cause = head?.lastError;
+    while (this.admissions.length > 0 && this.admissions.peek()!.deadlineMs <= now) {
+      const admission = this.shiftAdmission()!;
+      admission.budgetWait?.cancel();
+      admission.reject(this.blockedTooLong(admission, now, waitingFor, cause));
+    }
+    this.armExpiry();
+  }
+
+  /**
+   * TIMEOUT is retriable, as in Kafka, where a send() blocked past max.block.ms throws a
+   * TimeoutException (BufferExhaustedException when waiting for memory), a RetriableException:
+   * nothing of the record left the client, so sending it again cannot write it twice. The
+   * producer does not resend it itself; the caller decides (one retry layer per call path).
+   */
+  private blockedTooLong(admission: Admission<T>, now: number, waitingFor: WaitingFor | undefined, cause: unknown): TidemarkError {
+    const why =
+      waitingFor === 'budget'
+        ? `for room in inFlightBytesMax (${this.budget.bytesMax} bytes, ${this.budget.usedBytes} held)`
+        : waitingFor === 'metadata'
+          ? `for metadata of topic "${this.topic}"`
+          : 'to be admitted';
+    const bound = this.maxBlockMs <= this.deliveryTimeoutMs ? `maxBlockMs ${this.maxBlockMs}` : `deliveryTimeoutMs ${this.deliveryTimeoutMs}`;
+    return new TidemarkError('TIMEOUT', `send() waited ${now - admission.sentAtMs} ms ${why} (${bound})`, {
+      cause,
+      context: { topic: this.topic, waitingFor, maxBlockMs: this.maxBlockMs, deliveryTimeoutMs: this.deliveryTimeoutMs },
+    });
   }
 
   private encode(admission: Admission<T>): PendingSend {
@@ -272,8 +419,8 @@ export class ProducerImpl<T> implements Producer<T> {
       throw invalidRecord('partition must be a non-negative integer');
     }
     const record: BatchRecord = {
-      key: toBytes(input.key ?? null),
-      value: input.value === null ? null : this.codec.encode(input.value),
+      key: toBytes('key', input.key ?? null),
+      value: input.value === null ? null : this.encodeValue(input.value),
       headers: encodeHeaders(input.headers ?? {}),
       timestamp,
     };
@@ -286,12 +433,27 @@ export class ProducerImpl<T> implements Producer<T> {
     return { record, bytes, sentAtMs: admission.sentAtMs, resolve: admission.resolve, reject: admission.reject };
   }
 
+  /** The codec is the caller's code: whatever it throws or returns wrongly fails this record alone, typed. */
+  private encodeValue(value: T): Uint8Array {
+    let bytes: unknown;
+    try {
+      bytes = this.codec.encode(value);
+    } catch (error) {
+      throw new TidemarkError('INVALID_RECORD', `invalid record: the codec threw: ${error instanceof Error ? error.message : String(error)}`, {
+        cause: error,
+        context: { topic: this.topic },
+      });
+    }
+    if (!(bytes instanceof Uint8Array)) throw invalidRecord(`the codec returned ${describeType(bytes)}, not a Uint8Array`);
+    return bytes;
+  }
+
   private partitionCountCached(partition: number | undefined): number | undefined {
     const count = this.deps.metadata.cached(this.topic)?.partitions.length;
     return count !== undefined && (partition === undefined || partition < count) ? count : undefined;
   }
 
-  /** The one retry layer for partition choice: until the head record's delivery deadline. */
+  /** The one retry layer for partition choice: until the head record's admission deadline. */
   private async loadPartitionCount(head: Admission<T>): Promise<number> {
     if (this.flushing > 0) this.accumulator.closeAll();
     const { metadata, clock, random } = this.deps;
@@ -310,17 +472,20 @@ export class ProducerImpl<T> implements Producer<T> {
         clock,
         random,
         startedAtMs: head.sentAtMs,
-        totalMs: this.deliveryTimeoutMs,
-        onRetry: (error) => metadata.noteError(this.topic, error),
+        totalMs: this.admissionMsMax,
+        onRetry: (error) => {
+          head.lastError = error;
+          metadata.noteError(this.topic, error);
+        },
       },
     );
   }
 
-  /** After the head failed to find metadata: also fail queued sends whose deadline has passed. */
+  /** After the head failed to find metadata: also fail queued sends whose deadline has passed, with its error. */
   private expireAdmissions(error: unknown): void {
     const now = this.deps.clock.now();
-    while (this.admissions.length > 0 && this.admissions.peek()!.sentAtMs + this.deliveryTimeoutMs <= now) {
-      this.admissions.shift()!.reject(error);
+    while (this.admissions.length > 0 && this.admissions.peek()!.deadlineMs <= now) {
+      this.shiftAdmission()!.reject(error);
     }
   }
 
@@ -350,9 +515,16 @@ export class ProducerImpl<T> implements Producer<T> {
   }
 }
 
-function toBytes(value: string | Uint8Array | null): Uint8Array | null {
+/** Keys and header values: a wrong type (from untyped callers) fails the record, not its batch. */
+function toBytes(what: string, value: string | Uint8Array | null): Uint8Array | null {
   if (value === null) return null;
-  return typeof value === 'string' ? utf8(value) : value;
+  if (typeof value === 'string') return utf8(value);
+  if (!(value instanceof Uint8Array)) throw invalidRecord(`${what} must be a string, a Uint8Array or null, got ${describeType(value)}`);
+  return value;
+}
+
+function describeType(value: unknown): string {
+  return value === null ? 'null' : typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value;
 }
 
 function encodeHeaders(headers: Record<string, string | Uint8Array | null>): RecordHeaders {
@@ -361,13 +533,13 @@ function encodeHeaders(headers: Record<string, string | Uint8Array | null>): Rec
   for (const [k, v] of Object.entries(headers)) {
     if (++count > HEADERS_MAX) throw invalidRecord(`more than ${HEADERS_MAX} headers`);
     if (utf8(k).length > HEADER_KEY_BYTES_MAX) throw invalidRecord(`header key over ${HEADER_KEY_BYTES_MAX} bytes`);
-    out[k] = toBytes(v);
+    out[k] = toBytes(`header "${k}"`, v);
   }
   return out;
 }
 
 function invalidRecord(why: string): TidemarkError {
-  return new TidemarkError('INVALID_REQUEST', `invalid record: ${why}`);
+  return new TidemarkError('INVALID_RECORD', `invalid record: ${why}`);
 }
 
 function invalidOption(name: string, why: string): TidemarkError {

@@ -41,6 +41,12 @@ export const ErrorCodes = {
   CORRUPT_MESSAGE: { retriable: false, message: 'record batch is corrupt' },
   /** The request is malformed: bad msgpack, wrong field types, values out of bounds. */
   INVALID_REQUEST: { retriable: false, message: 'invalid request' },
+  /**
+   * The SDK cannot send this record as given: the codec threw or returned no bytes, or a field
+   * is out of bounds (timestamp, partition, headers). Refused before anything is sent, for that
+   * record alone; sending it again cannot help (Kafka's INVALID_RECORD, SerializationException).
+   */
+  INVALID_RECORD: { retriable: false, message: 'invalid record' },
   /** Topic names: 1-249 of [a-zA-Z0-9._-], not "." or "..". */
   INVALID_TOPIC: { retriable: false, message: 'invalid topic name' },
   INVALID_PARTITIONS: { retriable: false, message: 'invalid number of partitions' },
@@ -69,7 +75,7 @@ export const ErrorCodes = {
   NO_RESPONDERS: { retriable: true, message: 'no node answers for this subject' },
   /** The NATS server cannot be reached (connect refused or timed out). */
   CONNECTION_FAILED: { retriable: true, message: 'cannot reach the NATS server' },
-  /** A bounded queue on the node is full; back off and retry. */
+  /** A bounded queue is full (on the node, or the producer's waiting sends); back off and retry. */
   BUSY: { retriable: true, message: 'node is busy, retry later' },
   /** The node is shutting down. */
   SHUTTING_DOWN: { retriable: true, message: 'node is shutting down' },
