@@ -404,7 +404,7 @@ function tidemarkCase(
         const client = clients[leaderIndex] ?? clients[0]!;
         const server = nats.servers[leaderIndex] ?? nats.servers[0]!;
         const target = async (lingerMs: number): Promise<Target> => {
-          const producer = client.producer({ topic, codec: codecs.bytes(), acks: spec.acks, lingerMs, deliveryTimeoutMs: TIMEOUT_MS });
+          const producer = client.producer({ topic, codec: codecs.bytes(), acks: spec.acks, lingerMs, deliveryTimeoutMs: TIMEOUT_MS, sendsWaitingMax: OUTSTANDING_MAX });
           producers.push(producer);
           return {
             async send() {
