@@ -611,3 +611,31 @@ test('flush.mode=replicated: the leader takes suspect members out of the ISR, an
   await waitFor(actor, (s) => s.context.partitionEpoch === 2 && s.matches({ open: { isr: 'idle' } }));
   t.deepEqual(actor.getSnapshot().context.isr, [1, 2]);
 });
+
+test('STOP while an acks=all batch is still being written: answered NOT_LEADER at once, but the actor ends only once the writer wrote it', async (t) => {
+  let release: (() => void) | undefined;
+  const slow = partitionMachine.provide({
+    actors: {
+      logWriter: fromCallback<WriterEvent, WriterInput>(({ sendBack, receive }) => {
+        receive((event) => {
+          if (event.type !== 'APPEND') return;
+          const end = event.baseOffset + readBatchHeader(event.batch).recordCount;
+          release = () => {
+            sendBack({ type: 'WRITTEN', logEndOffset: end });
+            sendBack({ type: 'APPENDED', logEndOffset: end });
+          };
+        });
+      }),
+    },
+  });
+  const { actor, transport } = startWith(slow, new SimulatedClock(), { replicas: [1, 2], isr: [1, 2] });
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
+  actor.send(produce('p', batchOf(2), -1));
+  await waitFor(actor, () => release !== undefined);
+  actor.send({ type: 'STOP' });
+  t.is(errorCode(await transport.next('p')), 'NOT_LEADER');
+  t.true(actor.getSnapshot().matches({ open: { log: 'draining' } }), 'waits for its writer');
+  release!();
+  await waitFor(actor, (s) => s.status === 'done');
+  t.pass();
+});

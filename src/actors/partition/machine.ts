@@ -354,7 +354,12 @@ export const partitionMachine = setup({
       for (const p of abandoned) {
         if (p.replyTo !== undefined) enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: p.replyTo, error: wireError('NOT_LEADER', 'leadership ended before the batch was committed') });
       }
-      const still = context.pending.filter((p) => p.acks !== -1);
+      // A batch still on its way to disk keeps its place, unanswered, until it is written: the actor
+      // must not end while its writer still appends, or a late append of this epoch would land
+      // under the actor that opens this log next (and make its first append fail).
+      const still = context.pending
+        .filter((p) => p.acks !== -1 || p.endOffset > context.logEndOffset)
+        .map((p) => (p.acks === -1 ? { ...p, acks: 1 as const, replyTo: undefined } : p));
       const released = context.pendingBytes - bytesOf(still);
       const lease = context.pendingLease;
       if (released > 0) enqueue(() => lease.release(released));
