@@ -505,7 +505,7 @@ test.serial('a follower killed -9 while 50k records are written catches up, rejo
 
   const N = 50_000;
   // Small batches (32 KiB, ~300 records): the follower has more than a hundred of them to fetch.
-  const all = producer(t, { topic, acks: 'all', lingerMs: 5, batchBytesMax: 32_768 });
+  const all = producer(t, { topic, acks: 'all', lingerMs: 5, batchBytesMax: 32_768, sendsWaitingMax: N });
   const producedAt = performance.now();
   const acked = await Promise.all(Array.from({ length: N }, (_, i) => all.send({ key: `k-${i % 100}`, value: `r-${i}-${'x'.repeat(64)}`, partition: 0 })));
   const produceMs = performance.now() - producedAt;
