@@ -77,4 +77,11 @@ test('the memory store says whether the last storage on its disk was closed (Nod
   // The process dies without closing `second`.
   const third = createMemoryNodeStorage(disk);
   t.true(third.uncleanShutdown);
+  // It closes cleanly before its broker could report the unclean shutdown: the next one must.
+  await third.close();
+  const fourth = createMemoryNodeStorage(disk);
+  t.true(fourth.uncleanShutdown, 'not reported yet');
+  fourth.uncleanShutdownReported();
+  await fourth.close();
+  t.false(createMemoryNodeStorage(disk).uncleanShutdown, 'reported, then closed cleanly');
 });

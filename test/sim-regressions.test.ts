@@ -47,6 +47,10 @@ const REGRESSIONS: Array<{ seed: number; steps: number; bug: string }> = [
   { seed: 561035908, steps: 441, bug: 'replicated: a power-lost ISR member was elected over fenced members that kept the records' },
   // Swarm finds of this fix's first version: a replica elected while already dead with its loss.
   { seed: 194573650, steps: 731, bug: 'replicated: an election named a replica already down with its power loss (checker excuse while it cannot serve)' },
+  // The 1800 s swarm after that fix: a process started after a power loss and stopped cleanly
+  // before it registered; its clean close cleared the open mark and the loss went unreported.
+  { seed: 296190686, steps: 679, bug: 'replicated: a clean close before registering hid an unclean shutdown (storage open mark)' },
+  { seed: 933938449, steps: 1366, bug: 'replicated: a clean close before registering hid an unclean shutdown (storage open mark)' },
 ];
 
 for (const r of REGRESSIONS) {

@@ -98,6 +98,7 @@ test('acknowledged appends survive kill -9, whole and in order, round after roun
       const storage = await openRocksNodeStorage(dir);
       try {
         t.true(storage.uncleanShutdown, 'a killed process leaves its storage marked open (KIP-966 unclean shutdown)');
+        storage.uncleanShutdownReported(); // as a broker does once its registration says so
         const store = await storage.openPartition(PARTITION);
         const end = store.logEndOffset();
         t.true(end >= acked, `round ${round}: log end ${end} lost acknowledged appends up to ${acked}`);

@@ -343,9 +343,13 @@ export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): No
     if (closed) throw storageClosed();
   };
   const uncleanShutdown = disk.openMark;
+  let reported = false;
   disk.openMark = true;
   return {
     uncleanShutdown,
+    uncleanShutdownReported: () => {
+      reported = true;
+    },
     raftLog: syncTracked(createMemoryRaftStore(disk.raft, live), disk, () => closed),
     async openPartition(key) {
       live();
@@ -380,7 +384,7 @@ export function createMemoryNodeStorage(disk: MemoryDisk = new MemoryDisk()): No
       disk.wrote(true, () => undefined);
     },
     async close() {
-      if (!closed) disk.openMark = false;
+      if (!closed && (!uncleanShutdown || reported)) disk.openMark = false;
       closed = true;
     },
   };

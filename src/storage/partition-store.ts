@@ -101,9 +101,13 @@ export interface NodeStorage {
    * The last process to use this storage did not close it (kill -9, a crash, an OS crash or power
    * loss): writes it made without sync may be gone. Under flush.mode=replicated such a replica may
    * have lost records it counted toward the high watermark (Kafka's KIP-966 "unclean shutdown");
-   * the broker says so when it registers.
+   * the broker says so when it registers. Until it has ({@link uncleanShutdownReported}), a clean
+   * close keeps the storage marked, so a process that starts and stops before registering does not
+   * hide the loss from the next one.
    */
   readonly uncleanShutdown: boolean;
+  /** The controller has recorded this storage's unclean shutdown (a registration saying so committed). */
+  uncleanShutdownReported(): void;
   /** The controller quorum's Raft log and election state (term, vote). */
   readonly raftLog: RaftStore;
   /** The same handle for the same key until it is deleted or the storage closed. */

@@ -563,6 +563,7 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
   const deleting = new Set<Promise<void>>();
   let raftLog: Awaited<ReturnType<typeof openRaftLog>>;
   let uncleanShutdown: boolean;
+  let reported = false;
   try {
     // A later layout change must not be read as this one.
     const version = Buffer.from([0, 0, 0, FORMAT_VERSION]);
@@ -598,6 +599,9 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
   return {
     raftLog,
     uncleanShutdown,
+    uncleanShutdownReported: () => {
+      reported = true;
+    },
     tailCache,
     openPartition,
     async deletePartition(key) {
@@ -616,8 +620,9 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
       for (const p of open) if (p.status === 'fulfilled') p.value.closed();
       await raftLog.idle();
       await walSync.close();
-      // Last: everything before it is written, so the next open may trust what it finds.
-      await write(db, [{ type: 'del', key: OPEN_MARK_KEY }], { sync: true });
+      // Last: everything before it is written, so the next open may trust what it finds (unless an
+      // unclean shutdown found at open was never reported: the next process must report it).
+      if (!uncleanShutdown || reported) await write(db, [{ type: 'del', key: OPEN_MARK_KEY }], { sync: true });
       await db.close();
     },
   };

@@ -51,6 +51,10 @@ export class SimStorage implements NodeStorage {
     return this.inner.uncleanShutdown;
   }
 
+  uncleanShutdownReported(): void {
+    this.inner.uncleanShutdownReported();
+  }
+
   /** The process died: queued and later calls never settle, nothing more reaches the disk. */
   kill(): void {
     if (this.dead) return;
@@ -58,7 +62,7 @@ export class SimStorage implements NodeStorage {
     const closedCleanly = this.closedCleanly;
     void this.inner.close();
     // A process that dies without closing its storage leaves it marked open.
-    this.disk.openMark = !closedCleanly;
+    if (!closedCleanly) this.disk.openMark = true;
   }
 
   openPartition(key: PartitionKey): Promise<PartitionStore> {

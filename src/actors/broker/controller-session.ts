@@ -48,7 +48,8 @@ export const controllerSession = fromCallback<{ type: 'NONE' }, ControllerSessio
     };
     const reply = decodeReply(await transport.request(subjects.controller('register'), encodeMessage(request), requestTimeoutMs), registerBrokerReply);
     epoch = reply.brokerEpoch;
-    logger.info({ brokerEpoch: epoch }, 'registered with the controller');
+    if (request.uncleanShutdown === true) input.storage.uncleanShutdownReported();
+    logger.info({ brokerEpoch: epoch, uncleanShutdown: request.uncleanShutdown }, 'registered with the controller');
     if (!stopped) sendBack({ type: 'SESSION', brokerEpoch: epoch, fenced: true } satisfies SessionEvent);
   };
 
