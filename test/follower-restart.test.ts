@@ -11,12 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import type { PartitionDescription } from '../src/client/admin.js';
-import { Tidemark } from '../src/client/client.js';
 import { codecs } from '../src/client/codecs.js';
-import { BehaviourCluster, pollUntil } from './helpers/behaviour-cluster.js';
-import { killAllCliProcesses } from './helpers/cli.js';
+import { pollUntil } from './helpers/behaviour-cluster.js';
+import { behaviourFixture } from './helpers/behaviour-fixture.js';
 import { soleLeader, waitForCluster } from './helpers/cluster.js';
-import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
 
 const CLUSTER = 'frs';
 const VOTERS = [1, 2, 3];
@@ -25,39 +23,18 @@ const RETENTION_CHECK_MS = 200;
 const RETENTION_BYTES = 64 * 1024;
 const LOG_DIR = join(tmpdir(), `tidemark-follower-restart-${process.pid}`);
 
-let nats: NatsServer;
-let cluster: BehaviourCluster;
-let client: Tidemark;
-
-test.before(async () => {
-  nats = await startNatsServer();
-  const extraArgs = ['--retention-check-interval-ms', String(RETENTION_CHECK_MS)];
-  cluster = await BehaviourCluster.start(nats.url, CLUSTER, VOTERS.map((id) => ({ id, extraArgs })), VOTERS);
-  client = await Tidemark.connect({
-    servers: nats.url,
-    cluster: CLUSTER,
-    requestTimeoutMs: 2_000,
-    retry: { attemptsMax: 200, backoffMsInitial: 50, backoffMsMax: 500, totalMsMax: 20_000 },
-  });
-});
-
-test.afterEach.always(async (t) => {
-  if (t.passed || cluster === undefined) return;
-  const files = await cluster.dumpLogs(LOG_DIR);
-  t.log(`node logs (${files.length} processes): ${LOG_DIR}`);
-});
-
-test.after.always(async () => {
-  await client?.close();
-  await cluster?.destroy();
-  await killAllCliProcesses();
-  await nats?.stop();
+const fx = behaviourFixture(test, {
+  cluster: CLUSTER,
+  nodes: VOTERS.map((id) => ({ id, extraArgs: ['--retention-check-interval-ms', String(RETENTION_CHECK_MS)] })),
+  voters: VOTERS,
+  logDir: LOG_DIR,
+  client: { requestTimeoutMs: 2_000, retry: { attemptsMax: 200, backoffMsInitial: 50, backoffMsMax: 500, totalMsMax: 20_000 } },
 });
 
 const ms = (x: number) => `${Math.round(x)} ms`;
 
 async function partition0(topic: string): Promise<PartitionDescription> {
-  const p = (await client.admin().describeTopic(topic)).partitions.find((x) => x.partition === 0);
+  const p = (await fx.client.admin().describeTopic(topic)).partitions.find((x) => x.partition === 0);
   if (p === undefined) throw new Error(`${topic} has no partition 0`);
   return p;
 }
@@ -68,11 +45,11 @@ const waitPartition = (topic: string, what: string, done: (p: PartitionDescripti
 test.serial('a follower down while retention deleted past its log end restarts its log at the leader\'s log start and rejoins the ISR', async (t) => {
   t.timeout(40_000);
   const started = performance.now();
-  const { cluster: view } = await waitForCluster(client.admin(), 'one controller, three brokers', (c) => soleLeader(c) !== undefined && c.brokers.filter((b) => !b.fenced).length === 3, 15_000);
+  const { cluster: view } = await waitForCluster(fx.client.admin(), 'one controller, three brokers', (c) => soleLeader(c) !== undefined && c.brokers.filter((b) => !b.fenced).length === 3, 15_000);
   const topic = 'retained-past-follower';
-  const created = await client.admin().createTopic({ name: topic, partitions: 1, replicationFactor: 2, config: { 'retention.bytes': String(RETENTION_BYTES) } });
-  t.teardown(() => client.admin().deleteTopic(topic).catch(() => undefined));
-  const producer = client.producer<string>({ codec: codecs.string(), topic, acks: 'all', lingerMs: 2, batchBytesMax: 8 * 1024 });
+  const created = await fx.client.admin().createTopic({ name: topic, partitions: 1, replicationFactor: 2, config: { 'retention.bytes': String(RETENTION_BYTES) } });
+  t.teardown(() => fx.client.admin().deleteTopic(topic).catch(() => undefined));
+  const producer = fx.client.producer<string>({ codec: codecs.string(), topic, acks: 'all', lingerMs: 2, batchBytesMax: 8 * 1024 });
   t.teardown(() => producer.close());
 
   // A few records both replicas hold, so the follower's log is not empty when it goes.
@@ -81,7 +58,7 @@ test.serial('a follower down while retention deleted past its log end restarts i
   const follower = full.replicas.find((id) => id !== full.leader)!;
   t.log(`leader ${full.leader}, follower ${follower}, controller ${view.controllerId}`);
 
-  await cluster.kill(follower, 'SIGKILL');
+  await fx.cluster.kill(follower, 'SIGKILL');
   await waitPartition(topic, `ISR without ${follower}`, (p) => p.isr.length === 1 && !p.isr.includes(follower), 10_000);
 
   // ~2 MiB while the follower is down: retention (64 KiB) on the leader deletes far past offset 50.
@@ -93,24 +70,24 @@ test.serial('a follower down while retention deleted past its log end restarts i
   t.log(`leader log [${retained.logStartOffset}, ${end}) after retention; follower's log ends at 50`);
 
   const restartedAt = performance.now();
-  await cluster.startNode(follower);
+  await fx.cluster.startNode(follower);
   const { value: back } = await waitPartition(topic, `${follower} back in the ISR at ${end}`, (p) => p.isr.length === 2 && p.replicaStates.every((r) => r.logEndOffset === end), 20_000);
   t.log(`follower ${follower} back in the ISR [${back.isr}] ${ms(performance.now() - restartedAt)} after its restart`);
-  const restarts = cluster.logs(follower, "log ends below the leader's log start; restarting it there");
+  const restarts = fx.cluster.logs(follower, "log ends below the leader's log start; restarting it there");
   t.is(restarts.length, 1, 'the follower restarted its log once');
   t.like(restarts[0], { fetchOffset: 50 });
   t.true((restarts[0]!['leaderLogStartOffset'] as number) >= retained.logStartOffset);
 
   // Its log, read from its RocksDB after a clean stop: starts at or after the leader's log start
   // when it came back, ends at the leader's end, and holds the leader's batches byte for byte (CRC).
-  t.deepEqual(await cluster.kill(follower, 'SIGTERM'), { code: 0, signal: null });
+  t.deepEqual(await fx.cluster.kill(follower, 'SIGTERM'), { code: 0, signal: null });
   // (The preferred election may have handed it the leadership meanwhile; its SIGTERM hands it back.)
   const { value: leaderNow } = await waitPartition(topic, 'led by the other replica', (p) => p.leader >= 0 && p.leader !== follower, 10_000);
-  const stored = await cluster.storedBatches(follower, created.topicId, 0);
+  const stored = await fx.cluster.storedBatches(follower, created.topicId, 0);
   t.true(stored.logStartOffset >= retained.logStartOffset, `follower log start ${stored.logStartOffset} >= leader's ${retained.logStartOffset}`);
   t.is(stored.logEndOffset, end);
   const from = Math.max(stored.logStartOffset, leaderNow.logStartOffset);
-  const leaderLog = await cluster.leaderBatches(leaderNow.leader, topic, 0, from, end);
+  const leaderLog = await fx.cluster.leaderBatches(leaderNow.leader, topic, 0, from, end);
   t.deepEqual(stored.batches.filter((b) => b.baseOffset >= leaderLog[0]!.baseOffset), leaderLog);
   t.log(`follower log [${stored.logStartOffset}, ${stored.logEndOffset}): ${stored.batches.length} batches, the leader's from ${from}; test took ${ms(performance.now() - started)}`);
 });

@@ -14,11 +14,9 @@ import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { Tidemark } from '../src/client/client.js';
 import { codecs } from '../src/client/codecs.js';
-import { BehaviourCluster, pollUntil } from './helpers/behaviour-cluster.js';
-import { killAllCliProcesses } from './helpers/cli.js';
-import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
+import { pollUntil } from './helpers/behaviour-cluster.js';
+import { behaviourFixture } from './helpers/behaviour-fixture.js';
 
 const TOPICS = 10;
 const PARTITIONS = 100;
@@ -33,28 +31,7 @@ const MiB = 1024 * 1024;
 const RSS_BOUND_BYTES = 768 * MiB;
 const LOG_DIR = join(tmpdir(), `tidemark-node-memory-${process.pid}`);
 
-let nats: NatsServer;
-let cluster: BehaviourCluster;
-let client: Tidemark;
-
-test.before(async () => {
-  nats = await startNatsServer();
-  cluster = await BehaviourCluster.start(nats.url, 'mem', [{ id: 1 }], [1]);
-  client = await Tidemark.connect({ servers: nats.url, cluster: 'mem', requestTimeoutMs: 5_000 });
-});
-
-test.afterEach.always(async (t) => {
-  if (t.passed || cluster === undefined) return;
-  const files = await cluster.dumpLogs(LOG_DIR);
-  t.log(`node logs (${files.length} processes): ${LOG_DIR}`);
-});
-
-test.after.always(async () => {
-  await client?.close();
-  await cluster?.destroy();
-  await killAllCliProcesses();
-  await nats?.stop();
-});
+const fx = behaviourFixture(test, { cluster: 'mem', nodes: [{ id: 1 }], voters: [1], logDir: LOG_DIR, client: { requestTimeoutMs: 5_000 } });
 
 async function rssBytes(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -67,8 +44,8 @@ const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
 
 test.serial(`a node with ${TOPICS * PARTITIONS} partitions under produce load keeps its RSS under the stated bound`, async (t) => {
   t.timeout(60_000);
-  const pid = cluster.incarnation(1).proc.pid;
-  const admin = client.admin();
+  const pid = fx.cluster.incarnation(1).proc.pid;
+  const admin = fx.client.admin();
   const started = performance.now();
   const idle = await rssBytes(pid);
   const topics = Array.from({ length: TOPICS }, (_, i) => `mem-${i}`);
@@ -85,7 +62,7 @@ test.serial(`a node with ${TOPICS * PARTITIONS} partitions under produce load ke
   const withPartitions = await rssBytes(pid);
   t.log(`${TOPICS * PARTITIONS} partitions created in ${Math.round(createdMs)} ms, all led after ${Math.round(readyMs)} ms; RSS idle ${mib(idle)}, with partitions ${mib(withPartitions)}`);
 
-  const producers = topics.map((topic) => client.producer<string>({ codec: codecs.string(), topic, acks: 1, lingerMs: 5 }));
+  const producers = topics.map((topic) => fx.client.producer<string>({ codec: codecs.string(), topic, acks: 1, lingerMs: 5 }));
   t.teardown(() => Promise.all(producers.map((p) => p.close())));
   const value = 'v'.repeat(VALUE_BYTES);
   let acked = 0;
@@ -116,5 +93,5 @@ test.serial(`a node with ${TOPICS * PARTITIONS} partitions under produce load ke
   t.is(failed, 0);
   t.true(acked * VALUE_BYTES > 128 * MiB, 'far more was written than the node-wide tail cache holds');
   t.true(peak < RSS_BOUND_BYTES, `RSS peak ${mib(peak)} < ${mib(RSS_BOUND_BYTES)}`);
-  t.true(cluster.running(1));
+  t.true(fx.cluster.running(1));
 });
