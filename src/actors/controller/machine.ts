@@ -243,9 +243,10 @@ export const controllerMachine = setup({
       enqueue.assign({ lastSeenMs: { ...context.lastSeenMs, [event.brokerId]: event.nowMs } });
       if (event.logEnds.length > 0) {
         const ends = Object.fromEntries(event.logEnds.map((e) => [`${e.topicId}/${e.partition}`, { lastEpoch: e.lastEpoch, logEndOffset: e.logEndOffset }]));
-        enqueue.assign({ logEnds: { ...context.logEnds, [event.brokerId]: { brokerEpoch: event.brokerEpoch, ends } } });
+        const logEnds = { ...context.logEnds, [event.brokerId]: { brokerEpoch: event.brokerEpoch, ends } };
+        enqueue.assign({ logEnds });
         if (!context.queue.some((j) => j.op === 'recover')) {
-          enqueue.assign({ queue: [...context.queue, { op: 'recover', reports: { ...context.logEnds, [event.brokerId]: { brokerEpoch: event.brokerEpoch, ends } }, replyTo: undefined, deadlineMs: event.nowMs + context.sessionTimeoutMs }] });
+          enqueue.assign({ queue: [...context.queue, { op: 'recover', reports: logEnds, replyTo: undefined, deadlineMs: event.nowMs + context.sessionTimeoutMs }] });
         }
       }
       const caughtUpAt = context.caughtUpAt[event.brokerId] ?? context.metadata.image().offset;

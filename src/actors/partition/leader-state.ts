@@ -115,8 +115,8 @@ export function replicaFetchRefusal(context: PartitionContext, event: PartitionE
   if (!context.replicas.includes(event.replicaId) || event.replicaId === context.brokerId) {
     return { code: 'INVALID_REQUEST', message: `broker ${event.replicaId} is not a follower of this partition` };
   }
-  if (event.leaderEpoch < context.leaderEpoch) return { code: 'FENCED_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} < ${context.leaderEpoch}` };
-  if (event.leaderEpoch > context.leaderEpoch) return { code: 'UNKNOWN_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} > ${context.leaderEpoch}` };
+  const stale = epochRefusal(event.leaderEpoch, context.leaderEpoch);
+  if (stale !== undefined) return stale;
   if (event.fetchOffset < context.logStartOffset) {
     // Retention removed what the follower needs: it restarts its log at ours (Kafka's truncateFullyAndStartAt).
     return {
@@ -143,10 +143,26 @@ export function sequenceCheck(context: PartitionContext, event: PartitionEvent):
  * client's metadata is stale (it refreshes), a newer one that this broker's is (the client retries).
  */
 export function leaderEpochRefusal(context: PartitionContext, event: PartitionEvent): { code: ErrorCode; message: string } | undefined {
-  if (event.type !== 'PRODUCE' || event.leaderEpoch === undefined || event.leaderEpoch === context.leaderEpoch) return undefined;
-  return event.leaderEpoch < context.leaderEpoch
-    ? { code: 'FENCED_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} < ${context.leaderEpoch}` }
-    : { code: 'UNKNOWN_LEADER_EPOCH', message: `leader epoch ${event.leaderEpoch} > ${context.leaderEpoch}` };
+  if (event.type !== 'PRODUCE' || event.leaderEpoch === undefined) return undefined;
+  return epochRefusal(event.leaderEpoch, context.leaderEpoch);
+}
+
+/** A request's leader epoch against this leader's: older is fenced, newer is not known here yet. */
+function epochRefusal(requested: number, current: number): { code: ErrorCode; message: string } | undefined {
+  if (requested < current) return { code: 'FENCED_LEADER_EPOCH', message: `leader epoch ${requested} < ${current}` };
+  if (requested > current) return { code: 'UNKNOWN_LEADER_EPOCH', message: `leader epoch ${requested} > ${current}` };
+  return undefined;
+}
+
+/**
+ * A pending batch the writer has not finished, as an entry that keeps its slot and bytes,
+ * unanswered, until written (then settled at the leader's log end); undefined once written (or for
+ * a waiting retry, which writes nothing). Used when a batch is answered before it is on disk
+ * (deadline, end of leadership): the actor must not forget a write still under way.
+ */
+export function awaitingWrite(p: PendingProduce, logEndOffset: number): PendingProduce | undefined {
+  if (p.bytes === 0 || p.endOffset <= logEndOffset) return undefined;
+  return { baseOffset: p.baseOffset, endOffset: p.endOffset, bytes: p.bytes, replyTo: undefined, acks: 1 };
 }
 
 /** The earliest deadline of a batch waiting for the high watermark; undefined when none waits. */

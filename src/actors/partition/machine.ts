@@ -16,6 +16,7 @@ import type { PartitionStore } from '../../storage/partition-store.js';
 import { outbox } from '../outbox.js';
 import {
   alterRefusal,
+  awaitingWrite,
   bytesOf,
   earliestDeadline,
   hwOf,
@@ -172,7 +173,8 @@ export const partitionMachine = setup({
           continue;
         }
         if (p.replyTo !== undefined) enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: p.replyTo, error: wireError('REQUEST_TIMED_OUT', message) });
-        if (p.endOffset > context.logEndOffset && p.bytes > 0) still.push({ baseOffset: p.baseOffset, endOffset: p.endOffset, bytes: p.bytes, replyTo: undefined, acks: 1 });
+        const unwritten = awaitingWrite(p, context.logEndOffset);
+        if (unwritten !== undefined) still.push(unwritten);
       }
       const released = context.pendingBytes - bytesOf(still);
       const lease = context.pendingLease;
@@ -354,12 +356,10 @@ export const partitionMachine = setup({
       for (const p of abandoned) {
         if (p.replyTo !== undefined) enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: p.replyTo, error: wireError('NOT_LEADER', 'leadership ended before the batch was committed') });
       }
-      // A batch still on its way to disk keeps its place, unanswered, until it is written: the actor
-      // must not end while its writer still appends, or a late append of this epoch would land
-      // under the actor that opens this log next (and make its first append fail).
-      const still = context.pending
-        .filter((p) => p.acks !== -1 || p.endOffset > context.logEndOffset)
-        .map((p) => (p.acks === -1 ? { ...p, acks: 1 as const, replyTo: undefined } : p));
+      // A batch still on its way to disk keeps its place until it is written: the actor must not end
+      // while its writer still appends, or a late append of this epoch would land under the actor
+      // that opens this log next (and make its first append fail).
+      const still = context.pending.flatMap((p) => (p.acks !== -1 ? [p] : (awaitingWrite(p, context.logEndOffset) ?? [])));
       const released = context.pendingBytes - bytesOf(still);
       const lease = context.pendingLease;
       if (released > 0) enqueue(() => lease.release(released));
