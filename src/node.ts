@@ -49,7 +49,7 @@ export interface NodeOptions {
   partitionLimits?: Partial<PartitionLimits>;
   /**
    * Bytes of recent batches all partitions of this node keep in memory together, for reads right
-   * behind the writers (each partition keeps at most 2 MiB of it); 0 caches nothing.
+   * behind the writers (each partition keeps at most 8 MiB of it); 0 caches nothing.
    * @default 67108864 (64 MiB)
    */
   tailCacheBytesMax?: number;

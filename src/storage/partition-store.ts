@@ -50,7 +50,8 @@ export interface PartitionStore {
    * A batch whose base offset does not continue the log rejects the call (INVALID_REQUEST) and
    * writes nothing. A batch with a leaderEpoch above the latest cached epoch opens a cache entry.
    * `append([], { sync: true })` is a flush: it resolves once every append resolved before it is
-   * durable.
+   * durable. The caller hands the batches over and never writes to them again: a store may keep a
+   * batch that is most of its buffer by reference (the tail cache does), and copies smaller views.
    */
   append(batches: readonly Uint8Array[], options?: { sync?: boolean }): Promise<void>;
   /**

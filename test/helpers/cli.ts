@@ -48,7 +48,7 @@ function childEnv(options: CliOptions): NodeJS.ProcessEnv {
 
 /** `detached` makes the child a process-group leader, so its own children (dev's nats-server) can be killed with it. */
 function spawnTidemark(args: string[], options: CliOptions, detached = false): ChildProcess {
-  return spawn(process.execPath, [TIDEMARK_BIN, ...args], { env: childEnv(options), stdio: ['pipe', 'pipe', 'pipe'], detached });
+  return spawn(process.execPath, [...(process.env['TM_NODE_ARGS'] ?? '').split(' ').filter(Boolean), TIDEMARK_BIN, ...args], { env: childEnv(options), stdio: ['pipe', 'pipe', 'pipe'], detached });
 }
 
 function describe(args: string[]): string {
