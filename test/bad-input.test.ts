@@ -13,7 +13,7 @@ import {
   encodeMessage,
   fetchReply,
   offsetsReply,
-  produceReply,
+  produceResponse,
 } from '../src/protocol/messages.js';
 import type { Schema } from '../src/protocol/validate.js';
 import { Subjects } from '../src/protocol/subjects.js';
@@ -38,8 +38,16 @@ async function call<T>(subject: string, body: Uint8Array, schema: Schema<T>): Pr
   return decodeReply(await t0.request(subject, body, 5000), schema);
 }
 
+/** A produce request's outcome for its one batch: an error of the whole request or of the batch throws. */
+async function produced(subject: string, body: Uint8Array): Promise<{ baseOffset: number }> {
+  const reply = await call(subject, body, produceResponse);
+  const outcome = reply.partitions[0]!;
+  if (outcome.error !== undefined) throw TidemarkError.fromWire(outcome.error);
+  return outcome;
+}
+
 async function refused(t: import('ava').ExecutionContext, subject: string, body: Uint8Array, code: ErrorCode): Promise<void> {
-  const err = await t.throwsAsync(call(subject, body, produceReply), { instanceOf: TidemarkError });
+  const err = await t.throwsAsync(produced(subject, body), { instanceOf: TidemarkError });
   t.is(err?.code, code, err?.message);
 }
 
@@ -48,7 +56,9 @@ async function logEnd(topic: string, partition: number): Promise<number> {
   return reply.partitions[0]!.logEndOffset;
 }
 
-const produce = (batch: Uint8Array, acks = 1) => encodeMessage({ timeoutMs: 5000, acks, batch });
+/** A produce request with one batch for `partition`; `extra` adds fields to its entry. */
+const produce = (batch: Uint8Array, acks = 1, partition = 0, extra: object = {}) => encodeMessage({ timeoutMs: 5000, acks, partitions: [{ partition, batch, ...extra }] });
+const raw = (fields: object, entry: object = {}) => encode({ timeoutMs: 1000, acks: 1, partitions: [{ partition: 0, batch: encodeBatch([record('x')]), ...entry }], ...fields });
 
 test.before(async () => {
   nats = await startNatsServer();
@@ -63,7 +73,7 @@ test.before(async () => {
   for (let attempt = 0; ; attempt++) {
     if (attempt > 200) throw new Error('partition never became available');
     try {
-      await call(s.partition('produce', 1, 'orders', 0), produce(encodeBatch([record('first')])), produceReply);
+      await produced(s.produce(1, 'orders'), produce(encodeBatch([record('first')])));
       break;
     } catch (error) {
       // The broker learns the new topic from the controller a moment after the commit.
@@ -79,7 +89,7 @@ test.after.always(async () => {
 });
 
 test.serial('bad produce requests are refused with typed errors and write nothing', async (t) => {
-  const subject = s.partition('produce', 1, 'orders', 0);
+  const subject = s.produce(1, 'orders');
   const before = await logEnd('orders', 0);
   const good = encodeBatch([record('x')]);
   const corrupt = good.slice();
@@ -89,24 +99,31 @@ test.serial('bad produce requests are refused with typed errors and write nothin
   new DataView(lyingLength.buffer).setUint32(17, crc32c(lyingLength, 21));
 
   await refused(t, subject, new Uint8Array([0xc1, 0xff, 0x00]), 'INVALID_REQUEST'); // not msgpack
-  await refused(t, subject, encode({ timeoutMs: '1', acks: 1, batch: good }), 'INVALID_REQUEST'); // wrong type
-  await refused(t, subject, encode({ timeoutMs: 1000, acks: 7, batch: good }), 'INVALID_REQUEST'); // bad acks
-  await refused(t, subject, encode({ timeoutMs: -5, acks: 1, batch: good }), 'INVALID_REQUEST'); // negative budget
+  await refused(t, subject, raw({ timeoutMs: '1' }), 'INVALID_REQUEST'); // wrong type
+  await refused(t, subject, raw({ acks: 7 }), 'INVALID_REQUEST'); // bad acks
+  await refused(t, subject, raw({ timeoutMs: -5 }), 'INVALID_REQUEST'); // negative budget
   await refused(t, subject, encode([1, 2, 3]), 'INVALID_REQUEST'); // not a map
-  await refused(t, subject, encode({ timeoutMs: 1000, acks: 1, batch: good, leaderEpoch: -2 }), 'INVALID_REQUEST'); // negative leader epoch
-  await refused(t, subject, encode({ timeoutMs: 1000, acks: 1, batch: good, leaderEpoch: '0' }), 'INVALID_REQUEST'); // wrong type
-  await refused(t, subject, encode({ timeoutMs: 1000, acks: 1, batch: good, leaderEpoch: 99 }), 'UNKNOWN_LEADER_EPOCH'); // ahead of the leader
+  await refused(t, subject, raw({ partitions: 'all' }), 'INVALID_REQUEST'); // partitions not a list
+  await refused(t, subject, raw({}, { partition: -1 }), 'INVALID_REQUEST'); // negative partition
+  await refused(t, subject, raw({}, { leaderEpoch: -2 }), 'INVALID_REQUEST'); // negative leader epoch
+  await refused(t, subject, raw({}, { leaderEpoch: '0' }), 'INVALID_REQUEST'); // wrong type
+  await refused(t, subject, produce(good, 1, 0, { leaderEpoch: 99 }), 'UNKNOWN_LEADER_EPOCH'); // ahead of the leader
   await refused(t, subject, produce(new Uint8Array(10)), 'CORRUPT_MESSAGE'); // short batch
   await refused(t, subject, produce(corrupt), 'CORRUPT_MESSAGE'); // CRC
   await refused(t, subject, produce(lyingLength), 'CORRUPT_MESSAGE'); // framing
   await refused(t, subject, produce(encodeBatch([record(new Uint8Array(5000))])), 'RECORD_TOO_LARGE');
-  await refused(t, s.partition('produce', 1, 'nope', 0), produce(good), 'UNKNOWN_TOPIC');
-  await refused(t, s.partition('produce', 1, 'orders', 9), produce(good), 'UNKNOWN_TOPIC');
-  await refused(t, `${s.prefix}.b.1.produce.orders.-1`, produce(good), 'INVALID_REQUEST');
-
+  await refused(t, s.produce(1, 'nope'), produce(good), 'UNKNOWN_TOPIC');
+  await refused(t, subject, produce(good, 1, 9), 'UNKNOWN_TOPIC');
+  await refused(t, `${s.prefix}.b.1.produce.orders.0`, produce(good), 'NO_RESPONDERS'); // the per-partition subject is gone
+  await refused(t, `${s.prefix}.b.1.produce.or*ders`, produce(good), 'INVALID_REQUEST');
   t.is(await logEnd('orders', 0), before, 'nothing was written');
-  const ok = await call(subject, produce(good), produceReply);
-  t.is(ok.baseOffset, before, 'the node still serves, at the same offset');
+
+  // One bad batch fails alone: the other entries of its request are written and answered.
+  const mixed = await call(subject, encodeMessage({ timeoutMs: 5000, acks: 1, partitions: [{ partition: 0, batch: corrupt }, { partition: 0, batch: good }, { partition: 9, batch: good }] }), produceResponse);
+  t.deepEqual(mixed.partitions.map((p) => (p.error !== undefined ? p.error.code : p.baseOffset)), ['CORRUPT_MESSAGE', before, 'UNKNOWN_TOPIC']);
+  t.is(await logEnd('orders', 0), before + 1, 'only the good batch was written');
+  const ok = await produced(subject, produce(good));
+  t.is(ok.baseOffset, before + 1, 'the node still serves, at the next offset');
 });
 
 test.serial('bad fetches: negative and out-of-range offsets, wrong types, unknown partitions', async (t) => {

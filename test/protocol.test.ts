@@ -69,10 +69,14 @@ test('topic names: Kafka charset, dots survive the subject token mapping', (t) =
   t.is(topicToken('orders.v1'), 'orders~v1');
   t.is(topicFromToken(topicToken('a.b.c')), 'a.b.c');
   const s = new Subjects('tidemark');
-  const subject = s.partition('produce', 7, 'orders.v1', 12);
-  t.is(subject, 'tm.tidemark.b.7.produce.orders~v1.12');
+  const subject = s.partition('fetch', 7, 'orders.v1', 12);
+  t.is(subject, 'tm.tidemark.b.7.fetch.orders~v1.12');
   t.deepEqual(s.parsePartition(subject), { topic: 'orders.v1', partition: 12 });
-  t.is(s.parsePartition('tm.tidemark.b.7.produce.orders.-1'), undefined);
-  t.is(s.parsePartition('tm.tidemark.b.7.produce.orders.01'), undefined);
+  t.is(s.parsePartition('tm.tidemark.b.7.fetch.orders.-1'), undefined);
+  t.is(s.parsePartition('tm.tidemark.b.7.fetch.orders.01'), undefined);
+  t.is(s.produce(7, 'orders.v1'), 'tm.tidemark.b.7.produce.orders~v1');
+  t.is(s.parseProduce(s.produce(7, 'orders.v1')), 'orders.v1');
+  t.is(s.parseProduce('tm.tidemark.b.7.produce.a*b'), undefined);
+  t.is(s.parseProduce('tm.tidemark.b.7.fetch.orders'), undefined);
   t.throws(() => new Subjects('bad.name'), { instanceOf: TidemarkError });
 });

@@ -43,8 +43,7 @@ import { codecs } from '../src/client/codecs.js';
 import type { Producer, ProducerOptions } from '../src/client/producer.js';
 import { encodeBatch } from '../src/protocol/batch.js';
 import { TidemarkError } from '../src/protocol/errors.js';
-import type { ProduceRequest } from '../src/protocol/messages.js';
-import { BehaviourCluster, pollUntil } from './helpers/behaviour-cluster.js';
+import { BehaviourCluster, pollUntil, type RawProduce } from './helpers/behaviour-cluster.js';
 import { killAllCliProcesses } from './helpers/cli.js';
 import { soleLeader, waitForCluster } from './helpers/cluster.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
@@ -689,7 +688,7 @@ test.serial('produce deadline: with an ISR follower frozen, acks=all is answered
     producerEpoch: 0,
     baseSequence: 0,
   });
-  const request: ProduceRequest = { timeoutMs: 500, acks: -1, batch, leaderEpoch: p.leaderEpoch };
+  const request: RawProduce = { timeoutMs: 500, acks: -1, batch, leaderEpoch: p.leaderEpoch };
   const outcome = (promise: Promise<unknown>) =>
     promise.then(
       () => ({ code: 'acknowledged', ms: performance.now() - frozenAt }),

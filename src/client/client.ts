@@ -13,6 +13,7 @@ import { MetadataCache } from './metadata.js';
 import { ProducerImpl, type Producer, type ProducerOptions } from './producer.js';
 import { ReaderImpl, type Reader, type ReaderOptions } from './reader.js';
 import { retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
+import { ProduceChannel } from './produce-channel.js';
 import { Rpc } from './rpc.js';
 
 export type ClientOptions = {
@@ -76,6 +77,8 @@ interface Closable {
 
 export class Tidemark {
   private readonly rpc: Rpc;
+  /** Shared by the client's producers: one produce request per leader broker and topic. */
+  private readonly channel: ProduceChannel;
   private readonly subjects: Subjects;
   private readonly metadata: MetadataCache;
   private readonly clock: Clock;
@@ -125,6 +128,7 @@ export class Tidemark {
     }
     this.rpc = new Rpc(transport);
     this.subjects = subjects;
+    this.channel = new ProduceChannel(this.rpc, subjects);
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? systemRandom;
     this.policy = retryPolicy(options.retry);
@@ -149,7 +153,7 @@ export class Tidemark {
   producer<T>(options: ProducerOptions<T>): Producer<T> {
     this.checkOpen();
     const producer: Producer<T> = new ProducerImpl<T>(
-      { ...this.deps(), onClosed: () => this.children.delete(producer) },
+      { ...this.deps(), channel: this.channel, onClosed: () => this.children.delete(producer) },
       options,
     );
     this.children.add(producer);

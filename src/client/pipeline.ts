@@ -1,7 +1,9 @@
 /**
  * One partition's send pipeline: closed batches leave in the order they closed, up to
- * `inFlightBatchesMax` at once, all on the leader's produce subject (one NATS connection keeps
- * their order, and the leader appends a subject's requests in arrival order).
+ * `inFlightBatchesMax` at once, through the client's produce channel (produce-channel.ts: one
+ * request per leader broker and topic carries many partitions' batches; a partition's batches are
+ * listed in order within a request, and its requests leave in order on one NATS connection and
+ * subject, where the leader appends them in arrival order).
  *
  * Order under failure ("pause and resend in order"): when a batch fails with a retriable error
  * the pipeline stops sending, waits until every batch in flight has settled, then puts the failed
@@ -24,19 +26,18 @@
  */
 import { encodeBatch, NO_PRODUCER_SEQUENCE, SEQUENCE_MODULO } from '../protocol/batch.js';
 import { TidemarkError } from '../protocol/errors.js';
-import { produceReply, REQUEST_TIMEOUT_MS_MAX, type ProduceRequest } from '../protocol/messages.js';
-import type { Subjects } from '../protocol/subjects.js';
+import { REQUEST_TIMEOUT_MS_MAX } from '../protocol/messages.js';
 import type { Clock, Random } from '../runtime/ports.js';
 import type { ReadyBatch } from './accumulator.js';
 import type { Leader, MetadataCache } from './metadata.js';
 import { backoffMs, isRetriable, type RetryPolicy } from '../runtime/retry.js';
-import type { Rpc } from './rpc.js';
+import type { ProduceChannel, ProduceEntry } from './produce-channel.js';
 
 export type PipelineDeps = {
   topic: string;
   partition: number;
-  rpc: Rpc;
-  subjects: Subjects;
+  /** Where batches leave: one request per leader broker for many partitions. */
+  channel: ProduceChannel;
   metadata: MetadataCache;
   clock: Clock;
   random: Random;
@@ -178,35 +179,24 @@ export class PartitionPipeline {
   }
 
   private send(o: Outgoing, leader: Leader): void {
-    const { rpc, subjects, clock, topic, partition, acks } = this.deps;
+    const { channel, clock, topic, partition, acks } = this.deps;
     const remainingMs = o.deadlineMs - clock.now();
     if (remainingMs <= 0) {
       this.giveUp(o, o.lastError ?? new TidemarkError('TIMEOUT', 'delivery timeout passed before the batch could be sent', { context: { topic, partition } }));
       return;
     }
     o.attempts++;
-    const subject = subjects.partition('produce', leader.brokerId, topic, partition);
     const timeoutMs = Math.max(1, Math.min(this.deps.requestTimeoutMs, remainingMs, REQUEST_TIMEOUT_MS_MAX));
     // The leader refuses an epoch not its own; FENCED_LEADER_EPOCH drops our stale metadata (noteError).
-    const request: ProduceRequest = { timeoutMs, acks, batch: o.bytes, leaderEpoch: leader.leaderEpoch };
-    if (acks === 0) {
-      try {
-        rpc.publish(subject, request);
-      } catch (error) {
-        this.failedAttempt(o, error);
-        return;
-      }
-      this.succeeded(o, -1);
-      return;
-    }
-    this.inFlight++;
-    rpc.request(subject, request, produceReply).then(
-      (reply) => {
-        this.inFlight--;
-        this.succeeded(o, reply.baseOffset);
+    const entry: ProduceEntry = { brokerId: leader.brokerId, topic, acks, timeoutMs, partition, batch: o.bytes, leaderEpoch: leader.leaderEpoch };
+    if (acks !== 0) this.inFlight++;
+    channel.produce(entry).then(
+      (outcome) => {
+        if (acks !== 0) this.inFlight--;
+        this.succeeded(o, outcome.baseOffset);
       },
       (error: unknown) => {
-        this.inFlight--;
+        if (acks !== 0) this.inFlight--;
         this.failedAttempt(o, error);
       },
     );

@@ -24,6 +24,7 @@ import type { MetadataCache } from './metadata.js';
 import { Partitioner } from './partitioner.js';
 import { PartitionPipeline } from './pipeline.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
+import type { ProduceChannel } from './produce-channel.js';
 import type { Rpc } from './rpc.js';
 
 export type { RecordMetadata };
@@ -131,6 +132,7 @@ export interface Producer<T> {
 
 export type ProducerDeps = {
   rpc: Rpc;
+  channel: ProduceChannel;
   subjects: Subjects;
   metadata: MetadataCache;
   clock: Clock;
@@ -496,8 +498,7 @@ export class ProducerImpl<T> implements Producer<T> {
       pipeline = new PartitionPipeline({
         topic: this.topic,
         partition: batch.partition,
-        rpc: this.deps.rpc,
-        subjects: this.deps.subjects,
+        channel: this.deps.channel,
         metadata: this.deps.metadata,
         clock: this.deps.clock,
         random: this.deps.random,

@@ -29,18 +29,33 @@ const partitionIndex = int(0, TOPIC_PARTITIONS_MAX - 1);
 
 // --- requests -------------------------------------------------------------------------------
 
-/** acks: 0 = no reply, 1 = after the leader's append, -1 ("all") = after the high watermark passes it. */
+/** Partition batches in one produce request (Kafka's ProduceRequest carries many too). */
+export const PRODUCE_PARTITIONS_MAX = TOPIC_PARTITIONS_MAX;
+
+/**
+ * One produce request carries batches for any number of one topic's partitions led by the broker
+ * it is sent to (subject `tm.<c>.b.<broker>.produce.<topic>`), each with its own outcome, so a
+ * producer writing to many partitions sends one request per leader broker, not one per partition.
+ * An entry may name a partition twice: its batches are appended in the order listed.
+ * acks: 0 = no reply, 1 = after the leader's append, -1 ("all") = after the high watermark passes it.
+ */
 export const produceRequest = object({
-  /** acks=all: the leader answers REQUEST_TIMED_OUT if the batch is not committed within it of arrival. */
+  /** acks=all: the leader answers REQUEST_TIMED_OUT if a batch is not committed within it of arrival. */
   timeoutMs,
   acks: oneOf(0, 1, -1),
-  batch: bytes(PAYLOAD_BYTES_MAX),
-  /**
-   * The leader epoch the client's metadata shows for the partition: an older one than the leader's
-   * is refused FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH (both retriable). Absent: not
-   * checked (older clients).
-   */
-  leaderEpoch: optional(int(0, 2 ** 31 - 1)),
+  partitions: array(
+    object({
+      partition: partitionIndex,
+      batch: bytes(PAYLOAD_BYTES_MAX),
+      /**
+       * The leader epoch the client's metadata shows for the partition: an older one than the
+       * leader's is refused FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH (both retriable).
+       * Absent: not checked.
+       */
+      leaderEpoch: optional(int(0, 2 ** 31 - 1)),
+    }),
+    PRODUCE_PARTITIONS_MAX,
+  ),
 });
 export type ProduceRequest = Infer<typeof produceRequest>;
 
@@ -114,9 +129,15 @@ export type ElectLeadersRequest = Infer<typeof electLeadersRequest>;
 
 // --- replies --------------------------------------------------------------------------------
 
+/** One partition's answer to its batch (what the partition leader says). */
 export interface ProduceReply {
   baseOffset: number;
   logStartOffset: number;
+}
+
+/** The answer to a produce request: one entry per request entry, in the same order. */
+export interface ProduceResponse {
+  partitions: Array<{ partition: number } & ({ baseOffset: number; logStartOffset: number; error?: undefined } | { error: WireError })>;
 }
 
 export interface FetchReply {
@@ -214,6 +235,14 @@ const wireErrorSchema: Schema<WireError> = (v, path) => {
 };
 
 export const produceReply: Schema<ProduceReply> = object({ baseOffset: offset, logStartOffset: offset });
+export const produceResponse: Schema<ProduceResponse> = object({
+  partitions: array((v, path) => {
+    const o = object({ partition: partitionIndex, baseOffset: optional(offset), logStartOffset: optional(offset), error: optional(wireErrorSchema) })(v, path);
+    if (o.error !== undefined) return { partition: o.partition, error: o.error };
+    if (o.baseOffset === undefined || o.logStartOffset === undefined) throw new TidemarkError('INVALID_REQUEST', `${path}: neither offsets nor an error`);
+    return { partition: o.partition, baseOffset: o.baseOffset, logStartOffset: o.logStartOffset };
+  }, PRODUCE_PARTITIONS_MAX),
+});
 export const fetchReply: Schema<FetchReply> = object({
   highWatermark: offset,
   logStartOffset: offset,

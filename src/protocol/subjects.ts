@@ -7,7 +7,7 @@
  *   tm.<cluster>.raft.<voter>                       Raft messages to one controller voter (one-way publishes)
  *   tm.<cluster>.status                             every node (no queue group): its role, term, epoch
  *   tm.<cluster>.metadata                           any node (queue group): brokers, topics, leaders
- *   tm.<cluster>.b.<broker>.produce.<topic>.<p>     the broker leading partition p of topic
+ *   tm.<cluster>.b.<broker>.produce.<topic>         batches for any of topic's partitions the broker leads
  *   tm.<cluster>.b.<broker>.fetch.<topic>.<p>       idem, for reads
  *   tm.<cluster>.b.<broker>.replica-fetch.<topic>.<p>  followers of partition p fetching from its leader
  *   tm.<cluster>.b.<broker>.offsets                 log start / end / high watermark of partitions it leads
@@ -20,7 +20,7 @@ import { tidemarkError } from './errors.js';
 
 export const ADMIN_OPS = ['create-topic', 'delete-topic', 'create-partitions', 'alter-config', 'elect-leaders'] as const;
 export type AdminOp = (typeof ADMIN_OPS)[number];
-export type PartitionOp = 'produce' | 'fetch' | 'replica-fetch';
+export type PartitionOp = 'fetch' | 'replica-fetch';
 export type ControllerOp = 'register' | 'heartbeat' | 'metadata-fetch' | 'alter-partition' | 'shutdown';
 
 const CLUSTER_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -86,6 +86,23 @@ export class Subjects {
   /** Wildcard a broker subscribes to for one partition operation on all its partitions. */
   partitionWildcard(op: PartitionOp, brokerId: number): string {
     return `${this.prefix}.b.${brokerId}.${op}.*.*`;
+  }
+
+  /** One request carries batches for many of the topic's partitions that `brokerId` leads. */
+  produce(brokerId: number, topic: string): string {
+    return `${this.prefix}.b.${brokerId}.produce.${topicToken(topic)}`;
+  }
+
+  produceWildcard(brokerId: number): string {
+    return `${this.prefix}.b.${brokerId}.produce.*`;
+  }
+
+  /** The topic of a `…b.<broker>.produce.<topic>` subject; undefined if malformed. */
+  parseProduce(subject: string): string | undefined {
+    const tokens = subject.split('.');
+    if (tokens.length !== 6 || tokens[4] !== 'produce') return undefined;
+    const topic = topicFromToken(tokens[5]!);
+    return isValidTopicName(topic) ? topic : undefined;
   }
 
   offsets(brokerId: number): string {

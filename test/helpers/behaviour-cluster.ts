@@ -21,7 +21,7 @@ import {
   encodeMessage,
   fetchReply,
   offsetsReply,
-  produceReply,
+  produceResponse,
   type FetchRequest,
   type OffsetsRequest,
   type PartitionOffsets,
@@ -36,6 +36,14 @@ import { startClusterNode, type StartedWhen } from './cluster.js';
 import { tempDir } from './node.js';
 
 /** One process a node ran. */
+
+/** One batch for one partition, as rawProduce sends it. */
+export interface RawProduce {
+  timeoutMs: number;
+  acks: 0 | 1 | -1;
+  batch: Uint8Array;
+  leaderEpoch?: number;
+}
 export interface Incarnation {
   id: number;
   /** 1 for the node's first start, 2 after its first restart, ... */
@@ -257,9 +265,13 @@ export class BehaviourCluster {
    * test's choosing, apart from the request's own `timeoutMs`, so a reply that comes before it is
    * the broker's. Throws the TidemarkError of an error reply, or TIMEOUT when nothing came.
    */
-  async rawProduce(leader: number, topic: string, partition: number, request: ProduceRequest, replyWaitMs: number): Promise<ProduceReply> {
-    const data = await this.raw.request(this.subjects.partition('produce', leader, topic, partition), encodeMessage(request), replyWaitMs);
-    return decodeReply(data, produceReply);
+  async rawProduce(leader: number, topic: string, partition: number, request: RawProduce, replyWaitMs: number): Promise<ProduceReply> {
+    const { batch, leaderEpoch, ...rest } = request;
+    const body: ProduceRequest = { ...rest, partitions: [leaderEpoch === undefined ? { partition, batch } : { partition, batch, leaderEpoch }] };
+    const data = await this.raw.request(this.subjects.produce(leader, topic), encodeMessage(body), replyWaitMs);
+    const outcome = decodeReply(data, produceResponse).partitions[0]!;
+    if (outcome.error !== undefined) throw TidemarkError.fromWire(outcome.error, { topic, partition, brokerId: leader });
+    return outcome;
   }
 
   /** The leader's log of one partition from `from` to its high watermark, as batch summaries, read with raw fetches. */

@@ -9,6 +9,7 @@ import { decodeBatch, readBatchHeader, splitBatches, stampBatch, verifyBatch, ty
 import { TidemarkError, type ErrorCode } from '../../src/protocol/errors.js';
 import {
   createTopicRequest,
+  decodeReply,
   decodeRequest,
   deleteTopicRequest,
   encodeError,
@@ -16,6 +17,7 @@ import {
   fetchRequest,
   metadataRequest,
   offsetsRequest,
+  produceReply,
   produceRequest,
   type TopicMetadata,
 } from '../../src/protocol/messages.js';
@@ -228,6 +230,18 @@ export class FakeCluster implements Transport {
   // --- Transport ---
 
   publish(subject: string, data: Uint8Array): void {
+    if (this.subjects.parseProduce(subject) !== undefined) {
+      for (const call of this.produceCalls(subject, data, true)) {
+        this.calls.push(call);
+        if (this.inject(call) !== undefined) continue;
+        try {
+          this.handle(call);
+        } catch {
+          // acks 0: nobody hears about failures.
+        }
+      }
+      return;
+    }
     const call = this.parse(subject, data, true);
     this.calls.push(call);
     if (this.inject(call) !== undefined) return;
@@ -247,6 +261,58 @@ export class FakeCluster implements Transport {
   }
 
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    if (this.subjects.parseProduce(subject) !== undefined) return this.produceRequest(subject, data, timeoutMs);
+    return this.requestOne(subject, data, timeoutMs);
+  }
+
+  /**
+   * A produce request carries one entry per partition batch: each is recorded and handled as its
+   * own call (so failures are injected per batch), and the reply gathers their outcomes. A batch
+   * whose call is dropped, or whose reply is lost, loses the whole reply (a TIMEOUT), as a lost
+   * NATS reply would.
+   */
+  private produceRequest(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    let calls: FakeCall[];
+    try {
+      calls = this.produceCalls(subject, data, false);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const outcomes = calls.map((call) => {
+      this.calls.push(call);
+      return this.answer(call, subject, timeoutMs).then(
+        (bytes) => {
+          try {
+            const reply = decodeReply(bytes, produceReply);
+            return { partition: call.partition!, baseOffset: reply.baseOffset, logStartOffset: reply.logStartOffset };
+          } catch (error) {
+            return { partition: call.partition!, error: (error as TidemarkError).toWire() };
+          }
+        },
+      );
+    });
+    return Promise.all(outcomes).then((partitions) => encodeMessage({ partitions }));
+  }
+
+  private produceCalls(subject: string, data: Uint8Array, published: boolean): FakeCall[] {
+    const brokerId = Number(subject.slice(this.subjects.prefix.length + 1).split('.')[1]);
+    const topic = this.subjects.parseProduce(subject)!;
+    const req = decodeRequest(data, produceRequest);
+    if (!this.brokers.has(brokerId)) throw new TidemarkError('NO_RESPONDERS', `no responders on ${subject}`);
+    return req.partitions.map((entry) => ({
+      kind: 'produce' as const,
+      subject,
+      brokerId,
+      topic,
+      partition: entry.partition,
+      body: { timeoutMs: req.timeoutMs, acks: req.acks, batch: entry.batch, ...(entry.leaderEpoch === undefined ? {} : { leaderEpoch: entry.leaderEpoch }) },
+      recordCount: readBatchHeader(entry.batch).recordCount,
+      batchBytes: entry.batch.length,
+      published,
+    }));
+  }
+
+  private requestOne(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     let call: FakeCall;
     try {
       call = this.parse(subject, data, false);
@@ -254,6 +320,11 @@ export class FakeCluster implements Transport {
       return Promise.reject(error);
     }
     this.calls.push(call);
+    return this.answer(call, subject, timeoutMs);
+  }
+
+  /** The reply to one call, with its injected failure; rejects with TIMEOUT when it is lost. */
+  private answer(call: FakeCall, subject: string, timeoutMs: number): Promise<Uint8Array> {
     return new Promise<Uint8Array>((resolve, reject) => {
       const injected = this.inject(call);
       if (injected === 'drop') {
@@ -312,14 +383,7 @@ export class FakeCluster implements Transport {
       const brokerId = Number(tokens[1]);
       if (tokens[2] === 'offsets') return { kind: 'offsets', subject, brokerId, body, published };
       const where = this.subjects.parsePartition(subject);
-      if (where !== undefined && (tokens[2] === 'produce' || tokens[2] === 'fetch')) {
-        const call: FakeCall = { kind: tokens[2], subject, brokerId, topic: where.topic, partition: where.partition, body, published };
-        if (tokens[2] === 'produce' && body.batch instanceof Uint8Array) {
-          call.recordCount = readBatchHeader(body.batch).recordCount;
-          call.batchBytes = body.batch.length;
-        }
-        return call;
-      }
+      if (where !== undefined && tokens[2] === 'fetch') return { kind: 'fetch', subject, brokerId, topic: where.topic, partition: where.partition, body, published };
     }
     throw new TidemarkError('NO_RESPONDERS', `no responders on ${subject}`);
   }
@@ -360,7 +424,7 @@ export class FakeCluster implements Transport {
         });
       }
       case 'produce': {
-        const req = decodeRequest(data, produceRequest);
+        const req = call.body as { batch: Uint8Array };
         const p = this.leaderPartition(call);
         const header = verifyBatch(req.batch);
         const producer =

@@ -16,6 +16,7 @@ import { parseTopicConfig } from '../../metadata/topic-config.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import type { NodeStorage } from '../../storage/partition-store.js';
+import { withLocalReplies, type LocalReplies } from '../../runtime/local-replies.js';
 import { followerMachine } from '../partition/follower.js';
 import { partitionMachine } from '../partition/machine.js';
 import type { PendingBytesBudget } from '../partition/pending-budget.js';
@@ -71,6 +72,11 @@ interface RunningPartition {
 }
 
 export interface BrokerContext extends BrokerInput {
+  /**
+   * Reply subjects answered in-process (the produce handler gathers its partitions' answers on
+   * them); `transport` is the input's, wrapped so that publishes on those subjects stay local.
+   */
+  local: LocalReplies;
   partitions: Record<string, RunningPartition>;
   image: MetadataImage;
   /** -1 until registered. */
@@ -201,7 +207,7 @@ export const brokerMachine = setup({
   },
 }).createMachine({
   id: 'broker',
-  context: ({ input }) => ({ ...input, partitions: {}, image: emptyImage, brokerEpoch: -1, fenced: true, leaving: false }),
+  context: ({ input }) => ({ ...input, ...withLocalReplies(input.transport), partitions: {}, image: emptyImage, brokerEpoch: -1, fenced: true, leaving: false }),
   initial: 'running',
   on: {
     'xstate.done.actor.*': { actions: 'forget' },
@@ -218,6 +224,7 @@ export const brokerMachine = setup({
             clock: context.clock,
             subjects: context.subjects,
             transport: context.transport,
+            local: context.local,
             metadata: context.metadata,
             logger: context.logger,
           }),

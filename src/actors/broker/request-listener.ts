@@ -21,11 +21,13 @@ import {
 } from '../../protocol/messages.js';
 import { replicaFetchRequest } from '../../protocol/replica-messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
+import type { LocalReplies } from '../../runtime/local-replies.js';
 import type { Clock, InboundMessage, Logger, Subscription, Transport } from '../../runtime/ports.js';
 import { FETCH_REPLY_ENVELOPE_BYTES } from '../partition/log-reader.js';
 import type { PartitionContext } from '../partition/machine.js';
 import type { PartitionEvent } from '../partition/types.js';
-import { metadataReply, partitionActorId } from './metadata-view.js';
+import { leaderActorOf, metadataReply, partitionActorId } from './metadata-view.js';
+import { createProduceHandler } from './produce-handler.js';
 
 /** Metadata requests held at once while this broker catches up. */
 const METADATA_WAITERS_MAX = 1024;
@@ -35,6 +37,8 @@ export interface RequestListenerInput {
   clock: Clock;
   subjects: Subjects;
   transport: Transport;
+  /** Where the produce handler gathers its partitions' answers (the transport short-circuits them). */
+  local: LocalReplies;
   metadata: MetadataView;
   logger: Logger;
 }
@@ -65,43 +69,10 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
   const leaderActor = (subject: string): AnyActorRef => {
     const target = subjects.parsePartition(subject);
     if (target === undefined) throw new TidemarkError('INVALID_REQUEST', `malformed subject ${subject}`);
-    const topic = topicByName(metadata.image(), target.topic);
-    const info = topic?.partitions[target.partition];
-    if (topic === undefined || info === undefined) {
-      throw new TidemarkError('UNKNOWN_TOPIC', `unknown topic-partition ${target.topic}/${target.partition}`);
-    }
-    if (info.leader !== brokerId) {
-      throw new TidemarkError('NOT_LEADER', `broker ${brokerId} does not lead ${target.topic}/${target.partition} (leader: ${info.leader})`);
-    }
-    const actor = system.get(partitionActorId(topic.topicId, target.partition)) as AnyActorRef | undefined;
-    if (actor === undefined) throw new TidemarkError('LEADER_NOT_AVAILABLE', `${target.topic}/${target.partition} is still loading`);
-    return actor;
+    return leaderActorOf(metadata.image(), system, brokerId, target.topic, target.partition);
   };
 
-  const onProduce: Handler = (msg) => {
-    const request = decodeRequest(msg.data, produceRequest);
-    const header = verifyBatch(request.batch);
-    // A batch must fit a fetch reply (one NATS message) or it could be written and never read.
-    const batchBytesMax = transport.maxPayloadBytes - FETCH_REPLY_ENVELOPE_BYTES;
-    if (request.batch.length > batchBytesMax) {
-      throw new TidemarkError('RECORD_TOO_LARGE', `batch of ${request.batch.length} bytes is over ${batchBytesMax} (NATS max_payload minus the reply envelope)`);
-    }
-    const event: PartitionEvent = {
-      type: 'PRODUCE',
-      replyTo: request.acks === 0 ? undefined : msg.reply,
-      acks: request.acks,
-      batch: request.batch,
-      recordCount: header.recordCount,
-      producer:
-        header.producerId < 0
-          ? undefined
-          : { producerId: header.producerId, producerEpoch: header.producerEpoch, baseSequence: header.baseSequence },
-      nowMs: clock.now(),
-      timeoutMs: request.timeoutMs,
-      leaderEpoch: request.leaderEpoch,
-    };
-    leaderActor(msg.subject).send(event);
-  };
+  const onProduce = createProduceHandler({ brokerId, subjects, transport, local: input.local, metadata, system, clock, logger });
 
   const onFetch: Handler = (msg) => {
     const request = decodeRequest(msg.data, fetchRequest);
@@ -186,7 +157,7 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
   };
 
   const subs: Subscription[] = [
-    transport.subscribe(subjects.partitionWildcard('produce', brokerId), guarded(onProduce)),
+    transport.subscribe(subjects.produceWildcard(brokerId), guarded(onProduce)),
     transport.subscribe(subjects.partitionWildcard('fetch', brokerId), guarded(onFetch)),
     transport.subscribe(subjects.partitionWildcard('replica-fetch', brokerId), guarded(onReplicaFetch)),
     transport.subscribe(subjects.offsets(brokerId), guarded(onOffsets)),

@@ -1,0 +1,140 @@
+/**
+ * Produce requests (`tm.<c>.b.<broker>.produce.<topic>`): one request carries batches for many of
+ * the topic's partitions this broker leads, as Kafka's ProduceRequest does, so a producer spread
+ * over many partitions sends one request per leader broker instead of one per partition.
+ *
+ * Each entry is checked where it enters (batch header and CRC, size, leadership) and handed to its
+ * partition actor as the same PRODUCE event a single-partition request used to be, with a local
+ * reply subject (runtime/local-replies.ts); the answers are gathered and sent back as one reply,
+ * one outcome per entry, in the request's order. An entry refused here (not the leader, bad batch)
+ * fails alone. Entries still unanswered at the request's deadline (plus a little, so the
+ * partitions' own REQUEST_TIMED_OUT answers normally come first) are answered REQUEST_TIMED_OUT
+ * (retriable; the batch may still be committed, and the idempotent producer's retry finds it).
+ */
+import type { MetadataView } from '../../metadata/metadata-store.js';
+import { verifyBatch } from '../../protocol/batch.js';
+import { TidemarkError, type WireError } from '../../protocol/errors.js';
+import { decodeReply, decodeRequest, encodeMessage, produceReply, produceRequest, type ProduceResponse } from '../../protocol/messages.js';
+import type { Subjects } from '../../protocol/subjects.js';
+import type { LocalReplies } from '../../runtime/local-replies.js';
+import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';
+import { FETCH_REPLY_ENVELOPE_BYTES } from '../partition/log-reader.js';
+import type { PartitionEvent } from '../partition/types.js';
+import { leaderActorOf, type ActorLookup } from './metadata-view.js';
+
+/** Produce requests a node holds open while their partitions answer. Beyond it: BUSY. */
+export const PRODUCE_REQUESTS_OPEN_MAX = 4096;
+
+export interface ProduceHandlerDeps {
+  brokerId: number;
+  subjects: Subjects;
+  transport: Transport;
+  local: LocalReplies;
+  metadata: MetadataView;
+  system: ActorLookup;
+  clock: Clock;
+  logger: Logger;
+}
+
+type Outcome = ProduceResponse['partitions'][number];
+
+/** How long past the request's own deadline the gathered reply waits for the partitions' answers, ms. */
+function gatherSlackMs(timeoutMs: number): number {
+  return Math.min(500, Math.max(20, Math.ceil(timeoutMs / 20)));
+}
+
+function wireOf(error: unknown): WireError {
+  return (error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'internal error', { cause: error })).toWire();
+}
+
+export function createProduceHandler(deps: ProduceHandlerDeps): (msg: InboundMessage) => void {
+  const { subjects, transport, local, metadata, system, clock, logger, brokerId } = deps;
+  let open = 0;
+
+  return (msg) => {
+    const topic = subjects.parseProduce(msg.subject);
+    if (topic === undefined) throw new TidemarkError('INVALID_REQUEST', `malformed subject ${msg.subject}`);
+    const request = decodeRequest(msg.data, produceRequest);
+    const entries = request.partitions;
+    const answer = request.acks !== 0 && msg.reply !== undefined;
+    if (answer && open >= PRODUCE_REQUESTS_OPEN_MAX) {
+      throw new TidemarkError('BUSY', `broker ${brokerId} holds ${open} produce requests open (PRODUCE_REQUESTS_OPEN_MAX)`);
+    }
+    const nowMs = clock.now();
+    // A batch must fit a fetch reply (one NATS message) or it could be written and never read.
+    const batchBytesMax = transport.maxPayloadBytes - FETCH_REPLY_ENVELOPE_BYTES;
+
+    const outcomes: Array<Outcome | undefined> = new Array(entries.length);
+    const replySubjects: Array<string | undefined> = new Array(entries.length);
+    let missing = entries.length;
+    let finished = false;
+    let timer: unknown;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      if (timer !== undefined) clock.clearTimeout(timer);
+      for (const s of replySubjects) if (s !== undefined) local.close(s);
+      open--;
+      const body: ProduceResponse = { partitions: outcomes.map((o, i) => o ?? { partition: entries[i]!.partition, error: timedOut(request.timeoutMs) }) };
+      msg.respond(encodeMessage(body));
+    };
+    const settle = (i: number, outcome: Outcome) => {
+      if (finished || outcomes[i] !== undefined) return;
+      outcomes[i] = outcome;
+      replySubjects[i] = undefined;
+      if (--missing === 0) finish();
+    };
+    if (answer) open++;
+
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
+      try {
+        const actor = leaderActorOf(metadata.image(), system, brokerId, topic, entry.partition);
+        const header = verifyBatch(entry.batch);
+        if (entry.batch.length > batchBytesMax) {
+          throw new TidemarkError('RECORD_TOO_LARGE', `batch of ${entry.batch.length} bytes is over ${batchBytesMax} (NATS max_payload minus the reply envelope)`);
+        }
+        let replyTo: string | undefined;
+        if (answer) {
+          replyTo = local.open((data) => settle(i, outcomeOf(entry.partition, data)));
+          replySubjects[i] = replyTo;
+        }
+        const event: PartitionEvent = {
+          type: 'PRODUCE',
+          replyTo,
+          acks: request.acks,
+          batch: entry.batch,
+          recordCount: header.recordCount,
+          producer:
+            header.producerId < 0 ? undefined : { producerId: header.producerId, producerEpoch: header.producerEpoch, baseSequence: header.baseSequence },
+          nowMs,
+          timeoutMs: request.timeoutMs,
+          leaderEpoch: entry.leaderEpoch,
+        };
+        actor.send(event);
+      } catch (error) {
+        if (answer) settle(i, { partition: entry.partition, error: wireOf(error) });
+        else logger.debug({ err: error, topic, partition: entry.partition }, 'acks=0 batch refused');
+      }
+    }
+    if (!answer) return;
+    if (entries.length === 0) {
+      finish();
+      return;
+    }
+    if (!finished) timer = clock.setTimeout(finish, request.timeoutMs + gatherSlackMs(request.timeoutMs));
+  };
+}
+
+function outcomeOf(partition: number, data: Uint8Array): Outcome {
+  try {
+    const reply = decodeReply(data, produceReply);
+    return { partition, baseOffset: reply.baseOffset, logStartOffset: reply.logStartOffset };
+  } catch (error) {
+    return { partition, error: wireOf(error) };
+  }
+}
+
+function timedOut(timeoutMs: number): WireError {
+  return { code: 'REQUEST_TIMED_OUT', message: `no answer from the partition within the request's ${timeoutMs} ms; the batch may still be committed` };
+}
