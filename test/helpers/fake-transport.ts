@@ -164,8 +164,10 @@ export class FakeCluster implements Transport {
   maxPayloadBytes = 1 << 20;
   readonly brokers = new Set<number>([1, 2, 3]);
   readonly topics = new Map<string, FakeTopic>();
-  /** Every request and publish, in arrival order. */
+  /** Every request and publish, in arrival order (a produce request: one call per batch). */
   readonly calls: FakeCall[] = [];
+  /** Every produce request or publish as it went on the wire: its broker and the partitions of its batches. */
+  readonly produceRequests: Array<{ brokerId: number; partitions: number[] }> = [];
   /** Decides a failure for each call before it is handled. */
   inject: (call: FakeCall) => Injected = () => undefined;
   /** When true, produce requests wait in `held` until released (they are not even appended). */
@@ -299,6 +301,7 @@ export class FakeCluster implements Transport {
     const topic = this.subjects.parseProduce(subject)!;
     const req = decodeRequest(data, produceRequest);
     if (!this.brokers.has(brokerId)) throw new TidemarkError('NO_RESPONDERS', `no responders on ${subject}`);
+    this.produceRequests.push({ brokerId, partitions: req.partitions.map((e) => e.partition) });
     return req.partitions.map((entry) => ({
       kind: 'produce' as const,
       subject,
