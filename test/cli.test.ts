@@ -239,6 +239,15 @@ test.serial('keys: --key-separator keeps a key on one partition in order; --key 
   );
 });
 
+test.serial('produce takes an input larger than the producer\'s sendsWaitingMax: it reads on as acknowledgements come, and every line lands', async (t) => {
+  await ok(t, ['topic', 'create', 'large-input', '--partitions', '8']);
+  const count = 30_000; // three times the producer's default sendsWaitingMax (10,000)
+  await ok(t, ['produce', 'large-input', '--key-separator', ':'], { stdin: Array.from({ length: count }, (_, i) => `k${i}:${i}\n`).join('') });
+  const values = lines(await ok(t, ['consume', 'large-input', '--from-beginning', '--max-messages', String(count)]));
+  t.is(values.length, count);
+  t.is(new Set(values).size, count, 'each line once');
+});
+
 test.serial('errors are one line on stderr, no stack trace, non-zero exit', async (t) => {
   await ok(t, ['topic', 'create', 'dup']);
   const cases: { args: string[]; code: number; mentions?: string; options?: CliOptions }[] = [

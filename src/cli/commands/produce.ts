@@ -6,6 +6,9 @@ import type { Acks } from '../../client/producer.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
 import { UsageError } from '../cli-error.js';
 
+
+/** Sends the CLI leaves unsettled before it reads more input (below the producer's sendsWaitingMax). */
+const SENDS_OUTSTANDING_MAX = 4_096;
 export const PRODUCE_HELP = `Usage: tidemark produce TOPIC [--key K | --key-separator SEP] [--partition P] [--acks 0|1|all]
 
 Reads records from stdin, one per line (the value is the line, UTF-8), and sends them in order,
@@ -53,6 +56,8 @@ export async function produceCommand(argv: string[]): Promise<number> {
   try {
     const producer = client.producer({ topic, codec: codecs.string(), acks, lingerMs });
     let failure: unknown;
+    let outstanding = 0;
+    let wakeReader: (() => void) | undefined;
     const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
     for await (const line of lines) {
       if (failure !== undefined) break;
@@ -65,10 +70,21 @@ export async function produceCommand(argv: string[]): Promise<number> {
           value = line.slice(at + separator.length);
         }
       }
-      // send() waits while the in-flight window is full; its acknowledgement is collected below.
-      producer.send({ key, value, ...(partition === undefined ? {} : { partition }) }).catch((error: unknown) => {
-        failure ??= error;
-      });
+      // Acknowledgements are collected as they come; at most SENDS_OUTSTANDING_MAX sends are left
+      // unsettled (the producer refuses more than its sendsWaitingMax waiting with BUSY), so a large
+      // input waits here, reading no further, while the cluster catches up.
+      outstanding++;
+      producer
+        .send({ key, value, ...(partition === undefined ? {} : { partition }) })
+        .catch((error: unknown) => {
+          failure ??= error;
+        })
+        .finally(() => {
+          outstanding--;
+          if (outstanding <= SENDS_OUTSTANDING_MAX / 2) wakeReader?.();
+        });
+      if (outstanding >= SENDS_OUTSTANDING_MAX) await new Promise<void>((resolve) => (wakeReader = resolve));
+      wakeReader = undefined;
     }
     await producer.flush();
     if (failure !== undefined) throw failure;
