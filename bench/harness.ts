@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { NODE_PROCESS_FLAGS } from '../src/cli/node-flags.js';
 import { freePort, startNatsServer, type NatsServer } from '../test/helpers/nats-server.js';
 
 export { freePort, startNatsServer, type NatsServer };
@@ -21,7 +22,7 @@ export async function startNodeProcess(natsUrl: string, id = 1): Promise<NodePro
   const dataDir = await mkdtemp(join(tmpdir(), 'tm-bench-'));
   // BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the node process.
   const nodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, BIN, 'node', 'start', '--id', String(id), '--data-dir', dataDir, '--nats', natsUrl, '--log-level', 'info'], {
+  const child = spawn(process.execPath, [...NODE_PROCESS_FLAGS, ...nodeArgs, BIN, 'node', 'start', '--id', String(id), '--data-dir', dataDir, '--nats', natsUrl, '--log-level', 'info'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   await new Promise<void>((resolve, reject) => {

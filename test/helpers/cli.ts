@@ -6,6 +6,7 @@
  * `dev`) are tracked so a test file can kill whatever is left in `test.after.always`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { NODE_PROCESS_FLAGS } from '../../src/cli/node-flags.js';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -48,7 +49,10 @@ function childEnv(options: CliOptions): NodeJS.ProcessEnv {
 
 /** `detached` makes the child a process-group leader, so its own children (dev's nats-server) can be killed with it. */
 function spawnTidemark(args: string[], options: CliOptions, detached = false): ChildProcess {
-  return spawn(process.execPath, [...(process.env['TM_NODE_ARGS'] ?? '').split(' ').filter(Boolean), TIDEMARK_BIN, ...args], { env: childEnv(options), stdio: ['pipe', 'pipe', 'pipe'], detached });
+  // A node process gets the flags every node is started with; TM_NODE_ARGS adds more (e.g. --cpu-prof).
+  const flags = args[0] === 'node' && args[1] === 'start' ? NODE_PROCESS_FLAGS : [];
+  const extra = (process.env['TM_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+  return spawn(process.execPath, [...flags, ...extra, TIDEMARK_BIN, ...args], { env: childEnv(options), stdio: ['pipe', 'pipe', 'pipe'], detached });
 }
 
 function describe(args: string[]): string {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { NODE_PROCESS_FLAGS } from '../node-flags.js';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -70,7 +71,7 @@ export async function devCommand(argv: string[]): Promise<number> {
   const children = ids.map((id) =>
     spawn(
       process.execPath,
-      [BIN, 'node', 'start', '--id', String(id), '--data-dir', join(dataDir, `node-${id}`), '--controllers', ids.join(','), '--nats', nats.url, '--cluster', cluster, '--pretty', '--log-level', values['log-level'] ?? 'info'],
+      [...NODE_PROCESS_FLAGS, BIN, 'node', 'start', '--id', String(id), '--data-dir', join(dataDir, `node-${id}`), '--controllers', ids.join(','), '--nats', nats.url, '--cluster', cluster, '--pretty', '--log-level', values['log-level'] ?? 'info'],
       { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
     ),
   );

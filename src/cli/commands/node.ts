@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { startNode, type NodeRole } from '../../node.js';
 import { createLogger } from '../../runtime/logger.js';
+import { NODE_PROCESS_FLAGS } from '../node-flags.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
 import { UsageError } from '../cli-error.js';
 import { onShutdownSignal } from '../signals.js';
@@ -82,6 +83,10 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const tailCacheBytesMax = intFlag('tail-cache-bytes-max', values['tail-cache-bytes-max'], 0, 2 ** 40);
   const { servers, cluster } = connection(values);
   const logger = createLogger({ pretty: values.pretty ?? false, ...(values['log-level'] === undefined ? {} : { level: values['log-level'] }) });
+  const missing = NODE_PROCESS_FLAGS.filter((flag) => !process.execArgv.includes(flag));
+  if (missing.length > 0) {
+    logger.warn({ missing }, 'node started without its V8 flags: expect much more CPU in garbage collection under load (start it as `tidemark node start`, or `node ' + NODE_PROCESS_FLAGS.join(' ') + ' bin/tidemark.js node start`; docs/operations.md)');
+  }
   const node = await startNode({
     id,
     dataDir,
