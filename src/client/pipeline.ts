@@ -27,7 +27,7 @@ import { TidemarkError } from '../protocol/errors.js';
 import { produceReply, REQUEST_TIMEOUT_MS_MAX, type ProduceRequest } from '../protocol/messages.js';
 import type { Subjects } from '../protocol/subjects.js';
 import type { Clock, Random } from '../runtime/ports.js';
-import type { ReadyBatch } from './accumulator.js';
+import type { PipelineState, ReadyBatch } from './accumulator.js';
 import type { Leader, MetadataCache } from './metadata.js';
 import { backoffMs, isRetriable, type RetryPolicy } from '../runtime/retry.js';
 import type { Rpc } from './rpc.js';
@@ -48,7 +48,7 @@ export type PipelineDeps = {
   requestTimeoutMs: number;
   /** Called once per batch when it is acknowledged or given up (to release its bytes). */
   onSettled: (batch: ReadyBatch) => void;
-  /** Called when a request settles or a backoff ends: the accumulator may close a waiting batch. */
+  /** Called when a request settles or a backoff ends and the pipeline has room: the accumulator may close a waiting batch. */
   onRoom: () => void;
 };
 
@@ -98,6 +98,12 @@ export class PartitionPipeline {
   /** A batch enqueued now would be sent at once (nothing queued ahead of it, a window slot free). */
   get hasRoom(): boolean {
     return !this.stopped && !this.paused && this.backoffTimer === undefined && this.queue.length === 0 && this.inFlight < this.deps.inFlightBatchesMax;
+  }
+
+  /** What a batch closed now would meet (the accumulator's adaptive linger). */
+  get state(): PipelineState {
+    if (!this.hasRoom) return 'full';
+    return this.inFlight === 0 ? 'idle' : 'busy';
   }
 
   /** True when nothing is queued, in flight, or waiting to be retried. */

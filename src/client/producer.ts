@@ -1,6 +1,7 @@
 /**
  * The producer: send() -> admission (FIFO: encode, pick the partition, take bytes from the
- * in-flight budget) -> accumulator (batches per partition by size and linger) -> one pipeline per
+ * in-flight budget) -> accumulator (batches per partition: at once when nothing is in flight,
+ * else by size, linger and the requests in flight completing) -> one pipeline per
  * partition (pipeline.ts: many batches in flight, order kept, the one retry layer for batches).
  *
  * Memory: every record the producer holds (open batch, queued, in flight, waiting to retry)
@@ -41,7 +42,13 @@ export type ProducerOptions<T> = {
    */
   acks?: Acks;
   /**
-   * How long a batch waits for more records before it is sent, ms.
+   * Longest a batch waits for more records while its partition has requests in flight, ms.
+   * Adaptive, so one setting is quick at low load and fast at high load: a batch opened while the
+   * partition has nothing in flight is sent at once (at the end of the current synchronous run,
+   * so records sent together still share it); while requests are in flight the open batch keeps
+   * filling and goes when it is full (`batchBytesMax`), when lingerMs has passed, or when the
+   * requests in flight have all completed, whichever comes first. A batch past its linger while
+   * `inFlightBatchesPerPartitionMax` requests are outstanding keeps filling until a slot frees.
    * @default 5
    */
   lingerMs?: number;
@@ -227,7 +234,7 @@ export class ProducerImpl<T> implements Producer<T> {
       lingerMs,
       clock: deps.clock,
       onReady: (batch) => this.ready(batch),
-      hasRoom: (partition) => this.pipelines.get(partition)?.hasRoom ?? true,
+      pipelineState: (partition) => this.pipelines.get(partition)?.state ?? 'idle',
     });
   }
 
