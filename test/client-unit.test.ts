@@ -127,13 +127,13 @@ test('retry stops at attemptsMax, at the deadline, and at once on a non-retriabl
 
 function pending(clock: FakeClock, size: number): PendingSend {
   const record: BatchRecord = { key: null, value: new Uint8Array(size), headers: {}, timestamp: clock.now() };
-  return { record, bytes: recordBytes(record), sentAtMs: clock.now(), resolve: () => undefined, reject: () => undefined };
+  return { ...record, bytes: recordBytes(record), sentAtMs: clock.now(), resolve: () => undefined, reject: () => undefined };
 }
 
 test('accumulator closes batches by size', (t) => {
   const clock = new FakeClock();
   const ready: ReadyBatch[] = [];
-  const one = recordBytes(pending(clock, 100).record);
+  const one = pending(clock, 100).bytes;
   const acc = new Accumulator({ batchBytesMax: BATCH_HEADER_BYTES + 3 * one, lingerMs: 1000, clock, onReady: (b) => ready.push(b), pipelineState: () => 'busy' });
   for (let i = 0; i < 7; i++) acc.append(0, pending(clock, 100));
   acc.append(1, pending(clock, 100));
@@ -490,6 +490,34 @@ test('flush sends lingering batches; close flushes and refuses later sends', asy
   t.is(await rejection(t, producer.send({ value: 'c' })), 'CLOSED');
   t.throws(() => client.producer({ topic: 'orders', codec: codecs.string() }), { instanceOf: TidemarkError });
   t.is(cluster.records('orders', 0).length, 2);
+});
+
+test('flush waits for exactly the sends made before it: later sends do not hold it, rejected sends count as settled', async (t) => {
+  const { cluster, client } = setup();
+  const producer = client.producer<string>({ topic: 'orders', codec: codecs.string(), lingerMs: 60_000 });
+  await producer.flush(); // nothing sent yet: resolves at once
+  await producer.send({ value: 'warm' });
+  cluster.holdProduce = true;
+  const a = producer.send({ value: 'a' });
+  const bad = producer.send({ value: 'x', partition: -1 }); // rejected at admission
+  let firstDone = false;
+  const first = producer.flush().then(() => (firstDone = true));
+  const b = producer.send({ value: 'b' });
+  let secondDone = false;
+  const second = producer.flush().then(() => (secondDone = true));
+  await settle();
+  t.is(cluster.heldProduce.length, 2, 'both flushes closed their lingering batches');
+  cluster.releaseProduce(1);
+  await first;
+  t.is((await a).offset, 1);
+  t.is((await rejection(t, bad)), 'INVALID_RECORD');
+  await settle();
+  t.false(secondDone, 'the second flush still waits for b');
+  t.true(firstDone);
+  cluster.releaseProduce();
+  await second;
+  t.is((await b).offset, 2);
+  await client.close();
 });
 
 test('sending to a topic that does not exist fails with UNKNOWN_TOPIC after deliveryTimeoutMs', async (t) => {

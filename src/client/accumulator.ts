@@ -20,10 +20,12 @@ export interface RecordMetadata {
   offset: number;
 }
 
-/** A record the producer holds until it is acknowledged or rejected. */
-export interface PendingSend {
-  readonly record: BatchRecord;
-  /** recordBytes(record): what it costs in a batch and in the producer's byte budget. */
+/**
+ * A record the producer holds until it is acknowledged or rejected. It is the batch's record
+ * itself (no second object per record, no array of records per batch).
+ */
+export interface PendingSend extends BatchRecord {
+  /** recordBytes(this): what it costs in a batch and in the producer's byte budget. */
   readonly bytes: number;
   /** When send() was called, ms on the producer's clock; the delivery deadline counts from it. */
   readonly sentAtMs: number;
@@ -92,8 +94,8 @@ export class Accumulator {
     const batch = this.open.get(partition) ?? this.start(partition, send);
     batch.sends.push(send);
     batch.recordBytes += send.bytes;
-    batch.timestampMin = Math.min(batch.timestampMin, send.record.timestamp);
-    batch.timestampMax = Math.max(batch.timestampMax, send.record.timestamp);
+    if (send.timestamp < batch.timestampMin) batch.timestampMin = send.timestamp;
+    if (send.timestamp > batch.timestampMax) batch.timestampMax = send.timestamp;
     this.openBytes += send.bytes;
     if (BATCH_HEADER_BYTES + batch.recordBytes >= this.options.batchBytesMax || batch.sends.length >= BATCH_RECORDS_MAX) {
       this.close(partition);
@@ -118,7 +120,7 @@ export class Accumulator {
   }
 
   private fits(batch: OpenBatch, send: PendingSend): boolean {
-    const ts = send.record.timestamp;
+    const ts = send.timestamp;
     return (
       BATCH_HEADER_BYTES + batch.recordBytes + send.bytes <= this.options.batchBytesMax &&
       batch.sends.length < BATCH_RECORDS_MAX &&
@@ -132,8 +134,8 @@ export class Accumulator {
       sends: [],
       recordBytes: 0,
       sentAtMs: send.sentAtMs,
-      timestampMin: send.record.timestamp,
-      timestampMax: send.record.timestamp,
+      timestampMin: send.timestamp,
+      timestampMax: send.timestamp,
       timer: undefined,
       due: false,
     };

@@ -88,7 +88,7 @@ export class PartitionPipeline {
 
   /** Encodes a batch with the next sequence numbers of this partition. */
   private encode(batch: ReadyBatch): Uint8Array {
-    const records = batch.sends.map((s) => s.record);
+    const records = batch.sends;
     if (this.producerId < 0) return encodeBatch(records, NO_PRODUCER_SEQUENCE);
     const bytes = encodeBatch(records, { producerId: this.producerId, producerEpoch: 0, baseSequence: this.nextSequence });
     this.nextSequence = (this.nextSequence + records.length) % SEQUENCE_MODULO;
@@ -221,7 +221,8 @@ export class PartitionPipeline {
   private succeeded(o: Outgoing, baseOffset: number): void {
     this.failedRounds = 0;
     const { topic, partition } = this.deps;
-    o.batch.sends.forEach((s, i) => s.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i }));
+    const { sends } = o.batch;
+    for (let i = 0; i < sends.length; i++) sends[i]!.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i });
     this.deps.onSettled(o.batch);
     this.next();
   }
