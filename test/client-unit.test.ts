@@ -272,6 +272,24 @@ test('adaptive linger: a lone send goes at once; sends made while a request is i
   await client.close();
 });
 
+test('adaptive linger with acks 0: no replies say when a request is done, so batches wait lingerMs', async (t) => {
+  const { clock, cluster, client } = setup();
+  const producer = client.producer<string>({ topic: 'orders', codec: codecs.string(), acks: 0, lingerMs: 5 });
+  const first = producer.send({ value: 'a' });
+  await settle();
+  t.is(cluster.callsOf('produce').length, 0);
+  await clock.advance(5);
+  t.deepEqual(produceShape(cluster), ['1:1']);
+  t.is((await first).offset, -1);
+  const later = [producer.send({ value: 'b' })];
+  await settle();
+  later.push(producer.send({ value: 'c' }));
+  await clock.advance(5);
+  t.deepEqual(produceShape(cluster), ['1:1', '1:2'], 'sends made apart still share a batch');
+  await Promise.all(later);
+  await client.close();
+});
+
 test('adaptive linger under load: sends made while requests are in flight form full batches', async (t) => {
   const { clock, cluster, client } = setup();
   const codec = codecs.string();

@@ -55,6 +55,8 @@ export type ProducerOptions<T> = {
    * filling and goes when it is full (`batchBytesMax`), when lingerMs has passed, or when the
    * requests in flight have all completed, whichever comes first. A batch past its linger while
    * `inFlightBatchesPerPartitionMax` requests are outstanding keeps filling until a slot frees.
+   * With acks 0 there are no replies to tell when a request is done, so every batch waits up to
+   * lingerMs (or until full).
    * @default 5
    */
   lingerMs?: number;
@@ -280,7 +282,11 @@ export class ProducerImpl<T> implements Producer<T> {
       lingerMs,
       clock: deps.clock,
       onReady: (batch) => this.ready(batch),
-      pipelineState: (partition) => this.pipelines.get(partition)?.state ?? 'idle',
+      pipelineState: (partition) => {
+        const state = this.pipelines.get(partition)?.state ?? 'idle';
+        // acks 0 has no replies, so nothing says when a request is done: its batches wait lingerMs.
+        return state === 'idle' && this.acks === 0 ? 'busy' : state;
+      },
     });
   }
 
