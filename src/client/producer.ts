@@ -463,17 +463,17 @@ export class ProducerImpl<T> implements Producer<T> {
     this.armExpiry();
   }
 
+  /** Past it a waiting send is rejected with TIMEOUT. */
+  private deadlineMs(send: Send<T>): number {
+    return send.sentAtMs + this.admissionMsMax;
+  }
+
   /**
    * TIMEOUT is retriable, as in Kafka, where a send() blocked past max.block.ms throws a
    * TimeoutException (BufferExhaustedException when waiting for memory), a RetriableException:
    * nothing of the record left the client, so sending it again cannot write it twice. The
    * producer does not resend it itself; the caller decides (one retry layer per call path).
    */
-  /** Past it a waiting send is rejected with TIMEOUT. */
-  private deadlineMs(send: Send<T>): number {
-    return send.sentAtMs + this.admissionMsMax;
-  }
-
   private blockedTooLong(admission: Send<T>, now: number, waitingFor: WaitingFor | undefined, cause: unknown): TidemarkError {
     const why =
       waitingFor === 'budget'
