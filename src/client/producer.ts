@@ -189,6 +189,7 @@ class Send<T> implements PendingSend {
   value: Uint8Array | null = null;
   headers: RecordHeaders = NO_HEADERS;
   timestamp = 0;
+  /** recordBytes of the encoded record; 0 until encoded. */
   bytes = 0;
   waitingFor: WaitingFor | undefined = undefined;
   /** The last failed metadata attempt while this send was the head (the cause of its TIMEOUT). */
@@ -206,6 +207,10 @@ class Send<T> implements PendingSend {
     private readonly tracker: SettleTracker,
     private readonly generation: number,
   ) {}
+
+  get encoded(): boolean {
+    return this.bytes > 0;
+  }
 
   promise(): Promise<RecordMetadata> {
     return new Promise<RecordMetadata>((resolve, reject) => {
@@ -337,9 +342,8 @@ export class ProducerImpl<T> implements Producer<T> {
 
   /**
    * Admission without the queue, when nothing waits ahead of this send: encoded, its partition
-   * known from cached metadata and its bytes taken from the budget, all now. Returns false (the
-   * send then queues) when it would have to wait; its encoding is dropped then, so a waiting send
-   * holds only the caller's value, and it is encoded again when admitted.
+   * known from cached metadata and its bytes taken from the budget, all now. Returns false when it
+   * has to wait: it then heads the queue (nothing waits ahead), where a send waits encoded anyway.
    */
   private admitNow(send: Send<T>): boolean {
     const partitionCount = this.partitionCountCached(send.input!.partition);
@@ -350,11 +354,7 @@ export class ProducerImpl<T> implements Producer<T> {
       send.reject(error);
       return true;
     }
-    if (!this.budget.tryTake(send.bytes)) {
-      send.key = send.value = null;
-      send.headers = NO_HEADERS;
-      return false;
-    }
+    if (!this.budget.tryTake(send.bytes)) return false;
     this.append(send, partitionCount);
     return true;
   }
@@ -377,7 +377,7 @@ export class ProducerImpl<T> implements Producer<T> {
       while (this.admissions.length > 0) {
         const head = this.admissions.peek()!;
         try {
-          this.encode(head);
+          if (!head.encoded) this.encode(head);
         } catch (error) {
           // This record's own fault: it alone is rejected; the sends behind it go on.
           this.shiftAdmission();
