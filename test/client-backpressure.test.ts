@@ -101,6 +101,28 @@ test('maxBlockMs 0: a send that cannot be admitted at once rejects with TIMEOUT 
   await client.close();
 });
 
+test('the codec runs once per record, whether a send is admitted at once or waits for budget', async (t) => {
+  const { clock, cluster, client } = setup();
+  const encoded: number[] = [];
+  const counting: Codec<Order> = {
+    encode: (order) => (encoded.push(order.id), json.encode(order)),
+    decode: json.decode,
+  };
+  const producer = client.producer<Order>({ topic: 'orders', codec: counting, lingerMs: 0, inFlightBytesMax: 2 * ORDER_BYTES });
+  await warm(clock, producer);
+  cluster.holdProduce = true;
+  const sends = [0, 1, 2, 3, 4].map((id) => producer.send({ value: { id, item: 'x' } }));
+  await settle();
+  t.is(cluster.heldProduce.length, 1, 'the budget holds two records; the third waits, heading the queue');
+  cluster.holdProduce = false;
+  cluster.releaseProduce();
+  await clock.advance(0);
+  t.deepEqual((await Promise.all(sends)).map((m) => m.offset), [1, 2, 3, 4, 5]);
+  t.deepEqual(encoded, [9, 0, 1, 2, 3, 4], 'each value encoded once, in send order');
+  t.deepEqual(storedIds(cluster), [9, 0, 1, 2, 3, 4]);
+  await client.close();
+});
+
 test('sendsWaitingMax: the send beyond it rejects at once with BUSY; the waiting ones still land', async (t) => {
   const { clock, cluster, client } = setup();
   const producer = client.producer<Order>({ topic: 'orders', codec: json, lingerMs: 0, inFlightBytesMax: ORDER_BYTES, sendsWaitingMax: 2 });

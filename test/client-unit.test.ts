@@ -3,7 +3,7 @@
  * nothing sleeps; time moves only through clock.advance().
  */
 import test, { type ExecutionContext } from 'ava';
-import { Accumulator, type PendingSend, type ReadyBatch } from '../src/client/accumulator.js';
+import { Accumulator, type PendingSend, type PipelineState, type ReadyBatch } from '../src/client/accumulator.js';
 import { utf8 } from '../src/client/codecs.js';
 import { backoffMs, retry, retryPolicy } from '../src/runtime/retry.js';
 import { codecs, murmur2, partitionForKey, Tidemark, TidemarkError, toPositive, type ErrorCode, type RecordMetadata } from '../src/index.js';
@@ -127,14 +127,14 @@ test('retry stops at attemptsMax, at the deadline, and at once on a non-retriabl
 
 function pending(clock: FakeClock, size: number): PendingSend {
   const record: BatchRecord = { key: null, value: new Uint8Array(size), headers: {}, timestamp: clock.now() };
-  return { record, bytes: recordBytes(record), sentAtMs: clock.now(), resolve: () => undefined, reject: () => undefined };
+  return { ...record, bytes: recordBytes(record), sentAtMs: clock.now(), resolve: () => undefined, reject: () => undefined };
 }
 
 test('accumulator closes batches by size', (t) => {
   const clock = new FakeClock();
   const ready: ReadyBatch[] = [];
-  const one = recordBytes(pending(clock, 100).record);
-  const acc = new Accumulator({ batchBytesMax: BATCH_HEADER_BYTES + 3 * one, lingerMs: 1000, clock, onReady: (b) => ready.push(b), hasRoom: () => true });
+  const one = pending(clock, 100).bytes;
+  const acc = new Accumulator({ batchBytesMax: BATCH_HEADER_BYTES + 3 * one, lingerMs: 1000, clock, onReady: (b) => ready.push(b), pipelineState: () => 'busy' });
   for (let i = 0; i < 7; i++) acc.append(0, pending(clock, 100));
   acc.append(1, pending(clock, 100));
   t.deepEqual(ready.map((b) => [b.partition, b.sends.length]), [
@@ -156,7 +156,8 @@ test('accumulator: a batch past its linger waits (and fills) while the pipeline 
   const clock = new FakeClock();
   const ready: ReadyBatch[] = [];
   let room = false;
-  const acc = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 5, clock, onReady: (b) => ready.push(b), hasRoom: () => room });
+  const state = (): PipelineState => (room ? 'busy' : 'full');
+  const acc = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 5, clock, onReady: (b) => ready.push(b), pipelineState: state });
   acc.append(0, pending(clock, 10));
   await clock.advance(10);
   t.is(ready.length, 0, 'no room: the batch stays open past its linger');
@@ -165,7 +166,7 @@ test('accumulator: a batch past its linger waits (and fills) while the pipeline 
   room = true;
   acc.room(0);
   t.deepEqual(ready.map((b) => b.sends.length), [2], 'both records go in one batch when a slot frees');
-  const eager = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 0, clock, onReady: (b) => ready.push(b), hasRoom: () => room });
+  const eager = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 0, clock, onReady: (b) => ready.push(b), pipelineState: state });
   eager.append(3, pending(clock, 10));
   eager.append(3, pending(clock, 10));
   t.is(clock.pendingTimers, 0, 'lingerMs 0: no timer');
@@ -176,7 +177,7 @@ test('accumulator: a batch past its linger waits (and fills) while the pipeline 
 test('accumulator closes batches after lingerMs', async (t) => {
   const clock = new FakeClock();
   const ready: ReadyBatch[] = [];
-  const acc = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 5, clock, onReady: (b) => ready.push(b), hasRoom: () => true });
+  const acc = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 5, clock, onReady: (b) => ready.push(b), pipelineState: () => 'busy' });
   acc.append(0, pending(clock, 10));
   await clock.advance(3);
   acc.append(0, pending(clock, 10));
@@ -196,6 +197,29 @@ test('accumulator closes batches after lingerMs', async (t) => {
   t.is(clock.pendingTimers, 0);
 });
 
+test('accumulator: a batch opened with nothing in flight closes at the end of the synchronous run; one opened while busy closes when the pipeline goes idle', async (t) => {
+  const clock = new FakeClock();
+  const ready: ReadyBatch[] = [];
+  let state: PipelineState = 'idle';
+  const acc = new Accumulator({ batchBytesMax: 1 << 20, lingerMs: 1000, clock, onReady: (b) => ready.push(b), pipelineState: () => state });
+  acc.append(0, pending(clock, 10));
+  acc.append(0, pending(clock, 10));
+  t.is(clock.pendingTimers, 0, 'idle: no linger timer');
+  await Promise.resolve();
+  t.deepEqual(ready.map((b) => b.sends.length), [2], 'idle: the records of one synchronous run go together, with no linger');
+  state = 'busy';
+  acc.append(0, pending(clock, 10));
+  acc.append(0, pending(clock, 10));
+  await clock.advance(999);
+  t.is(ready.length, 1, 'busy: the batch keeps filling');
+  acc.room(0);
+  t.is(ready.length, 1, 'a free slot alone does not close a batch within its linger');
+  state = 'idle';
+  acc.room(0);
+  t.deepEqual(ready.map((b) => b.sends.length), [2, 2], 'the in-flight requests completed: it goes at once');
+  t.is(clock.pendingTimers, 0, 'its linger timer is cleared');
+});
+
 // --- producer ---------------------------------------------------------------------------------
 
 test('producer batches, acks with offsets, and keeps send order', async (t) => {
@@ -210,6 +234,80 @@ test('producer batches, acks with offsets, and keeps send order', async (t) => {
   const r = cluster.records('orders', 0)[0]!;
   t.deepEqual(r.headers, { trace: utf8('abc'), raw: new Uint8Array([1]), none: null });
   t.is(r.timestamp, clock.now() - 5);
+  await client.close();
+});
+
+test('adaptive linger: a lone send goes at once; sends made while a request is in flight go together when it completes; a busy batch waits at most lingerMs', async (t) => {
+  const { clock, cluster, client } = setup();
+  const producer = client.producer<string>({ topic: 'orders', codec: codecs.string(), lingerMs: 1000 });
+  const first = producer.send({ value: 'warm' }); // also loads the metadata
+  await settle();
+  t.deepEqual(produceShape(cluster), ['1:1'], 'nothing in flight: sent without waiting lingerMs');
+  t.is((await first).offset, 0);
+
+  cluster.holdProduce = true;
+  const lone = producer.send({ value: 'a' });
+  await settle();
+  t.deepEqual(produceShape(cluster), ['1:1', '1:1'], 'a lone send goes at once, no time passed');
+  const during = ['b', 'c', 'd'].map((value) => producer.send({ value }));
+  await settle();
+  t.is(cluster.callsOf('produce').length, 2, 'while a request is in flight the next batch fills');
+  cluster.holdProduce = false;
+  cluster.releaseProduce();
+  await settle();
+  t.deepEqual(produceShape(cluster), ['1:1', '1:1', '1:3'], 'the request completed: the sends made meanwhile go together, at once');
+  t.deepEqual((await Promise.all([lone, ...during])).map((m) => m.offset), [1, 2, 3, 4]);
+
+  cluster.holdProduce = true;
+  const held = producer.send({ value: 'e' });
+  await settle();
+  const waiting = producer.send({ value: 'f' });
+  await clock.advance(999);
+  t.is(cluster.callsOf('produce').length, 4, 'within lingerMs: still batching behind the request in flight');
+  await clock.advance(1);
+  t.deepEqual(produceShape(cluster).slice(3), ['1:1', '1:1'], 'lingerMs bounds the wait while a request is outstanding');
+  cluster.holdProduce = false;
+  cluster.releaseProduce();
+  t.deepEqual((await Promise.all([held, waiting])).map((m) => m.offset), [5, 6]);
+  await client.close();
+});
+
+test('adaptive linger with acks 0: no replies say when a request is done, so batches wait lingerMs', async (t) => {
+  const { clock, cluster, client } = setup();
+  const producer = client.producer<string>({ topic: 'orders', codec: codecs.string(), acks: 0, lingerMs: 5 });
+  const first = producer.send({ value: 'a' });
+  await settle();
+  t.is(cluster.callsOf('produce').length, 0);
+  await clock.advance(5);
+  t.deepEqual(produceShape(cluster), ['1:1']);
+  t.is((await first).offset, -1);
+  const later = [producer.send({ value: 'b' })];
+  await settle();
+  later.push(producer.send({ value: 'c' }));
+  await clock.advance(5);
+  t.deepEqual(produceShape(cluster), ['1:1', '1:2'], 'sends made apart still share a batch');
+  await Promise.all(later);
+  await client.close();
+});
+
+test('adaptive linger under load: sends made while requests are in flight form full batches', async (t) => {
+  const { clock, cluster, client } = setup();
+  const codec = codecs.string();
+  const value = (id: number) => `record-${String(id).padStart(3, '0')}`;
+  const size = recordBytes({ key: null, value: codec.encode(value(0)), headers: {}, timestamp: 0 });
+  const producer = client.producer<string>({ topic: 'orders', codec, lingerMs: 5, batchBytesMax: BATCH_HEADER_BYTES + 4 * size });
+  await producer.send({ value: value(0) }); // metadata cached
+  cluster.holdProduce = true;
+  const sends = [producer.send({ value: value(1) })];
+  await settle();
+  for (let id = 2; id <= 13; id++) sends.push(producer.send({ value: value(id) }));
+  await settle();
+  t.deepEqual(produceShape(cluster), ['1:1', '1:1', '1:4', '1:4', '1:4'], 'the first goes alone, the rest in full batches');
+  cluster.holdProduce = false;
+  cluster.releaseProduce();
+  t.deepEqual((await Promise.all(sends)).map((m) => m.offset), Array.from({ length: 13 }, (_, i) => i + 1));
+  t.deepEqual(cluster.records('orders', 0).map((r) => codec.decode(r.value!)), Array.from({ length: 14 }, (_, i) => value(i)));
+  t.is(clock.pendingTimers, 0);
   await client.close();
 });
 
@@ -410,6 +508,37 @@ test('flush sends lingering batches; close flushes and refuses later sends', asy
   t.is(await rejection(t, producer.send({ value: 'c' })), 'CLOSED');
   t.throws(() => client.producer({ topic: 'orders', codec: codecs.string() }), { instanceOf: TidemarkError });
   t.is(cluster.records('orders', 0).length, 2);
+});
+
+test('flush waits for exactly the sends made before it: later sends do not hold it, rejected sends count as settled', async (t) => {
+  const { cluster, client } = setup();
+  const producer = client.producer<string>({ topic: 'orders', codec: codecs.string(), lingerMs: 60_000 });
+  await producer.flush(); // nothing sent yet: resolves at once
+  await producer.send({ value: 'warm' });
+  cluster.holdProduce = true;
+  const a = producer.send({ value: 'a' });
+  const bad = producer.send({ value: 'x', partition: -1 }); // rejected at admission
+  let firstDone = false;
+  const first = producer.flush().then(() => (firstDone = true));
+  // Let a's request leave on its own: batches handed over in one turn share a request (one per
+  // broker, produce-channel.ts) and are answered together.
+  await settle();
+  const b = producer.send({ value: 'b' });
+  let secondDone = false;
+  const second = producer.flush().then(() => (secondDone = true));
+  await settle();
+  t.is(cluster.heldProduce.length, 2, 'both flushes closed their lingering batches');
+  cluster.releaseProduce(1);
+  await first;
+  t.is((await a).offset, 1);
+  t.is((await rejection(t, bad)), 'INVALID_RECORD');
+  await settle();
+  t.false(secondDone, 'the second flush still waits for b');
+  t.true(firstDone);
+  cluster.releaseProduce();
+  await second;
+  t.is((await b).offset, 2);
+  await client.close();
 });
 
 test('sending to a topic that does not exist fails with UNKNOWN_TOPIC after deliveryTimeoutMs', async (t) => {

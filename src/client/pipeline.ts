@@ -28,7 +28,7 @@ import { encodeBatch, NO_PRODUCER_SEQUENCE, SEQUENCE_MODULO } from '../protocol/
 import { TidemarkError } from '../protocol/errors.js';
 import { REQUEST_TIMEOUT_MS_MAX } from '../protocol/messages.js';
 import type { Clock, Random } from '../runtime/ports.js';
-import type { ReadyBatch } from './accumulator.js';
+import type { PipelineState, ReadyBatch } from './accumulator.js';
 import type { Leader, MetadataCache } from './metadata.js';
 import { backoffMs, isRetriable, type RetryPolicy } from '../runtime/retry.js';
 import type { ProduceChannel, ProduceEntry } from './produce-channel.js';
@@ -49,7 +49,7 @@ export type PipelineDeps = {
   requestTimeoutMs: number;
   /** Called once per batch when it is acknowledged or given up (to release its bytes). */
   onSettled: (batch: ReadyBatch) => void;
-  /** Called when a request settles or a backoff ends: the accumulator may close a waiting batch. */
+  /** Called when a request settles or a backoff ends and the pipeline has room: the accumulator may close a waiting batch. */
   onRoom: () => void;
 };
 
@@ -89,7 +89,7 @@ export class PartitionPipeline {
 
   /** Encodes a batch with the next sequence numbers of this partition. */
   private encode(batch: ReadyBatch): Uint8Array {
-    const records = batch.sends.map((s) => s.record);
+    const records = batch.sends;
     if (this.producerId < 0) return encodeBatch(records, NO_PRODUCER_SEQUENCE);
     const bytes = encodeBatch(records, { producerId: this.producerId, producerEpoch: 0, baseSequence: this.nextSequence });
     this.nextSequence = (this.nextSequence + records.length) % SEQUENCE_MODULO;
@@ -99,6 +99,12 @@ export class PartitionPipeline {
   /** A batch enqueued now would be sent at once (nothing queued ahead of it, a window slot free). */
   get hasRoom(): boolean {
     return !this.stopped && !this.paused && this.backoffTimer === undefined && this.queue.length === 0 && this.inFlight < this.deps.inFlightBatchesMax;
+  }
+
+  /** What a batch closed now would meet (the accumulator's adaptive linger). */
+  get state(): PipelineState {
+    if (!this.hasRoom) return 'full';
+    return this.inFlight === 0 ? 'idle' : 'busy';
   }
 
   /** True when nothing is queued, in flight, or waiting to be retried. */
@@ -205,7 +211,8 @@ export class PartitionPipeline {
   private succeeded(o: Outgoing, baseOffset: number): void {
     this.failedRounds = 0;
     const { topic, partition } = this.deps;
-    o.batch.sends.forEach((s, i) => s.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i }));
+    const { sends } = o.batch;
+    for (let i = 0; i < sends.length; i++) sends[i]!.resolve({ topic, partition, offset: baseOffset < 0 ? -1 : baseOffset + i });
     this.deps.onSettled(o.batch);
     this.next();
   }

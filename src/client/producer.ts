@@ -1,6 +1,7 @@
 /**
  * The producer: send() -> admission (FIFO: encode, pick the partition, take bytes from the
- * in-flight budget) -> accumulator (batches per partition by size and linger) -> one pipeline per
+ * in-flight budget) -> accumulator (batches per partition: at once when nothing is in flight,
+ * else by size, linger and the requests in flight completing) -> one pipeline per
  * partition (pipeline.ts: many batches in flight, order kept, the one retry layer for batches).
  *
  * Memory: every record the producer holds (open batch, queued, in flight, waiting to retry)
@@ -10,9 +11,14 @@
  * send(): at most `sendsWaitingMax` sends wait (beyond: BUSY at once), each for at most
  * `maxBlockMs`, or its `deliveryTimeoutMs` if shorter (then TIMEOUT). One clock timer, armed for
  * the oldest waiting send, enforces it.
+ *
+ * Cost per send is what bounds a client's records/s (issue 10: ~20 µs per send, a quarter of it
+ * GC): a send is one object (it becomes its batch's record) and one promise; it skips the
+ * admission queue when nothing waits, the metadata is cached and the budget has room; flush()
+ * counts sends by generation instead of holding a promise per send.
  */
 import { Fifo } from './fifo.js';
-import { BATCH_HEADER_BYTES, recordBytes, type BatchRecord, type RecordHeaders } from '../protocol/batch.js';
+import { BATCH_HEADER_BYTES, recordBytes, type RecordHeaders } from '../protocol/batch.js';
 import { assert, TidemarkError } from '../protocol/errors.js';
 import { PAYLOAD_BYTES_MAX, REQUEST_TIMEOUT_MS_MAX } from '../protocol/messages.js';
 import { isValidTopicName, type Subjects } from '../protocol/subjects.js';
@@ -23,6 +29,7 @@ import { utf8, type Codec } from './codecs.js';
 import type { MetadataCache } from './metadata.js';
 import { Partitioner } from './partitioner.js';
 import { PartitionPipeline } from './pipeline.js';
+import { SettleTracker } from './settle-tracker.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import type { ProduceChannel } from './produce-channel.js';
 import type { Rpc } from './rpc.js';
@@ -42,7 +49,15 @@ export type ProducerOptions<T> = {
    */
   acks?: Acks;
   /**
-   * How long a batch waits for more records before it is sent, ms.
+   * Longest a batch waits for more records while its partition has requests in flight, ms.
+   * Adaptive, so one setting is quick at low load and fast at high load: a batch opened while the
+   * partition has nothing in flight is sent at once (at the end of the current synchronous run,
+   * so records sent together still share it); while requests are in flight the open batch keeps
+   * filling and goes when it is full (`batchBytesMax`), when lingerMs has passed, or when the
+   * requests in flight have all completed, whichever comes first. A batch past its linger while
+   * `inFlightBatchesPerPartitionMax` requests are outstanding keeps filling until a slot frees.
+   * With acks 0 there are no replies to tell when a request is done, so every batch waits up to
+   * lingerMs (or until full).
    * @default 5
    */
   lingerMs?: number;
@@ -162,18 +177,63 @@ const HEADER_KEY_BYTES_MAX = 0xffff;
 /** What the head of the admission queue waits for (the sends behind it wait for the head). */
 type WaitingFor = 'metadata' | 'budget';
 
-interface Admission<T> {
-  readonly input: ProducerRecord<T>;
-  readonly sentAtMs: number;
-  /** sentAtMs + the admission wait bound: past it the send is rejected with TIMEOUT. */
-  readonly deadlineMs: number;
-  waitingFor: WaitingFor | undefined;
+/** Headers of a record sent without any: one shared, frozen object instead of one per record. */
+const NO_HEADERS: RecordHeaders = Object.freeze({});
+/** What a record without headers costs beyond its key and value bytes. */
+const RECORD_FIXED_BYTES = recordBytes({ key: null, value: null, headers: NO_HEADERS, timestamp: 0 });
+
+/**
+ * One send() from the call until it settles: the caller's record while it waits for admission,
+ * then, encoded, the record its batch carries (one object per send: see the file comment).
+ */
+class Send<T> implements PendingSend {
+  key: Uint8Array | null = null;
+  value: Uint8Array | null = null;
+  headers: RecordHeaders = NO_HEADERS;
+  timestamp = 0;
+  /** recordBytes of the encoded record; 0 until encoded. */
+  bytes = 0;
+  waitingFor: WaitingFor | undefined = undefined;
   /** The last failed metadata attempt while this send was the head (the cause of its TIMEOUT). */
-  lastError: unknown;
+  lastError: unknown = undefined;
   /** This send's wait for budget bytes (set only while it waits for them). */
-  budgetWait: BudgetWait | undefined;
-  resolve(metadata: RecordMetadata): void;
-  reject(error: unknown): void;
+  budgetWait: BudgetWait | undefined = undefined;
+  private settled = false;
+  private resolvePromise!: (metadata: RecordMetadata) => void;
+  private rejectPromise!: (error: unknown) => void;
+
+  constructor(
+    /** The caller's record; dropped once it is in a batch (its encoded fields are what is sent). */
+    public input: ProducerRecord<T> | undefined,
+    readonly sentAtMs: number,
+    private readonly tracker: SettleTracker,
+    private readonly generation: number,
+  ) {}
+
+  get encoded(): boolean {
+    return this.bytes > 0;
+  }
+
+  promise(): Promise<RecordMetadata> {
+    return new Promise<RecordMetadata>((resolve, reject) => {
+      this.resolvePromise = resolve;
+      this.rejectPromise = reject;
+    });
+  }
+
+  resolve(metadata: RecordMetadata): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.resolvePromise(metadata);
+    this.tracker.settled(this.generation);
+  }
+
+  reject(error: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.rejectPromise(error);
+    this.tracker.settled(this.generation);
+  }
 }
 
 export class ProducerImpl<T> implements Producer<T> {
@@ -191,8 +251,8 @@ export class ProducerImpl<T> implements Producer<T> {
   private readonly accumulator: Accumulator;
   private readonly partitioner: Partitioner;
   private readonly pipelines = new Map<number, PartitionPipeline>();
-  private readonly admissions = new Fifo<Admission<T>>();
-  private readonly unsettled = new Set<Promise<void>>();
+  private readonly admissions = new Fifo<Send<T>>();
+  private readonly tracker = new SettleTracker();
   private admitting = false;
   /** Fires at (or before) the oldest waiting send's deadline; unset while nobody waits. */
   private expiryTimer: unknown = undefined;
@@ -229,7 +289,11 @@ export class ProducerImpl<T> implements Producer<T> {
       lingerMs,
       clock: deps.clock,
       onReady: (batch) => this.ready(batch),
-      hasRoom: (partition) => this.pipelines.get(partition)?.hasRoom ?? true,
+      pipelineState: (partition) => {
+        const state = this.pipelines.get(partition)?.state ?? 'idle';
+        // acks 0 has no replies, so nothing says when a request is done: its batches wait lingerMs.
+        return state === 'idle' && this.acks === 0 ? 'busy' : state;
+      },
     });
   }
 
@@ -243,37 +307,22 @@ export class ProducerImpl<T> implements Producer<T> {
         }),
       );
     }
-    const sentAtMs = this.deps.clock.now();
-    const promise = new Promise<RecordMetadata>((resolve, reject) => {
-      this.admissions.push({
-        input: record,
-        sentAtMs,
-        deadlineMs: sentAtMs + this.admissionMsMax,
-        waitingFor: undefined,
-        lastError: undefined,
-        budgetWait: undefined,
-        resolve,
-        reject,
-      });
-    });
-    const settled = promise.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.unsettled.add(settled);
-    void settled.then(() => this.unsettled.delete(settled));
-    void this.admit();
+    const send = new Send<T>(record, this.deps.clock.now(), this.tracker, this.tracker.begin());
+    const promise = send.promise();
+    if (this.admissions.length === 0 && !this.admitting && this.admitNow(send)) return promise;
+    this.admissions.push(send);
+    if (!this.admitting) void this.admit();
     // Usually admitted already (admission is synchronous while metadata and budget allow).
     this.armExpiry();
     return promise;
   }
 
   async flush(): Promise<void> {
-    const pending = [...this.unsettled];
+    const settled = this.tracker.allSettled();
     this.flushing++;
     try {
       this.accumulator.closeAll();
-      await Promise.all(pending);
+      await settled;
     } finally {
       this.flushing--;
     }
@@ -294,6 +343,31 @@ export class ProducerImpl<T> implements Producer<T> {
   }
 
   /**
+   * Admission without the queue, when nothing waits ahead of this send: encoded, its partition
+   * known from cached metadata and its bytes taken from the budget, all now. Returns false when it
+   * has to wait: it then heads the queue (nothing waits ahead), where a send waits encoded anyway.
+   */
+  private admitNow(send: Send<T>): boolean {
+    const partitionCount = this.partitionCountCached(send.input!.partition);
+    if (partitionCount === undefined) return false;
+    try {
+      this.encode(send);
+    } catch (error) {
+      send.reject(error);
+      return true;
+    }
+    if (!this.budget.tryTake(send.bytes)) return false;
+    this.append(send, partitionCount);
+    return true;
+  }
+
+  private append(send: Send<T>, partitionCount: number): void {
+    const partition = send.input!.partition ?? this.partitioner.partition(send.key, partitionCount);
+    send.input = undefined;
+    this.accumulator.append(partition, send);
+  }
+
+  /**
    * Admission, one record at a time in send() order, so each partition sees records in that order.
    * After each wait the head may have been expired (rejected and removed by {@link expire}); then
    * it gives back any bytes it was granted and the loop goes on with the next send.
@@ -304,16 +378,15 @@ export class ProducerImpl<T> implements Producer<T> {
     try {
       while (this.admissions.length > 0) {
         const head = this.admissions.peek()!;
-        let send: PendingSend;
         try {
-          send = this.encode(head);
+          if (!head.encoded) this.encode(head);
         } catch (error) {
           // This record's own fault: it alone is rejected; the sends behind it go on.
           this.shiftAdmission();
           head.reject(error);
           continue;
         }
-        let partitionCount = this.partitionCountCached(head.input.partition);
+        let partitionCount = this.partitionCountCached(head.input!.partition);
         if (partitionCount === undefined) {
           head.waitingFor = 'metadata';
           try {
@@ -327,22 +400,21 @@ export class ProducerImpl<T> implements Producer<T> {
           }
           if (this.admissions.peek() !== head) continue;
         }
-        if (!this.budget.tryTake(send.bytes)) {
+        if (!this.budget.tryTake(head.bytes)) {
           // Memory is full: batches waiting out their linger only delay the acks that free it.
           this.accumulator.closeAll();
           head.waitingFor = 'budget';
-          head.budgetWait = this.budget.take(send.bytes);
+          head.budgetWait = this.budget.take(head.bytes);
           const taken = await head.budgetWait.taken;
           head.budgetWait = undefined;
           if (this.admissions.peek() !== head) {
-            if (taken) this.budget.release(send.bytes);
+            if (taken) this.budget.release(head.bytes);
             continue;
           }
           assert(taken, 'a budget wait is cancelled only by expire(), which removes the send first');
         }
         this.shiftAdmission();
-        const partition = head.input.partition ?? this.partitioner.partition(send.record.key, partitionCount);
-        this.accumulator.append(partition, send);
+        this.append(head, partitionCount);
       }
       if (this.flushing > 0) this.accumulator.closeAll();
     } finally {
@@ -350,7 +422,7 @@ export class ProducerImpl<T> implements Producer<T> {
     }
   }
 
-  private shiftAdmission(): Admission<T> | undefined {
+  private shiftAdmission(): Send<T> | undefined {
     const admission = this.admissions.shift();
     if (this.admissions.length === 0 && this.expiryTimer !== undefined) {
       // Nobody waits: no timer may keep the process alive (or fire for nothing).
@@ -368,7 +440,7 @@ export class ProducerImpl<T> implements Producer<T> {
   private armExpiry(): void {
     const oldest = this.admissions.peek();
     if (oldest === undefined || this.expiryTimer !== undefined) return;
-    const delayMs = Math.max(0, oldest.deadlineMs - this.deps.clock.now());
+    const delayMs = Math.max(0, this.deadlineMs(oldest) - this.deps.clock.now());
     this.expiryTimer = this.deps.clock.setTimeout(() => {
       this.expiryTimer = undefined;
       this.expire();
@@ -385,12 +457,17 @@ export class ProducerImpl<T> implements Producer<T> {
     const head = this.admissions.peek();
     const waitingFor = head?.waitingFor;
     const cause = head?.lastError;
-    while (this.admissions.length > 0 && this.admissions.peek()!.deadlineMs <= now) {
+    while (this.admissions.length > 0 && this.deadlineMs(this.admissions.peek()!) <= now) {
       const admission = this.shiftAdmission()!;
       admission.budgetWait?.cancel();
       admission.reject(this.blockedTooLong(admission, now, waitingFor, cause));
     }
     this.armExpiry();
+  }
+
+  /** Past it a waiting send is rejected with TIMEOUT. */
+  private deadlineMs(send: Send<T>): number {
+    return send.sentAtMs + this.admissionMsMax;
   }
 
   /**
@@ -399,7 +476,7 @@ export class ProducerImpl<T> implements Producer<T> {
    * nothing of the record left the client, so sending it again cannot write it twice. The
    * producer does not resend it itself; the caller decides (one retry layer per call path).
    */
-  private blockedTooLong(admission: Admission<T>, now: number, waitingFor: WaitingFor | undefined, cause: unknown): TidemarkError {
+  private blockedTooLong(admission: Send<T>, now: number, waitingFor: WaitingFor | undefined, cause: unknown): TidemarkError {
     const why =
       waitingFor === 'budget'
         ? `for room in inFlightBytesMax (${this.budget.bytesMax} bytes, ${this.budget.usedBytes} held)`
@@ -413,26 +490,26 @@ export class ProducerImpl<T> implements Producer<T> {
     });
   }
 
-  private encode(admission: Admission<T>): PendingSend {
-    const { input } = admission;
-    const timestamp = input.timestamp ?? this.deps.clock.now();
+  /** Fills in the send's record fields from the caller's record, or throws what is wrong with it. */
+  private encode(send: Send<T>): void {
+    const input = send.input!;
+    const timestamp = input.timestamp ?? send.sentAtMs;
     if (!Number.isSafeInteger(timestamp) || timestamp < 0) throw invalidRecord('timestamp must be a non-negative integer (ms)');
     if (input.partition !== undefined && (!Number.isSafeInteger(input.partition) || input.partition < 0)) {
       throw invalidRecord('partition must be a non-negative integer');
     }
-    const record: BatchRecord = {
-      key: toBytes('key', input.key ?? null),
-      value: input.value === null ? null : this.encodeValue(input.value),
-      headers: encodeHeaders(input.headers ?? {}),
-      timestamp,
-    };
-    const bytes = recordBytes(record);
+    send.timestamp = timestamp;
+    send.key = toBytes('key', input.key ?? null);
+    send.value = input.value === null ? null : this.encodeValue(input.value);
+    send.headers = input.headers === undefined ? NO_HEADERS : encodeHeaders(input.headers);
+    const bytes =
+      send.headers === NO_HEADERS ? RECORD_FIXED_BYTES + (send.key?.length ?? 0) + (send.value?.length ?? 0) : recordBytes(send);
     if (BATCH_HEADER_BYTES + bytes > this.batchBytesMax) {
       throw new TidemarkError('RECORD_TOO_LARGE', `record of ${bytes} bytes does not fit a batch of at most ${this.batchBytesMax} bytes`, {
         context: { topic: this.topic, recordBytes: bytes, batchBytesMax: this.batchBytesMax },
       });
     }
-    return { record, bytes, sentAtMs: admission.sentAtMs, resolve: admission.resolve, reject: admission.reject };
+    send.bytes = bytes;
   }
 
   /** The codec is the caller's code: whatever it throws or returns wrongly fails this record alone, typed. */
@@ -456,13 +533,13 @@ export class ProducerImpl<T> implements Producer<T> {
   }
 
   /** The one retry layer for partition choice: until the head record's admission deadline. */
-  private async loadPartitionCount(head: Admission<T>): Promise<number> {
+  private async loadPartitionCount(head: Send<T>): Promise<number> {
     if (this.flushing > 0) this.accumulator.closeAll();
     const { metadata, clock, random } = this.deps;
     return retry(
       async () => {
         const count = (await metadata.topic(this.topic)).partitions.length;
-        const wanted = head.input.partition;
+        const wanted = head.input!.partition;
         if (wanted !== undefined && wanted >= count) {
           metadata.invalidate(this.topic);
           throw new TidemarkError('UNKNOWN_TOPIC', `topic "${this.topic}" has ${count} partitions, no partition ${wanted}`);
@@ -486,7 +563,7 @@ export class ProducerImpl<T> implements Producer<T> {
   /** After the head failed to find metadata: also fail queued sends whose deadline has passed, with its error. */
   private expireAdmissions(error: unknown): void {
     const now = this.deps.clock.now();
-    while (this.admissions.length > 0 && this.admissions.peek()!.deadlineMs <= now) {
+    while (this.admissions.length > 0 && this.deadlineMs(this.admissions.peek()!) <= now) {
       this.shiftAdmission()!.reject(error);
     }
   }
