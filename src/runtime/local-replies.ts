@@ -11,13 +11,20 @@
  */
 import type { Transport } from './ports.js';
 
-const LOCAL_PREFIX = '_TM_LOCAL.';
+/** Every local subject starts with it. */
+export const LOCAL_PREFIX = '_TM_LOCAL.';
 
 export interface LocalReplies {
   /** A reply subject whose next publish calls `deliver` (once; the subject then closes). */
   open(deliver: (data: Uint8Array) => void): string;
   /** Gives a subject up before its reply came: a later publish on it is dropped. */
   close(subject: string): void;
+  /**
+   * Every publish on a subject under `prefix` (itself under LOCAL_PREFIX) goes to `deliver`, for a
+   * caller that encodes its own routing in the subject (the fetch sessions do). Subjects opened with
+   * `open` are matched first.
+   */
+  route(prefix: string, deliver: (subject: string, data: Uint8Array) => void): void;
   /** Subjects open now (bounded by the callers' own bounds). */
   readonly openCount: number;
 }
@@ -25,6 +32,7 @@ export interface LocalReplies {
 /** The transport the node's actors use (publishes on local subjects short-circuit) and the registry. */
 export function withLocalReplies(transport: Transport): { transport: Transport; local: LocalReplies } {
   const waiting = new Map<string, (data: Uint8Array) => void>();
+  const routes: Array<{ prefix: string; deliver: (subject: string, data: Uint8Array) => void }> = [];
   let next = 0;
   const local: LocalReplies = {
     open(deliver) {
@@ -34,6 +42,10 @@ export function withLocalReplies(transport: Transport): { transport: Transport; 
     },
     close(subject) {
       waiting.delete(subject);
+    },
+    route(prefix, deliver) {
+      if (!prefix.startsWith(LOCAL_PREFIX)) throw new Error(`a local route must start with ${LOCAL_PREFIX}`);
+      routes.push({ prefix, deliver });
     },
     get openCount() {
       return waiting.size;
@@ -46,9 +58,12 @@ export function withLocalReplies(transport: Transport): { transport: Transport; 
         return;
       }
       const deliver = waiting.get(subject);
-      if (deliver === undefined) return;
-      waiting.delete(subject);
-      deliver(data);
+      if (deliver !== undefined) {
+        waiting.delete(subject);
+        deliver(data);
+        return;
+      }
+      routes.find((r) => subject.startsWith(r.prefix))?.deliver(subject, data);
     },
     subscribe: (subject, handler, options) => transport.subscribe(subject, handler, options),
     request: (subject, data, timeoutMs) => transport.request(subject, data, timeoutMs),
