@@ -1,0 +1,76 @@
+/**
+ * Cleanup for benches: a Scope collects undo steps (stop a process, remove a dir) and runs them in
+ * reverse, each bounded, once. Scopes nest: a bench opens a child scope, closes it when done, and a
+ * signal on the root closes every scope still open. `runMain` wires SIGINT / SIGTERM to the root.
+ */
+import { bounded, errorText } from './steps.js';
+
+const CLEANUP_STEP_MS = 20_000;
+
+export class Scope {
+  private readonly undo: Array<() => Promise<unknown>> = [];
+  private readonly children = new Set<Scope>();
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+    private readonly parent?: Scope,
+  ) {}
+
+  /** True once close() began: loops should stop starting work. */
+  get closed(): boolean {
+    return this.closing !== undefined || (this.parent?.closed ?? false);
+  }
+
+  /** Registers an undo step; it runs at close(), after the ones registered later. */
+  defer(step: () => Promise<unknown>): void {
+    this.undo.push(step);
+  }
+
+  child(): Scope {
+    const scope = new Scope(this.log, this);
+    this.children.add(scope);
+    return scope;
+  }
+
+  /** Closes open child scopes, then runs this scope's undo steps, newest first; never rejects. */
+  close(): Promise<void> {
+    return (this.closing ??= (async () => {
+      for (const c of [...this.children].reverse()) await c.close();
+      for (const step of this.undo.reverse()) {
+        try {
+          await bounded('cleanup step', CLEANUP_STEP_MS, () => step());
+        } catch (error) {
+          this.log(`cleanup: ${errorText(error)}`);
+        }
+      }
+      this.parent?.children.delete(this);
+    })());
+  }
+}
+
+/**
+ * Runs a bench's entry point: a root scope closed at the end, on failure and on SIGINT / SIGTERM
+ * (exit 130); exit code 1 on failure.
+ */
+export function runMain(main: (root: Scope) => Promise<void>): void {
+  const root = new Scope();
+  const onSignal = (signal: NodeJS.Signals) => {
+    process.stderr.write(`${signal}: cleaning up\n`);
+    void root.close().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  main(root)
+    .then(
+      () => 0,
+      (error: unknown) => {
+        process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+        return 1;
+      },
+    )
+    .then(async (code) => {
+      await root.close();
+      process.exit(code);
+    });
+}
