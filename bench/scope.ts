@@ -6,6 +6,8 @@
 import { bounded, errorText } from './steps.js';
 
 const CLEANUP_STEP_MS = 20_000;
+/** Cleanup steps slower than this are logged (they add to every run's wall time). */
+const SLOW_STEP_MS = 3_000;
 
 export class Scope {
   private readonly undo: Array<() => Promise<unknown>> = [];
@@ -38,8 +40,11 @@ export class Scope {
     return (this.closing ??= (async () => {
       for (const c of [...this.children].reverse()) await c.close();
       for (const step of this.undo.reverse()) {
+        const t0 = performance.now();
         try {
           await bounded('cleanup step', CLEANUP_STEP_MS, () => step());
+          const ms = performance.now() - t0;
+          if (ms > SLOW_STEP_MS) this.log(`cleanup: a step took ${(ms / 1000).toFixed(1)} s`);
         } catch (error) {
           this.log(`cleanup: ${errorText(error)}`);
         }

@@ -42,11 +42,15 @@ export async function startTidemarkCluster(scope: Scope, options: TidemarkCluste
   scope.defer(async () => {
     for (const d of dataDirs) await rm(d, { recursive: true, force: true });
   });
+  // Clients close while the nodes stop: a client closed first waits seconds for its pending
+  // requests to the live nodes, one closed alongside them is done in about 0.1 s.
   scope.defer(async () => {
-    await Promise.allSettled(nodes.map((n) => n.kill('SIGTERM', NODE_STOP_MS)));
+    await Promise.allSettled([
+      ...clients.map((c) => bounded('client close', CLIENT_CLOSE_MS, () => c.close())),
+      ...nodes.map((n) => n.kill('SIGTERM', NODE_STOP_MS)),
+    ]);
     await killAllCliProcesses();
   });
-  scope.defer(() => Promise.allSettled(clients.map((c) => bounded('client close', CLIENT_CLOSE_MS, () => c.close()))));
   await bounded('tidemark cluster start', options.timeoutMs ?? 90_000, async () => {
     for (const _ of ids) dataDirs.push(await mkdtemp(join(tmpdir(), 'tm-bench-node-')));
     const started = await Promise.allSettled(
