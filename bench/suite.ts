@@ -1,11 +1,11 @@
 /**
- * The standard suite, `npm run bench [-- --quick] [--only a,b] [--out DIR]`: replication (1 KiB for
+ * The standard suite, `npm run bench [-- --quick] [--only a,b] [--out DIR] [--render-only]`: replication (1 KiB for
  * every case, 100 B for NATS core, JetStream R3, Tidemark RF1 and RF3 fsync), produce, failover,
  * partitions and idle, one after another (never two at once), then docs/bench/report.md with its
  * SVG charts and report.json next to it. A bench that fails is reported as failed; the rest run.
  * Progress (one line per step, elapsed and time left) goes to stderr.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -98,8 +98,17 @@ async function main(root: Scope): Promise<void> {
       quick: { type: 'boolean', default: false },
       only: { type: 'string', default: BENCHES.join(',') },
       out: { type: 'string', default: fileURLToPath(new URL('../../docs/bench/', import.meta.url)) },
+      'render-only': { type: 'boolean', default: false },
     },
   });
+  const dir = String(values.out);
+  if (values['render-only'] === true) {
+    // Rewrites report.md and the charts from report.json, e.g. after a change to the report code.
+    const results = JSON.parse(await readFile(join(dir, 'report.json'), 'utf8'), (_key, v: unknown) => (v === null ? Number.NaN : v)) as SuiteResults;
+    const files = await writeReport(dir, results);
+    process.stderr.write(`rewrote ${files.join(', ')} in ${dir}\n`);
+    return;
+  }
   const only = String(values.only)
     .split(',')
     .map((s) => s.trim())
@@ -126,7 +135,6 @@ async function main(root: Scope): Promise<void> {
   }
   results.wallSeconds = (performance.now() - began) / 1000;
   results.environmentEnd = environment();
-  const dir = String(values.out);
   const files = await writeReport(dir, results);
   progress.note(`wrote ${files.map((f) => relative(process.cwd(), join(dir, f))).join(', ')} in ${Math.round(results.wallSeconds)} s`);
 }

@@ -45,7 +45,7 @@ function replicationCharts(results: SuiteResults): Chart[] {
       title: t,
       svg: lineChart({
         title: t,
-        x: { label: 'percentile', scale: 'nines', ticks: [50, 90, 99, 99.9, 99.99] },
+        x: { label: 'percentile', scale: 'nines', ticks: [50, 90, 99, 99.9, 99.99, 100] },
         y: { label: 'ms (log scale)', scale: 'log' },
         series,
       }),

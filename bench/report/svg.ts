@@ -7,7 +7,7 @@
 
 const FONT_PX = 12;
 /** Width of one monospace character at FONT_PX, px (about 0.6 em). */
-const CHAR_PX = 7.2;
+const CHAR_PX = 7.8;
 const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
 
 export function color(i: number): string {
@@ -176,10 +176,17 @@ function autoTicks(scale: Scale, lo: number, hi: number): number[] {
   return linearTicks(hi);
 }
 
+/** The nearest 1, 2 or 5 times a power of ten at or below (down) / above (up) v > 0. */
+function niceLog(v: number, way: 'down' | 'up'): number {
+  const e = Math.floor(Math.log10(v));
+  const steps = [1, 2, 5, 10].map((m) => m * 10 ** e);
+  return way === 'down' ? steps.filter((x) => x <= v * 1.0001).pop()! : steps.find((x) => x >= v / 1.0001)!;
+}
+
 /** Lines with point markers; the legend sits to the right of the plot. */
 export function lineChart(options: LineChartOptions): string {
   const height = options.height ?? 420;
-  const legendPx = Math.max(...options.series.map((s) => s.name.length), 4) * CHAR_PX + 24;
+  const legendPx = Math.max(...options.series.map((s) => s.name.length), 4) * CHAR_PX + 40;
   const width = Math.max(options.width ?? 760, 480 + legendPx);
   const left = 70;
   const right = width - legendPx - 10;
@@ -194,9 +201,9 @@ export function lineChart(options: LineChartOptions): string {
   const xTicks = x.ticks ?? autoTicks(x.scale, Math.min(...xs, Number.POSITIVE_INFINITY), Math.max(...xs, 1));
   let yTicks = y.ticks ?? (points.length === 0 ? [1, 10] : autoTicks(y.scale, yLo, yHi));
   if (y.scale === 'log' && points.length > 0) {
-    // Extend to powers of ten around the data so every point is inside the plot.
-    const lo = 10 ** Math.floor(Math.log10(yLo));
-    const hi = 10 ** Math.ceil(Math.log10(yHi));
+    // Extend to 1-2-5 steps around the data so every point is inside the plot.
+    const lo = niceLog(yLo, 'down');
+    const hi = niceLog(yHi, 'up');
     yTicks = [...new Set([lo, ...yTicks.filter((t) => t > lo && t < hi), hi])];
   } else if (y.scale === 'linear') {
     yTicks = linearTicks(yHi);
@@ -211,7 +218,7 @@ export function lineChart(options: LineChartOptions): string {
   const [y0, y1] = span(y.scale, yTicks, ys) as [number, number];
   const px = (v: number) => left + ((right - left) * (transform(x.scale, v) - x0)) / (x1 - x0);
   const py = (v: number) => bottom - ((bottom - top) * (transform(y.scale, v) - y0)) / (y1 - y0);
-  const xFormat = x.format ?? (x.scale === 'nines' ? (v: number) => `p${v}` : shortNumber);
+  const xFormat = x.format ?? (x.scale === 'nines' ? (v: number) => (v >= 100 ? 'max' : `p${v}`) : shortNumber);
   const yFormat = y.format ?? shortNumber;
   const body: string[] = [];
   for (const t of xTicks) {
