@@ -3,6 +3,7 @@
  * reverse, each bounded, once. Scopes nest: a bench opens a child scope, closes it when done, and a
  * signal on the root closes every scope still open. `runMain` wires SIGINT / SIGTERM to the root.
  */
+import { killAllCliProcesses } from '../test/helpers/cli.js';
 import { bounded, errorText } from './steps.js';
 
 const CLEANUP_STEP_MS = 20_000;
@@ -56,16 +57,24 @@ export class Scope {
 
 /**
  * Runs a bench's entry point: a root scope closed at the end, on failure and on SIGINT / SIGTERM
- * (exit 130); exit code 1 on failure.
+ * (exit 130); exit code 1 on failure. A second signal during that cleanup SIGKILLs the Tidemark
+ * node processes (they lead their own process groups, so a terminal's signal misses them) and
+ * exits at once, rather than dying with them left running.
  */
 export function runMain(main: (root: Scope) => Promise<void>): void {
   const root = new Scope();
+  let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
-    process.stderr.write(`${signal}: cleaning up\n`);
+    if (++signals > 1) {
+      process.stderr.write(`${signal} again: killing node processes and exiting\n`);
+      void killAllCliProcesses().finally(() => process.exit(130));
+      return;
+    }
+    process.stderr.write(`${signal}: cleaning up (again to kill at once)\n`);
     void root.close().finally(() => process.exit(130));
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   main(root)
     .then(
       () => 0,

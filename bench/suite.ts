@@ -20,7 +20,7 @@ import { reportMarkdown } from './report/markdown.js';
 import type { Outcome, SuiteResults } from './report/results.js';
 import { Progress } from './progress.js';
 import { runMain, type Scope } from './scope.js';
-import { errorText } from './steps.js';
+import { errorText, isMain } from './steps.js';
 
 const BENCHES = ['replication', 'produce', 'failover', 'partitions', 'idle'] as const;
 type BenchName = (typeof BENCHES)[number];
@@ -139,4 +139,4 @@ async function main(root: Scope): Promise<void> {
   progress.note(`wrote ${files.map((f) => relative(process.cwd(), join(dir, f))).join(', ')} in ${Math.round(results.wallSeconds)} s`);
 }
 
-runMain(main);
+if (isMain(import.meta.url)) runMain(main);
