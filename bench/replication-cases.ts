@@ -3,8 +3,7 @@
  * how to send one record so that the promise resolves when that system acknowledges it.
  * See replication.ts for the run and docs/bench/replication.md for what each acknowledgement means.
  */
-import { jetstream, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
-import { StorageType } from '@nats-io/jetstream';
+import { jetstream, StorageType, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { codecs, type Acks, type Producer } from '../src/index.js';
 import type { NatsCluster } from './nats-cluster.js';

@@ -244,15 +244,15 @@ export async function runReplication(parent: Scope, progress: Progress, o: Repli
           await bounded(`${v.id} close`, timeoutMs, () => tpTarget.close());
           step = 'latency';
           const latTarget = await inst.latencyTarget();
-          const round_ = new Histogram();
-          const acked = await bounded(`${v.id} latency`, o.latencySeconds * 1000 + timeoutMs, (aborted) => latency(latTarget, o.rate, o.latencySeconds, round_, aborted));
+          const roundHistogram = new Histogram();
+          const acked = await bounded(`${v.id} latency`, o.latencySeconds * 1000 + timeoutMs, (aborted) => latency(latTarget, o.rate, o.latencySeconds, roundHistogram, aborted));
           await bounded(`${v.id} close`, timeoutMs, () => latTarget.close());
-          v.histogram.merge(round_);
+          v.histogram.merge(roundHistogram);
           row.recordsPerS.push(rate);
           row.ackedPerS.push(acked);
           row.where.push(inst.where);
           progress.step(
-            `replication round ${round} ${variantName(v)}: ${fmt(rate)} records/s, ${fmt((rate * v.recordBytes) / 1e6, 1)} MB/s; @${o.rate}/s p50 ${fmt(round_.percentileMs(50), 2)} ms p99 ${fmt(round_.percentileMs(99), 2)} ms (acked ${fmt(acked)}/s); ${inst.where}`,
+            `replication round ${round} ${variantName(v)}: ${fmt(rate)} records/s, ${fmt((rate * v.recordBytes) / 1e6, 1)} MB/s; @${o.rate}/s p50 ${fmt(roundHistogram.percentileMs(50), 2)} ms p99 ${fmt(roundHistogram.percentileMs(99), 2)} ms (acked ${fmt(acked)}/s); ${inst.where}`,
             planS,
           );
         } catch (error) {
