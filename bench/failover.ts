@@ -13,25 +13,27 @@
  *     only times out 2 s after it was sent (fetch wait 1 s + 1 s), then waits 250 ms: this
  *     column is dominated by that, so the kill comes at a random phase of the 1 s poll.
  *
- *   npm run build && node dist/bench/failover.js [--runs N] [--nats URL]
+ *   npm run bench:failover [-- --runs N --nats URL]
  *
  * Each run starts its own cluster (its own `--cluster` prefix and data dirs) on one nats-server
  * (started here unless --nats is given), waits until it is ready and settled, kills the
  * controller, measures, and tears it down. Default timeouts: Raft heartbeat 100 ms, election
  * timeout 300-600 ms, broker heartbeat 250 ms, session timeout 2000 ms.
  */
-import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import { Tidemark } from '../src/client/client.js';
-import { TidemarkError } from '../src/protocol/errors.js';
+import { Tidemark, TidemarkError } from '../src/index.js';
 import { createTopicReply, decodeReply, encodeMessage, type CreateTopicRequest } from '../src/protocol/messages.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import { connectNats, type NatsTransport } from '../src/runtime/nats-transport.js';
 import { killAllCliProcesses, logLine } from '../test/helpers/cli.js';
 import { ProcessCluster, soleLeader, StatusProbe, waitForCluster } from '../test/helpers/cluster.js';
-import { startNatsServer, type NatsServer } from '../test/helpers/nats-server.js';
+import { startNatsServer } from '../test/helpers/nats-server.js';
+import { describeEnvironment, environment } from './environment.js';
+import { Progress } from './progress.js';
+import { runMain, type Scope } from './scope.js';
+import { bounded, intOption, isMain } from './steps.js';
 
-interface Run {
+export interface Run {
   run: number;
   from: number;
   to: number;
@@ -137,57 +139,120 @@ async function oneRun(nats: string, run: number): Promise<Run> {
   }
 }
 
+export interface FailoverOptions {
+  /** Runs, each on a fresh cluster. @default 7 */
+  runs: number;
+  /** Use this nats-server instead of starting one. */
+  nats?: string;
+}
+
+export interface FailoverStat {
+  label: string;
+  key: keyof Run;
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+}
+
+export interface FailoverResult {
+  options: FailoverOptions;
+  runs: Run[];
+  stats: FailoverStat[];
+  wallSeconds: number;
+}
+
+export function failoverDefaults(): FailoverOptions {
+  return { runs: 7 };
+}
+
+/** Rough seconds per run: cluster start and settle, the failover, teardown. */
+const RUN_PLAN_S = 6;
+
+export function failoverPlanS(o: FailoverOptions): number {
+  return 2 + o.runs * RUN_PLAN_S;
+}
+
 function stats(values: number[]): { median: number; min: number; max: number } {
+  if (values.length === 0) return { median: Number.NaN, min: Number.NaN, max: Number.NaN };
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
   return { median, min: sorted[0]!, max: sorted[sorted.length - 1]! };
 }
 
-function table(rows: string[][]): string {
+const COLUMNS: Array<[string, keyof Run]> = [
+  ['leader seen (status probe)', 'leaderSeenMs'],
+  ['active controller (log)', 'activeMs'],
+  ['create committed (raw request)', 'commitMs'],
+  ['createTopic resolved (SDK)', 'createTopicMs'],
+];
+
+/** Runs `o.runs` failovers one after another; a run that fails ends the bench with its error. */
+export async function runFailover(parent: Scope, progress: Progress, o: FailoverOptions): Promise<FailoverResult> {
+  const began = performance.now();
+  const scope = parent.child();
+  const results: Run[] = [];
+  try {
+    scope.defer(() => killAllCliProcesses());
+    let nats = o.nats;
+    if (nats === undefined) {
+      const server = await startNatsServer();
+      scope.defer(() => server.stop());
+      nats = server.url;
+    }
+    for (let run = 1; run <= o.runs && !scope.closed; run++) {
+      const r = await bounded(`failover run ${run}`, RUN_DEADLINE_MS * 4, () => oneRun(nats, run));
+      results.push(r);
+      progress.step(
+        `failover run ${run}: controller ${r.from} (term ${r.termFrom}) -> ${r.to} (term ${r.termTo}): leader seen ${Math.round(r.leaderSeenMs)} ms, active ${r.activeMs} ms, commit ${Math.round(r.commitMs)} ms, createTopic ${Math.round(r.createTopicMs)} ms`,
+        RUN_PLAN_S,
+      );
+    }
+  } finally {
+    await scope.close();
+  }
+  return {
+    options: o,
+    runs: results,
+    stats: COLUMNS.map(([label, key]) => {
+      const s = stats(results.map((r) => r[key] as number));
+      return { label, key, medianMs: s.median, minMs: s.min, maxMs: s.max };
+    }),
+    wallSeconds: (performance.now() - began) / 1000,
+  };
+}
+
+function alignedTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => `| ${r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join(' | ')} |`;
   const rule = `| ${widths.map((w, i) => (i === 0 ? '-'.repeat(w) : `${'-'.repeat(w - 1)}:`)).join(' | ')} |`;
   return [line(rows[0]!), rule, ...rows.slice(1).map(line)].join('\n');
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { runs: { type: 'string' }, nats: { type: 'string' } } });
-  const runs = values.runs === undefined ? 7 : Number(values.runs);
-  if (!Number.isSafeInteger(runs) || runs < 1 || runs > 100) throw new Error(`--runs must be an integer in 1..100, got ${values.runs}`);
-  let server: NatsServer | undefined;
-  const nats = values.nats ?? (server = await startNatsServer()).url;
-  const cpu = cpus();
-  process.stdout.write(`failover bench: ${runs} runs, 3 combined nodes (processes), ${cpu.length} cores (${cpu[0]?.model ?? '?'}), node ${process.version}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
-  const results: Run[] = [];
-  try {
-    for (let run = 1; run <= runs; run++) {
-      const r = await oneRun(nats, run);
-      results.push(r);
-      process.stdout.write(
-        `run ${run}: controller ${r.from} (term ${r.termFrom}) -> ${r.to} (term ${r.termTo}): leader seen ${Math.round(r.leaderSeenMs)} ms, active ${r.activeMs} ms, commit ${Math.round(r.commitMs)} ms, createTopic ${Math.round(r.createTopicMs)} ms\n`,
-      );
-    }
-  } finally {
-    await killAllCliProcesses();
-    await server?.stop();
-  }
-  const columns: Array<[string, keyof Run]> = [
-    ['leader seen (status probe)', 'leaderSeenMs'],
-    ['active controller (log)', 'activeMs'],
-    ['create committed (raw request)', 'commitMs'],
-    ['createTopic resolved (SDK)', 'createTopicMs'],
-  ];
-  const rows = [['ms after kill -9', 'median', 'min', 'max']];
-  for (const [label, key] of columns) {
-    const s = stats(results.map((r) => r[key] as number));
-    rows.push([label, String(Math.round(s.median)), String(Math.round(s.min)), String(Math.round(s.max))]);
-  }
-  process.stdout.write(`\n${table(rows)}\n`);
-  process.stdout.write(`\nper run (ms): ${results.map((r) => `${Math.round(r.leaderSeenMs)}/${r.activeMs}/${Math.round(r.commitMs)}/${Math.round(r.createTopicMs)}`).join('  ')}\n`);
+export function failoverTable(result: FailoverResult): string {
+  return alignedTable([
+    ['ms after kill -9', 'median', 'min', 'max'],
+    ...result.stats.map((s) => [s.label, String(Math.round(s.medianMs)), String(Math.round(s.minMs)), String(Math.round(s.maxMs))]),
+  ]);
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-  process.exitCode = 1;
-});
+export function parseFailoverArgs(args: string[]): FailoverOptions {
+  const { values } = parseArgs({ args, options: { runs: { type: 'string' }, nats: { type: 'string' } } });
+  const o: FailoverOptions = { runs: values.runs === undefined ? failoverDefaults().runs : intOption('runs', values.runs, 1, 100) };
+  if (values.nats !== undefined) o.nats = values.nats;
+  return o;
+}
+
+if (isMain(import.meta.url)) {
+  runMain(async (root) => {
+    const o = parseFailoverArgs(process.argv.slice(2));
+    const progress = new Progress();
+    progress.plan(failoverPlanS(o));
+    process.stdout.write(`failover bench: ${o.runs} runs, 3 combined nodes (processes), ${describeEnvironment(environment())}\n`);
+    const result = await runFailover(root, progress, o);
+    process.stdout.write(`\n${failoverTable(result)}\n`);
+    process.stdout.write(
+      `\nper run (ms): ${result.runs.map((r) => `${Math.round(r.leaderSeenMs)}/${r.activeMs}/${Math.round(r.commitMs)}/${Math.round(r.createTopicMs)}`).join('  ')}\n`,
+    );
+  });
+}

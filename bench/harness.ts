@@ -1,4 +1,4 @@
-/** Shared bench plumbing: a nats-server and a Tidemark node as child processes, and percentiles. */
+/** Shared bench plumbing: a nats-server and a Tidemark node as child processes, medians of rounds, tables. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -52,13 +52,12 @@ export async function startNodeProcess(natsUrl: string, id = 1): Promise<NodePro
   };
 }
 
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
+/** The median of a few values (rounds); latencies go into hdr.ts's Histogram instead. NaN when empty. */
 export function median(values: readonly number[]): number {
-  return percentile([...values].sort((a, b) => a - b), 50);
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 export function table(rows: Array<Record<string, string | number>>): string {

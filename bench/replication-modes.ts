@@ -24,7 +24,8 @@ import { parseArgs } from 'node:util';
 import { encodeBatch, readBatchHeader, stampBatch } from '../src/protocol/batch.js';
 import { connectNats, type NatsTransport } from '../src/runtime/nats-transport.js';
 import { openRocksNodeStorage } from '../src/storage/rocksdb-storage.js';
-import { median, percentile, startNatsServer, table } from './harness.js';
+import { median, startNatsServer, table } from './harness.js';
+import { Histogram } from './hdr.js';
 
 type Mode = 'pull' | 'push';
 const FOLLOWERS = 2;
@@ -165,7 +166,7 @@ async function runMode(mode: Mode, url: string, options: { rate: number; seconds
     if (!l.ready()) throw new Error(`${mode}: followers did not report within 10 s`);
     for (let i = 0; i < 200; i++) await l.append(batch());
     // Latency at a fixed offered load.
-    const lat: number[] = [];
+    const lat = new Histogram();
     const pending: Promise<void>[] = [];
     const total = options.rate * options.seconds;
     const t0 = performance.now();
@@ -174,10 +175,9 @@ async function runMode(mode: Mode, url: string, options: { rate: number; seconds
       const wait = due - performance.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const s = performance.now();
-      pending.push(l.append(batch()).then(() => void lat.push(performance.now() - s)));
+      pending.push(l.append(batch()).then(() => lat.recordMs(performance.now() - s)));
     }
     await Promise.all(pending);
-    lat.sort((a, b) => a - b);
     // Throughput with a window of uncommitted batches.
     const start = performance.now();
     const inflight = new Set<Promise<void>>();
@@ -188,7 +188,7 @@ async function runMode(mode: Mode, url: string, options: { rate: number; seconds
     }
     await Promise.all(inflight);
     const perSecond = options.records / ((performance.now() - start) / 1000);
-    return { p50: percentile(lat, 50), p99: percentile(lat, 99), perSecond };
+    return { p50: lat.percentileMs(50), p99: lat.percentileMs(99), perSecond };
   } finally {
     l.close();
     await nats.close();
