@@ -12,6 +12,7 @@
  * the read-back, so a long run's check stays linear in time and bounded in memory.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { NODE_PROCESS_FLAGS } from '../src/cli/node-flags.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -69,7 +70,7 @@ async function main(): Promise<number> {
   const ids = Array.from({ length: NODES }, (_, i) => i + 1);
   const nodes: Node[] = ids.map((id) => ({ id, dataDir: join(base, `node-${id}`), child: undefined }));
   const start = (n: Node) => {
-    n.child = spawn(process.execPath, [BIN, 'node', 'start', '--id', String(n.id), '--data-dir', n.dataDir, '--controllers', ids.join(','), '--nats', nats.url, '--log-level', 'error'], {
+    n.child = spawn(process.execPath, [...NODE_PROCESS_FLAGS, BIN, 'node', 'start', '--id', String(n.id), '--data-dir', n.dataDir, '--controllers', ids.join(','), '--nats', nats.url, '--log-level', 'error'], {
       stdio: ['ignore', 'ignore', 'inherit'],
     });
   };
