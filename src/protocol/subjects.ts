@@ -10,6 +10,8 @@
  *   tm.<cluster>.b.<broker>.produce.<topic>.<p>     the broker leading partition p of topic
  *   tm.<cluster>.b.<broker>.fetch.<topic>.<p>       idem, for reads
  *   tm.<cluster>.b.<broker>.replica-fetch.<topic>.<p>  followers of partition p fetching from its leader
+ *   tm.<cluster>.b.<broker>.replica-fetch           one follower broker's fetch session with this leader broker,
+ *                                                   carrying every partition between the two (KIP-227)
  *   tm.<cluster>.b.<broker>.offsets                 log start / end / high watermark of partitions it leads
  *
  * The topic sits in the subject so NATS permissions can allow or deny per topic. Topic names may
@@ -86,6 +88,11 @@ export class Subjects {
   /** Wildcard a broker subscribes to for one partition operation on all its partitions. */
   partitionWildcard(op: PartitionOp, brokerId: number): string {
     return `${this.prefix}.b.${brokerId}.${op}.*.*`;
+  }
+
+  /** A follower broker's one fetch session with leader broker `brokerId`, for all their partitions. */
+  replicaFetchSession(brokerId: number): string {
+    return `${this.prefix}.b.${brokerId}.replica-fetch`;
   }
 
   offsets(brokerId: number): string {

@@ -17,6 +17,11 @@ import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import type { NodeStorage } from '../../storage/partition-store.js';
 import { followerMachine } from '../partition/follower.js';
+import { ReplicaFetchers } from '../replica-fetcher/fetcher.js';
+import { withLocalReplies } from '../replica-fetcher/local-replies.js';
+import { SessionHub, sessionListener } from '../replica-fetcher/session-listener.js';
+import { DEFAULT_SESSION_LIMITS } from '../replica-fetcher/sessions.js';
+import { REPLICA_FETCH_BACKOFF_MS_MAX } from '../partition/follower.js';
 import { partitionMachine } from '../partition/machine.js';
 import type { PendingBytesBudget } from '../partition/pending-budget.js';
 import type { PartitionLimits } from '../partition/types.js';
@@ -79,6 +84,12 @@ export interface BrokerContext extends BrokerInput {
   fenced: boolean;
   /** In controlled shutdown: no new partition actors (a new follower would only ask to rejoin ISRs). */
   leaving: boolean;
+  /** The fetch sessions of follower brokers with this one, as its partition leaders see them. */
+  sessionHub: SessionHub;
+  /** The transport of partition leaders: answers to a fetch session stay in-process. */
+  leaderTransport: Transport;
+  /** One fetch session per leader broker, for this broker's followers. */
+  fetchers: ReplicaFetchers;
 }
 
 export type BrokerEvent =
@@ -101,7 +112,7 @@ export const brokerMachine = setup({
     context: {} as BrokerContext,
     events: {} as BrokerEvent,
   },
-  actors: { partition: partitionMachine, follower: followerMachine, requestListener, metadataFollower, metadataFetcher, controllerSession, controlledShutdown },
+  actors: { partition: partitionMachine, follower: followerMachine, requestListener, sessionListener, metadataFollower, metadataFetcher, controllerSession, controlledShutdown },
   actions: {
     /** Start actors for replicas this broker holds (unfenced); stop the others; delete those whose topic is gone. */
     reconcile: enqueueActions(({ context, enqueue }) => {
@@ -130,7 +141,6 @@ export const brokerMachine = setup({
               brokerId: context.brokerId,
               config,
               storage: context.storage,
-              transport: context.transport,
               subjects: context.subjects,
               random: context.random,
               logger,
@@ -150,10 +160,15 @@ export const brokerMachine = setup({
                   partitionEpoch: p.partitionEpoch,
                   suspects: p.suspects,
                   pendingBudget: context.pendingBudget,
+                  transport: context.leaderTransport,
+                  replicaWatch: context.sessionHub,
                 },
               });
             } else {
-              enqueue.spawnChild('follower', { id: actorId, input: { ...common, clock: context.clock, leaderId: p.leader } });
+              enqueue.spawnChild('follower', {
+                id: actorId,
+                input: { ...common, transport: context.transport, clock: context.clock, leaderId: p.leader, fetchers: context.fetchers },
+              });
             }
             partitions[key] = { actorId, role, topicId: topic.topicId, partition: p.partition, leaderEpoch: p.leaderEpoch, partitionEpoch: p.partitionEpoch, configKey, closing: false };
             continue;
@@ -201,7 +216,29 @@ export const brokerMachine = setup({
   },
 }).createMachine({
   id: 'broker',
-  context: ({ input }) => ({ ...input, partitions: {}, image: emptyImage, brokerEpoch: -1, fenced: true, leaving: false }),
+  context: ({ input }) => {
+    const sessionHub = new SessionHub();
+    const fetchers = new ReplicaFetchers(
+      { brokerId: input.brokerId, transport: input.transport, subjects: input.subjects, clock: input.clock, random: input.random, logger: input.logger },
+      {
+        maxWaitMs: input.partitionLimits.replicaFetchWaitMs,
+        maxBytes: input.partitionLimits.replicaFetchMaxBytes,
+        backoffMsInitial: input.partitionLimits.replicaFetchBackoffMs,
+        backoffMsMax: REPLICA_FETCH_BACKOFF_MS_MAX,
+      },
+    );
+    return {
+      ...input,
+      partitions: {},
+      image: emptyImage,
+      brokerEpoch: -1,
+      fenced: true,
+      leaving: false,
+      sessionHub,
+      leaderTransport: withLocalReplies(input.transport, sessionHub.local),
+      fetchers,
+    };
+  },
   initial: 'running',
   on: {
     'xstate.done.actor.*': { actions: 'forget' },
@@ -220,6 +257,19 @@ export const brokerMachine = setup({
             transport: context.transport,
             metadata: context.metadata,
             logger: context.logger,
+          }),
+        },
+        {
+          src: 'sessionListener',
+          input: ({ context }) => ({
+            brokerId: context.brokerId,
+            hub: context.sessionHub,
+            subjects: context.subjects,
+            transport: context.transport,
+            clock: context.clock,
+            random: context.random,
+            logger: context.logger.child({ actor: 'replica-sessions' }),
+            limits: { ...DEFAULT_SESSION_LIMITS, partitionBytesMax: context.partitionLimits.replicaFetchMaxBytes },
           }),
         },
         { src: 'metadataFollower', input: ({ context }) => ({ metadata: context.metadata }) },
@@ -298,6 +348,6 @@ export const brokerMachine = setup({
         },
       },
     },
-    stopped: { type: 'final' },
+    stopped: { type: 'final', entry: ({ context }) => context.fetchers.shutdown() },
   },
 });

@@ -36,7 +36,7 @@ import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
 import type { PendingBytesLease } from './pending-budget.js';
 import { rebuildProducerStates, recordAppend, recordRefusal, type ProducerStates } from './producer-state.js';
-import { joinsIsr, recordFetch, shrunkIsr } from './replication.js';
+import { caughtUpUntil, joinsIsr, recordFetch, shrunkIsr } from './replication.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
 
 export type { PartitionContext } from './leader-state.js';
@@ -101,7 +101,8 @@ export const partitionMachine = setup({
       event.type === 'PRODUCE' && event.acks === -1 && context.isr.length < context.config.minInsyncReplicas,
     replicaFetchRefused: ({ context, event }) => replicaFetchRefusal(context, event) !== undefined,
     diverging: ({ context, event }) => replicaDivergence(context, event) !== undefined,
-    hasReplicaData: ({ context, event }) => event.type === 'REPLICA_FETCH' && event.fetchOffset < context.writtenEnd,
+    // maxBytes 0: a fetch session asks only to record the follower's progress (it reads later).
+    hasReplicaData: ({ context, event }) => event.type === 'REPLICA_FETCH' && event.maxBytes > 0 && event.fetchOffset < context.writtenEnd,
     replicaMustAnswerNow: ({ context, event }) =>
       event.type === 'REPLICA_FETCH' && (event.maxWaitMs === 0 || context.waiters.length >= context.limits.fetchWaitersMax),
     wantsIsrChange: ({ context }) => context.wantedIsr !== undefined && context.pendingIsr === undefined && nextIsr(context) !== undefined,
@@ -205,8 +206,20 @@ export const partitionMachine = setup({
         event.type === 'PRODUCE' && event.producer !== undefined ? recordRefusal(context.producers, event.producer, event.recordCount) : context.producers,
     }),
     /** After an append: the leader's log end moved. */
-    appended: assign({ logEndOffset: ({ event, context }) => (event.type === 'APPENDED' ? Math.max(context.logEndOffset, event.logEndOffset) : context.logEndOffset) }),
+    appended: assign(({ event, context }) => {
+      if (event.type !== 'APPENDED' || event.logEndOffset <= context.logEndOffset) return {};
+      // A follower that had the whole log was caught up until this moment (it fetches nothing while
+      // the log does not move: its fetch session asks nothing of this actor; replication.ts).
+      return { logEndOffset: event.logEndOffset, followers: caughtUpUntil(context.followers, context.logEndOffset, context.clock.now()) };
+    }),
     written: assign({ writtenEnd: ({ event, context }) => (event.type === 'WRITTEN' ? Math.max(context.writtenEnd, event.logEndOffset) : context.writtenEnd) }),
+    /** Fetch sessions parked on this partition wake when its written end passes their fetch offset. */
+    notifyWritten: enqueueActions(({ context, enqueue }) => {
+      const watch = context.replicaWatch;
+      if (watch === undefined) return;
+      const { topicId, partition, writtenEnd } = context;
+      enqueue(() => watch.written(topicId, partition, writtenEnd));
+    }),
     /**
      * After anything that may move the high watermark (an append, a follower's fetch, an ISR
      * change): answer produce (acks=1 at the leader's log end, acks=all at the HW), consumers'
@@ -528,9 +541,9 @@ export const partitionMachine = setup({
           }),
         },
       ],
-      entry: 'settle',
+      entry: ['settle', 'notifyWritten'],
       on: {
-        WRITTEN: { actions: ['written', 'settle'] },
+        WRITTEN: { actions: ['written', 'settle', 'notifyWritten'] },
         APPENDED: { actions: ['appended', 'settle'] },
         APPEND_FAILED: {
           target: '.log.failed',

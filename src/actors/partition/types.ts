@@ -87,6 +87,16 @@ export interface PartitionInput extends PartitionAssignment {
   limits: PartitionLimits;
   /** The node-wide bound on pending append bytes, shared by every leader of this node (pending-budget.ts). */
   pendingBudget: PendingBytesBudget;
+  /**
+   * Told the leader's written log end when it opens and whenever it moves: the node's replica fetch
+   * sessions (replica-fetcher/sessions.ts) wake a follower waiting past its fetch offset. Absent: nobody listens.
+   */
+  replicaWatch?: ReplicaWatch;
+}
+
+/** What the leader tells its node about its log for the followers' fetch sessions. */
+export interface ReplicaWatch {
+  written(topicId: string, partition: number, writtenEnd: number): void;
 }
 
 /** What the partition exposes to queries (offsets, describe) through its snapshot. */
