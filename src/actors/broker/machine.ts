@@ -8,7 +8,7 @@
  * controller to move its leaderships away (controlled shutdown), then stops listening, lets every
  * partition finish its pending writes, and ends.
  */
-import { assign, enqueueActions, fromCallback, setup } from 'xstate';
+import { assign, enqueueActions, fromCallback, setup, type AnyActorRef } from 'xstate';
 import type { FollowedView } from '../../metadata/followed-view.js';
 import { emptyImage, type MetadataImage } from '../../metadata/image.js';
 import type { MetadataView } from '../../metadata/metadata-store.js';
@@ -22,7 +22,8 @@ import { withLocalReplies } from '../replica-fetcher/local-replies.js';
 import { SessionHub, sessionListener } from '../replica-fetcher/session-listener.js';
 import { DEFAULT_SESSION_LIMITS } from '../replica-fetcher/sessions.js';
 import { REPLICA_FETCH_BACKOFF_MS_MAX } from '../partition/follower.js';
-import { partitionMachine } from '../partition/machine.js';
+import { lagCheckIntervalMs, wantsLagCheck } from '../partition/leader-state.js';
+import { partitionMachine, type PartitionContext } from '../partition/machine.js';
 import type { PendingBytesBudget } from '../partition/pending-budget.js';
 import type { PartitionLimits } from '../partition/types.js';
 import { controlledShutdown } from './controlled-shutdown.js';
@@ -90,6 +91,9 @@ export interface BrokerContext extends BrokerInput {
   leaderTransport: Transport;
   /** One fetch session per leader broker, for this broker's followers. */
   fetchers: ReplicaFetchers;
+  /** When the node tick last asked for retention / lag checks, ms. */
+  retainedAtMs: number;
+  lagCheckedAtMs: number;
 }
 
 export type BrokerEvent =
@@ -99,7 +103,26 @@ export type BrokerEvent =
   | { type: `xstate.done.actor.${string}`; output: { topicId: string; partition: number } }
   /** A partition actor crashed (a bug): it is logged and forgotten; the next reconcile restarts it. */
   | { type: `xstate.error.actor.${string}`; error: unknown }
-  | { type: 'STOP' };
+  | { type: 'STOP' }
+  /** The node tick (nodeTicker). */
+  | { type: 'NODE_TICK'; nowMs: number };
+
+/**
+ * The node's one periodic timer for its partitions (instead of one per partition): every
+ * `intervalMs` it tells the broker the time, which the broker fans out to the partitions that need
+ * it (fanOutTick).
+ */
+const nodeTicker = fromCallback<{ type: 'NONE' }, { clock: Clock; intervalMs: number }>(({ input, sendBack }) => {
+  let timer: unknown;
+  const arm = () => {
+    timer = input.clock.setTimeout(() => {
+      sendBack({ type: 'NODE_TICK', nowMs: input.clock.now() });
+      arm();
+    }, input.intervalMs);
+  };
+  arm();
+  return () => input.clock.clearTimeout(timer);
+});
 
 const metadataFollower = fromCallback<{ type: 'NONE' }, { metadata: MetadataView }>(({ input, sendBack }) => {
   sendBack({ type: 'METADATA_UPDATED', image: input.metadata.image() });
@@ -112,7 +135,7 @@ export const brokerMachine = setup({
     context: {} as BrokerContext,
     events: {} as BrokerEvent,
   },
-  actors: { partition: partitionMachine, follower: followerMachine, requestListener, sessionListener, metadataFollower, metadataFetcher, controllerSession, controlledShutdown },
+  actors: { partition: partitionMachine, follower: followerMachine, requestListener, sessionListener, nodeTicker, metadataFollower, metadataFetcher, controllerSession, controlledShutdown },
   actions: {
     /** Start actors for replicas this broker holds (unfenced); stop the others; delete those whose topic is gone. */
     reconcile: enqueueActions(({ context, enqueue }) => {
@@ -187,6 +210,30 @@ export const brokerMachine = setup({
       }
       enqueue.assign({ partitions });
     }),
+    /**
+     * The node tick: leaders with an ISR follower behind check its lag (every replicaLagTimeMaxMs/2,
+     * as their own timers did); every retentionCheckIntervalMs every replica applies retention. An
+     * idle, caught-up partition gets nothing.
+     */
+    fanOutTick: enqueueActions(({ context, event, enqueue, system }) => {
+      if (event.type !== 'NODE_TICK') return;
+      const nowMs = event.nowMs;
+      const retain = nowMs - context.retainedAtMs >= context.partitionLimits.retentionCheckIntervalMs;
+      const lagCheck = nowMs - context.lagCheckedAtMs >= lagCheckIntervalMs(context.partitionLimits.replicaLagTimeMaxMs);
+      if (!retain && !lagCheck) return;
+      const tick = { type: 'TICK' as const, nowMs, retain };
+      for (const running of Object.values(context.partitions)) {
+        if (running.closing) continue;
+        if (retain) {
+          enqueue.sendTo(running.actorId, tick);
+          continue;
+        }
+        if (running.role !== 'leader') continue;
+        const snapshot = (system.get(running.actorId) as AnyActorRef | undefined)?.getSnapshot() as { context?: PartitionContext } | undefined;
+        if (snapshot?.context !== undefined && wantsLagCheck(snapshot.context)) enqueue.sendTo(running.actorId, tick);
+      }
+      enqueue.assign({ ...(retain ? { retainedAtMs: nowMs } : {}), ...(lagCheck ? { lagCheckedAtMs: nowMs } : {}) });
+    }),
     /** Drops a finished partition actor: from the context and from the children (xstate keeps done children). */
     forget: enqueueActions(({ context, event, enqueue }) => {
       const id = event.type.startsWith('xstate.') ? event.type.replace(/^xstate\.(done|error)\.actor\./, '') : undefined;
@@ -237,6 +284,8 @@ export const brokerMachine = setup({
       sessionHub,
       leaderTransport: withLocalReplies(input.transport, sessionHub.local),
       fetchers,
+      retainedAtMs: input.clock.now(),
+      lagCheckedAtMs: input.clock.now(),
     };
   },
   initial: 'running',
@@ -274,6 +323,13 @@ export const brokerMachine = setup({
         },
         { src: 'metadataFollower', input: ({ context }) => ({ metadata: context.metadata }) },
         {
+          src: 'nodeTicker',
+          input: ({ context }) => ({
+            clock: context.clock,
+            intervalMs: Math.min(lagCheckIntervalMs(context.partitionLimits.replicaLagTimeMaxMs), context.partitionLimits.retentionCheckIntervalMs),
+          }),
+        },
+        {
           src: 'metadataFetcher',
           input: ({ context }) => ({
             brokerId: context.brokerId,
@@ -306,6 +362,7 @@ export const brokerMachine = setup({
       ],
       on: {
         METADATA_UPDATED: { actions: [assign({ image: ({ event }) => event.image }), 'reconcile'] },
+        NODE_TICK: { actions: 'fanOutTick' },
         SESSION: { actions: [assign({ brokerEpoch: ({ event }) => event.brokerEpoch, fenced: ({ event }) => event.fenced }), 'reconcile'] },
         'xstate.done.actor.*': { actions: ['forget', 'reconcile'] },
         'xstate.error.actor.*': { actions: ['forget', 'reconcile'] },

@@ -15,7 +15,7 @@ import { backoffMs } from '../../runtime/retry.js';
 import type { NodeStorage, PartitionStore, RetentionPolicy } from '../../storage/partition-store.js';
 import type { ReplicaFetchers } from '../replica-fetcher/fetcher.js';
 import { followerApply, followerRequest, type FollowerFetched, type FollowerStep } from './follower-fetch.js';
-import type { PartitionLimits } from './types.js';
+import type { NodeTick, PartitionLimits } from './types.js';
 
 export interface FollowerInput {
   topic: string;
@@ -63,7 +63,7 @@ function retentionDue(context: FollowerContext): RetentionPolicy | undefined {
   return { retentionMs: context.config.retentionMs, retentionBytes: context.config.retentionBytes, nowMs };
 }
 
-export type FollowerEvent = { type: 'CONFIG'; config: TopicConfig } | { type: 'STOP' } | { type: 'DELETE' };
+export type FollowerEvent = { type: 'CONFIG'; config: TopicConfig } | { type: 'STOP' } | { type: 'DELETE' } | NodeTick;
 
 export const followerMachine = setup({
   types: { input: {} as FollowerInput, context: {} as FollowerContext, events: {} as FollowerEvent },
@@ -72,6 +72,10 @@ export const followerMachine = setup({
     deleteLog: fromPromise<void, FollowerInput>(({ input }) => input.storage.deletePartition({ topicId: input.topicId, partition: input.partition })),
     followerRequest,
     followerApply,
+    /** Retention on this copy while no reply is being applied (an idle follower writes nothing, so the node tick asks). */
+    retain: fromPromise<void, { store: PartitionStore; policy: RetentionPolicy }>(async ({ input }) => {
+      await input.store.applyRetention(input.policy);
+    }),
     /** Holds nothing: its cleanup takes the partition out of its fetcher when the actor stops, however it stops. */
     fetcherRegistration: fromCallback<EventObject, { fetchers: ReplicaFetchers | undefined; leaderId: number; topicId: string; partition: number }>(
       ({ input }) =>
@@ -144,7 +148,33 @@ export const followerMachine = setup({
         onDone: { target: 'writing', actions: assign({ fetched: ({ context, event }) => ({ ...event.output, retention: retentionDue(context) }) }) },
         onError: { target: 'backoff', actions: 'noteFailure' },
       },
-      on: { STOP: 'closed', DELETE: 'deleting' },
+      on: {
+        STOP: 'closed',
+        DELETE: 'deleting',
+        // Leaving the wait is safe: the fetcher keeps the partition and hands it nothing until it asks again.
+        TICK: { guard: ({ event }) => event.retain, target: 'retaining', actions: assign({ retainedAtMs: ({ event }) => event.nowMs }) },
+      },
+    },
+    // Like a write: never abandoned, so nothing lands under the actor that opens this log next.
+    retaining: {
+      invoke: {
+        src: 'retain',
+        input: ({ context }) => ({
+          store: context.store!,
+          policy: { retentionMs: context.config.retentionMs, retentionBytes: context.config.retentionBytes, nowMs: context.retainedAtMs },
+        }),
+        onDone: [
+          { guard: ({ context }) => context.closing === 'stop', target: 'closed' },
+          { guard: ({ context }) => context.closing === 'delete', target: 'deleting' },
+          { target: 'fetching' },
+        ],
+        onError: [
+          { guard: ({ context }) => context.closing === 'stop', target: 'closed' },
+          { guard: ({ context }) => context.closing === 'delete', target: 'deleting' },
+          { target: 'backoff', actions: ['noteFailure', 'releaseFetch'] },
+        ],
+      },
+      on: { STOP: { actions: assign({ closing: 'stop' }) }, DELETE: { actions: assign({ closing: 'delete' }) } },
     },
     // A write is never abandoned: stopping waits for it, so a late append cannot land under the
     // leader actor that opens this log next.

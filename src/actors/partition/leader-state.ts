@@ -69,6 +69,20 @@ export interface PartitionContext extends PartitionInput {
   joinRefusedUntil: Record<number, number>;
 }
 
+/**
+ * Whether the node tick's lag check can change anything: some ISR follower has not reported the
+ * leader's log end (a caught-up follower cannot lag: replication.ts, caughtUpUntil). The broker
+ * sends the tick only to these, so idle partitions get no event at all.
+ */
+export function wantsLagCheck(context: Pick<PartitionContext, 'isr' | 'brokerId' | 'followers' | 'logEndOffset'>): boolean {
+  return context.isr.some((id) => id !== context.brokerId && (context.followers[id]?.logEndOffset ?? -1) < context.logEndOffset);
+}
+
+/** How often the node tick runs the ISR lag check (as each leader's own timer did), ms. */
+export function lagCheckIntervalMs(replicaLagTimeMaxMs: number): number {
+  return Math.max(1, Math.floor(replicaLagTimeMaxMs / 2));
+}
+
 /** Codes with which the controller refuses an AlterPartition. */
 export function alterRefusal(error: unknown): 'refused' | 'stale' | undefined {
   if (!(error instanceof TidemarkError)) return undefined;

@@ -333,9 +333,9 @@ export const partitionMachine = setup({
       };
     }),
     /** Periodic check: ISR members lagging too long are to be removed. */
-    checkLag: assign(({ context }) => {
-      if (context.wantedIsr !== undefined || context.pendingIsr !== undefined) return {};
-      return { wantedIsr: shrunkIsr(context, context.clock.now(), context.limits.replicaLagTimeMaxMs) };
+    checkLag: assign(({ context, event }) => {
+      if (event.type !== 'TICK' || context.wantedIsr !== undefined || context.pendingIsr !== undefined) return {};
+      return { wantedIsr: shrunkIsr(context, event.nowMs, context.limits.replicaLagTimeMaxMs) };
     }),
     /** The controller refused the change for good (a joiner it will not take): back to the committed ISR. */
     dropIsrChange: assign(({ context, event }) => {
@@ -451,8 +451,6 @@ export const partitionMachine = setup({
     })),
   },
   delays: {
-    retentionCheck: ({ context }) => context.limits.retentionCheckIntervalMs,
-    isrCheck: ({ context }) => Math.max(1, Math.floor(context.limits.replicaLagTimeMaxMs / 2)),
     alterRetry: ({ context }) => backoffMs(1, { backoffMsInitial: Math.max(1, Math.floor(context.limits.alterPartitionTimeoutMs / 4)), backoffMsMax: Math.max(1, Math.floor(context.limits.alterPartitionTimeoutMs / 4)) }, context.random),
   },
 }).createMachine({
@@ -565,7 +563,7 @@ export const partitionMachine = setup({
                 // The suggested change no longer applies (the ISR moved meanwhile): forget it.
                 { guard: 'staleIsrHint', actions: assign({ wantedIsr: undefined }) },
               ],
-              after: { isrCheck: { target: 'idle', reenter: true, actions: 'checkLag' } },
+              on: { TICK: { target: 'idle', reenter: true, actions: 'checkLag' } },
             },
             altering: {
               invoke: {
@@ -597,8 +595,8 @@ export const partitionMachine = setup({
           initial: 'serving',
           states: {
             serving: {
-              after: { retentionCheck: { target: 'serving', reenter: true, actions: 'retain' } },
               on: {
+                TICK: { guard: ({ event }) => event.retain, actions: 'retain' },
                 PRODUCE: [
                   // First: a client on stale metadata must learn it before anything else is checked.
                   {

@@ -137,6 +137,12 @@ export type PartitionEvent =
   /** Metadata changed the partition without a new leader epoch (ISR, replicas). */
   | ({ type: 'ASSIGNMENT' } & PartitionAssignment)
   | { type: 'ISR_CHECK' }
+  /**
+   * The node's one periodic tick (the broker fans it out; no partition keeps a timer of its own for
+   * it): leaders with a follower behind check the ISR's lag, and when `retain` every replica applies
+   * the topic's retention.
+   */
+  | NodeTick
   | { type: 'FETCH_EXPIRED'; id: number }
   /** The partition's one produce-deadline timer fired: acks=all batches due by atMs expire. */
   | { type: 'PRODUCE_DEADLINE'; atMs: number }
@@ -149,6 +155,8 @@ export type PartitionEvent =
   | { type: 'CONFIG'; config: TopicConfig }
   | { type: 'STOP' }
   | { type: 'DELETE' };
+
+export type NodeTick = { type: 'TICK'; nowMs: number; retain: boolean };
 
 export type WriterEvent =
   | { type: 'APPEND'; batch: Uint8Array; baseOffset: number; leaderEpoch: number; sync: boolean }
