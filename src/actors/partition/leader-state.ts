@@ -70,11 +70,14 @@ export interface PartitionContext extends PartitionInput {
 }
 
 /**
- * Whether the node tick's lag check can change anything: some ISR follower has not reported the
- * leader's log end (a caught-up follower cannot lag: replication.ts, caughtUpUntil). The broker
- * sends the tick only to these, so idle partitions get no event at all.
+ * Whether the node tick's ISR check can change anything: some ISR follower has not reported the
+ * leader's log end (a caught-up follower cannot lag: replication.ts, caughtUpUntil), or some replica
+ * is outside the ISR (it may have caught up while another change was in flight, or its refusal
+ * expired; an idle fetch session does not report it again). The broker sends the tick only to
+ * these, so idle, fully replicated partitions get no event at all.
  */
-export function wantsLagCheck(context: Pick<PartitionContext, 'isr' | 'brokerId' | 'followers' | 'logEndOffset'>): boolean {
+export function wantsLagCheck(context: Pick<PartitionContext, 'isr' | 'replicas' | 'brokerId' | 'followers' | 'logEndOffset'>): boolean {
+  if (context.replicas.some((id) => !context.isr.includes(id))) return true;
   return context.isr.some((id) => id !== context.brokerId && (context.followers[id]?.logEndOffset ?? -1) < context.logEndOffset);
 }
 

@@ -36,7 +36,7 @@ import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
 import type { PendingBytesLease } from './pending-budget.js';
 import { rebuildProducerStates, recordAppend, recordRefusal, type ProducerStates } from './producer-state.js';
-import { caughtUpUntil, joinsIsr, recordFetch, shrunkIsr } from './replication.js';
+import { caughtUpUntil, joinsIsr, recordFetch } from './replication.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
 
 export type { PartitionContext } from './leader-state.js';
@@ -333,9 +333,18 @@ export const partitionMachine = setup({
       };
     }),
     /** Periodic check: ISR members lagging too long are to be removed. */
+    /** The node tick: members lagging too long are to leave the ISR, caught-up replicas to join it. */
     checkLag: assign(({ context, event }) => {
       if (event.type !== 'TICK' || context.wantedIsr !== undefined || context.pendingIsr !== undefined) return {};
-      return { wantedIsr: shrunkIsr(context, event.nowMs, context.limits.replicaLagTimeMaxMs) };
+      return { wantedIsr: nextIsr(context) };
+    }),
+    /**
+     * An ISR change just settled: a follower that caught up meanwhile joins now (its fetch session
+     * will not report it again while the partition is idle).
+     */
+    reconsiderIsr: assign(({ context }) => {
+      if (context.wantedIsr !== undefined || context.pendingIsr !== undefined) return {};
+      return { wantedIsr: nextIsr(context) };
     }),
     /** The controller refused the change for good (a joiner it will not take): back to the committed ISR. */
     dropIsrChange: assign(({ context, event }) => {
@@ -550,7 +559,7 @@ export const partitionMachine = setup({
         RETAINED: { actions: assign({ logStartOffset: ({ event }) => event.logStartOffset }) },
         FETCH_EXPIRED: { actions: 'expireWaiter' },
         PRODUCE_DEADLINE: { actions: ['expireProduce', 'armDeadline'] },
-        ASSIGNMENT: { actions: ['assignment', 'settle'] },
+        ASSIGNMENT: { actions: ['assignment', 'settle', 'reconsiderIsr'] },
       },
       type: 'parallel',
       states: {
@@ -569,9 +578,9 @@ export const partitionMachine = setup({
               invoke: {
                 src: 'alterPartition',
                 input: ({ context }) => ({ context }),
-                onDone: { target: 'idle', actions: ['isrChanged', 'settle'] },
+                onDone: { target: 'idle', actions: ['isrChanged', 'settle', 'reconsiderIsr'] },
                 onError: [
-                  { guard: ({ event }) => alterRefusal(event.error) === 'refused', target: 'idle', actions: ['dropIsrChange', 'settle'] },
+                  { guard: ({ event }) => alterRefusal(event.error) === 'refused', target: 'idle', actions: ['dropIsrChange', 'settle', 'reconsiderIsr'] },
                   { guard: ({ event }) => alterRefusal(event.error) === 'stale', target: 'settling' },
                   {
                     target: 'backoff',
