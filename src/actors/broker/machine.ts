@@ -144,6 +144,9 @@ export const brokerMachine = setup({
       const wanted = new Set<string>();
       for (const topic of context.fenced ? [] : image.topicsById.values()) {
         const configKey = JSON.stringify(topic.config);
+        // Parsed once per topic, and only when an actor needs it (this runs on every metadata change).
+        let parsed: ReturnType<typeof parseTopicConfig> | undefined;
+        const topicConfig = () => (parsed ??= parseTopicConfig(topic.config));
         for (const p of topic.partitions) {
           if (!p.replicas.includes(context.brokerId) || p.leader < 0) continue;
           const role = p.leader === context.brokerId ? 'leader' : 'follower';
@@ -153,9 +156,9 @@ export const brokerMachine = setup({
           if (running !== undefined && (running.closing || running.leaderEpoch !== p.leaderEpoch || running.role !== role)) continue;
           if (running === undefined && context.leaving) continue;
           wanted.add(key);
-          const config = parseTopicConfig(topic.config);
-          const logger = context.logger.child({ actor: role, topic: topic.name, partition: p.partition });
           if (running === undefined) {
+            const config = topicConfig();
+            const logger = context.logger.child({ actor: role, topic: topic.name, partition: p.partition });
             const common = {
               topic: topic.name,
               topicId: topic.topicId,
@@ -196,7 +199,7 @@ export const brokerMachine = setup({
             partitions[key] = { actorId, role, topicId: topic.topicId, partition: p.partition, leaderEpoch: p.leaderEpoch, partitionEpoch: p.partitionEpoch, configKey, closing: false };
             continue;
           }
-          if (running.configKey !== configKey) enqueue.sendTo(running.actorId, { type: 'CONFIG', config });
+          if (running.configKey !== configKey) enqueue.sendTo(running.actorId, { type: 'CONFIG', config: topicConfig() });
           if (role === 'leader' && running.partitionEpoch !== p.partitionEpoch) {
             enqueue.sendTo(running.actorId, { type: 'ASSIGNMENT', replicas: p.replicas, isr: p.isr, partitionEpoch: p.partitionEpoch, suspects: p.suspects });
           }
@@ -363,7 +366,11 @@ export const brokerMachine = setup({
       on: {
         METADATA_UPDATED: { actions: [assign({ image: ({ event }) => event.image }), 'reconcile'] },
         NODE_TICK: { actions: 'fanOutTick' },
-        SESSION: { actions: [assign({ brokerEpoch: ({ event }) => event.brokerEpoch, fenced: ({ event }) => event.fenced }), 'reconcile'] },
+        // Every heartbeat reports the session; only a change of it changes what this broker runs.
+        SESSION: {
+          guard: ({ context, event }) => event.brokerEpoch !== context.brokerEpoch || event.fenced !== context.fenced,
+          actions: [assign({ brokerEpoch: ({ event }) => event.brokerEpoch, fenced: ({ event }) => event.fenced }), 'reconcile'],
+        },
         'xstate.done.actor.*': { actions: ['forget', 'reconcile'] },
         'xstate.error.actor.*': { actions: ['forget', 'reconcile'] },
       },
