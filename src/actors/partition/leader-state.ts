@@ -67,6 +67,26 @@ export interface PartitionContext extends PartitionInput {
   wantedIsr: readonly number[] | undefined;
   /** Followers the controller refused to add (fenced, shutting down) -> not proposed again before this time, ms. */
   joinRefusedUntil: Record<number, number>;
+  /**
+   * When the controller last took each follower out of the ISR (fenced, shutting down), ms: only a
+   * fetch since then proposes it to join again (a stopped broker's last report must not, or the
+   * controller's refusal holds back its real return for replica.lag.time.max.ms). Not set by this
+   * leader's own shrinks: a follower that caught up since is proposed by the node tick even if its
+   * idle fetch session reports nothing new.
+   */
+  leftIsrAtMs: Record<number, number>;
+}
+
+/** The follower has fetched since it last left the ISR (its progress says something about it now). */
+export function fetchedSinceLeaving(context: Pick<PartitionContext, 'followers' | 'leftIsrAtMs'>, id: number): boolean {
+  const p = context.followers[id];
+  return p !== undefined && p.lastFetchMs >= (context.leftIsrAtMs[id] ?? Number.NEGATIVE_INFINITY);
+}
+
+/** Members of `before` not in `after` leave at `nowMs`. */
+export function leavers(leftIsrAtMs: Record<number, number>, before: readonly number[], after: readonly number[], nowMs: number): Record<number, number> {
+  const gone = before.filter((id) => !after.includes(id));
+  return gone.length === 0 ? leftIsrAtMs : { ...leftIsrAtMs, ...Object.fromEntries(gone.map((id) => [id, nowMs])) };
 }
 
 /**
@@ -114,7 +134,11 @@ export function nextIsr(context: PartitionContext): number[] | undefined {
   const kept = (shrunkIsr(context, nowMs, context.limits.replicaLagTimeMaxMs) ?? [...context.isr]).filter((id) => id === context.brokerId || !suspects.includes(id));
   const hw = hwOf(context);
   const joiners = context.replicas.filter(
-    (id) => id !== context.brokerId && nowMs >= (context.joinRefusedUntil[id] ?? 0) && joinsIsr(context, id, hw, context.epochStartOffset),
+    (id) =>
+      id !== context.brokerId &&
+      nowMs >= (context.joinRefusedUntil[id] ?? 0) &&
+      fetchedSinceLeaving(context, id) &&
+      joinsIsr(context, id, hw, context.epochStartOffset),
   );
   const next = [...kept, ...joiners];
   const same = next.length === context.isr.length && next.every((id) => context.isr.includes(id));

@@ -20,6 +20,7 @@ import {
   bytesOf,
   earliestDeadline,
   hwOf,
+  leavers,
   leaderEpochRefusal,
   nextIsr,
   PRODUCE_DEADLINE_TIMER_ID,
@@ -326,6 +327,9 @@ export const partitionMachine = setup({
       return {
         replicas: event.replicas,
         isr: event.isr,
+        // Members the controller took out (fenced, shutting down), not this leader's own shrink: their
+        // last report is stale, so only a fetch from then on may propose them again.
+        leftIsrAtMs: leavers(context.leftIsrAtMs, context.isr.filter((id) => context.pendingIsr === undefined || context.pendingIsr.includes(id)), event.isr, context.clock.now()),
         partitionEpoch: event.partitionEpoch,
         suspects,
         ...(settled ? { pendingIsr: undefined } : {}),
@@ -488,6 +492,7 @@ export const partitionMachine = setup({
     pendingIsrBase: -1,
     wantedIsr: undefined,
     joinRefusedUntil: {},
+    leftIsrAtMs: {},
   }),
   initial: 'loading',
   // The outbox lives as long as the machine, so every state can answer (loading, failed, draining).
