@@ -224,7 +224,7 @@ export const brokerMachine = setup({
       const retain = nowMs - context.retainedAtMs >= context.partitionLimits.retentionCheckIntervalMs;
       const lagCheck = nowMs - context.lagCheckedAtMs >= lagCheckIntervalMs(context.partitionLimits.replicaLagTimeMaxMs);
       if (!retain && !lagCheck) return;
-      const tick = { type: 'TICK' as const, nowMs, retain };
+      const tick = { type: 'TICK' as const, nowMs, retain, replicaSeenMs: context.sessionHub.sessions?.seenMs() ?? {} };
       for (const running of Object.values(context.partitions)) {
         if (running.closing) continue;
         if (retain) {

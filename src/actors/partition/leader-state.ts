@@ -75,12 +75,19 @@ export interface PartitionContext extends PartitionInput {
    * idle fetch session reports nothing new.
    */
   leftIsrAtMs: Record<number, number>;
+  /** As of the last node tick: when each follower broker's fetch session last sent a request, ms. */
+  replicaSeenMs: Readonly<Record<number, number>>;
 }
 
-/** The follower has fetched since it last left the ISR (its progress says something about it now). */
-export function fetchedSinceLeaving(context: Pick<PartitionContext, 'followers' | 'leftIsrAtMs'>, id: number): boolean {
+/**
+ * The follower has been heard from since the controller last took it out of the ISR: it fetched, or
+ * its broker's fetch session sent a request (an idle session lists nothing, but proves the broker
+ * alive: its last report still stands).
+ */
+export function fetchedSinceLeaving(context: Pick<PartitionContext, 'followers' | 'leftIsrAtMs' | 'replicaSeenMs'>, id: number): boolean {
   const p = context.followers[id];
-  return p !== undefined && p.lastFetchMs >= (context.leftIsrAtMs[id] ?? Number.NEGATIVE_INFINITY);
+  const leftAt = context.leftIsrAtMs[id] ?? Number.NEGATIVE_INFINITY;
+  return p !== undefined && (p.lastFetchMs >= leftAt || (context.replicaSeenMs[id] ?? Number.NEGATIVE_INFINITY) > leftAt);
 }
 
 /** Members of `before` not in `after` leave at `nowMs`. */

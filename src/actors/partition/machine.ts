@@ -339,8 +339,10 @@ export const partitionMachine = setup({
     /** Periodic check: ISR members lagging too long are to be removed. */
     /** The node tick: members lagging too long are to leave the ISR, caught-up replicas to join it. */
     checkLag: assign(({ context, event }) => {
-      if (event.type !== 'TICK' || context.wantedIsr !== undefined || context.pendingIsr !== undefined) return {};
-      return { wantedIsr: nextIsr(context) };
+      if (event.type !== 'TICK') return {};
+      const replicaSeenMs = event.replicaSeenMs ?? context.replicaSeenMs;
+      if (context.wantedIsr !== undefined || context.pendingIsr !== undefined) return { replicaSeenMs };
+      return { replicaSeenMs, wantedIsr: nextIsr({ ...context, replicaSeenMs }) };
     }),
     /**
      * An ISR change just settled: a follower that caught up meanwhile joins now (its fetch session
@@ -493,6 +495,7 @@ export const partitionMachine = setup({
     wantedIsr: undefined,
     joinRefusedUntil: {},
     leftIsrAtMs: {},
+    replicaSeenMs: {},
   }),
   initial: 'loading',
   // The outbox lives as long as the machine, so every state can answer (loading, failed, draining).

@@ -156,7 +156,13 @@ export type PartitionEvent =
   | { type: 'STOP' }
   | { type: 'DELETE' };
 
-export type NodeTick = { type: 'TICK'; nowMs: number; retain: boolean };
+export type NodeTick = {
+  type: 'TICK';
+  nowMs: number;
+  retain: boolean;
+  /** When each follower broker's fetch session last sent a request to this node, ms. @default {} */
+  replicaSeenMs?: Readonly<Record<number, number>>;
+};
 
 export type WriterEvent =
   | { type: 'APPEND'; batch: Uint8Array; baseOffset: number; leaderEpoch: number; sync: boolean }

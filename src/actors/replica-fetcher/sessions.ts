@@ -125,6 +125,16 @@ export class LeaderSessions {
     }
   }
 
+  /**
+   * When each follower broker's session last sent a valid request, ms: proof that it is alive now
+   * (the ISR join rule of an idle partition uses it; leader-state.ts, fetchedSinceLeaving).
+   */
+  seenMs(): Record<number, number> {
+    const out: Record<number, number> = {};
+    for (const s of this.sessions.values()) out[s.replicaId] = s.lastUsedMs;
+    return out;
+  }
+
   /** A leader actor stopped: its written end is no longer known here. */
   forget(topicId: string, partition: number): void {
     this.writtenEnds.delete(partitionKey(topicId, partition));
