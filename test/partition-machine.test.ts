@@ -4,6 +4,7 @@
  */
 import { decode } from '@msgpack/msgpack';
 import test from 'ava';
+import { wantsLagCheck } from '../src/actors/partition/leader-state.js';
 import { pino } from 'pino';
 import { createActor, fromCallback, fromPromise, SimulatedClock, transition, waitFor } from 'xstate';
 import type { WriterInput } from '../src/actors/partition/log-writer.js';
@@ -11,7 +12,7 @@ import type { PartitionStore } from '../src/storage/partition-store.js';
 import { partitionMachine } from '../src/actors/partition/machine.js';
 import type { ProducerStates } from '../src/actors/partition/producer-state.js';
 import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT, type PendingBytesBudget } from '../src/actors/partition/pending-budget.js';
-import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionInput, type PartitionLimits, type WriterEvent } from '../src/actors/partition/types.js';
+import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionInput, type PartitionLimits, type ReplicaWatch, type WriterEvent } from '../src/actors/partition/types.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { decodeBatch, encodeBatch, readBatchHeader, splitBatches } from '../src/protocol/batch.js';
 import { encodeError, encodeMessage } from '../src/protocol/messages.js';
@@ -69,6 +70,8 @@ function start(
     /** Answers the partition's requests to the controller (AlterPartition). */
     controller?: (subject: string, data: Uint8Array) => Promise<Uint8Array>;
     disk?: MemoryDisk;
+    /** Hears the leader's written end (the node's fetch sessions). */
+    watch?: ReplicaWatch;
   } = {},
 ) {
   const clock = options.clock ?? new SimulatedClock();
@@ -93,6 +96,7 @@ function start(
       transport,
       clock,
       random: { next: () => 0.5 },
+      ...(options.watch === undefined ? {} : { replicaWatch: options.watch }),
       logger: pino({ level: 'silent' }),
       limits: { ...DEFAULT_PARTITION_LIMITS, ...options.limits },
       pendingBudget: options.budget ?? createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
@@ -251,7 +255,7 @@ test('STOP finishes pending writes, answers them, refuses new work and ends', as
   t.is(code('parked'), 'SHUTTING_DOWN');
 });
 
-test('retention runs on the clock and moves the log start past expired batches', async (t) => {
+test('retention runs on the node tick and moves the log start past expired batches', async (t) => {
   const clock = new SimulatedClock();
   clock.set(1_000_000);
   const { actor } = start({ clock, config: { 'retention.ms': '1000' }, limits: { retentionCheckIntervalMs: 60_000 } });
@@ -260,6 +264,8 @@ test('retention runs on the clock and moves the log start past expired batches',
   actor.send(produce('new', batchOf(2, 1_000_000 + 59_500)));
   await waitFor(actor, (s) => s.context.highWatermark === 5);
   clock.increment(60_000);
+  // The partition keeps no retention timer of its own: the broker's one node tick asks.
+  actor.send({ type: 'TICK', nowMs: clock.now(), retain: true });
   const snap = await waitFor(actor, (s) => s.context.logStartOffset > 0);
   t.is(snap.context.logStartOffset, 3, 'the old batch went, the recent one stays');
   t.is(snap.context.logEndOffset, 5);
@@ -455,6 +461,28 @@ test('produce deadline: an acks=all batch the ISR does not commit is answered RE
   t.like((await transport.next('p-retry')).body, { baseOffset: 0 });
   t.is(actor.getSnapshot().context.logEndOffset, 2, 'written once');
   t.is(actor.getSnapshot().context.deadlineTimerAtMs, undefined, 'the timer is dropped with nothing left to expire');
+});
+
+test('fetch sessions: the written end is reported; maxBytes 0 records progress only; maxWaitMs 0 parks nothing; an idle, caught-up follower gets no ISR check', async (t) => {
+  const clock = new SimulatedClock();
+  const written: number[] = [];
+  const { actor, transport } = start({ clock, replicas: [1, 2], isr: [1, 2], watch: { written: (_topicId, _p, end) => written.push(end) } });
+  await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
+  t.deepEqual(written, [0], 'reported when it opens');
+  const idle = timersOf(clock);
+  actor.send(produce('p', sequenced(2, 0), -1, { nowMs: clock.now(), timeoutMs: 60_000 }));
+  await waitFor(actor, (s) => s.context.writtenEnd === 2);
+  t.deepEqual(written, [0, 2], 'and when it moves');
+  actor.send({ ...(replicaFetch(2, 0, 'progress-only') as Extract<PartitionEvent, { type: 'REPLICA_FETCH' }>), maxBytes: 0 });
+  t.deepEqual((await transport.next('progress-only')).body['records'], new Uint8Array(0), 'no records read');
+  t.is(actor.getSnapshot().context.followers[2]!.logEndOffset, 0, 'the progress is recorded');
+  actor.send(replicaFetch(2, 2, 'caught-up'));
+  t.like((await transport.next('p')).body, { baseOffset: 0 });
+  await transport.next('caught-up');
+  const snap = actor.getSnapshot().context;
+  t.is(snap.waiters.length, 0, 'nothing parked');
+  t.is(timersOf(clock), idle, 'and no timer of its own');
+  t.false(wantsLagCheck(snap), 'the node tick skips it');
 });
 
 test('produce deadline: one timer per partition for the earliest deadline; batches and waiting duplicates expire in deadline order', async (t) => {

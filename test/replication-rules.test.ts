@@ -10,6 +10,7 @@ import { planAlterConfig, planCreateTopic, planFenceBroker, planUnfenceBroker, u
 import type { MetadataRecord } from '../src/metadata/records.js';
 import { TidemarkError } from '../src/protocol/errors.js';
 import {
+  caughtUpUntil,
   divergence,
   highWatermarkOf,
   joinsIsr,
@@ -54,6 +55,19 @@ test('ISR shrinks by followers lagging longer than the bound, and a follower joi
   t.false(joinsIsr(out, 3, 50, 0), 'below the HW');
   t.true(joinsIsr({ ...out, followers: { ...out.followers, 3: progress(50) } }, 3, 50, 0));
   t.false(joinsIsr({ ...out, followers: { ...out.followers, 3: progress(50) } }, 3, 50, 60), 'before the current epoch start');
+});
+
+test('a follower that reported the whole log stays caught up until the leader\'s log moves (idle sessions fetch nothing)', (t) => {
+  const state: ReplicationState = { brokerId: 1, isr: [1, 2, 3], pendingIsr: undefined, logEndOffset: 100, followers: { 2: progress(100, 0), 3: progress(90, 0) } };
+  // Both last heard from at 0; 2 had everything, 3 did not.
+  t.deepEqual(shrunkIsr(state, 60_000, 10_000), [1, 2]);
+  // The log moves at 70 s: 2 was caught up until then, and lags from then on.
+  const followers = caughtUpUntil(state.followers, 100, 70_000);
+  t.is(followers[2]!.lastCaughtUpMs, 70_000);
+  t.is(followers[3]!.lastCaughtUpMs, 0);
+  const moved = { ...state, logEndOffset: 110, followers };
+  t.is(shrunkIsr(moved, 79_000, 10_000)?.includes(2), true);
+  t.deepEqual(shrunkIsr(moved, 80_001, 10_000), [1]);
 });
 
 test('leader epoch end offsets (OffsetsForLeaderEpoch), with the new leader epoch starting at its log end', (t) => {

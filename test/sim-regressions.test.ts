@@ -51,6 +51,13 @@ const REGRESSIONS: Array<{ seed: number; steps: number; bug: string }> = [
   // before it registered; its clean close cleared the open mark and the loss went unreported.
   { seed: 296190686, steps: 679, bug: 'replicated: a clean close before registering hid an unclean shutdown (storage open mark)' },
   { seed: 933938449, steps: 1366, bug: 'replicated: a clean close before registering hid an unclean shutdown (storage open mark)' },
+  // Issue 10 (fetch sessions), swarm finds while building it: an idle, caught-up follower outside
+  // the ISR reports nothing new, so the leader must propose it itself (node tick, settled change);
+  // first never (seed 71 above failed on it too), then not when the controller had taken it out
+  // after its last report (its broker's live session now counts as hearing from it).
+  { seed: 1650223904, steps: 300, bug: 'sessions: a caught-up idle follower taken out of the ISR after its last report never rejoined' },
+  { seed: 1227113686, steps: 1000, bug: 'sessions: a caught-up idle follower taken out of the ISR after its last report never rejoined' },
+  { seed: 1806248828, steps: 1000, bug: 'sessions: a caught-up idle follower taken out of the ISR after its last report never rejoined' },
 ];
 
 for (const r of REGRESSIONS) {

@@ -77,6 +77,16 @@ export const ErrorCodes = {
   CONNECTION_FAILED: { retriable: true, message: 'cannot reach the NATS server' },
   /** A bounded queue is full (on the node, or the producer's waiting sends); back off and retry. */
   BUSY: { retriable: true, message: 'node is busy, retry later' },
+  /**
+   * Replica fetch session (KIP-227): the session id is not (or no longer) known to the leader, which
+   * restarted or replaced it. The follower starts a new full session.
+   */
+  FETCH_SESSION_ID_NOT_FOUND: { retriable: true, message: 'fetch session not found' },
+  /**
+   * Replica fetch session: the request's session epoch is not the one the leader expects (a request
+   * or reply was lost, late or duplicated). The follower starts a new full session.
+   */
+  INVALID_FETCH_SESSION_EPOCH: { retriable: true, message: 'fetch session epoch is not the expected one' },
   /** The node is shutting down. */
   SHUTTING_DOWN: { retriable: true, message: 'node is shutting down' },
   /** A storage or internal failure on the node. */

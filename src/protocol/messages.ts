@@ -228,7 +228,7 @@ export interface DeleteTopicReply {
 
 // --- schemas for replies (the SDK validates what it receives, too) --------------------------
 
-const wireErrorSchema: Schema<WireError> = (v, path) => {
+export const wireErrorSchema: Schema<WireError> = (v, path) => {
   const o = object({ code: str(64), message: str(4096), logRange: optional(object({ logStartOffset: offset, logEndOffset: offset })) })(v, path);
   if (!isErrorCode(o.code)) throw new TidemarkError('INVALID_REQUEST', `${path}.code: unknown error code ${o.code}`);
   return o.logRange === undefined ? { code: o.code, message: o.message } : { code: o.code, message: o.message, logRange: o.logRange };

@@ -10,6 +10,8 @@
  *   tm.<cluster>.b.<broker>.produce.<topic>         batches for any of topic's partitions the broker leads
  *   tm.<cluster>.b.<broker>.fetch.<topic>.<p>       idem, for reads
  *   tm.<cluster>.b.<broker>.replica-fetch.<topic>.<p>  followers of partition p fetching from its leader
+ *   tm.<cluster>.b.<broker>.replica-fetch           one follower broker's fetch session with this leader broker,
+ *                                                   carrying every partition between the two (KIP-227)
  *   tm.<cluster>.b.<broker>.offsets                 log start / end / high watermark of partitions it leads
  *
  * The topic sits in the subject so NATS permissions can allow or deny per topic. Topic names may
@@ -103,6 +105,11 @@ export class Subjects {
     if (tokens.length !== 6 || tokens[4] !== 'produce') return undefined;
     const topic = topicFromToken(tokens[5]!);
     return isValidTopicName(topic) ? topic : undefined;
+  }
+
+  /** A follower broker's one fetch session with leader broker `brokerId`, for all their partitions. */
+  replicaFetchSession(brokerId: number): string {
+    return `${this.prefix}.b.${brokerId}.replica-fetch`;
   }
 
   offsets(brokerId: number): string {

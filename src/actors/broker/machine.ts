@@ -8,7 +8,7 @@
  * controller to move its leaderships away (controlled shutdown), then stops listening, lets every
  * partition finish its pending writes, and ends.
  */
-import { assign, enqueueActions, fromCallback, setup } from 'xstate';
+import { assign, enqueueActions, fromCallback, setup, type AnyActorRef } from 'xstate';
 import type { FollowedView } from '../../metadata/followed-view.js';
 import { emptyImage, type MetadataImage } from '../../metadata/image.js';
 import type { MetadataView } from '../../metadata/metadata-store.js';
@@ -18,7 +18,12 @@ import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import type { NodeStorage } from '../../storage/partition-store.js';
 import { withLocalReplies, type LocalReplies } from '../../runtime/local-replies.js';
 import { followerMachine } from '../partition/follower.js';
-import { partitionMachine } from '../partition/machine.js';
+import { ReplicaFetchers } from '../replica-fetcher/fetcher.js';
+import { SessionHub, sessionListener } from '../replica-fetcher/session-listener.js';
+import { DEFAULT_SESSION_LIMITS, LOCAL_REPLY_PREFIX } from '../replica-fetcher/sessions.js';
+import { REPLICA_FETCH_BACKOFF_MS_MAX } from '../partition/follower.js';
+import { lagCheckIntervalMs, wantsLagCheck } from '../partition/leader-state.js';
+import { partitionMachine, type PartitionContext } from '../partition/machine.js';
 import type { PendingBytesBudget } from '../partition/pending-budget.js';
 import type { PartitionLimits } from '../partition/types.js';
 import { controlledShutdown } from './controlled-shutdown.js';
@@ -74,7 +79,8 @@ interface RunningPartition {
 export interface BrokerContext extends BrokerInput {
   /**
    * Reply subjects answered in-process (the produce handler gathers its partitions' answers on
-   * them); `transport` is the input's, wrapped so that publishes on those subjects stay local.
+   * them; the fetch sessions route theirs by prefix); `transport` is the input's, wrapped so that
+   * publishes on those subjects stay local.
    */
   local: LocalReplies;
   partitions: Record<string, RunningPartition>;
@@ -85,6 +91,13 @@ export interface BrokerContext extends BrokerInput {
   fenced: boolean;
   /** In controlled shutdown: no new partition actors (a new follower would only ask to rejoin ISRs). */
   leaving: boolean;
+  /** The fetch sessions of follower brokers with this one, as its partition leaders see them. */
+  sessionHub: SessionHub;
+  /** One fetch session per leader broker, for this broker's followers. */
+  fetchers: ReplicaFetchers;
+  /** When the node tick last asked for retention / lag checks, ms. */
+  retainedAtMs: number;
+  lagCheckedAtMs: number;
 }
 
 export type BrokerEvent =
@@ -94,7 +107,26 @@ export type BrokerEvent =
   | { type: `xstate.done.actor.${string}`; output: { topicId: string; partition: number } }
   /** A partition actor crashed (a bug): it is logged and forgotten; the next reconcile restarts it. */
   | { type: `xstate.error.actor.${string}`; error: unknown }
-  | { type: 'STOP' };
+  | { type: 'STOP' }
+  /** The node tick (nodeTicker). */
+  | { type: 'NODE_TICK'; nowMs: number };
+
+/**
+ * The node's one periodic timer for its partitions (instead of one per partition): every
+ * `intervalMs` it tells the broker the time, which the broker fans out to the partitions that need
+ * it (fanOutTick).
+ */
+const nodeTicker = fromCallback<{ type: 'NONE' }, { clock: Clock; intervalMs: number }>(({ input, sendBack }) => {
+  let timer: unknown;
+  const arm = () => {
+    timer = input.clock.setTimeout(() => {
+      sendBack({ type: 'NODE_TICK', nowMs: input.clock.now() });
+      arm();
+    }, input.intervalMs);
+  };
+  arm();
+  return () => input.clock.clearTimeout(timer);
+});
 
 const metadataFollower = fromCallback<{ type: 'NONE' }, { metadata: MetadataView }>(({ input, sendBack }) => {
   sendBack({ type: 'METADATA_UPDATED', image: input.metadata.image() });
@@ -107,7 +139,7 @@ export const brokerMachine = setup({
     context: {} as BrokerContext,
     events: {} as BrokerEvent,
   },
-  actors: { partition: partitionMachine, follower: followerMachine, requestListener, metadataFollower, metadataFetcher, controllerSession, controlledShutdown },
+  actors: { partition: partitionMachine, follower: followerMachine, requestListener, sessionListener, nodeTicker, metadataFollower, metadataFetcher, controllerSession, controlledShutdown },
   actions: {
     /** Start actors for replicas this broker holds (unfenced); stop the others; delete those whose topic is gone. */
     reconcile: enqueueActions(({ context, enqueue }) => {
@@ -116,6 +148,9 @@ export const brokerMachine = setup({
       const wanted = new Set<string>();
       for (const topic of context.fenced ? [] : image.topicsById.values()) {
         const configKey = JSON.stringify(topic.config);
+        // Parsed once per topic, and only when an actor needs it (this runs on every metadata change).
+        let parsed: ReturnType<typeof parseTopicConfig> | undefined;
+        const topicConfig = () => (parsed ??= parseTopicConfig(topic.config));
         for (const p of topic.partitions) {
           if (!p.replicas.includes(context.brokerId) || p.leader < 0) continue;
           const role = p.leader === context.brokerId ? 'leader' : 'follower';
@@ -125,9 +160,9 @@ export const brokerMachine = setup({
           if (running !== undefined && (running.closing || running.leaderEpoch !== p.leaderEpoch || running.role !== role)) continue;
           if (running === undefined && context.leaving) continue;
           wanted.add(key);
-          const config = parseTopicConfig(topic.config);
-          const logger = context.logger.child({ actor: role, topic: topic.name, partition: p.partition });
           if (running === undefined) {
+            const config = topicConfig();
+            const logger = context.logger.child({ actor: role, topic: topic.name, partition: p.partition });
             const common = {
               topic: topic.name,
               topicId: topic.topicId,
@@ -136,7 +171,6 @@ export const brokerMachine = setup({
               brokerId: context.brokerId,
               config,
               storage: context.storage,
-              transport: context.transport,
               subjects: context.subjects,
               random: context.random,
               logger,
@@ -156,15 +190,20 @@ export const brokerMachine = setup({
                   partitionEpoch: p.partitionEpoch,
                   suspects: p.suspects,
                   pendingBudget: context.pendingBudget,
+                  transport: context.transport,
+                  replicaWatch: context.sessionHub,
                 },
               });
             } else {
-              enqueue.spawnChild('follower', { id: actorId, input: { ...common, clock: context.clock, leaderId: p.leader } });
+              enqueue.spawnChild('follower', {
+                id: actorId,
+                input: { ...common, transport: context.transport, clock: context.clock, leaderId: p.leader, fetchers: context.fetchers },
+              });
             }
             partitions[key] = { actorId, role, topicId: topic.topicId, partition: p.partition, leaderEpoch: p.leaderEpoch, partitionEpoch: p.partitionEpoch, configKey, closing: false };
             continue;
           }
-          if (running.configKey !== configKey) enqueue.sendTo(running.actorId, { type: 'CONFIG', config });
+          if (running.configKey !== configKey) enqueue.sendTo(running.actorId, { type: 'CONFIG', config: topicConfig() });
           if (role === 'leader' && running.partitionEpoch !== p.partitionEpoch) {
             enqueue.sendTo(running.actorId, { type: 'ASSIGNMENT', replicas: p.replicas, isr: p.isr, partitionEpoch: p.partitionEpoch, suspects: p.suspects });
           }
@@ -177,6 +216,30 @@ export const brokerMachine = setup({
         partitions[key] = { ...running, closing: true };
       }
       enqueue.assign({ partitions });
+    }),
+    /**
+     * The node tick: leaders with an ISR follower behind check its lag (every replicaLagTimeMaxMs/2,
+     * as their own timers did); every retentionCheckIntervalMs every replica applies retention. An
+     * idle, caught-up partition gets nothing.
+     */
+    fanOutTick: enqueueActions(({ context, event, enqueue, system }) => {
+      if (event.type !== 'NODE_TICK') return;
+      const nowMs = event.nowMs;
+      const retain = nowMs - context.retainedAtMs >= context.partitionLimits.retentionCheckIntervalMs;
+      const lagCheck = nowMs - context.lagCheckedAtMs >= lagCheckIntervalMs(context.partitionLimits.replicaLagTimeMaxMs);
+      if (!retain && !lagCheck) return;
+      const tick = { type: 'TICK' as const, nowMs, retain, replicaSeenMs: context.sessionHub.sessions?.seenMs() ?? {} };
+      for (const running of Object.values(context.partitions)) {
+        if (running.closing) continue;
+        if (retain) {
+          enqueue.sendTo(running.actorId, tick);
+          continue;
+        }
+        if (running.role !== 'leader') continue;
+        const snapshot = (system.get(running.actorId) as AnyActorRef | undefined)?.getSnapshot() as { context?: PartitionContext } | undefined;
+        if (snapshot?.context !== undefined && wantsLagCheck(snapshot.context)) enqueue.sendTo(running.actorId, tick);
+      }
+      enqueue.assign({ ...(retain ? { retainedAtMs: nowMs } : {}), ...(lagCheck ? { lagCheckedAtMs: nowMs } : {}) });
     }),
     /** Drops a finished partition actor: from the context and from the children (xstate keeps done children). */
     forget: enqueueActions(({ context, event, enqueue }) => {
@@ -207,7 +270,36 @@ export const brokerMachine = setup({
   },
 }).createMachine({
   id: 'broker',
-  context: ({ input }) => ({ ...input, ...withLocalReplies(input.transport), partitions: {}, image: emptyImage, brokerEpoch: -1, fenced: true, leaving: false }),
+  context: ({ input }) => {
+    // One wrapped transport for the whole broker: publishes on local subjects (the produce
+    // handler's gathered answers, the fetch sessions' partition answers) never reach NATS.
+    const { transport, local } = withLocalReplies(input.transport);
+    const sessionHub = new SessionHub();
+    local.route(`${LOCAL_REPLY_PREFIX}.`, sessionHub.local);
+    const fetchers = new ReplicaFetchers(
+      { brokerId: input.brokerId, transport, subjects: input.subjects, clock: input.clock, random: input.random, logger: input.logger },
+      {
+        maxWaitMs: input.partitionLimits.replicaFetchWaitMs,
+        maxBytes: input.partitionLimits.replicaFetchMaxBytes,
+        backoffMsInitial: input.partitionLimits.replicaFetchBackoffMs,
+        backoffMsMax: REPLICA_FETCH_BACKOFF_MS_MAX,
+      },
+    );
+    return {
+      ...input,
+      transport,
+      local,
+      partitions: {},
+      image: emptyImage,
+      brokerEpoch: -1,
+      fenced: true,
+      leaving: false,
+      sessionHub,
+      fetchers,
+      retainedAtMs: input.clock.now(),
+      lagCheckedAtMs: input.clock.now(),
+    };
+  },
   initial: 'running',
   on: {
     'xstate.done.actor.*': { actions: 'forget' },
@@ -229,7 +321,27 @@ export const brokerMachine = setup({
             logger: context.logger,
           }),
         },
+        {
+          src: 'sessionListener',
+          input: ({ context }) => ({
+            brokerId: context.brokerId,
+            hub: context.sessionHub,
+            subjects: context.subjects,
+            transport: context.transport,
+            clock: context.clock,
+            random: context.random,
+            logger: context.logger.child({ actor: 'replica-sessions' }),
+            limits: { ...DEFAULT_SESSION_LIMITS, partitionBytesMax: context.partitionLimits.replicaFetchMaxBytes },
+          }),
+        },
         { src: 'metadataFollower', input: ({ context }) => ({ metadata: context.metadata }) },
+        {
+          src: 'nodeTicker',
+          input: ({ context }) => ({
+            clock: context.clock,
+            intervalMs: Math.min(lagCheckIntervalMs(context.partitionLimits.replicaLagTimeMaxMs), context.partitionLimits.retentionCheckIntervalMs),
+          }),
+        },
         {
           src: 'metadataFetcher',
           input: ({ context }) => ({
@@ -263,7 +375,12 @@ export const brokerMachine = setup({
       ],
       on: {
         METADATA_UPDATED: { actions: [assign({ image: ({ event }) => event.image }), 'reconcile'] },
-        SESSION: { actions: [assign({ brokerEpoch: ({ event }) => event.brokerEpoch, fenced: ({ event }) => event.fenced }), 'reconcile'] },
+        NODE_TICK: { actions: 'fanOutTick' },
+        // Every heartbeat reports the session; only a change of it changes what this broker runs.
+        SESSION: {
+          guard: ({ context, event }) => event.brokerEpoch !== context.brokerEpoch || event.fenced !== context.fenced,
+          actions: [assign({ brokerEpoch: ({ event }) => event.brokerEpoch, fenced: ({ event }) => event.fenced }), 'reconcile'],
+        },
         'xstate.done.actor.*': { actions: ['forget', 'reconcile'] },
         'xstate.error.actor.*': { actions: ['forget', 'reconcile'] },
       },
@@ -305,6 +422,6 @@ export const brokerMachine = setup({
         },
       },
     },
-    stopped: { type: 'final' },
+    stopped: { type: 'final', entry: ({ context }) => context.fetchers.shutdown() },
   },
 });

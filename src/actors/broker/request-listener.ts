@@ -110,7 +110,9 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
       const replicas = ctx.replicas.map((id) => {
         if (id === brokerId) return { brokerId: id, logEndOffset: ctx.logEndOffset, lagMs: 0 };
         const f = ctx.followers[id];
-        return { brokerId: id, logEndOffset: f?.logEndOffset ?? -1, lagMs: f === undefined || f.lastCaughtUpMs < 0 ? -1 : Math.max(0, now - f.lastCaughtUpMs) };
+        if (f === undefined || f.lastCaughtUpMs < 0) return { brokerId: id, logEndOffset: f?.logEndOffset ?? -1, lagMs: -1 };
+        // Caught up with the leader's log end: no lag, however long ago it last fetched (replication.ts, caughtUpUntil).
+        return { brokerId: id, logEndOffset: f.logEndOffset, lagMs: f.logEndOffset >= ctx.logEndOffset ? 0 : Math.max(0, now - f.lastCaughtUpMs) };
       });
       return {
         topic,

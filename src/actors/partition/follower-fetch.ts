@@ -16,6 +16,7 @@ import { replicaFetchReply, type ReplicaFetchReply, type ReplicaFetchRequest } f
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Logger, Transport } from '../../runtime/ports.js';
 import type { PartitionStore, RetentionPolicy } from '../../storage/partition-store.js';
+import type { ReplicaFetchers } from '../replica-fetcher/fetcher.js';
 import { truncationOffset } from './replication.js';
 
 export interface FollowerFetchInput {
@@ -31,6 +32,9 @@ export interface FollowerFetchInput {
   sync: boolean;
   fetchMaxBytes: number;
   fetchMaxWaitMs: number;
+  topicId: string;
+  /** The node's replica fetchers: the fetch goes in the session with the leader's broker. Absent: one request per fetch (tests). */
+  fetchers: ReplicaFetchers | undefined;
 }
 
 export interface FollowerStep {
@@ -50,10 +54,20 @@ export type FollowerFetched = { fetchOffset: number } & ({ reply: ReplicaFetchRe
 const FETCH_SLACK_MS = 2_000;
 
 /** The request half: cancellable (a reply arriving after the follower stopped is dropped unread). */
-export const followerRequest = fromPromise<FollowerFetched, FollowerFetchInput>(async ({ input }) => {
+export const followerRequest = fromPromise<FollowerFetched, FollowerFetchInput>(async ({ input, signal }) => {
   const { store, transport, subjects } = input;
   const fetchOffset = store.logEndOffset();
   const epochs = store.epochs();
+  if (input.fetchers !== undefined) {
+    const state = { topicId: input.topicId, partition: input.partition, leaderEpoch: input.leaderEpoch, fetchOffset, lastFetchedEpoch: epochs[epochs.length - 1]?.epoch ?? -1 };
+    try {
+      return { fetchOffset, reply: await input.fetchers.for(input.leaderId).fetch(state, signal) };
+    } catch (error) {
+      const range = logRangeOf(error);
+      if (range !== undefined && fetchOffset < range.logStartOffset) return { fetchOffset, restartAt: range.logStartOffset };
+      throw error;
+    }
+  }
   const request: ReplicaFetchRequest = {
     timeoutMs: input.fetchMaxWaitMs + FETCH_SLACK_MS,
     replicaId: input.brokerId,

@@ -6,15 +6,16 @@
  * epoch) is retried after a backoff; the broker replaces this actor when metadata names a new
  * leader or epoch. Stop and delete behave as the leader's do.
  */
-import { assign, fromPromise, setup } from 'xstate';
+import { assign, fromCallback, fromPromise, setup, type EventObject } from 'xstate';
 import type { TopicConfig } from '../../metadata/topic-config.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import { backoffMs } from '../../runtime/retry.js';
 import type { NodeStorage, PartitionStore, RetentionPolicy } from '../../storage/partition-store.js';
+import type { ReplicaFetchers } from '../replica-fetcher/fetcher.js';
 import { followerApply, followerRequest, type FollowerFetched, type FollowerStep } from './follower-fetch.js';
-import type { PartitionLimits } from './types.js';
+import type { NodeTick, PartitionLimits } from './types.js';
 
 export interface FollowerInput {
   topic: string;
@@ -32,6 +33,11 @@ export interface FollowerInput {
   random: Random;
   logger: Logger;
   limits: PartitionLimits;
+  /**
+   * The node's replica fetchers (one session per leader broker). Absent: the follower sends its own
+   * request per fetch (the protocol before sessions; unit tests script it).
+   */
+  fetchers?: ReplicaFetchers;
 }
 
 /** Largest ceiling of the pause after failed fetches, ms. */
@@ -57,7 +63,7 @@ function retentionDue(context: FollowerContext): RetentionPolicy | undefined {
   return { retentionMs: context.config.retentionMs, retentionBytes: context.config.retentionBytes, nowMs };
 }
 
-export type FollowerEvent = { type: 'CONFIG'; config: TopicConfig } | { type: 'STOP' } | { type: 'DELETE' };
+export type FollowerEvent = { type: 'CONFIG'; config: TopicConfig } | { type: 'STOP' } | { type: 'DELETE' } | NodeTick;
 
 export const followerMachine = setup({
   types: { input: {} as FollowerInput, context: {} as FollowerContext, events: {} as FollowerEvent },
@@ -66,12 +72,24 @@ export const followerMachine = setup({
     deleteLog: fromPromise<void, FollowerInput>(({ input }) => input.storage.deletePartition({ topicId: input.topicId, partition: input.partition })),
     followerRequest,
     followerApply,
+    /** Retention on this copy while no reply is being applied (an idle follower writes nothing, so the node tick asks). */
+    retain: fromPromise<void, { store: PartitionStore; policy: RetentionPolicy }>(async ({ input }) => {
+      await input.store.applyRetention(input.policy);
+    }),
+    /** Holds nothing: its cleanup takes the partition out of its fetcher when the actor stops, however it stops. */
+    fetcherRegistration: fromCallback<EventObject, { fetchers: ReplicaFetchers | undefined; leaderId: number; topicId: string; partition: number }>(
+      ({ input }) =>
+        () =>
+          input.fetchers?.for(input.leaderId).close(input.topicId, input.partition),
+    ),
   },
   actions: {
     progress: assign(({ context, event }) => {
       const step = (event as unknown as { output: FollowerStep }).output;
       return { logEndOffset: step.logEndOffset, leaderHighWatermark: step.leaderHighWatermark ?? context.leaderHighWatermark, failures: 0 };
     }),
+    /** A failed write: the fetcher must not hold the session's next request for this partition. */
+    releaseFetch: ({ context }) => context.fetchers?.for(context.leaderId).release(context.topicId, context.partition),
     noteFailure: assign(({ context, event }) => {
       const error = (event as unknown as { error: unknown }).error;
       if (context.failures === 0) {
@@ -92,6 +110,10 @@ export const followerMachine = setup({
   output: ({ context }) => ({ topicId: context.topicId, partition: context.partition }),
   context: ({ input }) => ({ ...input, store: undefined, logEndOffset: 0, leaderHighWatermark: 0, failures: 0, fetched: undefined, closing: undefined, retainedAtMs: input.clock.now() }),
   initial: 'loading',
+  invoke: {
+    src: 'fetcherRegistration',
+    input: ({ context }) => ({ fetchers: context.fetchers, leaderId: context.leaderId, topicId: context.topicId, partition: context.partition }),
+  },
   on: { CONFIG: { actions: assign({ config: ({ event }) => event.config }) } },
   states: {
     loading: {
@@ -120,11 +142,39 @@ export const followerMachine = setup({
           sync: context.config.flushMode === 'fsync',
           fetchMaxBytes: context.limits.replicaFetchMaxBytes,
           fetchMaxWaitMs: context.limits.replicaFetchWaitMs,
+          topicId: context.topicId,
+          fetchers: context.fetchers,
         }),
         onDone: { target: 'writing', actions: assign({ fetched: ({ context, event }) => ({ ...event.output, retention: retentionDue(context) }) }) },
         onError: { target: 'backoff', actions: 'noteFailure' },
       },
-      on: { STOP: 'closed', DELETE: 'deleting' },
+      on: {
+        STOP: 'closed',
+        DELETE: 'deleting',
+        // Leaving the wait is safe: the fetcher keeps the partition and hands it nothing until it asks again.
+        TICK: { guard: ({ event }) => event.retain, target: 'retaining', actions: assign({ retainedAtMs: ({ event }) => event.nowMs }) },
+      },
+    },
+    // Like a write: never abandoned, so nothing lands under the actor that opens this log next.
+    retaining: {
+      invoke: {
+        src: 'retain',
+        input: ({ context }) => ({
+          store: context.store!,
+          policy: { retentionMs: context.config.retentionMs, retentionBytes: context.config.retentionBytes, nowMs: context.retainedAtMs },
+        }),
+        onDone: [
+          { guard: ({ context }) => context.closing === 'stop', target: 'closed' },
+          { guard: ({ context }) => context.closing === 'delete', target: 'deleting' },
+          { target: 'fetching' },
+        ],
+        onError: [
+          { guard: ({ context }) => context.closing === 'stop', target: 'closed' },
+          { guard: ({ context }) => context.closing === 'delete', target: 'deleting' },
+          { target: 'backoff', actions: ['noteFailure', 'releaseFetch'] },
+        ],
+      },
+      on: { STOP: { actions: assign({ closing: 'stop' }) }, DELETE: { actions: assign({ closing: 'delete' }) } },
     },
     // A write is never abandoned: stopping waits for it, so a late append cannot land under the
     // leader actor that opens this log next.
@@ -149,7 +199,7 @@ export const followerMachine = setup({
         onError: [
           { guard: ({ context }) => context.closing === 'stop', target: 'closed' },
           { guard: ({ context }) => context.closing === 'delete', target: 'deleting' },
-          { target: 'backoff', actions: ['noteFailure', assign({ fetched: undefined })] },
+          { target: 'backoff', actions: ['noteFailure', assign({ fetched: undefined }), 'releaseFetch'] },
         ],
       },
       on: { STOP: { actions: assign({ closing: 'stop' }) }, DELETE: { actions: assign({ closing: 'delete' }) } },

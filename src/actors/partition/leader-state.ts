@@ -67,6 +67,50 @@ export interface PartitionContext extends PartitionInput {
   wantedIsr: readonly number[] | undefined;
   /** Followers the controller refused to add (fenced, shutting down) -> not proposed again before this time, ms. */
   joinRefusedUntil: Record<number, number>;
+  /**
+   * When the controller last took each follower out of the ISR (fenced, shutting down), ms: only a
+   * fetch since then proposes it to join again (a stopped broker's last report must not, or the
+   * controller's refusal holds back its real return for replica.lag.time.max.ms). Not set by this
+   * leader's own shrinks: a follower that caught up since is proposed by the node tick even if its
+   * idle fetch session reports nothing new.
+   */
+  leftIsrAtMs: Record<number, number>;
+  /** As of the last node tick: when each follower broker's fetch session last sent a request, ms. */
+  replicaSeenMs: Readonly<Record<number, number>>;
+}
+
+/**
+ * The follower has been heard from since the controller last took it out of the ISR: it fetched, or
+ * its broker's fetch session sent a request (an idle session lists nothing, but proves the broker
+ * alive: its last report still stands).
+ */
+export function fetchedSinceLeaving(context: Pick<PartitionContext, 'followers' | 'leftIsrAtMs' | 'replicaSeenMs'>, id: number): boolean {
+  const p = context.followers[id];
+  const leftAt = context.leftIsrAtMs[id] ?? Number.NEGATIVE_INFINITY;
+  return p !== undefined && (p.lastFetchMs >= leftAt || (context.replicaSeenMs[id] ?? Number.NEGATIVE_INFINITY) > leftAt);
+}
+
+/** Members of `before` not in `after` leave at `nowMs`. */
+export function leavers(leftIsrAtMs: Record<number, number>, before: readonly number[], after: readonly number[], nowMs: number): Record<number, number> {
+  const gone = before.filter((id) => !after.includes(id));
+  return gone.length === 0 ? leftIsrAtMs : { ...leftIsrAtMs, ...Object.fromEntries(gone.map((id) => [id, nowMs])) };
+}
+
+/**
+ * Whether the node tick's ISR check can change anything: some ISR follower has not reported the
+ * leader's log end (a caught-up follower cannot lag: replication.ts, caughtUpUntil), or some replica
+ * is outside the ISR (it may have caught up while another change was in flight, or its refusal
+ * expired; an idle fetch session does not report it again). The broker sends the tick only to
+ * these, so idle, fully replicated partitions get no event at all.
+ */
+export function wantsLagCheck(context: Pick<PartitionContext, 'isr' | 'replicas' | 'brokerId' | 'followers' | 'logEndOffset'>): boolean {
+  if (context.replicas.some((id) => !context.isr.includes(id))) return true;
+  return context.isr.some((id) => id !== context.brokerId && (context.followers[id]?.logEndOffset ?? -1) < context.logEndOffset);
+}
+
+/** How often the node tick runs the ISR lag check (as each leader's own timer did), ms. */
+export function lagCheckIntervalMs(replicaLagTimeMaxMs: number): number {
+  return Math.max(1, Math.floor(replicaLagTimeMaxMs / 2));
 }
 
 /** Codes with which the controller refuses an AlterPartition. */
@@ -97,7 +141,11 @@ export function nextIsr(context: PartitionContext): number[] | undefined {
   const kept = (shrunkIsr(context, nowMs, context.limits.replicaLagTimeMaxMs) ?? [...context.isr]).filter((id) => id === context.brokerId || !suspects.includes(id));
   const hw = hwOf(context);
   const joiners = context.replicas.filter(
-    (id) => id !== context.brokerId && nowMs >= (context.joinRefusedUntil[id] ?? 0) && joinsIsr(context, id, hw, context.epochStartOffset),
+    (id) =>
+      id !== context.brokerId &&
+      nowMs >= (context.joinRefusedUntil[id] ?? 0) &&
+      fetchedSinceLeaving(context, id) &&
+      joinsIsr(context, id, hw, context.epochStartOffset),
   );
   const next = [...kept, ...joiners];
   const same = next.length === context.isr.length && next.every((id) => context.isr.includes(id));

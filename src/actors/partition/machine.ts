@@ -20,6 +20,7 @@ import {
   bytesOf,
   earliestDeadline,
   hwOf,
+  leavers,
   leaderEpochRefusal,
   nextIsr,
   PRODUCE_DEADLINE_TIMER_ID,
@@ -36,7 +37,7 @@ import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
 import type { PendingBytesLease } from './pending-budget.js';
 import { rebuildProducerStates, recordAppend, recordRefusal, type ProducerStates } from './producer-state.js';
-import { joinsIsr, recordFetch, shrunkIsr } from './replication.js';
+import { caughtUpUntil, joinsIsr, recordFetch } from './replication.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
 
 export type { PartitionContext } from './leader-state.js';
@@ -101,7 +102,8 @@ export const partitionMachine = setup({
       event.type === 'PRODUCE' && event.acks === -1 && context.isr.length < context.config.minInsyncReplicas,
     replicaFetchRefused: ({ context, event }) => replicaFetchRefusal(context, event) !== undefined,
     diverging: ({ context, event }) => replicaDivergence(context, event) !== undefined,
-    hasReplicaData: ({ context, event }) => event.type === 'REPLICA_FETCH' && event.fetchOffset < context.writtenEnd,
+    // maxBytes 0: a fetch session asks only to record the follower's progress (it reads later).
+    hasReplicaData: ({ context, event }) => event.type === 'REPLICA_FETCH' && event.maxBytes > 0 && event.fetchOffset < context.writtenEnd,
     replicaMustAnswerNow: ({ context, event }) =>
       event.type === 'REPLICA_FETCH' && (event.maxWaitMs === 0 || context.waiters.length >= context.limits.fetchWaitersMax),
     wantsIsrChange: ({ context }) => context.wantedIsr !== undefined && context.pendingIsr === undefined && nextIsr(context) !== undefined,
@@ -205,8 +207,20 @@ export const partitionMachine = setup({
         event.type === 'PRODUCE' && event.producer !== undefined ? recordRefusal(context.producers, event.producer, event.recordCount) : context.producers,
     }),
     /** After an append: the leader's log end moved. */
-    appended: assign({ logEndOffset: ({ event, context }) => (event.type === 'APPENDED' ? Math.max(context.logEndOffset, event.logEndOffset) : context.logEndOffset) }),
+    appended: assign(({ event, context }) => {
+      if (event.type !== 'APPENDED' || event.logEndOffset <= context.logEndOffset) return {};
+      // A follower that had the whole log was caught up until this moment (it fetches nothing while
+      // the log does not move: its fetch session asks nothing of this actor; replication.ts).
+      return { logEndOffset: event.logEndOffset, followers: caughtUpUntil(context.followers, context.logEndOffset, context.clock.now()) };
+    }),
     written: assign({ writtenEnd: ({ event, context }) => (event.type === 'WRITTEN' ? Math.max(context.writtenEnd, event.logEndOffset) : context.writtenEnd) }),
+    /** Fetch sessions parked on this partition wake when its written end passes their fetch offset. */
+    notifyWritten: enqueueActions(({ context, enqueue }) => {
+      const watch = context.replicaWatch;
+      if (watch === undefined) return;
+      const { topicId, partition, writtenEnd } = context;
+      enqueue(() => watch.written(topicId, partition, writtenEnd));
+    }),
     /**
      * After anything that may move the high watermark (an append, a follower's fetch, an ISR
      * change): answer produce (acks=1 at the leader's log end, acks=all at the HW), consumers'
@@ -313,6 +327,9 @@ export const partitionMachine = setup({
       return {
         replicas: event.replicas,
         isr: event.isr,
+        // Members the controller took out (fenced, shutting down), not this leader's own shrink: their
+        // last report is stale, so only a fetch from then on may propose them again.
+        leftIsrAtMs: leavers(context.leftIsrAtMs, context.isr.filter((id) => context.pendingIsr === undefined || context.pendingIsr.includes(id)), event.isr, context.clock.now()),
         partitionEpoch: event.partitionEpoch,
         suspects,
         ...(settled ? { pendingIsr: undefined } : {}),
@@ -320,9 +337,20 @@ export const partitionMachine = setup({
       };
     }),
     /** Periodic check: ISR members lagging too long are to be removed. */
-    checkLag: assign(({ context }) => {
+    /** The node tick: members lagging too long are to leave the ISR, caught-up replicas to join it. */
+    checkLag: assign(({ context, event }) => {
+      if (event.type !== 'TICK') return {};
+      const replicaSeenMs = event.replicaSeenMs ?? context.replicaSeenMs;
+      if (context.wantedIsr !== undefined || context.pendingIsr !== undefined) return { replicaSeenMs };
+      return { replicaSeenMs, wantedIsr: nextIsr({ ...context, replicaSeenMs }) };
+    }),
+    /**
+     * An ISR change just settled: a follower that caught up meanwhile joins now (its fetch session
+     * will not report it again while the partition is idle).
+     */
+    reconsiderIsr: assign(({ context }) => {
       if (context.wantedIsr !== undefined || context.pendingIsr !== undefined) return {};
-      return { wantedIsr: shrunkIsr(context, context.clock.now(), context.limits.replicaLagTimeMaxMs) };
+      return { wantedIsr: nextIsr(context) };
     }),
     /** The controller refused the change for good (a joiner it will not take): back to the committed ISR. */
     dropIsrChange: assign(({ context, event }) => {
@@ -438,8 +466,6 @@ export const partitionMachine = setup({
     })),
   },
   delays: {
-    retentionCheck: ({ context }) => context.limits.retentionCheckIntervalMs,
-    isrCheck: ({ context }) => Math.max(1, Math.floor(context.limits.replicaLagTimeMaxMs / 2)),
     alterRetry: ({ context }) => backoffMs(1, { backoffMsInitial: Math.max(1, Math.floor(context.limits.alterPartitionTimeoutMs / 4)), backoffMsMax: Math.max(1, Math.floor(context.limits.alterPartitionTimeoutMs / 4)) }, context.random),
   },
 }).createMachine({
@@ -468,6 +494,8 @@ export const partitionMachine = setup({
     pendingIsrBase: -1,
     wantedIsr: undefined,
     joinRefusedUntil: {},
+    leftIsrAtMs: {},
+    replicaSeenMs: {},
   }),
   initial: 'loading',
   // The outbox lives as long as the machine, so every state can answer (loading, failed, draining).
@@ -528,9 +556,9 @@ export const partitionMachine = setup({
           }),
         },
       ],
-      entry: 'settle',
+      entry: ['settle', 'notifyWritten'],
       on: {
-        WRITTEN: { actions: ['written', 'settle'] },
+        WRITTEN: { actions: ['written', 'settle', 'notifyWritten'] },
         APPENDED: { actions: ['appended', 'settle'] },
         APPEND_FAILED: {
           target: '.log.failed',
@@ -539,7 +567,7 @@ export const partitionMachine = setup({
         RETAINED: { actions: assign({ logStartOffset: ({ event }) => event.logStartOffset }) },
         FETCH_EXPIRED: { actions: 'expireWaiter' },
         PRODUCE_DEADLINE: { actions: ['expireProduce', 'armDeadline'] },
-        ASSIGNMENT: { actions: ['assignment', 'settle'] },
+        ASSIGNMENT: { actions: ['assignment', 'settle', 'reconsiderIsr'] },
       },
       type: 'parallel',
       states: {
@@ -552,15 +580,15 @@ export const partitionMachine = setup({
                 // The suggested change no longer applies (the ISR moved meanwhile): forget it.
                 { guard: 'staleIsrHint', actions: assign({ wantedIsr: undefined }) },
               ],
-              after: { isrCheck: { target: 'idle', reenter: true, actions: 'checkLag' } },
+              on: { TICK: { target: 'idle', reenter: true, actions: 'checkLag' } },
             },
             altering: {
               invoke: {
                 src: 'alterPartition',
                 input: ({ context }) => ({ context }),
-                onDone: { target: 'idle', actions: ['isrChanged', 'settle'] },
+                onDone: { target: 'idle', actions: ['isrChanged', 'settle', 'reconsiderIsr'] },
                 onError: [
-                  { guard: ({ event }) => alterRefusal(event.error) === 'refused', target: 'idle', actions: ['dropIsrChange', 'settle'] },
+                  { guard: ({ event }) => alterRefusal(event.error) === 'refused', target: 'idle', actions: ['dropIsrChange', 'settle', 'reconsiderIsr'] },
                   { guard: ({ event }) => alterRefusal(event.error) === 'stale', target: 'settling' },
                   {
                     target: 'backoff',
@@ -584,8 +612,8 @@ export const partitionMachine = setup({
           initial: 'serving',
           states: {
             serving: {
-              after: { retentionCheck: { target: 'serving', reenter: true, actions: 'retain' } },
               on: {
+                TICK: { guard: ({ event }) => event.retain, actions: 'retain' },
                 PRODUCE: [
                   // First: a client on stale metadata must learn it before anything else is checked.
                   {

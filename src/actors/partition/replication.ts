@@ -52,12 +52,28 @@ export function recordFetch(previous: ReplicaProgress | undefined, fetchOffset: 
   return { logEndOffset: fetchOffset, lastCaughtUpMs, lastFetchMs: nowMs, lastFetchLeaderEnd: leaderEnd };
 }
 
-/** ISR members (other than the leader) not caught up within `lagMaxMs`: the ISR without them, or undefined. */
+/**
+ * The leader's log end moved from `leaderEnd` at `nowMs`: followers that had all of it were caught
+ * up until now. With fetch sessions a caught-up follower of an idle partition sends nothing for it
+ * (its session's requests list nothing), so its last fetch says nothing about its lag; what it
+ * reported stays true until the log moves, and only from then on can it fall behind.
+ */
+export function caughtUpUntil(followers: Readonly<Record<number, ReplicaProgress>>, leaderEnd: number, nowMs: number): Record<number, ReplicaProgress> {
+  const out: Record<number, ReplicaProgress> = {};
+  for (const [id, p] of Object.entries(followers)) out[Number(id)] = p.logEndOffset >= leaderEnd ? { ...p, lastCaughtUpMs: Math.max(p.lastCaughtUpMs, nowMs) } : p;
+  return out;
+}
+
+/**
+ * ISR members (other than the leader) not caught up within `lagMaxMs`: the ISR without them, or
+ * undefined. A follower whose last fetch reached the leader's current log end is caught up now
+ * (caughtUpUntil), however long ago that fetch was.
+ */
 export function shrunkIsr(state: ReplicationState, nowMs: number, lagMaxMs: number): number[] | undefined {
   const keep = state.isr.filter((id) => {
     if (id === state.brokerId) return true;
     const p = state.followers[id];
-    return p !== undefined && nowMs - p.lastCaughtUpMs <= lagMaxMs;
+    return p !== undefined && (p.logEndOffset >= state.logEndOffset || nowMs - p.lastCaughtUpMs <= lagMaxMs);
   });
   return keep.length < state.isr.length ? keep : undefined;
 }

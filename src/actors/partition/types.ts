@@ -87,6 +87,16 @@ export interface PartitionInput extends PartitionAssignment {
   limits: PartitionLimits;
   /** The node-wide bound on pending append bytes, shared by every leader of this node (pending-budget.ts). */
   pendingBudget: PendingBytesBudget;
+  /**
+   * Told the leader's written log end when it opens and whenever it moves: the node's replica fetch
+   * sessions (replica-fetcher/sessions.ts) wake a follower waiting past its fetch offset. Absent: nobody listens.
+   */
+  replicaWatch?: ReplicaWatch;
+}
+
+/** What the leader tells its node about its log for the followers' fetch sessions. */
+export interface ReplicaWatch {
+  written(topicId: string, partition: number, writtenEnd: number): void;
 }
 
 /** What the partition exposes to queries (offsets, describe) through its snapshot. */
@@ -127,6 +137,12 @@ export type PartitionEvent =
   /** Metadata changed the partition without a new leader epoch (ISR, replicas). */
   | ({ type: 'ASSIGNMENT' } & PartitionAssignment)
   | { type: 'ISR_CHECK' }
+  /**
+   * The node's one periodic tick (the broker fans it out; no partition keeps a timer of its own for
+   * it): leaders with a follower behind check the ISR's lag, and when `retain` every replica applies
+   * the topic's retention.
+   */
+  | NodeTick
   | { type: 'FETCH_EXPIRED'; id: number }
   /** The partition's one produce-deadline timer fired: acks=all batches due by atMs expire. */
   | { type: 'PRODUCE_DEADLINE'; atMs: number }
@@ -139,6 +155,14 @@ export type PartitionEvent =
   | { type: 'CONFIG'; config: TopicConfig }
   | { type: 'STOP' }
   | { type: 'DELETE' };
+
+export type NodeTick = {
+  type: 'TICK';
+  nowMs: number;
+  retain: boolean;
+  /** When each follower broker's fetch session last sent a request to this node, ms. @default {} */
+  replicaSeenMs?: Readonly<Record<number, number>>;
+};
 
 export type WriterEvent =
   | { type: 'APPEND'; batch: Uint8Array; baseOffset: number; leaderEpoch: number; sync: boolean }
