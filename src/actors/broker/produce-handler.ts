@@ -75,7 +75,8 @@ export function createProduceHandler(deps: ProduceHandlerDeps): (msg: InboundMes
       if (timer !== undefined) clock.clearTimeout(timer);
       for (const s of replySubjects) if (s !== undefined) local.close(s);
       open--;
-      const body: ProduceResponse = { partitions: outcomes.map((o, i) => o ?? { partition: entries[i]!.partition, error: timedOut(request.timeoutMs) }) };
+      // Not outcomes.map: it skips the holes of entries never answered.
+      const body: ProduceResponse = { partitions: entries.map((e, i) => outcomes[i] ?? { partition: e.partition, error: timedOut(request.timeoutMs) }) };
       msg.respond(encodeMessage(body));
     };
     const settle = (i: number, outcome: Outcome) => {
