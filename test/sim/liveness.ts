@@ -45,9 +45,14 @@ export function unmet(cluster: SimCluster, checker: SafetyChecker, workload: Wor
     if (ctx.image.offset !== image.offset) return `broker n${b.id} has metadata ${ctx.image.offset} of ${image.offset}`;
   }
   const served: Array<{ name: string; pid: string; leader: number; followers: number[]; ctx: PartitionContext }> = [];
-  for (const name of workload.liveTopics()) {
+  // Every topic that may exist, not only those the workload knows are live: a creation whose
+  // answer was lost can still commit, and the final check holds every committed topic to the rules.
+  for (const { name, live } of workload.undeletedTopics()) {
     const topic = topicByName(image, name);
-    if (topic === undefined) return `topic ${name} is missing from the controller's image`;
+    if (topic === undefined) {
+      if (live) return `topic ${name} is missing from the controller's image`;
+      continue;
+    }
     for (const p of topic.partitions) {
       if (p.leader < 0) return `${name}/${p.partition} is offline`;
       const children = cluster.node(p.leader).parts.broker?.getSnapshot().children ?? {};

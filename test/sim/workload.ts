@@ -290,6 +290,11 @@ export class Workload {
     return this.topics.filter((t) => t.phase === 'live').map((t) => t.name);
   }
 
+  /** Topics that may exist: live ones, and those whose creation is under way or its outcome unknown. */
+  undeletedTopics(): Array<{ name: string; live: boolean }> {
+    return this.topics.filter((t) => t.phase !== 'deleted').map((t) => ({ name: t.name, live: t.phase === 'live' }));
+  }
+
   /** Liveness: one record from every open producer; resolves with those that failed. */
   probe(): Promise<string[]> {
     const open = this.producers.filter((p) => !p.closed && p.topic.phase === 'live');
