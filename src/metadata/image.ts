@@ -102,6 +102,10 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
       topicsById.set(record.topicId, { ...topic, partitions });
       return { ...image, offset, topicsById };
     }
+    // Transaction markers are consumed by transactions.ts before records reach the image.
+    case 'BeginTransaction':
+    case 'TransactionPart':
+      return { ...image, offset };
     case 'RemoveTopic': {
       const topic = image.topicsById.get(record.topicId);
       if (topic === undefined) return { ...image, offset };
