@@ -48,6 +48,8 @@ export interface QuorumMetadataStore extends MetadataStore {
    * (its parts are applied but the image shows them only once the last one is).
    */
   lastOffset(): number;
+  /** The largest payload of one entry, bytes (also the size of a snapshot chunk sent to brokers). */
+  readonly entryBytesMax: number;
   /** Entries after `offset` if they are all still kept in memory; undefined means: send a snapshot. */
   entriesAfter(offset: number, max: number): CommittedEntry[] | undefined;
   /**
@@ -74,6 +76,7 @@ export function createQuorumMetadataStore(propose: (payloads: readonly Uint8Arra
   return {
     image: () => state.image,
     lastOffset: () => state.lastOffset,
+    entryBytesMax,
     subscribe(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);

@@ -52,7 +52,8 @@ export const metadataServer = fromCallback<{ type: 'NONE' }, MetadataServerInput
   const snapshotChunks = (): ChunkedSnapshot => {
     const image = metadata.image();
     if (cached?.offset !== image.offset) {
-      const chunks = groupRecords(imageRecords(image), replyBytesMax - 64).map((group) => encodeEntry(group));
+      // Chunks of at most one entry's size (small in the simulator, so chunking runs there often).
+      const chunks = groupRecords(imageRecords(image), Math.min(replyBytesMax, metadata.entryBytesMax) - 64).map((group) => encodeEntry(group));
       // A programmer's limit: SNAPSHOT_CHUNKS_MAX chunks of ~1 MiB are far beyond any bounded image.
       if (chunks.length > SNAPSHOT_CHUNKS_MAX) throw new TidemarkError('INTERNAL', `metadata snapshot needs ${chunks.length} chunks`);
       cached = { offset: image.offset, chunks: chunks.length === 0 ? [encodeEntry([])] : chunks };
