@@ -2,7 +2,9 @@
  * Metadata records: every metadata change is one of these, appended to the metadata log and
  * applied in order (Kafka KRaft's TopicRecord / PartitionRecord / RemoveTopicRecord /
  * RegisterBrokerRecord, plus FenceBroker / UnfenceBroker). The controller quorum replicates them
- * in its Raft log, one proposal per entry, and every voter applies them with `applyRecord`.
+ * in its Raft log, one proposal per entry (or, when too large for one, as a transaction of several:
+ * BeginTransaction / TransactionPart, see transactions.ts), and every voter applies them with
+ * `applyRecord`.
  */
 import { decode, encode } from '@msgpack/msgpack';
 import { TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX, TOPIC_PARTITIONS_MAX, REPLICATION_FACTOR_MAX } from '../protocol/messages.js';
