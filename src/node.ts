@@ -18,7 +18,7 @@ import { TidemarkError } from './protocol/errors.js';
 import { decodeRequest, encodeError, encodeMessage } from './protocol/messages.js';
 import { Subjects } from './protocol/subjects.js';
 import type { ElectionMachine } from './quorum/election-machine.js';
-import { startRaftNode, type RaftNode } from './quorum/raft-node.js';
+import { entryBytesMaxOf, startRaftNode, type RaftNode } from './quorum/raft-node.js';
 import type { RaftLimits, RaftTimeouts } from './quorum/types.js';
 import { connectNats, type NatsTransport } from './runtime/nats-transport.js';
 import { createLogger } from './runtime/logger.js';
@@ -163,7 +163,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
   let controller: Actor<typeof controllerMachine> | undefined;
   if (roles.includes('controller')) {
     const proposeVia: { raft?: RaftNode } = {};
-    const store = createQuorumMetadataStore((payloads) => proposeVia.raft!.propose(payloads));
+    const store = createQuorumMetadataStore((payloads) => proposeVia.raft!.propose(payloads), entryBytesMaxOf(options.raftLimits, transport.maxPayloadBytes));
     metadata = store;
     raft = startRaftNode({
       voterId: options.id,

@@ -102,6 +102,10 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
       topicsById.set(record.topicId, { ...topic, partitions });
       return { ...image, offset, topicsById };
     }
+    // Transaction markers are consumed by transactions.ts before records reach the image.
+    case 'BeginTransaction':
+    case 'TransactionPart':
+      return { ...image, offset };
     case 'RemoveTopic': {
       const topic = image.topicsById.get(record.topicId);
       if (topic === undefined) return { ...image, offset };
@@ -140,7 +144,30 @@ export function imageRecords(image: MetadataImage): MetadataRecord[] {
 }
 
 export function applyRecords(image: MetadataImage, records: readonly MetadataRecord[], offset: number): MetadataImage {
-  let next = records.reduce((img, r) => applyRecord(img, r, offset), image);
+  let next = image;
+  for (let i = 0; i < records.length; ) {
+    const record = records[i]!;
+    // A run of Partition records of one topic (a topic's creation: up to TOPIC_PARTITIONS_MAX) is
+    // applied with one copy of its partition list, not one copy per record.
+    let end = i + 1;
+    while (record.type === 'Partition' && end < records.length && records[end]!.type === 'Partition' && (records[end] as PartitionRecord).topicId === record.topicId) end++;
+    if (end - i === 1) {
+      next = applyRecord(next, record, offset);
+    } else {
+      next = applyPartitionRun(next, records.slice(i, end) as PartitionRecord[], offset);
+    }
+    i = end;
+  }
   if (next.offset !== offset) next = { ...next, offset };
   return next;
+}
+
+function applyPartitionRun(image: MetadataImage, run: readonly PartitionRecord[], offset: number): MetadataImage {
+  const topic = image.topicsById.get(run[0]!.topicId);
+  if (topic === undefined) return { ...image, offset };
+  const partitions = [...topic.partitions];
+  for (const record of run) partitions[record.partition] = partitionInfo(record);
+  const topicsById = new Map(image.topicsById);
+  topicsById.set(topic.topicId, { ...topic, partitions });
+  return { ...image, offset, topicsById };
 }

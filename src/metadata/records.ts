@@ -2,7 +2,9 @@
  * Metadata records: every metadata change is one of these, appended to the metadata log and
  * applied in order (Kafka KRaft's TopicRecord / PartitionRecord / RemoveTopicRecord /
  * RegisterBrokerRecord, plus FenceBroker / UnfenceBroker). The controller quorum replicates them
- * in its Raft log, one proposal per entry, and every voter applies them with `applyRecord`.
+ * in its Raft log, one proposal per entry (or, when too large for one, as a transaction of several:
+ * BeginTransaction / TransactionPart, see transactions.ts), and every voter applies them with
+ * `applyRecord`.
  */
 import { decode, encode } from '@msgpack/msgpack';
 import { TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX, TOPIC_PARTITIONS_MAX, REPLICATION_FACTOR_MAX } from '../protocol/messages.js';
@@ -52,6 +54,20 @@ export const fenceBrokerRecord = object({ type: oneOf('FenceBroker'), brokerId, 
 /** A registered broker has caught up with metadata and may lead partitions. */
 export const unfenceBrokerRecord = object({ type: oneOf('UnfenceBroker'), brokerId, brokerEpoch: int(0, Number.MAX_SAFE_INTEGER) });
 
+/**
+ * Metadata transactions (Kafka KIP-868): the records of one change too large for one Raft entry
+ * travel in `parts` consecutive entries. The first starts with BeginTransaction, each later one
+ * with TransactionPart (its number); the image applies the records only when the last part is
+ * applied. Any other entry in between (the no-op a new Raft leader appends first, or any ordinary
+ * entry) aborts the open transaction, so a change cut off by a leader change never shows. See
+ * transactions.ts.
+ */
+export const TRANSACTION_PARTS_MAX = 256;
+export const beginTransactionRecord = object({ type: oneOf('BeginTransaction'), parts: int(2, TRANSACTION_PARTS_MAX) });
+export const transactionPartRecord = object({ type: oneOf('TransactionPart'), part: int(1, TRANSACTION_PARTS_MAX - 1) });
+
+export type BeginTransactionRecord = ReturnType<typeof beginTransactionRecord>;
+export type TransactionPartRecord = ReturnType<typeof transactionPartRecord>;
 export type RegisterBrokerRecord = ReturnType<typeof registerBrokerRecord>;
 export type TopicRecord = ReturnType<typeof topicRecord>;
 export type PartitionRecord = ReturnType<typeof partitionRecord>;
@@ -66,7 +82,9 @@ export type MetadataRecord =
   | PartitionRecord
   | RemoveTopicRecord
   | FenceBrokerRecord
-  | UnfenceBrokerRecord;
+  | UnfenceBrokerRecord
+  | BeginTransactionRecord
+  | TransactionPartRecord;
 
 const schemas: Record<MetadataRecord['type'], Schema<MetadataRecord>> = {
   RegisterBroker: registerBrokerRecord,
@@ -76,6 +94,8 @@ const schemas: Record<MetadataRecord['type'], Schema<MetadataRecord>> = {
   TopicConfig: topicConfigRecord,
   FenceBroker: fenceBrokerRecord,
   UnfenceBroker: unfenceBrokerRecord,
+  BeginTransaction: beginTransactionRecord,
+  TransactionPart: transactionPartRecord,
 };
 
 /**

@@ -32,8 +32,20 @@ export type HeartbeatRequest = Infer<typeof heartbeatRequest>;
 export const heartbeatReply = object({ fenced: bool });
 export type HeartbeatReply = Infer<typeof heartbeatReply>;
 
-/** `fromOffset`: the last offset the follower has (-1: none, send a snapshot). Long-polls up to maxWaitMs. */
-export const metadataFetchRequest = object({ timeoutMs, brokerId, fromOffset: offset, maxWaitMs: int(0, FETCH_WAIT_MS_MAX) });
+/** Chunks one metadata snapshot to a broker may take at most. */
+export const SNAPSHOT_CHUNKS_MAX = 4096;
+/**
+ * `fromOffset`: the last offset the follower has (-1: none, send a snapshot). Long-polls up to
+ * maxWaitMs. `snapshot`: the follower is reading a chunked snapshot taken at `offset` and asks for
+ * chunk `chunk` (if the controller no longer has that snapshot it starts another, at chunk 0).
+ */
+export const metadataFetchRequest = object({
+  timeoutMs,
+  brokerId,
+  fromOffset: offset,
+  maxWaitMs: int(0, FETCH_WAIT_MS_MAX),
+  snapshot: optional(object({ offset, chunk: int(1, SNAPSHOT_CHUNKS_MAX - 1) })),
+});
 export type MetadataFetchRequest = Infer<typeof metadataFetchRequest>;
 /**
  * `snapshot`: true when `entries` holds one entry that rebuilds the whole image as of `offset` (the
@@ -43,6 +55,8 @@ export const metadataFetchReply = object({
   offset,
   snapshot: bool,
   entries: array(object({ offset, payload: bytes(PAYLOAD_BYTES_MAX) }), 10_000),
+  /** With `snapshot`: this reply's entry is chunk `index` of `count` (records of the image at `offset`). */
+  chunk: optional(object({ index: int(0, SNAPSHOT_CHUNKS_MAX - 1), count: int(1, SNAPSHOT_CHUNKS_MAX) })),
 });
 export type MetadataFetchReply = Infer<typeof metadataFetchReply>;
 

@@ -124,13 +124,18 @@ function checkConfig(options: RaftNodeOptions, timeouts: RaftTimeouts, limits: R
   assert(limits.snapshotEveryEntries >= 1 && limits.snapshotBytesMax >= 1, 'snapshotEveryEntries and snapshotBytesMax must be positive');
 }
 
+/** The largest payload one entry may carry with these limits over this transport, bytes. */
+export function entryBytesMaxOf(limits: Partial<RaftLimits> | undefined, maxPayloadBytes: number): number {
+  const configured = { ...DEFAULT_RAFT_LIMITS, ...limits };
+  return Math.min(configured.appendBytesMax, maxPayloadBytes - APPEND_FRAMING_BYTES - configured.appendEntriesMax * ENTRY_FRAMING_BYTES);
+}
+
 export function startRaftNode(options: RaftNodeOptions): RaftNode {
   const timeouts = { ...DEFAULT_RAFT_TIMEOUTS, ...options.timeouts };
   const configured = { ...DEFAULT_RAFT_LIMITS, ...options.limits };
-  const framing = APPEND_FRAMING_BYTES + configured.appendEntriesMax * ENTRY_FRAMING_BYTES;
   const limits = {
     ...configured,
-    appendBytesMax: Math.min(configured.appendBytesMax, options.transport.maxPayloadBytes - framing),
+    appendBytesMax: entryBytesMaxOf(options.limits, options.transport.maxPayloadBytes),
     snapshotChunkBytes: Math.min(configured.snapshotChunkBytes, options.transport.maxPayloadBytes - SNAPSHOT_FRAMING_BYTES),
   };
   checkConfig(options, timeouts, limits);

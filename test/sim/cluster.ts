@@ -37,6 +37,8 @@ export interface ClusterConfig {
   flushEveryMs: readonly [number, number];
   raftTimeouts: RaftTimeouts;
   snapshotEveryEntries: number;
+  /** Raft entry payload bound, bytes (absent: the default). */
+  appendBytesMax?: number;
   /** Machines to run instead of the product's (injected bugs). */
   machines?: NodeTestSeam['machines'];
 }
@@ -128,7 +130,7 @@ export class SimCluster {
       },
     };
     const ports = { transport: n.conn, storage: n.storage, clock: n.clock, random: this.rng.fork(`node-${id}-${incarnation}`), logger: this.logger };
-    const options = { id, roles: n.roles, controllers: this.config.voters, cluster: CLUSTER_NAME, raftTimeouts: this.config.raftTimeouts, raftLimits: { snapshotEveryEntries: this.config.snapshotEveryEntries } };
+    const options = { id, roles: n.roles, controllers: this.config.voters, cluster: CLUSTER_NAME, raftTimeouts: this.config.raftTimeouts, raftLimits: { snapshotEveryEntries: this.config.snapshotEveryEntries, ...(this.config.appendBytesMax === undefined ? {} : { appendBytesMax: this.config.appendBytesMax }) } };
     composeNode(ports, options, seam).then(
       (node) => {
         if (n.incarnation === incarnation) n.node = node;

@@ -29,6 +29,11 @@ export interface SimConfig {
   raftTimeouts: RaftTimeouts;
   /** Snapshot every this many applied metadata entries (small: InstallSnapshot and broker snapshots run often). */
   snapshotEveryEntries: number;
+  /**
+   * Raft entry payload bound, bytes: often small, so topic creations, fencings and broker snapshots
+   * need metadata transactions and chunks (issue 10) with topics of a few partitions.
+   */
+  appendBytesMax: number;
   /** Injected bugs: machines to run instead of the product's. Not derived from the seed. */
   machines?: NodeTestSeam['machines'];
 }
@@ -72,6 +77,7 @@ export function deriveConfig(seed: number, overrides: ConfigOverrides = {}): Sim
     flushEveryMs: [500, 5000],
     raftTimeouts: rng.chance(0.3) ? { heartbeatIntervalMs: 100, electionTimeoutMsMin: 300, electionTimeoutMsMax: 320 } : DEFAULT_RAFT_TIMEOUTS,
     snapshotEveryEntries: rng.chance(0.5) ? rng.int(3, 15) : DEFAULT_RAFT_LIMITS.snapshotEveryEntries,
+    appendBytesMax: rng.chance(0.6) ? rng.int(400, 1200) : DEFAULT_RAFT_LIMITS.appendBytesMax,
   };
 }
 
@@ -79,5 +85,5 @@ export function describeConfig(c: SimConfig): string {
   const roles = `voters ${c.voters.join(',')}, brokers ${c.brokers.join(',')}`;
   const net = `loss ${c.net.lossRate}, dup ${c.net.dupRate}, delay ${c.net.delayMsMin}-${c.net.delayMsMax} ms`;
   const election = `${c.raftTimeouts.electionTimeoutMsMin}-${c.raftTimeouts.electionTimeoutMsMax}`;
-  return `${c.nodes} nodes (${roles}); ${net}; fault rate ${c.faultRate.toFixed(2)}; power loss ${c.powerLoss ? 'on' : 'off'}; disk write ${c.disk.writeMs.join('-')} ms; election timeout ${election} ms; snapshot every ${c.snapshotEveryEntries} entries`;
+  return `${c.nodes} nodes (${roles}); ${net}; fault rate ${c.faultRate.toFixed(2)}; power loss ${c.powerLoss ? 'on' : 'off'}; disk write ${c.disk.writeMs.join('-')} ms; election timeout ${election} ms; snapshot every ${c.snapshotEveryEntries} entries; entries up to ${c.appendBytesMax} bytes`;
 }

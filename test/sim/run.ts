@@ -69,7 +69,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
   };
   const net = new SimNats(time, rng.fork('net'), trace, config.net);
   ref.cluster = new SimCluster(
-    { nodes: config.nodes, voters: config.voters, brokers: config.brokers, disk: config.disk, flushEveryMs: config.flushEveryMs, raftTimeouts: config.raftTimeouts, snapshotEveryEntries: config.snapshotEveryEntries, ...(config.machines ? { machines: config.machines } : {}) },
+    { nodes: config.nodes, voters: config.voters, brokers: config.brokers, disk: config.disk, flushEveryMs: config.flushEveryMs, raftTimeouts: config.raftTimeouts, snapshotEveryEntries: config.snapshotEveryEntries, appendBytesMax: config.appendBytesMax, ...(config.machines ? { machines: config.machines } : {}) },
     time,
     net,
     rng.fork('cluster'),

@@ -9,6 +9,7 @@ import { fromCallback } from 'xstate';
 import type { FollowedView } from '../../metadata/followed-view.js';
 import { applyRecords, emptyImage } from '../../metadata/image.js';
 import { decodeEntry, type MetadataRecord } from '../../metadata/records.js';
+import { applyEntry, followState, type FollowState } from '../../metadata/transactions.js';
 import { metadataFetchReply, type MetadataFetchRequest } from '../../protocol/controller-messages.js';
 import { decodeReply, encodeMessage } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
@@ -35,27 +36,61 @@ export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInp
   let timer: unknown;
   /** Consecutive failed fetches. */
   let failures = 0;
+  /** The next chunk wanted of the snapshot being read. */
+  let readingNext = 0;
+
+  /** Where the broker is in the log: its view's image plus a transaction it is inside, if any. */
+  let follow: FollowState = followState(view.image());
+  /** A chunked snapshot being read: its offset, the records of the chunks so far (bounded by one image). */
+  let reading: { offset: number; count: number; records: MetadataRecord[] } | undefined;
 
   const fetchOnce = async (): Promise<void> => {
+    if (follow.image !== view.image()) follow = followState(view.image());
     const request: MetadataFetchRequest = {
       timeoutMs: input.fetchWaitMs + 1000,
       brokerId: input.brokerId,
-      fromOffset: view.image().offset,
+      fromOffset: follow.lastOffset,
       maxWaitMs: input.fetchWaitMs,
+      ...(reading === undefined || readingNext === 0 ? {} : { snapshot: { offset: reading.offset, chunk: readingNext } }),
     };
     const reply = decodeReply(await transport.request(subjects.controller('metadata-fetch'), encodeMessage(request), request.timeoutMs), metadataFetchReply);
     if (stopped) return;
-    // A deposed controller that has not noticed yet may answer with an older image: never go back.
-    if (reply.offset < view.image().offset) return;
-    let image = reply.snapshot ? emptyImage : view.image();
-    const applied: MetadataRecord[] = [];
-    for (const entry of reply.entries) {
-      if (!reply.snapshot && entry.offset <= image.offset) continue; // a duplicate or late reply
-      const records = entry.payload.length === 0 ? [] : decodeEntry(entry.payload);
-      image = applyRecords(image, records, entry.offset);
-      applied.push(...records);
+    if (reply.snapshot) {
+      const chunk = reply.chunk ?? { index: 0, count: 1 };
+      const entry = reply.entries[0];
+      if (entry === undefined || chunk.index >= chunk.count) return;
+      if (chunk.index === 0) {
+        reading = { offset: reply.offset, count: chunk.count, records: [] };
+        readingNext = 0;
+      }
+      // A chunk of another snapshot than the one being read, or out of order: ask again.
+      if (reading === undefined || reading.offset !== reply.offset || reading.count !== chunk.count || chunk.index !== readingNext) return;
+      reading.records.push(...decodeEntry(entry.payload));
+      readingNext++;
+      if (readingNext < reading.count) return;
+      const done = reading;
+      reading = undefined;
+      readingNext = 0;
+      // A deposed controller that has not noticed yet may send an older image: never go back.
+      if (done.offset < view.image().offset) return;
+      follow = followState(applyRecords(emptyImage, done.records, done.offset));
+      view.replace(follow.image, done.records);
+      return;
     }
-    if (reply.snapshot || applied.length > 0 || image.offset !== view.image().offset) view.replace(image, applied);
+    reading = undefined;
+    // A deposed controller that has not noticed yet may answer with an older image: never go back.
+    if (reply.offset < follow.lastOffset) return;
+    const applied: MetadataRecord[] = [];
+    let state = follow;
+    for (const entry of reply.entries) {
+      if (entry.offset <= state.lastOffset) continue; // a duplicate or late reply
+      const step = applyEntry(state, entry.offset, entry.payload);
+      state = step.state;
+      if (step.applied !== undefined) applied.push(...step.applied);
+    }
+    const changed = state.image !== follow.image;
+    follow = state;
+    if (changed) view.replace(state.image, applied);
   };
 
   const loop = () => {

@@ -7,7 +7,8 @@ import { fromCallback } from 'xstate';
 import { imageRecords } from '../../metadata/image.js';
 import type { QuorumMetadataStore } from '../../metadata/metadata-store.js';
 import { encodeEntry } from '../../metadata/records.js';
-import { metadataFetchRequest, type MetadataFetchReply } from '../../protocol/controller-messages.js';
+import { groupRecords } from '../../metadata/transactions.js';
+import { metadataFetchRequest, SNAPSHOT_CHUNKS_MAX, type MetadataFetchReply, type MetadataFetchRequest } from '../../protocol/controller-messages.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import { decodeRequest, encodeError, encodeMessage } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
@@ -25,6 +26,14 @@ export interface MetadataServerInput {
 
 /** Entries per reply. */
 const ENTRIES_PER_REPLY_MAX = 500;
+/** Room in a reply for its envelope (offsets, field names), bytes. */
+const REPLY_ENVELOPE_BYTES = 16 * 1024;
+
+/** The one snapshot kept for brokers reading it chunk by chunk: the image's records at `offset`. */
+interface ChunkedSnapshot {
+  offset: number;
+  chunks: Uint8Array[];
+}
 
 interface Waiter {
   replyTo: string;
@@ -36,15 +45,41 @@ export const metadataServer = fromCallback<{ type: 'NONE' }, MetadataServerInput
   const { subjects, transport, metadata, clock, logger } = input;
   const waiters = new Set<Waiter>();
 
-  const reply = (replyTo: string, fromOffset: number) => {
-    const entries = metadata.entriesAfter(fromOffset, ENTRIES_PER_REPLY_MAX);
+  /** Payload bytes per reply: entries up to it (at least one), snapshot chunks within it. */
+  const replyBytesMax = transport.maxPayloadBytes - REPLY_ENVELOPE_BYTES;
+  let cached: ChunkedSnapshot | undefined;
+
+  const snapshotChunks = (): ChunkedSnapshot => {
     const image = metadata.image();
-    const body: MetadataFetchReply =
-      entries === undefined
-        ? { offset: image.offset, snapshot: true, entries: [{ offset: image.offset, payload: encodeEntry(imageRecords(image)) }] }
-        : { offset: image.offset, snapshot: false, entries: entries.map((e) => ({ offset: e.index, payload: e.payload })) };
+    if (cached?.offset !== image.offset) {
+      // Chunks of at most one entry's size (small in the simulator, so chunking runs there often).
+      const chunks = groupRecords(imageRecords(image), Math.min(replyBytesMax, metadata.entryBytesMax) - 64).map((group) => encodeEntry(group));
+      // A programmer's limit: SNAPSHOT_CHUNKS_MAX chunks of ~1 MiB are far beyond any bounded image.
+      if (chunks.length > SNAPSHOT_CHUNKS_MAX) throw new TidemarkError('INTERNAL', `metadata snapshot needs ${chunks.length} chunks`);
+      cached = { offset: image.offset, chunks: chunks.length === 0 ? [encodeEntry([])] : chunks };
+    }
+    return cached;
+  };
+
+  const body = (fromOffset: number, wanted: MetadataFetchRequest['snapshot']): MetadataFetchReply => {
+    // A broker reading a snapshot goes on with it while this controller still has it.
+    if (wanted !== undefined && cached?.offset === wanted.offset && wanted.chunk < cached.chunks.length) {
+      return { offset: cached.offset, snapshot: true, entries: [{ offset: cached.offset, payload: cached.chunks[wanted.chunk]! }], chunk: { index: wanted.chunk, count: cached.chunks.length } };
+    }
+    const entries = wanted === undefined ? metadata.entriesAfter(fromOffset, ENTRIES_PER_REPLY_MAX) : undefined;
+    if (entries === undefined) {
+      const snap = snapshotChunks();
+      return { offset: snap.offset, snapshot: true, entries: [{ offset: snap.offset, payload: snap.chunks[0]! }], chunk: { index: 0, count: snap.chunks.length } };
+    }
+    let bytes = 0;
+    let count = 0;
+    while (count < entries.length && (count === 0 || bytes + entries[count]!.payload.length <= replyBytesMax)) bytes += entries[count++]!.payload.length;
+    return { offset: metadata.lastOffset(), snapshot: false, entries: entries.slice(0, count).map((e) => ({ offset: e.index, payload: e.payload })) };
+  };
+
+  const reply = (replyTo: string, fromOffset: number, wanted?: MetadataFetchRequest['snapshot']) => {
     try {
-      transport.publish(replyTo, encodeMessage(body));
+      transport.publish(replyTo, encodeMessage(body(fromOffset, wanted)));
     } catch (error) {
       logger.warn({ err: error }, 'metadata reply dropped');
     }
@@ -65,8 +100,8 @@ export const metadataServer = fromCallback<{ type: 'NONE' }, MetadataServerInput
         if (msg.reply === undefined) throw new TidemarkError('INVALID_REQUEST', 'metadata fetch needs a reply subject');
         const request = decodeRequest(msg.data, metadataFetchRequest);
         const replyTo = msg.reply;
-        if (request.fromOffset < metadata.image().offset || request.maxWaitMs === 0 || waiters.size >= input.waitersMax) {
-          reply(replyTo, request.fromOffset);
+        if (request.snapshot !== undefined || request.fromOffset < metadata.lastOffset() || request.maxWaitMs === 0 || waiters.size >= input.waitersMax) {
+          reply(replyTo, request.fromOffset, request.snapshot);
           return;
         }
         const waiter: Waiter = {

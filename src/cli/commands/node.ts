@@ -25,6 +25,9 @@ Options:
   --retention-check-interval-ms N
                        how often each partition replica applies its topic's retention
                        (default 300000)
+  --raft-append-bytes-max N
+                       bytes one controller Raft entry may carry (default 524288); a metadata
+                       change larger than that commits as a transaction of several entries
   --tail-cache-bytes-max N
                        bytes of recent batches all partitions keep in memory together, for
                        reads right behind the writers (default 67108864; 0 caches nothing)
@@ -42,6 +45,7 @@ const OPTIONS = {
   'preferred-election-interval-ms': { type: 'string' },
   'retention-check-interval-ms': { type: 'string' },
   'tail-cache-bytes-max': { type: 'string' },
+  'raft-append-bytes-max': { type: 'string' },
   'log-level': { type: 'string' },
   pretty: { type: 'boolean' },
 } as const;
@@ -80,6 +84,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   if (roles.includes('controller') && !controllers.includes(id)) throw new UsageError(`--controllers must include this node (${id}) when it has the controller role`);
   const preferredElectionIntervalMs = intFlag('preferred-election-interval-ms', values['preferred-election-interval-ms'], 0, 86_400_000);
   const retentionCheckIntervalMs = intFlag('retention-check-interval-ms', values['retention-check-interval-ms'], 1, 86_400_000);
+  const appendBytesMax = intFlag('raft-append-bytes-max', values['raft-append-bytes-max'], 4096, 1024 * 1024);
   const tailCacheBytesMax = intFlag('tail-cache-bytes-max', values['tail-cache-bytes-max'], 0, 2 ** 40);
   const { servers, cluster } = connection(values);
   const logger = createLogger({ pretty: values.pretty ?? false, ...(values['log-level'] === undefined ? {} : { level: values['log-level'] }) });
@@ -96,6 +101,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     ...(preferredElectionIntervalMs === undefined ? {} : { preferredElectionIntervalMs }),
     ...(retentionCheckIntervalMs === undefined ? {} : { partitionLimits: { retentionCheckIntervalMs } }),
     ...(tailCacheBytesMax === undefined ? {} : { tailCacheBytesMax }),
+    ...(appendBytesMax === undefined ? {} : { raftLimits: { appendBytesMax } }),
     natsUrl: servers,
     cluster,
     logger,
