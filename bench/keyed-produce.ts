@@ -4,7 +4,7 @@
  * sending records j, j + P, j + 2P, ...; seconds from the first send to the last acknowledgement.
  */
 import { codecs, type Acks, type Producer, type Tidemark } from '../src/index.js';
-import { bounded } from './steps.js';
+import { bounded, sendBounded } from './steps.js';
 
 export interface KeyedProduceOptions {
   topic: string;
@@ -39,28 +39,10 @@ export async function produceKeyed(clients: Tidemark[], o: KeyedProduceOptions, 
     clients[j % clients.length]!.producer({ topic: o.topic, codec: codecs.bytes(), acks: o.acks, deliveryTimeoutMs: o.deliveryTimeoutMs, sendsWaitingMax: OUTSTANDING_MAX }),
   );
   try {
-    let failure: unknown;
-    const fail = (error: unknown) => {
-      failure ??= error;
-    };
     const start = performance.now();
-    await Promise.all(
-      producers.map(async (producer, j) => {
-        let pending: Promise<unknown>[] = [];
-        for (let i = j; i < o.records; i += producers.length) {
-          pending.push(producer.send({ key: `k${i}`, value }).catch(fail));
-          if (pending.length >= OUTSTANDING_MAX) {
-            const half = pending.length / 2;
-            await Promise.all(pending.slice(0, half));
-            pending = pending.slice(half);
-            if (failure !== undefined) throw failure;
-            if (aborted()) throw new Error('aborted');
-          }
-        }
-        await Promise.all(pending);
-      }),
-    );
-    if (failure !== undefined) throw failure;
+    // Producer j sends records j, j + n, j + 2n, ... (n producers), all at once.
+    const per = (j: number) => Math.ceil((o.records - j) / producers.length);
+    await Promise.all(producers.map((producer, j) => sendBounded(per(j), OUTSTANDING_MAX, (k) => producer.send({ key: `k${j + k * producers.length}`, value }), aborted)));
     return (performance.now() - start) / 1000;
   } finally {
     await Promise.allSettled(producers.map((p) => bounded('producer close', PRODUCER_CLOSE_MS, () => p.close())));

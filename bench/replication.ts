@@ -39,7 +39,7 @@ import { startNatsCluster } from './nats-cluster.js';
 import { Progress } from './progress.js';
 import { ALL_CASES, jetStreamCase, natsCoreCase, TIDEMARK_SPECS, tidemarkCase, type CaseDef, type CaseId, type CaseSettings, type Instance, type Target } from './replication-cases.js';
 import { runMain, type Scope } from './scope.js';
-import { bounded, errorText, fmt, intListOption, intOption, isMain, sleep } from './steps.js';
+import { bounded, errorText, fmt, intListOption, intOption, isMain, sendBounded, sleep } from './steps.js';
 import { startTidemarkCluster, type TidemarkCluster } from './tidemark-cluster.js';
 
 export { ALL_CASES, type CaseId };
@@ -126,24 +126,8 @@ export function replicationPlanS(o: ReplicationOptions): number {
 
 /** Sends `n` records keeping at most OUTSTANDING_MAX unacknowledged; records/s from first send to last ack. */
 async function throughput(target: Target, n: number, aborted: () => boolean): Promise<number> {
-  let failure: unknown;
-  const fail = (error: unknown) => {
-    failure ??= error;
-  };
-  let pending: Promise<void>[] = [];
   const start = performance.now();
-  for (let i = 0; i < n; i++) {
-    pending.push(target.send().catch(fail));
-    if (pending.length >= OUTSTANDING_MAX) {
-      const half = pending.length / 2;
-      await Promise.all(pending.slice(0, half));
-      pending = pending.slice(half);
-      if (failure !== undefined) throw failure;
-      if (aborted()) throw new Error('aborted');
-    }
-  }
-  await Promise.all(pending);
-  if (failure !== undefined) throw failure;
+  await sendBounded(n, OUTSTANDING_MAX, () => target.send(), aborted);
   return n / ((performance.now() - start) / 1000);
 }
 

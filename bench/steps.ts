@@ -84,3 +84,27 @@ export function isMain(moduleUrl: string): boolean {
 export function fmt(n: number | undefined, digits = 0): string {
   return n !== undefined && Number.isFinite(n) ? n.toFixed(digits) : '-';
 }
+
+/**
+ * Calls `send(i)` for i = 0..count-1, keeping at most `outstandingMax` unsettled (it waits for the
+ * older half when full); throws the first failure, or 'aborted' once `aborted()` says so.
+ */
+export async function sendBounded(count: number, outstandingMax: number, send: (i: number) => Promise<unknown>, aborted: () => boolean): Promise<void> {
+  let failure: unknown;
+  const fail = (error: unknown) => {
+    failure ??= error;
+  };
+  let pending: Promise<unknown>[] = [];
+  for (let i = 0; i < count; i++) {
+    pending.push(send(i).catch(fail));
+    if (pending.length >= outstandingMax) {
+      const half = pending.length / 2;
+      await Promise.all(pending.slice(0, half));
+      pending = pending.slice(half);
+      if (failure !== undefined) throw failure;
+      if (aborted()) throw new Error('aborted');
+    }
+  }
+  await Promise.all(pending);
+  if (failure !== undefined) throw failure;
+}
