@@ -8,6 +8,7 @@
  *   node dist/bench/hdr.js --self-check [--samples N] [--seed S]
  * compares against exact sorted percentiles on random data and exits 1 on > 0.1 % relative error.
  */
+import { seededRandom } from '../test/helpers/sim-network.js';
 import { pathToFileURL } from 'node:url';
 
 /** 2^11 sub-buckets: the first 2048 µs are counted exactly, above that 1024 steps per power of two. */
@@ -135,22 +136,12 @@ export class Histogram {
 // ---------------------------------------------------------------------------------------------
 // Self-check: node dist/bench/hdr.js --self-check
 
-/** mulberry32: a seeded generator, so a failing check can be replayed with --seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const RELATIVE_ERROR_MAX = 0.001;
 
 function selfCheck(samples: number, seed: number): boolean {
-  const random = seeded(seed);
+  const source = seededRandom(seed);
+  const random = () => source.next();
   const shapes: Array<[string, () => number]> = [
     ['log-uniform 1 µs .. 100 s', () => Math.round(10 ** (random() * 8))],
     ['uniform 0 .. 5 ms', () => Math.round(random() * 5000)],
