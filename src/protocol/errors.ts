@@ -90,6 +90,12 @@ export const ErrorCodes = {
   /** The node is shutting down. */
   SHUTTING_DOWN: { retriable: true, message: 'node is shutting down' },
   /** A storage or internal failure on the node. */
+  /** An Exclusive subscription has a consumer already, or the subscription is of another type. */
+  CONSUMER_BUSY: { retriable: false, message: 'subscription has a consumer that excludes this one' },
+  /** The subscription is not (yet) known where it was asked for: the metadata may still be on its way. */
+  UNKNOWN_SUBSCRIPTION: { retriable: true, message: 'unknown subscription' },
+  /** Cumulative acks are for Exclusive and Failover subscriptions only (Pulsar's rule). */
+  CUMULATIVE_ACK_NOT_ALLOWED: { retriable: false, message: 'cumulative ack is not allowed on Shared and Key_Shared subscriptions' },
   INTERNAL: { retriable: false, message: 'internal error' },
   /** The client was closed while a call was pending. */
   CLOSED: { retriable: false, message: 'client closed' },

@@ -13,6 +13,9 @@
  *   tm.<cluster>.b.<broker>.replica-fetch           one follower broker's fetch session with this leader broker,
  *                                                   carrying every partition between the two (KIP-227)
  *   tm.<cluster>.b.<broker>.offsets                 log start / end / high watermark of partitions it leads
+ *   tm.<cluster>.b.<broker>.consume.<topic>.<sub>   one consumer's session poll for the topic's partitions the broker leads
+ *   tm.<cluster>.b.<broker>.ack.<topic>.<sub>       acks and nacks of that consumer
+ *   tm.<cluster>.b.<broker>.sub-admin.<topic>       describe / reset the topic's subscriptions on partitions it leads
  *
  * The topic sits in the subject so NATS permissions can allow or deny per topic. Topic names may
  * contain '.', which NATS uses as a token separator, so a topic token writes '.' as '~' ('~' is not
@@ -20,9 +23,18 @@
  */
 import { tidemarkError } from './errors.js';
 
-export const ADMIN_OPS = ['create-topic', 'delete-topic', 'create-partitions', 'alter-config', 'elect-leaders'] as const;
+export const ADMIN_OPS = [
+  'create-topic',
+  'delete-topic',
+  'create-partitions',
+  'alter-config',
+  'elect-leaders',
+  'create-subscription',
+  'delete-subscription',
+] as const;
 export type AdminOp = (typeof ADMIN_OPS)[number];
 export type PartitionOp = 'fetch' | 'replica-fetch';
+export type ConsumerOp = 'consume' | 'ack';
 export type ControllerOp = 'register' | 'heartbeat' | 'metadata-fetch' | 'alter-partition' | 'shutdown';
 
 const CLUSTER_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -110,6 +122,40 @@ export class Subjects {
   /** A follower broker's one fetch session with leader broker `brokerId`, for all their partitions. */
   replicaFetchSession(brokerId: number): string {
     return `${this.prefix}.b.${brokerId}.replica-fetch`;
+  }
+
+  /** A consumer's session poll (op 'consume') or its acks (op 'ack'), per broker, topic and subscription. */
+  consumer(op: ConsumerOp, brokerId: number, topic: string, subscription: string): string {
+    return `${this.prefix}.b.${brokerId}.${op}.${topicToken(topic)}.${topicToken(subscription)}`;
+  }
+
+  consumerWildcard(op: ConsumerOp, brokerId: number): string {
+    return `${this.prefix}.b.${brokerId}.${op}.*.*`;
+  }
+
+  /** Topic and subscription of a `…b.<broker>.<consume|ack>.<topic>.<sub>` subject; undefined if malformed. */
+  parseConsumer(subject: string): { topic: string; subscription: string } | undefined {
+    const tokens = subject.split('.');
+    if (tokens.length !== 7 || (tokens[4] !== 'consume' && tokens[4] !== 'ack')) return undefined;
+    const topic = topicFromToken(tokens[5]!);
+    const subscription = topicFromToken(tokens[6]!);
+    return isValidTopicName(topic) && isValidTopicName(subscription) && subscription.length <= 128 ? { topic, subscription } : undefined;
+  }
+
+  subscriptionAdmin(brokerId: number, topic: string): string {
+    return `${this.prefix}.b.${brokerId}.sub-admin.${topicToken(topic)}`;
+  }
+
+  subscriptionAdminWildcard(brokerId: number): string {
+    return `${this.prefix}.b.${brokerId}.sub-admin.*`;
+  }
+
+  /** The topic of a `…b.<broker>.sub-admin.<topic>` subject; undefined if malformed. */
+  parseSubscriptionAdmin(subject: string): string | undefined {
+    const tokens = subject.split('.');
+    if (tokens.length !== 6 || tokens[4] !== 'sub-admin') return undefined;
+    const topic = topicFromToken(tokens[5]!);
+    return isValidTopicName(topic) ? topic : undefined;
   }
 
   offsets(brokerId: number): string {
