@@ -113,6 +113,8 @@ export interface ConsumePartitionReply {
   records?: Uint8Array;
   /** Offsets delivered, with their redelivery count: offset0, count0, offset1, count1, ... ascending. */
   deliveries?: number[];
+  /** Records up to the high watermark the subscription has not acknowledged, as the reply left (Kafka's lag). */
+  backlog?: number;
 }
 
 export interface ConsumeReply {
@@ -234,12 +236,14 @@ export const consumeReply: Schema<ConsumeReply> = object({
       active: optional(bool),
       records: optional(bytes(PAYLOAD_BYTES_MAX)),
       deliveries: optional(flatOffsets),
+      backlog: optional(offset),
     })(v, path);
     const out: ConsumePartitionReply = { partition: o.partition };
     if (o.error !== undefined) out.error = o.error;
     if (o.active !== undefined) out.active = o.active;
     if (o.records !== undefined) out.records = o.records;
     if (o.deliveries !== undefined) out.deliveries = o.deliveries;
+    if (o.backlog !== undefined) out.backlog = o.backlog;
     return out;
   }, TOPIC_PARTITIONS_MAX),
 });
