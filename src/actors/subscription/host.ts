@@ -47,8 +47,8 @@ export interface HostPorts {
   topicIdOf(topic: string): string | undefined;
   topicNameOf(topicId: string): string | undefined;
   openStore(topicId: string, partition: number): Promise<PartitionStore>;
-  /** Appends a control batch through the partition's leader actor in `leaderEpoch`; resolves once committed. */
-  appendControl(topicId: string, partition: number, leaderEpoch: number, batch: Uint8Array, recordCount: number): Promise<void>;
+  /** Appends a control batch through the partition's leader actor in `leaderEpoch`; resolves with its base offset once committed. */
+  appendControl(topicId: string, partition: number, leaderEpoch: number, batch: Uint8Array, recordCount: number): Promise<number>;
 }
 
 /** Room for a consume reply's own fields and each partition's, bytes. */

@@ -77,7 +77,7 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
       topicNameOf: (topicId) => metadata.image().topicsById.get(topicId)?.name,
       openStore: (topicId, partition) => input.storage.openPartition({ topicId, partition }),
       appendControl: (topicId, partition, leaderEpoch, batch, recordCount) =>
-        new Promise<void>((resolve, reject) => {
+        new Promise<number>((resolve, reject) => {
           const actor = system.get(partitionActorId(topicId, partition)) as AnyActorRef | undefined;
           if (actor === undefined) {
             reject(new TidemarkError('NOT_LEADER', `broker ${brokerId} no longer leads ${topicId}/${partition}`));
@@ -87,8 +87,7 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
           const replyTo = local.open((data) => {
             clock.clearTimeout(timer);
             try {
-              decodeReply(data, produceReply);
-              resolve();
+              resolve(decodeReply(data, produceReply).baseOffset);
             } catch (error) {
               reject(error);
             }

@@ -52,8 +52,8 @@ export interface SubState {
 export interface PartitionPorts {
   logger: Logger;
   limits: DispatchLimits;
-  /** Appends a control batch through the partition's leader actor in `leaderEpoch`; resolves once committed (acks=all). */
-  appendControl(batch: Uint8Array, recordCount: number): Promise<void>;
+  /** Appends a control batch through the partition's leader actor in `leaderEpoch`; resolves with its base offset once committed (acks=all). */
+  appendControl(batch: Uint8Array, recordCount: number): Promise<number>;
   /** Something changed for this subscription: parked polls should look again. */
   wake(sub: SubState): void;
   nowMs(): number;
@@ -187,8 +187,10 @@ export class PartitionSubscriptions {
       s.inFlight = true;
     }
     this.persisting = true;
-    const done = (error?: TidemarkError) => {
+    const done = (error?: TidemarkError, baseOffset?: number) => {
       this.persisting = false;
+      // The cursor record itself is nobody's message: every subscription passes it (in memory).
+      if (baseOffset !== undefined) for (const s of this.subs.values()) s.dispatcher.ack([baseOffset, baseOffset + records.length]);
       batchSubs.forEach((s, i) => {
         s.inFlight = false;
         if (error === undefined) {
@@ -206,7 +208,7 @@ export class PartitionSubscriptions {
       if (error === undefined) this.persist();
     };
     this.ports.appendControl(encodeCursorBatch(records, this.ports.nowMs()), records.length).then(
-      () => done(),
+      (baseOffset) => done(undefined, baseOffset),
       (error: unknown) => {
         const typed = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'cursor append failed', { cause: error });
         if (!this.closed) this.ports.logger.warn({ code: typed.code, reason: typed.message }, 'cursor record not committed');
@@ -233,7 +235,7 @@ export class PartitionSubscriptions {
     const d = sub.dispatcher;
     for (;;) {
       const room = d.lookAheadRoom();
-      let from = d.readPosition;
+      const from = d.readPosition;
       const end = this.highWatermark;
       if (room <= 0 || from >= end || sub.gone) return;
       if (from < this.store.logStartOffset()) {
@@ -250,11 +252,16 @@ export class PartitionSubscriptions {
       if (sub.gone || d.readPosition !== from) return;
       if (batches.length === 0) return;
       const entries: Entry[] = [];
+      const controls: number[] = [];
       let upTo = from;
       for (const batch of batches) {
         const header = readBatchHeader(batch);
         const batchEnd = header.baseOffset + header.recordCount;
         if (isControlBatch(batch)) {
+          // Cursor records are nobody's messages: acknowledged in memory as they are passed, without
+          // a cursor record of their own (that would write one per one read, forever). The next real
+          // ack persists it; a new leader passes them again.
+          controls.push(Math.max(from, header.baseOffset), batchEnd);
           upTo = Math.max(upTo, batchEnd);
           continue;
         }
@@ -271,7 +278,7 @@ export class PartitionSubscriptions {
         if (full) break;
       }
       d.offer(entries, upTo);
-      from = upTo;
+      if (controls.length > 0) d.ack(controls);
       this.ports.wake(sub);
     }
   }
