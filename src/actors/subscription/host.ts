@@ -38,8 +38,16 @@ export interface HostLimits {
 
 export const DEFAULT_HOST_LIMITS: HostLimits = { consumerSessionsMax: 10_000, dispatch: DEFAULT_DISPATCH_LIMITS };
 
+/** A look at what leaders hand out, for the simulator's checkers (production has none). */
+export interface SubscriptionObserver {
+  /** A consume reply carries these offsets of `subscription` on the partition to a consumer. */
+  delivered(topicId: string, partition: number, subscription: string, offsets: readonly number[]): void;
+}
+
 export interface HostPorts {
   clock: Clock;
+  /** @default none */
+  observer?: () => SubscriptionObserver | undefined;
   logger: Logger;
   maxPayloadBytes: number;
   /** The subscriptions metadata holds for a topic (by id); undefined when the topic is gone. */
@@ -364,6 +372,7 @@ export class SubscriptionHost {
               partition,
               read.flat.filter((_, i) => i % 2 === 0),
             );
+            this.ports.observer?.()?.delivered(session.topicId, partition, session.subscription, delivered.get(partition)!);
           }
         }
       }

@@ -17,7 +17,7 @@ import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/por
 import type { NodeStorage } from '../../storage/partition-store.js';
 import { partitionActorId } from '../broker/metadata-view.js';
 import type { PartitionEvent, ReplicaWatch } from '../partition/types.js';
-import { DEFAULT_HOST_LIMITS, SubscriptionHost, type HostLimits } from './host.js';
+import { DEFAULT_HOST_LIMITS, SubscriptionHost, type HostLimits, type SubscriptionObserver } from './host.js';
 
 /** How often the host looks at session timeouts, ack timeouts and nack delays, ms. */
 export const SUBSCRIPTION_TICK_MS = 100;
@@ -29,6 +29,8 @@ const CURSOR_APPEND_TIMEOUT_MS = 10_000;
  * not the host runs yet; the last report of each is replayed when it starts.
  */
 export class SubscriptionHub implements Required<Pick<ReplicaWatch, 'committed' | 'closed'>> {
+  /** Set by the simulator's test seam to watch deliveries. */
+  observer: SubscriptionObserver | undefined;
   private hostRef: SubscriptionHost | undefined;
   private readonly last = new Map<string, [string, number, number, number, number]>();
 
@@ -68,6 +70,7 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
     {
       clock,
       logger,
+      observer: () => input.hub.observer,
       maxPayloadBytes: transport.maxPayloadBytes,
       subscriptionsOf: (topicId) => {
         const topic = metadata.image().topicsById.get(topicId);
