@@ -621,7 +621,10 @@ export class ConsumerImpl<T> implements Consumer<T> {
       markFirstDone,
     };
     this.sessions.set(brokerId, created);
-    created.loop = this.runSession(created).catch((error: unknown) => this.fail(error));
+    // Starts after the caller has given the session its partitions.
+    created.loop = Promise.resolve()
+      .then(() => this.runSession(created))
+      .catch((error: unknown) => this.fail(error));
     s = created;
     return s;
   }
