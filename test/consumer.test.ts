@@ -135,7 +135,7 @@ class FakeLeader implements Transport {
         for (const [offset] of s.deliveries) if (!s.acked.has(offset) && !s.redeliver.includes(offset)) s.redeliver.push(offset);
         s.redeliver.sort((a, b) => a - b);
       }
-      return Promise.resolve(encodeConsumeReply({ partitions: [] }));
+      return Promise.resolve(encodeConsumeReply({ seq: 0, partitions: [] }));
     }
     this.inFlight.set(call, req.partitions.reduce((a, p) => a + p.permits, 0));
     return new Promise<Uint8Array>((resolve) => {
@@ -147,7 +147,7 @@ class FakeLeader implements Transport {
         this.waiters.delete(waiter);
         if (timer !== undefined) this.clock.clearTimeout(timer);
         this.inFlight.delete(call);
-        queueMicrotask(() => resolve(encodeConsumeReply({ partitions: reply })));
+        queueMicrotask(() => resolve(encodeConsumeReply({ seq: 0, partitions: reply })));
         return true;
       };
       const waiter = () => void finish(false);

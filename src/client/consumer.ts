@@ -304,6 +304,8 @@ interface Session {
   attached: boolean;
   first: boolean;
   lastSentMs: number;
+  /** The `seq` of the last consume reply received from this broker; sent back with the next request. */
+  received: number;
   /** Wakes the loop out of a wait. */
   wake: () => void;
   /** Waits up to `ms` (Infinity: until woken), or until woken or the consumer closes. */
@@ -614,6 +616,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
       attached: false,
       first: true,
       lastSentMs: Number.NEGATIVE_INFINITY,
+      received: 0,
       wake: () => wakeUp?.(),
       park,
       loop: Promise.resolve(),
@@ -749,7 +752,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
     });
   }
 
-  private request(partitions: Array<{ partition: number; permits: number }>, maxWaitMs: number, close?: boolean): ConsumeRequest {
+  private request(s: Session, partitions: Array<{ partition: number; permits: number }>, maxWaitMs: number, close?: boolean): ConsumeRequest {
     const body: ConsumeRequest = {
       timeoutMs: Math.min(REQUEST_TIMEOUT_MS_MAX, maxWaitMs + this.requestTimeoutMs),
       consumerId: this.consumerId,
@@ -761,6 +764,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
       partitions,
       maxBytes: this.maxBytes,
       maxWaitMs,
+      received: s.received,
     };
     if (close === true) body.close = true;
     return body;
@@ -779,7 +783,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
       reply = await abortable(
         rpc.request(
           subjects.consumer('consume', s.brokerId, this.topic, this.subscription),
-          this.request(partitions.map((partition, i) => ({ partition, permits: permits[i]! })), maxWaitMs),
+          this.request(s, partitions.map((partition, i) => ({ partition, permits: permits[i]! })), maxWaitMs),
           consumeReply,
         ),
         this.abort.signal,
@@ -802,6 +806,8 @@ export class ConsumerImpl<T> implements Consumer<T> {
   }
 
   private handleReply(s: Session, seq: number, asked: number[], reply: ConsumeReply): void {
+    // Told to the leader with the next request: this reply arrived, its deliveries are ours.
+    s.received = reply.seq;
     for (const pr of reply.partitions) {
       const p = this.parts.get(pr.partition);
       if (p === undefined || !asked.includes(pr.partition)) continue;
@@ -901,7 +907,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
   private async detach(s: Session): Promise<void> {
     s.attached = false;
     try {
-      await this.deps.rpc.request(this.deps.subjects.consumer('consume', s.brokerId, this.topic, this.subscription), this.request([], 0), consumeReply);
+      await this.deps.rpc.request(this.deps.subjects.consumer('consume', s.brokerId, this.topic, this.subscription), this.request(s, [], 0), consumeReply);
     } catch {
       // The leader drops the session after sessionTimeoutMs anyway.
     }
@@ -938,7 +944,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
         .map((s) =>
           rpc.request(
             subjects.consumer('consume', s.brokerId, this.topic, this.subscription),
-            this.request([...s.partitions].map((partition) => ({ partition, permits: 0 })), 0, true),
+            this.request(s, [...s.partitions].map((partition) => ({ partition, permits: 0 })), 0, true),
             consumeReply,
           ),
         ),
