@@ -216,6 +216,11 @@ export class Dispatcher {
     return this.readPos;
   }
 
+  /** Messages waiting to go out: the look-ahead and the redeliveries (due or delayed). */
+  waiting(): number {
+    return this.laLive.size + this.redeliveries.size;
+  }
+
   /** How many more entries the look-ahead takes now (0: do not read). */
   lookAheadRoom(): number {
     if (this.tracked() >= this.limits.unackedPerSubscriptionMax) return 0;

@@ -59,6 +59,13 @@ export interface HostPorts {
   appendControl(topicId: string, partition: number, leaderEpoch: number, batch: Uint8Array, recordCount: number): Promise<number>;
 }
 
+/**
+ * Shared and Key_Shared: while other consumers wait, one poll takes at most its share of what is
+ * waiting, and never fewer than this (Pulsar's dispatcherMaxRoundRobinBatchSize), so messages
+ * spread over the consumers instead of all going to whichever poll came first.
+ */
+export const SHARED_SHARE_MIN = 20;
+
 /** Room for a consume reply's own fields and each partition's, bytes. */
 const REPLY_ENVELOPE_BYTES = 1024;
 const PARTITION_ENVELOPE_BYTES = 256;
@@ -361,7 +368,10 @@ export class SubscriptionHost {
       const reply: ConsumePartitionReply = { partition };
       if (sub.dispatcher.type === 'Failover') reply.active = sub.dispatcher.isActive(session.consumerId);
       if (permits > 0 && sub.ready && budget > PARTITION_ENVELOPE_BYTES) {
-        const deliveries = sub.dispatcher.assign(session.consumerId, permits, now);
+        const d = sub.dispatcher;
+        const others = d.type === 'Shared' || d.type === 'Key_Shared' ? (this.parked.get(sub)?.size ?? 0) : 0;
+        const share = others === 0 ? permits : Math.min(permits, Math.max(SHARED_SHARE_MIN, Math.ceil(d.waiting() / (others + 1))));
+        const deliveries = d.assign(session.consumerId, share, now);
         if (deliveries.length > 0) {
           const read = await this.readDeliveries(ps, sub, session.consumerId, deliveries, budget - PARTITION_ENVELOPE_BYTES);
           if (read !== undefined) {

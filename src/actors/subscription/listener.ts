@@ -74,7 +74,7 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
       maxPayloadBytes: transport.maxPayloadBytes,
       subscriptionsOf: (topicId) => {
         const topic = metadata.image().topicsById.get(topicId);
-        return topic === undefined ? undefined : ((topic as { subscriptions?: readonly SubscriptionMetadata[] }).subscriptions ?? []);
+        return topic?.subscriptions;
       },
       topicIdOf: (topic) => topicByName(metadata.image(), topic)?.topicId,
       topicNameOf: (topicId) => metadata.image().topicsById.get(topicId)?.name,
