@@ -257,7 +257,12 @@ test('offer drops what the cursor already acknowledges and moves readPosition pa
   d.offer([0, 1, 2, 3, 4, 6].map((offset) => ({ offset, hash: 0 })), 9);
   t.is(d.readPosition, 9);
   t.is(d.lookAheadSize(), 4);
+  t.true(d.takeCursorChanged(), 'the gaps 5 and 7..8 are acknowledged');
+  t.false(d.takeCursorChanged());
   t.deepEqual(offsets(d.assign('a', 10, 0)), [0, 1, 4, 6]);
+  d.ack([0, 2, 4, 5, 6, 7]);
+  t.is(d.cursor.markDelete, 9, 'the mark passes the offsets that were not entries');
+  t.true(d.takeCursorChanged());
 });
 
 test('a large ack range and a cumulative ack clear everything they cover', (t) => {
@@ -415,4 +420,197 @@ test('Key_Shared keeps per-key order across joins and leaves', (t) => {
     else m.set(who, n);
     if (m.size === 0) hashOut.delete(hashOf(o));
   }
+});
+
+/**
+ * Random operations against a model of what is out where: attach (sometimes refused), polls,
+ * detach, assign (with a cut tail handed back), acks (single and ranges), nacks with delays, ack
+ * timeouts, session expiry, log reads with gaps. After every step: nothing out twice, counts as
+ * the model says, bounds held, Failover/Exclusive only to the active consumer, first deliveries in
+ * order (per key for Key_Shared, overall otherwise), no Key_Shared hash out at two consumers. At
+ * the end, with every consumer acknowledging, the whole log is consumed.
+ */
+test('randomized: invariants hold over many operations for every type', (t) => {
+  const LOG_END = 400;
+  const limits = { unackedPerConsumerMax: 8, unackedPerSubscriptionMax: 20, lookAheadMax: 15, consumersMax: 4 };
+  const keys = 12;
+  const hashOf = (o: number) => ((o % keys) * 5_449) % 65_536;
+  const isEntry = (o: number) => o % 17 !== 16;
+  let checks = 0;
+  const stats = { delivered: 0, redelivered: 0, refused: 0, expired: 0, cut: 0 };
+  for (const type of ['Shared', 'Key_Shared', 'Failover', 'Exclusive'] as const) {
+    for (let seed = 1; seed <= 25; seed++) {
+      const random = seededRandom(seed * 31 + type.length);
+      const label = `${type} seed ${seed}`;
+      const d = new Dispatcher(random.int(0, 7), new Cursor(0), { ...DEFAULT_DISPATCH_LIMITS, ...limits });
+      const requests = new Map<string, AttachRequest>();
+      const out = new Map<number, { id: string; sentMs: number }>();
+      const count = new Map<number, number>();
+      const acked = new Set<number>();
+      const firstOf = new Map<number, number>();
+      const seen = new Set<number>();
+      let now = 0;
+      let nextId = 0;
+
+      const giveBack = (o: number, increment: boolean) => {
+        out.delete(o);
+        if (increment) count.set(o, (count.get(o) ?? 0) + 1);
+      };
+      const giveBackAll = (id: string) => {
+        for (const [o, x] of [...out]) if (x.id === id) giveBack(o, true);
+      };
+      const activeId = () => d.consumers(now).find((c) => c.active && (type === 'Failover' || type === 'Exclusive'))?.consumerId;
+      /** A membership change in Failover hands the old active one's messages on. */
+      const withHandover = (change: () => void) => {
+        const before = activeId();
+        change();
+        const after = activeId();
+        if (before !== undefined && before !== after && requests.has(before)) giveBackAll(before);
+      };
+      const ackOffsets = (list: number[]) => {
+        d.ack(list.flatMap((o) => [o, o + 1]));
+        for (const o of list) {
+          acked.add(o);
+          out.delete(o);
+          count.delete(o);
+        }
+      };
+
+      for (let step = 0; step < 600; step++) {
+        now += random.int(0, 400);
+        const roll = random.next();
+        const ids = [...requests.keys()];
+        if (d.readPosition < LOG_END && d.lookAheadRoom() > 0) {
+          const to = Math.min(LOG_END, d.readPosition + random.int(1, d.lookAheadRoom() + 2));
+          const entries: Entry[] = [];
+          for (let o = d.readPosition; o < to && entries.length < d.lookAheadRoom(); o++) if (isEntry(o)) entries.push({ offset: o, hash: hashOf(o) });
+          const upTo = entries.length > 0 && entries.length === d.lookAheadRoom() ? entries[entries.length - 1]!.offset + 1 : to;
+          d.offer(entries, upTo);
+        }
+        if (roll < 0.08) {
+          const id = `c${nextId++}`;
+          const wrongType = ids.length > 0 && random.chance(0.2);
+          const request = consumer(id, wrongType ? (type === 'Shared' ? 'Failover' : 'Shared') : type, {
+            consumerName: `n${random.int(0, 3)}`,
+            priorityLevel: random.int(0, 2),
+            ackTimeoutMs: random.chance(0.3) ? 3_000 : 0,
+            sessionTimeoutMs: random.int(1_000, 5_000),
+          });
+          let refused: ReturnType<Dispatcher['attach']>;
+          withHandover(() => (refused = d.attach(request, now)));
+          if (refused !== undefined) stats.refused++;
+          if (wrongType) t.is(refused?.code, 'CONSUMER_BUSY', label);
+          else if (ids.length >= limits.consumersMax) t.is(refused?.code, 'BUSY', label);
+          else if (type === 'Exclusive' && ids.length > 0) t.is(refused?.code, 'CONSUMER_BUSY', label);
+          else {
+            t.is(refused, undefined, label);
+            requests.set(id, request);
+          }
+        } else if (roll < 0.12 && ids.length > 0) {
+          const id = ids[random.int(0, ids.length - 1)]!;
+          withHandover(() => {
+            giveBackAll(id);
+            requests.delete(id);
+            d.detach(id);
+          });
+        } else if (roll < 0.2) {
+          withHandover(() => {
+            // Ack timeouts first (the model knows the send times), then the sessions.
+            const gone = new Set(d.expire(now));
+            stats.expired += gone.size;
+            for (const id of gone) {
+              t.true(requests.has(id), `${label}: ${id} was attached`);
+              giveBackAll(id);
+              requests.delete(id);
+            }
+            for (const [o, x] of [...out]) {
+              const r = requests.get(x.id)!;
+              if (r.ackTimeoutMs > 0 && now - x.sentMs > r.ackTimeoutMs) giveBack(o, true);
+            }
+          });
+        } else if (roll < 0.6 && ids.length > 0) {
+          const id = ids[random.int(0, ids.length - 1)]!;
+          t.is(d.attach(requests.get(id)!, now), undefined, label);
+          const hasWork = d.hasWork(id, now);
+          const got = d.assign(id, random.int(0, 10), now);
+          if (got.length > 0) t.true(hasWork, `${label}: hasWork foresaw the delivery`);
+          if (type === 'Failover' || type === 'Exclusive') t.true(got.length === 0 || d.isActive(id), `${label}: only the active consumer`);
+          let previous = -1;
+          for (const x of got) {
+            t.true(x.offset > previous, `${label}: ascending`);
+            previous = x.offset;
+            t.false(out.has(x.offset), `${label}: ${x.offset} is not out twice`);
+            t.false(acked.has(x.offset), `${label}: ${x.offset} is not acknowledged`);
+            t.true(isEntry(x.offset), label);
+            t.is(x.redeliveryCount, count.get(x.offset) ?? 0, `${label}: count of ${x.offset}`);
+            if (type === 'Key_Shared') {
+              for (const [o, y] of out) if (hashOf(o) === hashOf(x.offset)) t.is(y.id, id, `${label}: hash of ${x.offset} out at one consumer`);
+            }
+            out.set(x.offset, { id, sentMs: now });
+            stats.delivered++;
+            if (x.redeliveryCount > 0) stats.redelivered++;
+          }
+          // The host may cut the reply: the tail goes back uncounted.
+          const cut = random.chance(0.15) ? random.int(0, got.length) : got.length;
+          const back = got.slice(cut).map((x) => x.offset);
+          d.unassign(id, back);
+          stats.cut += back.length;
+          for (const o of back) giveBack(o, false);
+          for (const x of got.slice(0, cut)) {
+            if (seen.has(x.offset)) continue;
+            seen.add(x.offset);
+            const key = type === 'Key_Shared' ? hashOf(x.offset) : -1;
+            t.true((firstOf.get(key) ?? -1) < x.offset, `${label}: first delivery of ${x.offset} in order`);
+            firstOf.set(key, x.offset);
+          }
+        } else if (roll < 0.85) {
+          ackOffsets([...out.keys()].filter(() => random.chance(0.4)));
+        } else if (roll < 0.95 && ids.length > 0) {
+          const id = ids[random.int(0, ids.length - 1)]!;
+          const mine = [...out].filter(([, x]) => x.id === id && random.chance(0.5)).map(([o]) => o);
+          const others = [...out].filter(([, x]) => x.id !== id).map(([o]) => o).slice(0, 2);
+          d.nack(id, [...mine, ...others], random.chance(0.5) ? 0 : random.int(1, 2_000), now);
+          for (const o of mine) giveBack(o, true);
+        } else {
+          // A range ack over what has not even been delivered yet.
+          const start = d.cursor.markDelete + random.int(0, 10);
+          const end = start + random.int(1, 5);
+          ackOffsets(range(start, end));
+        }
+
+        t.is(d.unackedCount(), out.size, `${label} step ${step}: unacked`);
+        t.true(d.unackedCount() + d.redeliveryCount() <= limits.unackedPerSubscriptionMax, `${label}: subscription bound`);
+        t.true(d.lookAheadSize() <= limits.lookAheadMax, `${label}: look-ahead bound`);
+        for (const c of d.consumers(now)) {
+          t.is(c.unacked, [...out.values()].filter((x) => x.id === c.consumerId).length, `${label}: per consumer`);
+          t.true(c.unacked <= limits.unackedPerConsumerMax, label);
+        }
+        t.deepEqual(new Set(d.consumers(now).map((c) => c.consumerId)), new Set(requests.keys()), `${label}: membership`);
+        const due = d.nextDueMs();
+        t.true(requests.size === 0 ? due === undefined || due > 0 : due !== undefined, label);
+        checks++;
+      }
+
+      // Liveness: keep one consumer polling and acknowledging everything; the log drains.
+      now += 10_000_000;
+      for (const id of [...requests.keys()]) {
+        requests.delete(id);
+        d.detach(id);
+      }
+      t.is(d.attach(consumer('drain', type), now), undefined, label);
+      for (let round = 0; round < 1_000 && d.cursor.markDelete < LOG_END; round++) {
+        if (d.readPosition < LOG_END && d.lookAheadRoom() > 0) {
+          const to = Math.min(LOG_END, d.readPosition + d.lookAheadRoom());
+          d.offer(range(d.readPosition, to).filter(isEntry).map((offset) => ({ offset, hash: hashOf(offset) })), to);
+        }
+        const got = d.assign('drain', 100, now);
+        d.ack(got.flatMap((x) => [x.offset, x.offset + 1]));
+      }
+      t.true(d.cursor.markDelete >= LOG_END, `${label}: drained`);
+      t.is(d.redeliveryCount() + d.unackedCount() + d.lookAheadSize(), 0, `${label}: nothing left`);
+    }
+  }
+  t.true(checks > 0);
+  t.log(stats);
+  t.true(stats.delivered > 10_000 && stats.redelivered > 1_000 && stats.refused > 50 && stats.expired > 20 && stats.cut > 100, 'the run exercised every path');
 });
