@@ -6,6 +6,7 @@
  */
 import test from 'ava';
 import { Cursor } from '../src/actors/subscription/cursor.js';
+import { HashRing, ringPoints } from '../src/actors/subscription/hash-ring.js';
 import { DEFAULT_DISPATCH_LIMITS, Dispatcher, type AttachRequest, type Delivery, type DispatchLimits, type Entry } from '../src/actors/subscription/dispatcher.js';
 import type { SubscriptionType } from '../src/protocol/subscription-messages.js';
 import { seededRandom } from './helpers/sim-network.js';
@@ -74,6 +75,11 @@ test('a consumer of another type is refused; the type is free again once nobody 
   d.detach('b');
   t.is(d.attach(consumer('c', 'Failover'), 0), undefined);
   t.is(d.type, 'Failover');
+  fill(d, 3);
+  t.is(d.assign('c', 3, 0).length, 3);
+  t.is(d.attach(consumer('c', 'Shared'), 1), undefined, 'alone, a consumer may come back with another type');
+  t.is(d.type, 'Shared');
+  t.deepEqual(d.assign('c', 3, 1), [0, 1, 2].map((offset) => ({ offset, redeliveryCount: 1 })), 'what it had out comes again');
 });
 
 test('beyond consumersMax a consumer is refused with BUSY', (t) => {
@@ -303,6 +309,34 @@ test('reset drops everything in flight and reads again from the new position', (
   t.is(d.nextDueMs(), SESSION_MS + 1, 'only the session remains due');
   fill(d, 10);
   t.deepEqual(d.assign('a', 10, 1), [7, 8, 9].map((offset) => ({ offset, redeliveryCount: 0 })));
+});
+
+test('the Key_Shared ring: a join takes hashes only for the newcomer, about 1/n of them; a leave gives back only its own', (t) => {
+  const member = (id: string, name = id, nameIndex = 0) => ({ consumerId: id, points: ringPoints(name, nameIndex) });
+  const four = ['a', 'b', 'c', 'd'].map((id) => member(id));
+  const before = new HashRing(four);
+  const after = new HashRing([...four, member('e')]);
+  let moved = 0;
+  const share = new Map<string, number>();
+  for (let h = 0; h < 65_536; h++) {
+    const was = before.owner(h)!;
+    const is = after.owner(h)!;
+    share.set(is, (share.get(is) ?? 0) + 1);
+    if (was !== is) {
+      moved++;
+      t.is(is, 'e', 'hashes move only to the newcomer');
+    }
+  }
+  t.is(moved, share.get('e') ?? 0);
+  t.true(moved > 65_536 / 5 / 2 && moved < (65_536 / 5) * 2, `about a fifth moved (${moved})`);
+  for (const [id, n] of share) t.true(n > 65_536 / 5 / 2.5, `${id} has a fair share (${n})`);
+  // Same name: the name index keeps them apart; a lone consumer owns everything.
+  const twins = new HashRing([member('x1', 'same', 0), member('x2', 'same', 1)]);
+  const owners = new Set<string>();
+  for (let h = 0; h < 65_536; h += 97) owners.add(twins.owner(h)!);
+  t.deepEqual([...owners].sort(), ['x1', 'x2']);
+  t.is(new HashRing([member('solo')]).owner(12_345), 'solo');
+  t.is(new HashRing([]).owner(1), undefined);
 });
 
 test('Key_Shared: each key goes to one consumer, spread over several', (t) => {
@@ -611,6 +645,5 @@ test('randomized: invariants hold over many operations for every type', (t) => {
     }
   }
   t.true(checks > 0);
-  t.log(stats);
   t.true(stats.delivered > 10_000 && stats.redelivered > 1_000 && stats.refused > 50 && stats.expired > 20 && stats.cut > 100, 'the run exercised every path');
 });

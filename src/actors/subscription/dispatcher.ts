@@ -701,9 +701,9 @@ export class Dispatcher {
   }
 
   private compactLookAhead(): void {
+    // Only once dead slots outnumber live ones: each dead slot is copied over at most once.
+    if (this.laOffsets.length - this.laLive.size <= this.laLive.size + LOOK_AHEAD_SLACK) return;
     this.peekLookAhead();
-    const dead = this.laOffsets.length - this.laHead - this.laLive.size;
-    if (this.laHead <= LOOK_AHEAD_SLACK && dead <= this.laLive.size + LOOK_AHEAD_SLACK) return;
     const offsets: number[] = [];
     const hashes: number[] = [];
     for (let k = this.laHead; k < this.laOffsets.length; k++) {
