@@ -213,7 +213,10 @@ export class Dispatcher {
     return this.readPos;
   }
 
-  /** How many more entries the look-ahead takes now (0: do not read). */
+  /**
+   * How many more entries the look-ahead takes now (0: do not read): lookAheadMax minus its size,
+   * and 0 while out-standing plus waiting redeliveries reach unackedPerSubscriptionMax.
+   */
   lookAheadRoom(): number {
     if (this.tracked() >= this.limits.unackedPerSubscriptionMax) return 0;
     return Math.max(0, this.limits.lookAheadMax - this.laLive.size);
@@ -284,7 +287,11 @@ export class Dispatcher {
     return deliveries;
   }
 
-  /** The host could not send these (reply size cut, error): take them back as if never sent (count unchanged). */
+  /**
+   * The host could not send these (reply size cut, error): take them back as if never sent (count
+   * unchanged). Hand back a tail of what assign returned (or all of it): Key_Shared's per-key order
+   * holds only if nothing later of a key stays out while an earlier one comes back.
+   */
   unassign(consumerId: string, offsets: readonly number[]): void {
     const consumer = this.members.get(consumerId);
     if (consumer === undefined) return;
