@@ -135,6 +135,7 @@ export class Dispatcher {
   private laHead = 0;
   private readonly laLive = new Set<number>();
   private readPos: number;
+  private cursorChanged = false;
 
   /** Key_Shared pass stamps: hash h is skipped in pass p when skipped[h] === p. */
   private readonly skipped = new Uint32Array(KEY_HASH_RANGE);
@@ -169,13 +170,13 @@ export class Dispatcher {
       if (this.members.size > 1) return this.typeMismatch(request.type);
       this.detach(existing.id);
     }
-    if (this.members.size >= this.limits.consumersMax) {
-      return { code: 'BUSY', message: `subscription has ${this.members.size} consumers on partition ${this.partition} (consumersMax)` };
-    }
     if (this.subscriptionType !== undefined && request.type !== this.subscriptionType) return this.typeMismatch(request.type);
     if (this.subscriptionType === 'Exclusive' && this.members.size > 0) {
       const [other] = this.members.values();
       return { code: 'CONSUMER_BUSY', message: `subscription is Exclusive and consumer ${other?.name ?? '?'} is attached` };
+    }
+    if (this.members.size >= this.limits.consumersMax) {
+      return { code: 'BUSY', message: `subscription has ${this.members.size} consumers on partition ${this.partition} (consumersMax)` };
     }
     const consumer: ConsumerState = {
       id: request.consumerId,
@@ -197,11 +198,7 @@ export class Dispatcher {
 
   /** The consumer closed or left this partition: what it had out goes back for redelivery (count + 1). */
   detach(consumerId: string): void {
-    const consumer = this.members.get(consumerId);
-    if (consumer === undefined) return;
-    this.requeueAll(consumer);
-    this.members.delete(consumerId);
-    this.membershipChanged();
+    this.remove([consumerId]);
   }
 
   /** Failover: is it the partition's active consumer (other types: attached at all). */
@@ -221,7 +218,10 @@ export class Dispatcher {
     return this.laLive.size + this.redeliveries.size;
   }
 
-  /** How many more entries the look-ahead takes now (0: do not read). */
+  /**
+   * How many more entries the look-ahead takes now (0: do not read): lookAheadMax minus its size,
+   * and 0 while out-standing plus waiting redeliveries reach unackedPerSubscriptionMax.
+   */
   lookAheadRoom(): number {
     if (this.tracked() >= this.limits.unackedPerSubscriptionMax) return 0;
     return Math.max(0, this.limits.lookAheadMax - this.laLive.size);
@@ -231,20 +231,39 @@ export class Dispatcher {
    * Entries read from the log at readPosition, ascending; `readUpTo` is where the read stopped
    * (the readPosition after it; it may pass offsets that are not entries: control records, gaps).
    * Entries the cursor already acknowledges are dropped here, and so are entries below
-   * readPosition (a repeated read).
+   * readPosition (a repeated read). Offsets in [readPosition, readUpTo) that are not entries are
+   * never delivered, so they are acknowledged in the cursor (Pulsar acks its markers the same
+   * way) and the mark-delete position can pass them: the host persists the cursor when
+   * `takeCursorChanged()` says so. Offer at most lookAheadRoom() entries (a whole batch may
+   * overshoot it once).
    */
   offer(entries: readonly Entry[], readUpTo: number): void {
     let previous = -1;
+    let gapStart = this.readPos;
     for (const e of entries) {
       assert(e.offset > previous && e.offset < readUpTo, `offered entries ascend below readUpTo ${readUpTo} (offset ${e.offset})`);
       assert(e.hash >= 0 && e.hash < KEY_HASH_RANGE, `entry hash ${e.hash} outside the key hash range`);
       previous = e.offset;
-      if (e.offset < this.readPos || this.cursor.isAcked(e.offset)) continue;
+      if (e.offset < this.readPos) continue;
+      if (e.offset > gapStart && this.cursor.ack(gapStart, e.offset)) this.cursorChanged = true;
+      gapStart = e.offset + 1;
+      if (this.cursor.isAcked(e.offset)) continue;
       this.laOffsets.push(e.offset);
       this.laHashes.push(e.hash);
       this.laLive.add(e.offset);
     }
+    if (readUpTo > gapStart && this.cursor.ack(gapStart, readUpTo)) this.cursorChanged = true;
     if (readUpTo > this.readPos) this.readPos = readUpTo;
+  }
+
+  /**
+   * Whether the cursor changed through this dispatcher (ack, ackCumulative, offer's gaps) since
+   * the last call: the host persists it when true.
+   */
+  takeCursorChanged(): boolean {
+    const changed = this.cursorChanged;
+    this.cursorChanged = false;
+    return changed;
   }
 
   /**
@@ -273,7 +292,11 @@ export class Dispatcher {
     return deliveries;
   }
 
-  /** The host could not send these (reply size cut, error): take them back as if never sent (count unchanged). */
+  /**
+   * The host could not send these (reply size cut, error): take them back as if never sent (count
+   * unchanged). Hand back a tail of what assign returned (or all of it): Key_Shared's per-key order
+   * holds only if nothing later of a key stays out while an earlier one comes back.
+   */
   unassign(consumerId: string, offsets: readonly number[]): void {
     const consumer = this.members.get(consumerId);
     if (consumer === undefined) return;
@@ -300,6 +323,7 @@ export class Dispatcher {
       this.forgetWhere((o) => inRanges(disjoint, o));
     }
     this.compactHeaps();
+    if (changed) this.cursorChanged = true;
     return changed;
   }
 
@@ -308,6 +332,7 @@ export class Dispatcher {
     const changed = this.cursor.ackBelow(offset);
     this.forgetWhere((o) => o < offset);
     this.compactHeaps();
+    if (changed) this.cursorChanged = true;
     return changed;
   }
 
@@ -334,7 +359,8 @@ export class Dispatcher {
     this.promote(nowMs);
     const gone: string[] = [];
     for (const c of this.members.values()) if (nowMs - c.lastSeenMs > c.sessionTimeoutMs) gone.push(c.id);
-    for (const id of gone) this.detach(id);
+    // All at once: one by one, Failover could hand over to a consumer that is about to go too.
+    this.remove(gone);
     for (const c of this.members.values()) {
       if (c.ackTimeoutMs <= 0) continue;
       const late: number[] = [];
@@ -442,6 +468,18 @@ export class Dispatcher {
       c.points = undefined;
     }
     this.membershipChanged();
+  }
+
+  private remove(consumerIds: readonly string[]): void {
+    let removed = false;
+    for (const id of consumerIds) {
+      const consumer = this.members.get(id);
+      if (consumer === undefined) continue;
+      this.requeueAll(consumer);
+      this.members.delete(id);
+      removed = true;
+    }
+    if (removed) this.membershipChanged();
   }
 
   /** The smallest name index no other consumer of the same name holds. */
@@ -675,9 +713,9 @@ export class Dispatcher {
   }
 
   private compactLookAhead(): void {
+    // Only once dead slots outnumber live ones: each dead slot is copied over at most once.
+    if (this.laOffsets.length - this.laLive.size <= this.laLive.size + LOOK_AHEAD_SLACK) return;
     this.peekLookAhead();
-    const dead = this.laOffsets.length - this.laHead - this.laLive.size;
-    if (this.laHead <= LOOK_AHEAD_SLACK && dead <= this.laLive.size + LOOK_AHEAD_SLACK) return;
     const offsets: number[] = [];
     const hashes: number[] = [];
     for (let k = this.laHead; k < this.laOffsets.length; k++) {
