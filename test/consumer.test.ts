@@ -417,6 +417,24 @@ test('a retriable error reroutes the partition to its new leader after a metadat
   await client.close();
 });
 
+test('an ack answered NOT_LEADER is retried at the new leader after a metadata refresh', async (t) => {
+  const { clock, cluster, leader, client } = setup();
+  append(cluster, leader, 0, ['a', 'b']);
+  const consumer = await client.consumer(options());
+  const got = await take(clock, consumer, 2);
+  cluster.moveLeader('orders', 0, 2);
+  const acks = Promise.all(got.map((m) => m.ack()));
+  for (let i = 0; i < 100 && leader.ackCalls.length < 2; i++) await clock.advance(10);
+  await acks;
+  t.deepEqual(
+    leader.ackCalls.map((a) => a.brokerId),
+    [1, 2],
+  );
+  t.deepEqual(leader.ackCalls[1]!.body.partitions, [{ partition: 0, ranges: [0, 2] }]);
+  t.true(leader.sub('orders', 'sub', 0).acked.has(1));
+  await client.close();
+});
+
 test('UNKNOWN_SUBSCRIPTION (registry not yet known at the leader) is retried', async (t) => {
   const { clock, cluster, leader, client } = setup();
   let refusals = 3;
