@@ -124,20 +124,22 @@ async function consumeSubscription(client: Tidemark, flags: SubscriptionFlags): 
   });
   const acks = new Set<Promise<void>>();
   let ackError: unknown;
+  const STOP: unique symbol = Symbol('stop');
+  const TICK: unique symbol = Symbol('tick');
+  // Ctrl-C stops taking messages; what was printed is still acknowledged before the exit.
+  const stopped = onShutdownSignal().then((): typeof STOP => STOP);
   try {
-    void onShutdownSignal().then(() => consumer.close());
     let printed = 0;
     let pending = consumer.next();
     for (;;) {
-      if (flags.exitAtEnd) {
-        const tick = Symbol('tick');
-        const first = await Promise.race([pending, delay(END_CHECK_MS, tick)]);
-        if (first === tick) {
-          if (acks.size === 0 && consumer.caughtUp()) break;
-          continue;
-        }
+      const waits: Array<Promise<IteratorResult<ConsumerMessage<string>, undefined> | typeof STOP | typeof TICK>> = [pending, stopped];
+      if (flags.exitAtEnd) waits.push(delay<typeof TICK>(END_CHECK_MS, TICK));
+      const r = await Promise.race(waits);
+      if (r === STOP) break;
+      if (r === TICK) {
+        if (acks.size === 0 && consumer.caughtUp()) break;
+        continue;
       }
-      const r = await pending;
       if (r.done) break;
       const message = r.value;
       await writeOut(format(message, flags.json));
