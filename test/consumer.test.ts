@@ -356,6 +356,19 @@ test('a full window stops asking; an empty poll every maxWaitMs keeps the sessio
   await client.close();
 });
 
+test('with maxWaitMs 0 a full consumer still polls only every 100 ms', async (t) => {
+  const { clock, cluster, leader, client } = setup();
+  append(cluster, leader, 0, Array.from({ length: 5 }, (_, i) => `v${i}`));
+  const consumer = await client.consumer(options({ receiverQueueSize: 2, maxWaitMs: 0 }));
+  await clock.advance(10);
+  t.is(consumer.buffered, 2);
+  const before = leader.consumeCalls.length;
+  await clock.advance(1_000);
+  const polls = leader.consumeCalls.length - before;
+  t.true(polls >= 9 && polls <= 11, `${polls} polls in 1 s`);
+  await client.close();
+});
+
 test('acks coalesce into ranges in one request and resolve when the leader answers', async (t) => {
   const { clock, cluster, leader, client } = setup();
   append(cluster, leader, 0, ['a', 'b', 'c', 'd', 'e', 'f']);

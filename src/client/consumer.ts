@@ -228,6 +228,9 @@ export const CONSUMER_DEFAULTS = {
   metadataRefreshMs: 5000,
 } as const;
 
+/** Shortest interval of the empty polls that keep a full consumer's sessions alive, ms (below SESSION_TIMEOUT_MS_MIN / 3). */
+const KEEPALIVE_MS_MIN = 100;
+
 /** Largest receive window, messages. */
 export const RECEIVER_QUEUE_SIZE_MAX = 1_000_000;
 
@@ -704,9 +707,11 @@ export class ConsumerImpl<T> implements Consumer<T> {
       }
       const permits = this.permitsFor(eligible);
       const total = permits.reduce((a, b) => a + b, 0);
-      const keepaliveDue = now - s.lastSentMs >= this.maxWaitMs;
+      // An idle session polls every maxWaitMs (at least every KEEPALIVE_MS_MIN, so maxWaitMs 0 does not spin).
+      const keepaliveMs = Math.max(this.maxWaitMs, KEEPALIVE_MS_MIN);
+      const keepaliveDue = now - s.lastSentMs >= keepaliveMs;
       if (!s.first && !keepaliveDue && !this.worthAsking(eligible, total)) {
-        await park(s.lastSentMs + this.maxWaitMs - now);
+        await park(s.lastSentMs + keepaliveMs - now);
         continue;
       }
       // Nothing to ask for: an empty poll only keeps the session alive, so it is not held.
