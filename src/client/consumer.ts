@@ -442,6 +442,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
     this.scheduleRefresh();
     await Promise.race([Promise.all([...this.sessions.values()].map((s) => s.firstDone)), this.failed]);
     if (this.failure !== undefined) throw this.failure;
+    if (this.closed) throw new TidemarkError('CLOSED', 'consumer closed while starting');
   }
 
   get buffered(): number {
