@@ -166,6 +166,10 @@ export interface ConsumerMessage<T> extends ReaderRecord<T> {
   nack(): void;
 }
 
+/**
+ * Iterate it (`for await`) or call next(); a `break` out of `for await` closes the consumer (as
+ * with a reader). Messages are delivered in offset order per partition (Key_Shared: per key).
+ */
 export interface Consumer<T> extends AsyncIterableIterator<ConsumerMessage<T>> {
   readonly topic: string;
   readonly subscription: string;
@@ -845,6 +849,8 @@ export class ConsumerImpl<T> implements Consumer<T> {
         else this.queue.push(d);
       }
     }
+    // Delivered offsets whose records the reply lacks: ask for them again rather than hold them.
+    for (const offset of counts.keys()) this.acks.nack(p.partition, offset);
   }
 
   /** Produces the message to the dead-letter topic, then acknowledges it; on failure asks for it again (nack). */
