@@ -582,3 +582,35 @@ test('backlog and caughtUp follow the replies and the acks', async (t) => {
   t.is(consumer.backlog(), 0);
   await client.close();
 });
+
+test('a mixed run: acks and nacks at random, a leader move midway; everything is acknowledged once, the window holds', async (t) => {
+  const { clock, cluster, leader, client } = setup(3);
+  cluster.moveLeader('orders', 2, 2);
+  for (let p = 0; p < 3; p++) for (let i = 0; i < 10; i++) append(cluster, leader, p, Array.from({ length: 10 }, (_, j) => `${p}-${i * 10 + j}`));
+  const consumer = await client.consumer(options({ type: 'Shared', receiverQueueSize: 25, nackRedeliveryDelayMs: 0 }));
+  leader.buffered = () => consumer.buffered;
+  const random = new SeededRandom(3);
+  const acked = new Set<string>();
+  const acks: Promise<void>[] = [];
+  let received = 0;
+  while (acked.size < 300) {
+    const r = await next(clock, consumer);
+    const m = r.value!;
+    received++;
+    if (received === 100) cluster.moveLeader('orders', 0, 3);
+    if (random.next() < 0.1) m.nack();
+    else {
+      acked.add(m.value!);
+      acks.push(m.ack());
+    }
+  }
+  await Promise.all(acks);
+  t.is(acked.size, 300);
+  for (let p = 0; p < 3; p++) t.is(leader.sub('orders', 'sub', p).acked.size, 100, `partition ${p} fully acknowledged`);
+  for (const call of leader.consumeCalls) {
+    const permits = call.body.partitions.reduce((a, p) => a + p.permits, 0);
+    t.true(permits + call.bufferedAtArrival + call.permitsInFlightElsewhere <= 25);
+  }
+  t.true(leader.consumeCalls.some((c) => c.brokerId === 3));
+  await client.close();
+});

@@ -168,7 +168,8 @@ export interface ConsumerMessage<T> extends ReaderRecord<T> {
 
 /**
  * Iterate it (`for await`) or call next(); a `break` out of `for await` closes the consumer (as
- * with a reader). Messages are delivered in offset order per partition (Key_Shared: per key).
+ * with a reader). Messages come in the order the leaders deliver them (per partition, offset order
+ * apart from redeliveries).
  */
 export interface Consumer<T> extends AsyncIterableIterator<ConsumerMessage<T>> {
   readonly topic: string;
