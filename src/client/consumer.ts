@@ -828,7 +828,13 @@ export class ConsumerImpl<T> implements Consumer<T> {
       }
       p.budget = undefined;
       p.retryAtMs = 0;
-      if (pr.active !== undefined) p.active = pr.active;
+      if (pr.active !== undefined) {
+        // Failover: no longer the active consumer. What it holds and has not given the application
+        // went back to the leader for the new active one: drop it, so the partition is read in
+        // order by one consumer (the new one gets these messages again, count + 1).
+        if (!pr.active && p.active === true) this.dropBuffered(p);
+        p.active = pr.active;
+      }
       if (pr.backlog !== undefined) {
         p.backlog = pr.backlog;
         p.backlogSeq = seq;
@@ -836,6 +842,10 @@ export class ConsumerImpl<T> implements Consumer<T> {
       this.deliver(p, pr);
     }
     if (this.queue.length > 0) this.wakeReaders();
+  }
+
+  private dropBuffered(p: PartitionState): void {
+    p.buffered -= this.queue.removeWhere((d) => d.partition === p.partition);
   }
 
   /** Keeps the records of the reply's batches whose offsets were delivered to this consumer. */
