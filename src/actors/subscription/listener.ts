@@ -10,7 +10,7 @@ import { topicByName } from '../../metadata/image.js';
 import type { MetadataView } from '../../metadata/metadata-store.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import { decodeReply, decodeRequest, encodeError, encodeMessage, produceReply } from '../../protocol/messages.js';
-import { ackRequest, consumeRequest, subscriptionAdminRequest, type SubscriptionMetadata } from '../../protocol/subscription-messages.js';
+import { ackRequest, consumeRequest, subscriptionAdminRequest } from '../../protocol/subscription-messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { LocalReplies } from '../../runtime/local-replies.js';
 import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';

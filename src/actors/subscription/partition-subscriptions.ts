@@ -22,6 +22,8 @@ import { keyHash } from './key-hash.js';
 
 /** A full cursor refresh is appended after this many offsets of log growth (bounds the recovery scan). */
 export const CURSOR_REFRESH_RECORDS = 100_000;
+/** Control-record ranges a partition remembers (to pass them again after a reset), pairs. */
+const CONTROL_RANGES_MAX = 10_000;
 /** Bytes one read-ahead read takes from the log. */
 const READ_AHEAD_BYTES = 256 * 1024;
 /** Bytes one recovery read takes from the log. */
@@ -68,6 +70,12 @@ export class PartitionSubscriptions {
   closed = false;
   private persisting = false;
   private lastRefreshAt = -1;
+  /**
+   * Control records (cursor records) this leader wrote, passed or found, as flat [start, end)
+   * pairs, ascending: a cursor placed or moved below them passes them at once, so they never
+   * count as backlog. Bounded (the oldest go first; the read-ahead passes those anyway).
+   */
+  private readonly controls: number[] = [];
   /** Subscriptions (by name:id) already in metadata when this leadership started: only they may have records in the log. */
   private readonly known: Set<string>;
 
@@ -119,6 +127,7 @@ export class PartitionSubscriptions {
         gone: false,
       };
       sub.dispatcher.reset(cursor.nextUnacked(cursor.markDelete));
+      this.passControls(sub, cursor.markDelete);
       this.subs.set(meta.name, sub);
     }
     this.persist();
@@ -190,7 +199,10 @@ export class PartitionSubscriptions {
     const done = (error?: TidemarkError, baseOffset?: number) => {
       this.persisting = false;
       // The cursor record itself is nobody's message: every subscription passes it (in memory).
-      if (baseOffset !== undefined) for (const s of this.subs.values()) s.dispatcher.ack([baseOffset, baseOffset + records.length]);
+      if (baseOffset !== undefined) {
+        this.noteControl(baseOffset, baseOffset + records.length);
+        for (const s of this.subs.values()) s.dispatcher.ack([baseOffset, baseOffset + records.length]);
+      }
       batchSubs.forEach((s, i) => {
         s.inFlight = false;
         if (error === undefined) {
@@ -262,6 +274,7 @@ export class PartitionSubscriptions {
           // a cursor record of their own (that would write one per one read, forever). The next real
           // ack persists it; a new leader passes them again.
           controls.push(Math.max(from, header.baseOffset), batchEnd);
+          this.noteControl(header.baseOffset, batchEnd);
           upTo = Math.max(upTo, batchEnd);
           continue;
         }
@@ -297,8 +310,32 @@ export class PartitionSubscriptions {
     const to = Math.max(this.logStartOffset, Math.min(offset, this.highWatermark));
     sub.cursor.resetTo(to);
     sub.dispatcher.reset(to);
+    this.passControls(sub, to);
     this.ports.wake(sub);
     return this.durable(sub);
+  }
+
+  private noteControl(start: number, end: number): void {
+    const c = this.controls;
+    if (c.length > 0 && start <= c[c.length - 1]!) {
+      // Seen before (a pump passing what this leader wrote), or out of order: keep the list ascending.
+      if (end <= c[c.length - 1]!) return;
+      start = c[c.length - 1]!;
+    }
+    if (c.length > 0 && c[c.length - 1] === start) c[c.length - 1] = end;
+    else c.push(start, end);
+    if (c.length > CONTROL_RANGES_MAX * 2) c.splice(0, c.length - CONTROL_RANGES_MAX * 2);
+  }
+
+  /** A cursor placed at `from` passes the control records known above it. */
+  private passControls(sub: SubState, from: number): void {
+    const above: number[] = [];
+    for (let i = 0; i < this.controls.length; i += 2) {
+      const end = this.controls[i + 1]!;
+      if (end <= from) continue;
+      above.push(Math.max(from, this.controls[i]!), end);
+    }
+    if (above.length > 0) sub.dispatcher.ack(above);
   }
 
   describe(sub: SubState, nowMs: number): SubscriptionPartitionInfo {
@@ -360,7 +397,10 @@ export class PartitionSubscriptions {
         if (batches.length === 0) break;
         for (const batch of batches) {
           const header = readBatchHeader(batch);
-          if (isControlBatch(batch)) for (const r of decodeCursorBatch(batch)) inWindow.set(`${r.name}:${r.id}`, r);
+          if (isControlBatch(batch)) {
+            for (const r of decodeCursorBatch(batch)) inWindow.set(`${r.name}:${r.id}`, r);
+            if (window === 2 * CURSOR_REFRESH_RECORDS) this.noteControl(header.baseOffset, header.baseOffset + header.recordCount);
+          }
           at = header.baseOffset + header.recordCount;
         }
       }
