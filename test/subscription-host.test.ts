@@ -215,3 +215,21 @@ test('cumulative ack is refused on Shared and accepted on Failover', async (t) =
   const accepted = await ack(l, 'f', 'a', [], got.offsets[2]! + 1);
   t.deepEqual(accepted.partitions, [{ partition: 0 }]);
 });
+
+test("a new leader whose high watermark has not caught up keeps a retried ack (it names a record below the log end)", async (t) => {
+  const first = await leader({ subs: [subscription('s')] });
+  await first.produce(keys(4));
+  await settle();
+  const got = await poll(first, 's', request('a', 'Exclusive'));
+  first.host.close();
+  // The successor's high watermark starts low and climbs as followers report; the ack comes now.
+  const second = await leader({ store: first.store, subs: [subscription('s')], epoch: 2 });
+  await settle();
+  second.host.committed(TOPIC_ID, 0, 2, 0, 0);
+  const reply = await ack(second, 's', 'b', [got.offsets[0]!, got.offsets[1]!]);
+  t.deepEqual(reply.partitions, [{ partition: 0 }]);
+  const third = await leader({ store: first.store, subs: [subscription('s')], epoch: 3 });
+  await settle();
+  const again = await poll(third, 's', request('c', 'Exclusive'));
+  t.deepEqual(again.values, ['v-k2', 'v-k3']);
+});

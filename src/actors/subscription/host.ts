@@ -482,8 +482,12 @@ export class SubscriptionHost {
         return { partition, error: wire('CUMULATIVE_ACK_NOT_ALLOWED', `subscription ${subscription} is ${d.type}`) };
       }
       let changed = false;
-      if (entry.cumulative !== undefined) changed = d.ackCumulative(Math.min(entry.cumulative, ps.highWatermark)) || changed;
-      if (entry.ranges !== undefined && entry.ranges.length > 0) changed = d.ack(clampRanges(entry.ranges, ps.highWatermark)) || changed;
+      // Acks past the log end name no record. Not clamped to the high watermark: a new leader's
+      // starts low and climbs as followers report, while every record a consumer was ever given is
+      // committed, hence in this leader's log (clean elections), below its end.
+      const logEnd = ps.store.logEndOffset();
+      if (entry.cumulative !== undefined) changed = d.ackCumulative(Math.min(entry.cumulative, logEnd)) || changed;
+      if (entry.ranges !== undefined && entry.ranges.length > 0) changed = d.ack(clampRanges(entry.ranges, logEnd)) || changed;
       if (entry.nacks !== undefined && entry.nacks.length > 0) {
         d.nack(request.consumerId, entry.nacks, entry.nackDelayMs ?? 0, now);
         this.wake(sub);
@@ -548,7 +552,7 @@ export class SubscriptionHost {
             target.kind === 'earliest'
               ? ps.logStartOffset
               : target.kind === 'latest'
-                ? ps.highWatermark
+                ? ps.store.logEndOffset()
                 : target.kind === 'offset'
                   ? target.value!
                   : await ps.offsetForTimestamp(target.value!);
@@ -601,12 +605,12 @@ function wire(code: ErrorCode, message: string): WireError {
   return { code, message };
 }
 
-/** Acks above the high watermark name records nobody was given: they are dropped. */
-function clampRanges(flat: readonly number[], highWatermark: number): number[] {
+/** Acks past the log end name records that do not exist: they are dropped. */
+function clampRanges(flat: readonly number[], logEnd: number): number[] {
   const out: number[] = [];
   for (let i = 0; i < flat.length; i += 2) {
     const start = flat[i]!;
-    const end = Math.min(flat[i + 1]!, highWatermark);
+    const end = Math.min(flat[i + 1]!, logEnd);
     if (start < end) out.push(start, end);
   }
   return out;

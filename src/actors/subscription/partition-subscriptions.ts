@@ -135,14 +135,16 @@ export class PartitionSubscriptions {
 
   /**
    * Where a subscription without a cursor record starts. Partitions added after its creation start
-   * at their log start; on the others `latest` is the high watermark now, `earliest` the log start.
+   * at their log start; on the others `latest` is the log end now, `earliest` the log start.
    * A subscription already known at this leadership's start with no record left (retention removed
    * every one) starts at the log start: nothing it acknowledged is left there.
    */
   private initialPosition(meta: SubscriptionMetadata): number {
     if (this.known.has(idOf(meta))) return this.logStartOffset;
     if (meta.initialPosition === 'earliest' || this.partition >= meta.partitionsAtCreation) return this.logStartOffset;
-    return this.highWatermark;
+    // The log end, not the high watermark: a new leader's high watermark starts low and climbs as its
+    // followers report. Nothing is delivered until the cursor record, appended after this end, commits.
+    return this.store.logEndOffset();
   }
 
   /** The leader's high watermark or log start moved. */
@@ -307,7 +309,7 @@ export class PartitionSubscriptions {
 
   /** Moves a subscription's cursor (reset); resolves once durable. */
   reset(sub: SubState, offset: number): Promise<void> {
-    const to = Math.max(this.logStartOffset, Math.min(offset, this.highWatermark));
+    const to = Math.max(this.logStartOffset, Math.min(offset, this.store.logEndOffset()));
     sub.cursor.resetTo(to);
     sub.dispatcher.reset(to);
     this.passControls(sub, to);
