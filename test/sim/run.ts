@@ -60,7 +60,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
       checker.started(node, parts);
       // Leaders report what they hand out to subscriptions (subscriptions.ts checks it).
       const hub = parts.broker?.getSnapshot().context.subscriptionHub;
-      if (hub !== undefined) hub.observer = { delivered: (...args) => ref.workload?.subscribers.delivered(...args) };
+      if (hub !== undefined) hub.observer = { delivered: (...args) => ref.workload?.subscribers.delivered(...args, node.id) };
     },
     powerLost: (node, lost) => {
       checker.powerLost(node, lost);

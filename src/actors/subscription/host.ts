@@ -55,6 +55,13 @@ export interface HostPorts {
   topicIdOf(topic: string): string | undefined;
   topicNameOf(topicId: string): string | undefined;
   openStore(topicId: string, partition: number): Promise<PartitionStore>;
+  /**
+   * The delivery lease: whether every other in-sync replica of the partition has fetched it from
+   * this broker at `leaderEpoch` since `sinceMs`. @default always (a single node)
+   */
+  followersFollow?(topicId: string, partition: number, leaderEpoch: number, sinceMs: number): boolean;
+  /** The lease's length, ms (see `leaseHolds`). @default 1500 */
+  leaseMs?: number;
   /** Appends a control batch through the partition's leader actor in `leaderEpoch`; resolves with its base offset once committed. */
   appendControl(topicId: string, partition: number, leaderEpoch: number, batch: Uint8Array, recordCount: number): Promise<number>;
 }
@@ -65,6 +72,8 @@ export interface HostPorts {
  * spread over the consumers instead of all going to whichever poll came first.
  */
 export const SHARED_SHARE_MIN = 20;
+/** The delivery lease's default length, ms (`leaseHolds`). */
+export const DEFAULT_LEASE_MS = 1_500;
 
 /** Room for a consume reply's own fields and each partition's, bytes. */
 const REPLY_ENVELOPE_BYTES = 1024;
@@ -132,6 +141,7 @@ export class SubscriptionHost {
     const key = partitionKey(topicId, partition);
     // Placeholder until the store is open, so a second `committed` does not open it twice.
     const pending = { highWatermark, logStartOffset };
+    const openedAtMs = this.ports.clock.now();
     const placeholder = { leaderEpoch, pending } as unknown as PartitionSubscriptions;
     this.partitions.set(key, placeholder);
     void this.ports.openStore(topicId, partition).then(
@@ -139,6 +149,7 @@ export class SubscriptionHost {
         if (this.partitions.get(key) !== placeholder) return;
         const initial = this.ports.subscriptionsOf(topicId) ?? [];
         const ps = new PartitionSubscriptions(topic, topicId, partition, leaderEpoch, store, this.partitionPorts(topicId, partition, leaderEpoch), initial);
+        ps.openedAtMs = openedAtMs;
         ps.highWatermark = pending.highWatermark;
         ps.logStartOffset = pending.logStartOffset;
         this.partitions.set(key, ps);
@@ -312,9 +323,25 @@ export class SubscriptionHost {
     if (poll === undefined) return false;
     return poll.request.partitions.some(({ partition, permits }) => {
       if (permits === 0) return false;
-      const sub = this.live(session.topicId, partition)?.subs.get(session.subscription);
-      return sub !== undefined && sub.ready && sub.dispatcher.hasWork(session.consumerId, nowMs);
+      const ps = this.live(session.topicId, partition);
+      const sub = ps?.subs.get(session.subscription);
+      return sub !== undefined && sub.ready && sub.dispatcher.hasWork(session.consumerId, nowMs) && this.leaseHolds(ps!, nowMs);
     });
+  }
+
+  /**
+   * A deposed leader that has not heard of its successor yet must not hand out messages its
+   * successor's consumers may already have acknowledged. So a leader delivers only while every
+   * other in-sync replica keeps copying the partition from it at its epoch (within `leaseMs`): a
+   * replica elected in its place stops doing so, and the old leader stops delivering within the
+   * lease. A new leader (epoch > 0) waits one lease before its first delivery, so the two never
+   * overlap. The cost: a follower that stops fetching pauses deliveries until the leader takes it
+   * out of the ISR (replica.lag.time.max.ms).
+   */
+  private leaseHolds(ps: PartitionSubscriptions, nowMs: number): boolean {
+    const leaseMs = this.ports.leaseMs ?? DEFAULT_LEASE_MS;
+    if (ps.leaderEpoch > 0 && nowMs - ps.openedAtMs < leaseMs) return false;
+    return this.ports.followersFollow?.(ps.topicId, ps.partition, ps.leaderEpoch, nowMs - leaseMs) ?? true;
   }
 
   private park(sub: SubState, session: ConsumerSession): void {
@@ -367,7 +394,7 @@ export class SubscriptionHost {
       }
       const reply: ConsumePartitionReply = { partition };
       if (sub.dispatcher.type === 'Failover') reply.active = sub.dispatcher.isActive(session.consumerId);
-      if (permits > 0 && sub.ready && budget > PARTITION_ENVELOPE_BYTES) {
+      if (permits > 0 && sub.ready && budget > PARTITION_ENVELOPE_BYTES && this.leaseHolds(ps, now)) {
         const d = sub.dispatcher;
         const others = d.type === 'Shared' || d.type === 'Key_Shared' ? (this.parked.get(sub)?.size ?? 0) : 0;
         const share = others === 0 ? permits : Math.min(permits, Math.max(SHARED_SHARE_MIN, Math.ceil(d.waiting() / (others + 1))));
@@ -584,6 +611,8 @@ export class SubscriptionHost {
           this.wake(sub);
         }
         if (sub.dirty && !sub.inFlight) ps.persist();
+        // Parked polls look again (a delivery lease may hold now).
+        if ((this.parked.get(sub)?.size ?? 0) > 0) this.wake(sub);
       }
     }
     for (const [key, session] of this.sessions) {

@@ -62,6 +62,10 @@ export interface SubscriptionListenerInput {
   clock: Clock;
   logger: Logger;
   limits?: HostLimits;
+  /** The follower fetch sessions with this broker (the delivery lease asks them). */
+  followers?: { follows(replicaId: number, topicId: string, partition: number, leaderEpoch: number, sinceMs: number): boolean };
+  /** @default DEFAULT_LEASE_MS */
+  leaseMs?: number;
 }
 
 export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionListenerInput>(({ input, system }) => {
@@ -78,6 +82,11 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
       },
       topicIdOf: (topic) => topicByName(metadata.image(), topic)?.topicId,
       topicNameOf: (topicId) => metadata.image().topicsById.get(topicId)?.name,
+      ...(input.leaseMs === undefined ? {} : { leaseMs: input.leaseMs }),
+      followersFollow: (topicId, partition, leaderEpoch, sinceMs) => {
+        const isr = metadata.image().topicsById.get(topicId)?.partitions[partition]?.isr ?? [];
+        return isr.every((id) => id === brokerId || (input.followers?.follows(id, topicId, partition, leaderEpoch, sinceMs) ?? false));
+      },
       openStore: (topicId, partition) => input.storage.openPartition({ topicId, partition }),
       appendControl: (topicId, partition, leaderEpoch, batch, recordCount) =>
         new Promise<number>((resolve, reject) => {

@@ -68,6 +68,8 @@ export class PartitionSubscriptions {
   /** Recovery done: subscriptions exist (maybe not ready yet). */
   recovered = false;
   closed = false;
+  /** When this leadership's subscriptions opened here (the delivery lease counts from it), ms. */
+  openedAtMs = 0;
   private persisting = false;
   private lastRefreshAt = -1;
   /**
