@@ -67,6 +67,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
       ledger.powerLost(node, lost);
       ref.workload?.powerLost(lost);
     },
+    bug: (message) => violations.add(`bug: ${message}`),
     truncated: (node, pid, offset, removed) => {
       checker.truncated();
       ledger.truncated(node, pid, offset, removed);

@@ -105,8 +105,19 @@ interface ConsumerSession {
 
 const partitionKey = (topicId: string, partition: number) => `${topicId}/${partition}`;
 
+interface Opening {
+  leaderEpoch: number;
+  highWatermark: number;
+  logStartOffset: number;
+  openedAtMs: number;
+  /** The subscriptions metadata held when the leadership began: only they can have cursor records in the log. */
+  initial: readonly SubscriptionMetadata[];
+}
+
 export class SubscriptionHost {
   private readonly partitions = new Map<string, PartitionSubscriptions>();
+  /** Leaderships whose store handle is being fetched. */
+  private readonly opening = new Map<string, Opening>();
   private readonly sessions = new Map<string, ConsumerSession>();
   /** Sessions parked on each subscription state. */
   private readonly parked = new Map<SubState, Set<ConsumerSession>>();
@@ -122,43 +133,44 @@ export class SubscriptionHost {
   /** A leader opened or its high watermark / log start moved. */
   committed(topicId: string, partition: number, leaderEpoch: number, highWatermark: number, logStartOffset: number): void {
     if (this.closed) return;
-    const topic = this.ports.topicNameOf(topicId);
-    if (topic === undefined) return;
     const key = partitionKey(topicId, partition);
-    let ps = this.partitions.get(key);
-    if (ps !== undefined && ps.leaderEpoch !== leaderEpoch) {
-      this.closePartition(key);
-      ps = undefined;
-    }
-    if (ps === undefined) {
-      this.openPartition(topic, topicId, partition, leaderEpoch, highWatermark, logStartOffset);
+    const opening = this.opening.get(key);
+    if (opening !== undefined && opening.leaderEpoch === leaderEpoch) {
+      opening.highWatermark = highWatermark;
+      opening.logStartOffset = logStartOffset;
       return;
     }
-    ps.committed(highWatermark, logStartOffset);
+    const ps = this.partitions.get(key);
+    if (ps !== undefined && ps.leaderEpoch === leaderEpoch) {
+      ps.committed(highWatermark, logStartOffset);
+      return;
+    }
+    if (ps !== undefined) this.closePartition(key);
+    const topic = this.ports.topicNameOf(topicId);
+    if (topic === undefined) return;
+    this.openPartition(topic, topicId, partition, leaderEpoch, highWatermark, logStartOffset);
   }
 
+  /** A leadership began: its subscriptions open once the store handle is there (until then `opening` holds its offsets). */
   private openPartition(topic: string, topicId: string, partition: number, leaderEpoch: number, highWatermark: number, logStartOffset: number): void {
     const key = partitionKey(topicId, partition);
-    // Placeholder until the store is open, so a second `committed` does not open it twice.
-    const pending = { highWatermark, logStartOffset };
-    const openedAtMs = this.ports.clock.now();
-    const placeholder = { leaderEpoch, pending } as unknown as PartitionSubscriptions;
-    this.partitions.set(key, placeholder);
+    const opening: Opening = { leaderEpoch, highWatermark, logStartOffset, openedAtMs: this.ports.clock.now(), initial: this.ports.subscriptionsOf(topicId) ?? [] };
+    this.opening.set(key, opening);
     void this.ports.openStore(topicId, partition).then(
       (store) => {
-        if (this.partitions.get(key) !== placeholder) return;
-        const initial = this.ports.subscriptionsOf(topicId) ?? [];
-        const ps = new PartitionSubscriptions(topic, topicId, partition, leaderEpoch, store, this.partitionPorts(topicId, partition, leaderEpoch), initial);
-        ps.openedAtMs = openedAtMs;
-        ps.highWatermark = pending.highWatermark;
-        ps.logStartOffset = pending.logStartOffset;
+        if (this.opening.get(key) !== opening) return;
+        this.opening.delete(key);
+        const ps = new PartitionSubscriptions(topic, topicId, partition, leaderEpoch, store, this.partitionPorts(topicId, partition, leaderEpoch), opening.initial);
+        ps.openedAtMs = opening.openedAtMs;
+        ps.highWatermark = opening.highWatermark;
+        ps.logStartOffset = opening.logStartOffset;
         this.partitions.set(key, ps);
         void ps.recover(this.ports.subscriptionsOf(topicId) ?? []).catch((error: unknown) => {
           this.ports.logger.error({ err: error, topic, partition }, 'subscription recovery failed');
         });
       },
       (error: unknown) => {
-        if (this.partitions.get(key) === placeholder) this.partitions.delete(key);
+        if (this.opening.get(key) === opening) this.opening.delete(key);
         this.ports.logger.warn({ err: error, topic, partition }, 'cannot open the log for subscriptions');
       },
     );
@@ -177,6 +189,7 @@ export class SubscriptionHost {
   /** The leader stopped. */
   leaderClosed(topicId: string, partition: number, leaderEpoch: number): void {
     const key = partitionKey(topicId, partition);
+    if (this.opening.get(key)?.leaderEpoch === leaderEpoch) this.opening.delete(key);
     const ps = this.partitions.get(key);
     if (ps !== undefined && ps.leaderEpoch === leaderEpoch) this.closePartition(key);
   }
@@ -184,13 +197,12 @@ export class SubscriptionHost {
   private closePartition(key: string): void {
     const ps = this.partitions.get(key);
     this.partitions.delete(key);
-    if (ps instanceof PartitionSubscriptions) ps.close();
+    ps?.close();
   }
 
   /** Metadata changed: subscriptions created or deleted, topics gone. */
   metadataChanged(): void {
     for (const [key, ps] of this.partitions) {
-      if (!(ps instanceof PartitionSubscriptions)) continue;
       const subs = this.ports.subscriptionsOf(ps.topicId);
       if (subs === undefined) this.closePartition(key);
       else ps.sync(subs);
@@ -198,8 +210,7 @@ export class SubscriptionHost {
   }
 
   private live(topicId: string, partition: number): PartitionSubscriptions | undefined {
-    const ps = this.partitions.get(partitionKey(topicId, partition));
-    return ps instanceof PartitionSubscriptions ? ps : undefined;
+    return this.partitions.get(partitionKey(topicId, partition));
   }
 
   // --- consume ------------------------------------------------------------------------------
@@ -602,7 +613,7 @@ export class SubscriptionHost {
   tick(): void {
     const now = this.ports.clock.now();
     for (const ps of this.partitions.values()) {
-      if (!(ps instanceof PartitionSubscriptions) || !ps.recovered) continue;
+      if (!ps.recovered) continue;
       for (const sub of ps.subs.values()) {
         const next = sub.dispatcher.nextDueMs();
         if (next !== undefined && next <= now) {

@@ -32,21 +32,32 @@ export class SubscriptionHub implements Required<Pick<ReplicaWatch, 'committed' 
   /** Set by the simulator's test seam to watch deliveries. */
   observer: SubscriptionObserver | undefined;
   private hostRef: SubscriptionHost | undefined;
+  private logger: Logger | undefined;
   private readonly last = new Map<string, [string, number, number, number, number]>();
 
+  /** Called from partition actors' actions: nothing thrown here may reach them (it would crash the partition). */
   committed(topicId: string, partition: number, leaderEpoch: number, highWatermark: number, logStartOffset: number): void {
     this.last.set(`${topicId}/${partition}`, [topicId, partition, leaderEpoch, highWatermark, logStartOffset]);
-    this.hostRef?.committed(topicId, partition, leaderEpoch, highWatermark, logStartOffset);
+    this.guard(() => this.hostRef?.committed(topicId, partition, leaderEpoch, highWatermark, logStartOffset));
   }
 
   closed(topicId: string, partition: number, leaderEpoch: number): void {
     const key = `${topicId}/${partition}`;
     if (this.last.get(key)?.[2] === leaderEpoch) this.last.delete(key);
-    this.hostRef?.leaderClosed(topicId, partition, leaderEpoch);
+    this.guard(() => this.hostRef?.leaderClosed(topicId, partition, leaderEpoch));
   }
 
-  attach(host: SubscriptionHost | undefined): void {
+  private guard(call: () => void): void {
+    try {
+      call();
+    } catch (error) {
+      this.logger?.error({ err: error }, 'subscription host failed on a partition report');
+    }
+  }
+
+  attach(host: SubscriptionHost | undefined, logger?: Logger): void {
     this.hostRef = host;
+    this.logger = logger;
     if (host !== undefined) for (const args of this.last.values()) host.committed(...args);
   }
 }
@@ -184,7 +195,7 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
     }, SUBSCRIPTION_TICK_MS);
   };
   arm();
-  input.hub.attach(host);
+  input.hub.attach(host, logger);
   return () => {
     input.hub.attach(undefined);
     clock.clearTimeout(timer);
