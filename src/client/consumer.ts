@@ -742,10 +742,22 @@ export class ConsumerImpl<T> implements Consumer<T> {
 
   /** A partition's share of the receive window; when the window is smaller than the partition count, the shares rotate. */
   private quota(partition: number): number {
-    const n = this.parts.size;
+    // A window too small to give every partition a couple of messages goes to the partitions that
+    // have something to deliver (backlog unknown, or above 0, or messages held), so one busy
+    // partition among idle ones is not read a message at a time.
+    let parts = this.sortedParts;
+    if (this.receiverQueueSize < parts.length * 2) {
+      const busy = parts.filter((n) => {
+        const p = this.parts.get(n)!;
+        return p.backlog === undefined || p.backlog > 0 || p.buffered > 0 || p.inFlight > 0;
+      });
+      if (!busy.includes(partition)) return 0;
+      parts = busy;
+    }
+    const n = parts.length;
     const base = Math.floor(this.receiverQueueSize / n);
     const extra = this.receiverQueueSize % n;
-    const index = this.sortedParts.indexOf(partition);
+    const index = parts.indexOf(partition);
     return base + ((index + this.rotation) % n < extra ? 1 : 0);
   }
 

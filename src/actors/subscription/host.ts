@@ -607,6 +607,34 @@ export class SubscriptionHost {
     return { partitions };
   }
 
+  /** What a subscription looks like on a partition led here, for the simulator's failure reports. */
+  inspect(topicId: string, partition: number, subscription: string): string {
+    const ps = this.live(topicId, partition);
+    const sub = ps?.subs.get(subscription);
+    if (ps === undefined || sub === undefined) return `not served here (${this.opening.has(partitionKey(topicId, partition)) ? 'opening' : 'no leadership'})`;
+    const now = this.ports.clock.now();
+    const d = sub.dispatcher;
+    const parked = [...(this.parked.get(sub) ?? [])].map((session) => ({
+      consumer: session.consumerId,
+      permits: session.poll?.request.partitions.find((p) => p.partition === partition)?.permits,
+      hasWork: d.hasWork(session.consumerId, now),
+    }));
+    return JSON.stringify({
+      ready: sub.ready,
+      lease: this.leaseHolds(ps, now),
+      hw: ps.highWatermark,
+      markDelete: sub.cursor.markDelete,
+      readPosition: d.readPosition,
+      lookAhead: d.lookAheadSize(),
+      room: d.lookAheadRoom(),
+      redeliveries: d.redeliveryCount(),
+      unacked: d.unackedCount(),
+      parked,
+      pumping: sub.pumping,
+      consumers: d.consumers(now),
+    });
+  }
+
   // --- time -----------------------------------------------------------------------------------
 
   /** The node's tick: consumers silent too long leave, ack timeouts and nack delays fall due, failed cursor records are retried. */
