@@ -28,6 +28,7 @@ import { decodeBatch, splitBatches, verifyBatch, type RecordHeaders, type Stored
 import { TidemarkError } from '../protocol/errors.js';
 import { FETCH_WAIT_MS_MAX, PAYLOAD_BYTES_MAX, REQUEST_TIMEOUT_MS_MAX, type TopicMetadata } from '../protocol/messages.js';
 import {
+  forEachDelivery,
   ACK_TIMEOUT_MS_MAX,
   CONSUMER_PERMITS_MAX,
   consumeReply,
@@ -865,7 +866,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
     const deliveries = pr.deliveries;
     if (pr.records === undefined || deliveries === undefined || deliveries.length === 0) return;
     const counts = new Map<number, number>();
-    for (let i = 0; i + 1 < deliveries.length; i += 2) counts.set(deliveries[i]!, deliveries[i + 1]!);
+    forEachDelivery(deliveries, (offset, count) => counts.set(offset, count));
     for (const batch of splitBatches(pr.records)) {
       verifyBatch(batch);
       for (const record of decodeBatch(batch)) {
