@@ -47,6 +47,7 @@ import {
 import { isValidTopicName, type Subjects } from '../protocol/subjects.js';
 import type { Clock, Random } from '../runtime/ports.js';
 import { abortable, retry, retryPolicy, RetryBudget, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
+import { BatchCache, type Entry as BatchEntry } from './batch-cache.js';
 import { AckBatcher } from './ack-batcher.js';
 import type { Codec } from './codecs.js';
 import { Fifo } from './fifo.js';
@@ -239,6 +240,8 @@ const KEEPALIVE_MS_MIN = 100;
 
 /** Largest receive window, messages. */
 export const RECEIVER_QUEUE_SIZE_MAX = 1_000_000;
+/** Stored bytes of the batches a consumer keeps decoded for later slices of them (batch-cache.ts). */
+export const CONSUMER_BATCH_CACHE_BYTES = 8 * 1024 * 1024;
 
 /** Headers a dead-lettered message carries besides its own: where it came from. */
 export const DLQ_HEADERS = { topic: 'tidemark-dlq-origin-topic', partition: 'tidemark-dlq-origin-partition', offset: 'tidemark-dlq-origin-offset' } as const;
@@ -364,6 +367,8 @@ export class ConsumerImpl<T> implements Consumer<T> {
   private requestSeq = 0;
   private ackDurableSeq = 0;
   private rotation = 0;
+  /** Batches received lately, decoded, so a leader handing one batch out in slices sends it once. */
+  private readonly batches = new BatchCache(CONSUMER_BATCH_CACHE_BYTES);
   private routeBudget: RetryBudget | undefined;
   private routeTimer: unknown;
   private routeAtMs = Number.POSITIVE_INFINITY;
@@ -582,6 +587,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
         p = { partition: pm.partition, brokerId: undefined, buffered: 0, inFlight: 0, backlog: undefined, backlogSeq: -1, budget: undefined, retryAtMs: 0, active: undefined };
         this.parts.set(pm.partition, p);
         this.sortedParts = [...this.parts.keys()].sort((a, b) => a - b);
+        this.batches.partitions = this.sortedParts.length;
       }
       const leader = pm.leader >= 0 ? pm.leader : undefined;
       if (leader === undefined && p.retryAtMs <= now) {
@@ -807,7 +813,14 @@ export class ConsumerImpl<T> implements Consumer<T> {
       reply = await abortable(
         rpc.request(
           subjects.consumer('consume', s.brokerId, this.topic, this.subscription),
-          this.request(s, partitions.map((partition, i) => ({ partition, permits: permits[i]! })), maxWaitMs),
+          this.request(
+            s,
+            partitions.map((partition, i) => {
+              const cached = this.batches.held(partition);
+              return cached.length === 0 ? { partition, permits: permits[i]! } : { partition, permits: permits[i]!, cached };
+            }),
+            maxWaitMs,
+          ),
           consumeReply,
         ),
         this.abort.signal,
@@ -864,24 +877,34 @@ export class ConsumerImpl<T> implements Consumer<T> {
   /** Keeps the records of the reply's batches whose offsets were delivered to this consumer. */
   private deliver(p: PartitionState, pr: ConsumePartitionReply): void {
     const deliveries = pr.deliveries;
-    if (pr.records === undefined || deliveries === undefined || deliveries.length === 0) return;
-    const counts = new Map<number, number>();
-    forEachDelivery(deliveries, (offset, count) => counts.set(offset, count));
-    for (const batch of splitBatches(pr.records)) {
-      verifyBatch(batch);
-      for (const record of decodeBatch(batch)) {
-        const redeliveryCount = counts.get(record.offset);
-        if (redeliveryCount === undefined) continue;
-        counts.delete(record.offset);
-        const d: Delivered = { partition: p.partition, record, redeliveryCount };
-        p.buffered++;
-        if (this.dlq !== undefined && redeliveryCount >= this.dlq.maxRedeliverCount) this.deadLetter(d, this.dlq.topic);
-        else this.queue.push(d);
+    if (deliveries === undefined || deliveries.length === 0) return;
+    const fresh: BatchEntry[] = [];
+    if (pr.records !== undefined && pr.records.length > 0) {
+      for (const batch of splitBatches(pr.records)) {
+        verifyBatch(batch);
+        fresh.push(BatchCache.decode(p.partition, batch));
       }
     }
-    // Delivered offsets whose records the reply lacks: ask for them again rather than hold them.
-    for (const offset of counts.keys()) this.acks.nack(p.partition, offset);
+    // Resolved before the reply's batches go into the cache (which may evict older ones of the
+    // partition that this reply's deliveries still need).
+    const missing: number[] = [];
+    forEachDelivery(deliveries, (offset, redeliveryCount) => {
+      const record = this.batches.record(p.partition, offset, fresh);
+      if (record === undefined) {
+        missing.push(offset);
+        return;
+      }
+      const d: Delivered = { partition: p.partition, record, redeliveryCount };
+      p.buffered++;
+      if (this.dlq !== undefined && redeliveryCount >= this.dlq.maxRedeliverCount) this.deadLetter(d, this.dlq.topic);
+      else this.queue.push(d);
+    });
+    for (const entry of fresh) this.batches.put(entry);
+    // Delivered offsets whose records neither the reply nor the held batches have: ask for them again.
+    for (const offset of missing) this.acks.nack(p.partition, offset);
   }
+
+
 
   /** Produces the message to the dead-letter topic, then acknowledges it; on failure asks for it again (nack). */
   private deadLetter(d: Delivered, topic: string): void {

@@ -40,6 +40,8 @@ export function isValidSubscriptionName(name: string): boolean {
 export const TOPIC_SUBSCRIPTIONS_MAX = 256;
 /** Messages one consume request may ask for on one partition (a consumer's receive window bound). */
 export const CONSUMER_PERMITS_MAX = 100_000;
+/** Batches per partition a consumer may say it holds (`cached`). */
+export const CACHED_BATCHES_MAX = 8;
 /** Acknowledged ranges one ack request may carry per partition. */
 export const ACK_RANGES_MAX = 10_000;
 /** Negative acks one request may carry per partition. */
@@ -93,6 +95,13 @@ export const consumeRequest = object({
       partition: partitionIndex,
       /** How many more messages the consumer can take from this partition now. */
       permits: int(0, CONSUMER_PERMITS_MAX),
+      /**
+       * Base offsets of batches of this partition the consumer still holds (decoded) from earlier
+       * replies: the leader sends only the deliveries for those, not their bytes again. A Shared
+       * subscription hands one stored batch out in slices (a consumer's permits may be fewer than
+       * the batch's records), and without this each slice carried the whole batch.
+       */
+      cached: optional(array(int(0, Number.MAX_SAFE_INTEGER), CACHED_BATCHES_MAX)),
     }),
     TOPIC_PARTITIONS_MAX,
   ),
@@ -116,7 +125,7 @@ export interface ConsumePartitionReply {
   error?: WireError;
   /** Failover: this consumer is the partition's active one (others get nothing, but stay attached). */
   active?: boolean;
-  /** Whole batches as stored, concatenated; empty when nothing is delivered. */
+  /** Whole batches as stored, concatenated, except those the request said the consumer holds (`cached`). */
   records?: Uint8Array;
   /**
    * Offsets delivered with their redelivery count, as runs of consecutive offsets sharing a count:

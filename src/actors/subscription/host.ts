@@ -401,7 +401,7 @@ export class SubscriptionHost {
     const replies: ConsumePartitionReply[] = [...errors];
     let budget = Math.min(poll.request.maxBytes, this.ports.maxPayloadBytes - REPLY_ENVELOPE_BYTES);
     const delivered = new Map<number, number[]>();
-    for (const { partition, permits } of poll.request.partitions) {
+    for (const { partition, permits, cached } of poll.request.partitions) {
       if (failed.has(partition)) continue;
       const ps = this.live(session.topicId, partition);
       const sub = ps?.subs.get(session.subscription);
@@ -417,7 +417,7 @@ export class SubscriptionHost {
         const share = others === 0 ? permits : Math.min(permits, Math.max(SHARED_SHARE_MIN, Math.ceil(d.waiting() / (others + 1))));
         const deliveries = d.assign(session.consumerId, share, now);
         if (deliveries.length > 0) {
-          const read = await this.readDeliveries(ps, sub, session.consumerId, deliveries, budget - PARTITION_ENVELOPE_BYTES, delivered.size === 0);
+          const read = await this.readDeliveries(ps, sub, session.consumerId, deliveries, budget - PARTITION_ENVELOPE_BYTES, delivered.size === 0, cached);
           if (read !== undefined) {
             const runs = deliveryRuns(read.sent);
             reply.records = read.records;
@@ -466,6 +466,7 @@ export class SubscriptionHost {
     deliveries: Delivery[],
     maxBytes: number,
     replyEmpty: boolean,
+    cached: readonly number[] | undefined,
   ): Promise<{ records: Uint8Array; sent: Delivery[] } | undefined> {
     const first = deliveries[0]!.offset;
     const last = deliveries[deliveries.length - 1]!.offset;
@@ -490,15 +491,17 @@ export class SubscriptionHost {
       const from = i;
       while (i < deliveries.length && deliveries[i]!.offset < end) i++;
       if (i === from) continue;
+      // A batch the consumer holds already goes as deliveries only.
+      const held = cached?.includes(header.baseOffset) === true;
       // The reply stays within the budget (NATS max_payload); only a reply with nothing else in it
       // may carry one batch larger than the budget, so a consumer always progresses.
-      const cost = batch.length + DELIVERY_RUN_BYTES;
-      if (bytes + cost > maxBytes && (kept.length > 0 || !replyEmpty)) {
+      const cost = (held ? 0 : batch.length) + DELIVERY_RUN_BYTES;
+      if (bytes + cost > maxBytes && (bytes > 0 || !replyEmpty)) {
         i = from;
         break;
       }
       bytes += cost;
-      kept.push(batch);
+      if (!held) kept.push(batch);
     }
     // What did not fit (a tail of the deliveries) goes back, its count unchanged.
     if (i < deliveries.length) {
@@ -507,8 +510,8 @@ export class SubscriptionHost {
         deliveries.slice(i).map((d) => d.offset),
       );
     }
-    if (kept.length === 0) return undefined;
-    return { records: kept.length === 1 ? kept[0]! : Buffer.concat(kept), sent: deliveries.slice(0, i) };
+    if (i === 0) return undefined;
+    return { records: kept.length === 1 ? kept[0]! : kept.length === 0 ? new Uint8Array(0) : Buffer.concat(kept), sent: deliveries.slice(0, i) };
   }
 
 
