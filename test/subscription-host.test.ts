@@ -8,7 +8,7 @@ import test from 'ava';
 import { decode } from '@msgpack/msgpack';
 import { pino } from 'pino';
 import { SubscriptionHost } from '../src/actors/subscription/host.js';
-import { decodeBatch, encodeBatch, isControlBatch, splitBatches, stampBatch } from '../src/protocol/batch.js';
+import { decodeBatch, encodeBatch, isControlBatch, readBatchHeader, splitBatches, stampBatch } from '../src/protocol/batch.js';
 import { forEachDelivery, type AckReply, type ConsumeReply, type ConsumeRequest, type SubscriptionMetadata, type SubscriptionType } from '../src/protocol/subscription-messages.js';
 import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
 import type { PartitionStore } from '../src/storage/partition-store.js';
@@ -255,4 +255,26 @@ test('the delivery lease: a new leader waits one lease; a leader its followers s
   following = false; // a follower was elected elsewhere: it no longer copies from this leader
   const deposed = await poll(second, 's', request('a', 'Shared', { received: later.seq }));
   t.deepEqual(deposed.values, []);
+});
+
+test('a batch the consumer says it holds goes as deliveries only: a batch handed out in slices is sent once', async (t) => {
+  const l = await leader({ subs: [subscription('s')] });
+  await l.produce(keys(6)); // one batch of six records
+  await settle();
+  let reply: ConsumeReply | undefined;
+  const raw = (req: ConsumeRequest) =>
+    new Promise<ConsumeReply>((resolve) => {
+      l.host.consume('t', 's', req, (data) => resolve((reply = decode(data) as ConsumeReply)));
+      void l.clock.run(req.maxWaitMs);
+    });
+  const first = await raw(request('a', 'Exclusive', { partitions: [{ partition: 0, permits: 2 }] }));
+  const records = first.partitions[0]!.records!;
+  t.true(records.length > 0);
+  const base = splitBatches(records).map((b) => readBatchHeader(b).baseOffset)[0]!;
+  const second = await raw(request('a', 'Exclusive', { received: first.seq, partitions: [{ partition: 0, permits: 2, cached: [base] }] }));
+  t.is(second.partitions[0]!.records?.length ?? 0, 0, 'no bytes again');
+  const offsets: number[] = [];
+  forEachDelivery(second.partitions[0]!.deliveries ?? [], (o) => offsets.push(o));
+  t.deepEqual(offsets, [base + 2, base + 3]);
+  t.truthy(reply);
 });

@@ -119,3 +119,29 @@ test.serial(`a consumer that stops reading while ${mib(MEMORY_BYTES)} are writte
   const d = await admin.describeSubscription(topic, 'stalled');
   t.true(d.backlog > 0, 'the rest waits in the log');
 });
+
+test.serial('a consumer of several partitions holding ~1 MiB batches gets them all: consume replies stay within max_payload', async (t) => {
+  t.timeout(60_000);
+  const topic = 'mem-big-batches';
+  const BIG = 64 * 1024;
+  await fx.client.admin().createTopic({ name: topic, partitions: PARTITIONS, replicationFactor: 1 });
+  const producer = fx.client.producer<string>({ codec: codecs.string(), topic, acks: 1, lingerMs: 50 });
+  const pad = 'v'.repeat(BIG - 16);
+  const count = PARTITIONS * 32; // 32 records of 64 KiB per partition: about 1 MiB batches
+  await Promise.all(Array.from({ length: count }, (_, i) => producer.send({ partition: i % PARTITIONS, value: `${i}:${pad}` })));
+  await producer.close();
+  const consumer = await fx.client.consumer<string>({ topic, subscription: 'big', type: 'Exclusive', codec: codecs.string(), initialPosition: 'earliest' });
+  t.teardown(() => consumer.close());
+  let got = 0;
+  const deadline = Date.now() + 5_000;
+  let timer: NodeJS.Timeout | undefined;
+  while (got < count && Date.now() < deadline) {
+    const next = await Promise.race([consumer.next(), new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()))))]);
+    clearTimeout(timer);
+    if (next === undefined || next.done === true) break;
+    void next.value.ack();
+    got++;
+  }
+  t.is(fx.cluster.logs(1, 'consume reply dropped').length, 0, 'no consume reply dropped by the node');
+  t.is(got, count, `${got} of ${count} records received within 5 s (less than one request timeout)`);
+});
