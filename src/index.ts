@@ -16,6 +16,7 @@ export type {
 } from './client/admin.js';
 export type { Acks, Producer, ProducerOptions, ProducerRecord, RecordMetadata } from './client/producer.js';
 export type { Reader, ReaderOptions, ReaderRecord, StartFrom } from './client/reader.js';
+export type { Consumer, ConsumerMessage, ConsumerOptions, DeadLetterPolicy, InitialPosition, SubscriptionType } from './client/consumer.js';
 export type { RetryOptions } from './runtime/retry.js';
 export { murmur2, partitionForKey, toPositive } from './client/partitioner.js';
 export { ErrorCodes, TidemarkError, type ErrorCode } from './protocol/errors.js';

@@ -12,7 +12,10 @@ import { AdminClient, type Admin } from './admin.js';
 import { MetadataCache } from './metadata.js';
 import { ProducerImpl, type Producer, type ProducerOptions } from './producer.js';
 import { ReaderImpl, type Reader, type ReaderOptions } from './reader.js';
-import { retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
+import { ConsumerImpl, type Consumer, type ConsumerOptions } from './consumer.js';
+import { codecs } from './codecs.js';
+import { createSubscriptionReply, type CreateSubscriptionRequest, type InitialPosition } from '../protocol/subscription-messages.js';
+import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import { ProduceChannel } from './produce-channel.js';
 import { Rpc } from './rpc.js';
 
@@ -170,7 +173,61 @@ export class Tidemark {
     return reader;
   }
 
-  /** Closes readers, flushes and closes producers, then the NATS connection if `connect` made it. */
+  /**
+   * A consumer of a subscription (created if missing). Resolves once the subscription exists and
+   * every leader of the topic's partitions accepted the consumer's first poll; rejects if the
+   * subscription refuses it (CONSUMER_BUSY: an Exclusive subscription with a consumer already).
+   * Errors after that are thrown by the iterator.
+   */
+  async consumer<T>(options: ConsumerOptions<T>): Promise<Consumer<T>> {
+    this.checkOpen();
+    const consumer: ConsumerImpl<T> = new ConsumerImpl<T>(
+      {
+        ...this.deps(),
+        ensureSubscription: (topic, name, initialPosition) => this.ensureSubscription(topic, name, initialPosition),
+        ensureTopic: (name, replicationFactor) => this.ensureTopic(name, replicationFactor),
+        producer: (topic) => this.producer({ topic, codec: codecs.bytes() }),
+        onClosed: () => this.children.delete(consumer),
+      },
+      options,
+    );
+    this.children.add(consumer);
+    try {
+      await consumer.start();
+    } catch (error) {
+      await consumer.close();
+      throw error;
+    }
+    return consumer;
+  }
+
+  /**
+   * Registers a subscription with the controller (idempotent), in this one retry layer.
+   * TODO(merge): replace with the admin SDK's createSubscription.
+   */
+  private async ensureSubscription(topic: string, name: string, initialPosition: InitialPosition): Promise<void> {
+    const reply = await retry(
+      (remainingMs) =>
+        this.rpc.request(
+          this.subjects.admin('create-subscription'),
+          { timeoutMs: Math.min(this.requestTimeoutMs, remainingMs), topic, name, initialPosition } satisfies CreateSubscriptionRequest,
+          createSubscriptionReply,
+        ),
+      { policy: this.policy, clock: this.clock, random: this.random, signal: this.abort.signal },
+    );
+    this.metadata.observe(reply.metadataOffset);
+  }
+
+  /** Creates a one-partition topic unless it exists (a consumer's dead-letter topic). */
+  private async ensureTopic(name: string, replicationFactor: number): Promise<void> {
+    try {
+      await this.admin().createTopic({ name, partitions: 1, replicationFactor });
+    } catch (error) {
+      if (!(error instanceof TidemarkError && error.code === 'TOPIC_ALREADY_EXISTS')) throw error;
+    }
+  }
+
+  /** Closes readers and consumers, flushes and closes producers, then the NATS connection if `connect` made it. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       await Promise.allSettled([...this.children].map((c) => c.close()));

@@ -5,7 +5,7 @@
  * replies are long polls paced by the node (maxWaitMs). Each fetch is retried here (the one retry
  * layer on this path) after a metadata refresh when the error says the leader moved.
  */
-import { decodeBatch, splitBatches, verifyBatch, type RecordHeaders, type StoredRecord } from '../protocol/batch.js';
+import { decodeBatch, isControlBatch, splitBatches, verifyBatch, type RecordHeaders, type StoredRecord } from '../protocol/batch.js';
 import { TidemarkError } from '../protocol/errors.js';
 import { FETCH_WAIT_MS_MAX, fetchReply, offsetsReply, REQUEST_TIMEOUT_MS_MAX, type FetchReply, type FetchRequest, type OffsetsRequest } from '../protocol/messages.js';
 import { isValidTopicName, type Subjects } from '../protocol/subjects.js';
@@ -221,7 +221,12 @@ export class ReaderImpl<T> implements Reader<T> {
       this.records = [];
       this.index = 0;
       if (batch === undefined) return undefined;
-      verifyBatch(batch);
+      const header = verifyBatch(batch);
+      if (isControlBatch(batch)) {
+        // The broker's own records (subscription cursors): not the reader's, but its offsets are passed.
+        this.offset = Math.max(this.offset ?? 0, header.baseOffset + header.recordCount);
+        continue;
+      }
       this.records = decodeBatch(batch);
     }
   }

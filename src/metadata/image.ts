@@ -2,6 +2,7 @@
  * The metadata image: what every node knows about the cluster, the result of applying the
  * committed metadata records in order. `applyRecord` is pure and total over valid records.
  */
+import type { SubscriptionMetadata } from '../protocol/subscription-messages.js';
 import type { MetadataRecord, PartitionRecord } from './records.js';
 
 export interface BrokerInfo {
@@ -29,6 +30,8 @@ export interface TopicInfo {
   readonly name: string;
   readonly config: Readonly<Record<string, string>>;
   readonly partitions: readonly PartitionInfo[];
+  /** Its subscriptions (the registry: name, id, initial position), sorted by name. */
+  readonly subscriptions: readonly SubscriptionMetadata[];
 }
 
 export interface MetadataImage {
@@ -45,6 +48,11 @@ export const emptyImage: MetadataImage = {
   topicsById: new Map(),
   topicIdsByName: new Map(),
 };
+
+/** A topic's subscription by name. */
+export function subscriptionOf(topic: TopicInfo, name: string): SubscriptionMetadata | undefined {
+  return topic.subscriptions.find((s) => s.name === name);
+}
 
 export function topicByName(image: MetadataImage, name: string): TopicInfo | undefined {
   const id = image.topicIdsByName.get(name);
@@ -81,7 +89,7 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
     }
     case 'Topic': {
       const topicsById = new Map(image.topicsById);
-      topicsById.set(record.topicId, { topicId: record.topicId, name: record.name, config: record.config, partitions: [] });
+      topicsById.set(record.topicId, { topicId: record.topicId, name: record.name, config: record.config, partitions: [], subscriptions: [] });
       const topicIdsByName = new Map(image.topicIdsByName);
       topicIdsByName.set(record.name, record.topicId);
       return { ...image, offset, topicsById, topicIdsByName };
@@ -100,6 +108,28 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
       partitions[record.partition] = partitionInfo(record);
       const topicsById = new Map(image.topicsById);
       topicsById.set(record.topicId, { ...topic, partitions });
+      return { ...image, offset, topicsById };
+    }
+    case 'Subscription': {
+      const topic = image.topicsById.get(record.topicId);
+      // Created again under a name it has: the planner never does this; the later entry wins.
+      if (topic === undefined) return { ...image, offset };
+      const subscription: SubscriptionMetadata = {
+        name: record.name,
+        id: record.id ?? offset,
+        initialPosition: record.initialPosition,
+        partitionsAtCreation: record.partitionsAtCreation,
+      };
+      const subscriptions = [...topic.subscriptions.filter((s) => s.name !== record.name), subscription].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      const topicsById = new Map(image.topicsById);
+      topicsById.set(record.topicId, { ...topic, subscriptions });
+      return { ...image, offset, topicsById };
+    }
+    case 'RemoveSubscription': {
+      const topic = image.topicsById.get(record.topicId);
+      if (topic === undefined || !topic.subscriptions.some((s) => s.name === record.name)) return { ...image, offset };
+      const topicsById = new Map(image.topicsById);
+      topicsById.set(record.topicId, { ...topic, subscriptions: topic.subscriptions.filter((s) => s.name !== record.name) });
       return { ...image, offset, topicsById };
     }
     // Transaction markers are consumed by transactions.ts before records reach the image.
@@ -138,6 +168,9 @@ export function imageRecords(image: MetadataImage): MetadataRecord[] {
         partitionEpoch: p.partitionEpoch,
         ...(p.suspects.length > 0 ? { suspects: [...p.suspects] } : {}),
       });
+    }
+    for (const s of t.subscriptions) {
+      records.push({ type: 'Subscription', topicId: t.topicId, name: s.name, initialPosition: s.initialPosition, partitionsAtCreation: s.partitionsAtCreation, id: s.id });
     }
   }
   return records;

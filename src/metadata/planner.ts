@@ -6,7 +6,8 @@
 import { TidemarkError } from '../protocol/errors.js';
 import type { CreateTopicRequest, DeleteTopicRequest } from '../protocol/messages.js';
 import { isValidTopicName } from '../protocol/subjects.js';
-import { topicByName, type MetadataImage, type PartitionInfo, type TopicInfo } from './image.js';
+import { isValidSubscriptionName, TOPIC_SUBSCRIPTIONS_MAX, type CreateSubscriptionRequest, type DeleteSubscriptionRequest, type SubscriptionMetadata } from '../protocol/subscription-messages.js';
+import { subscriptionOf, topicByName, type MetadataImage, type PartitionInfo, type TopicInfo } from './image.js';
 import type { MetadataRecord } from './records.js';
 import { parseTopicConfig } from './topic-config.js';
 
@@ -360,4 +361,56 @@ export function planAlterConfig(
     }
   }
   return records;
+}
+
+/**
+ * Registering a subscription (issue 11). Idempotent: a subscription of that name already on the
+ * topic is returned as it is (`existing`, its original initial position and partition count, even
+ * when the request asks for another initial position) and nothing is committed; Pulsar's
+ * createSubscription answers 409 instead, but the first subscribe of every consumer of a group
+ * races to create it, so "exists" is success here. The records do not carry the id: it is the
+ * offset of the entry that commits them.
+ */
+export function planCreateSubscription(
+  image: MetadataImage,
+  request: Pick<CreateSubscriptionRequest, 'topic' | 'name' | 'initialPosition'>,
+): { records: MetadataRecord[]; existing?: SubscriptionMetadata } {
+  const topic = topicByName(image, request.topic);
+  if (topic === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `topic "${request.topic}" does not exist`);
+  if (!isValidSubscriptionName(request.name)) {
+    throw new TidemarkError('INVALID_REQUEST', `invalid subscription name "${request.name}": use 1-128 of [a-zA-Z0-9._-]`);
+  }
+  const existing = subscriptionOf(topic, request.name);
+  if (existing !== undefined) return { records: [], existing };
+  if (topic.subscriptions.length >= TOPIC_SUBSCRIPTIONS_MAX) {
+    throw new TidemarkError('INVALID_REQUEST', `topic "${request.topic}" has ${topic.subscriptions.length} subscriptions, the most one topic may have (${TOPIC_SUBSCRIPTIONS_MAX})`);
+  }
+  return {
+    records: [
+      {
+        type: 'Subscription',
+        topicId: topic.topicId,
+        name: request.name,
+        initialPosition: request.initialPosition,
+        partitionsAtCreation: Math.max(1, topic.partitions.length),
+      },
+    ],
+  };
+}
+
+/**
+ * Deleting a subscription. An unknown one is refused with UNKNOWN_SUBSCRIPTION (as Kafka's
+ * DeleteConsumerGroups says GROUP_ID_NOT_FOUND and Pulsar 404): a mistyped name is reported, not
+ * silently "deleted". The controller's image is the committed truth, so the SDK treats this
+ * refusal as final (no retry), as deleteTopic does with UNKNOWN_TOPIC; see AdminClient.
+ */
+export function planDeleteSubscription(image: MetadataImage, request: Pick<DeleteSubscriptionRequest, 'topic' | 'name'>): MetadataRecord[] {
+  const topic = topicByName(image, request.topic);
+  if (topic === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `topic "${request.topic}" does not exist`);
+  if (subscriptionOf(topic, request.name) === undefined) {
+    throw new TidemarkError('UNKNOWN_SUBSCRIPTION', `topic "${request.topic}" has no subscription "${request.name}"`, {
+      context: { topic: request.topic },
+    });
+  }
+  return [{ type: 'RemoveSubscription', topicId: topic.topicId, name: request.name }];
 }

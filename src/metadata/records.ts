@@ -8,6 +8,8 @@
  */
 import { decode, encode } from '@msgpack/msgpack';
 import { TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX, TOPIC_PARTITIONS_MAX, REPLICATION_FACTOR_MAX } from '../protocol/messages.js';
+import { INITIAL_POSITIONS, isValidSubscriptionName } from '../protocol/subscription-messages.js';
+import { TidemarkError } from '../protocol/errors.js';
 import { optional, array, bool, int, object, oneOf, str, stringMap, type Schema } from '../protocol/validate.js';
 
 const brokerId = int(0, 2 ** 31 - 1);
@@ -49,6 +51,28 @@ export const partitionRecord = object({
 export const removeTopicRecord = object({ type: oneOf('RemoveTopic'), topicId: str(32) });
 /** A topic's whole new config (after an alter). */
 export const topicConfigRecord = object({ type: oneOf('TopicConfig'), topicId: str(32), config: stringMap(TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX) });
+const subscriptionName: Schema<string> = (v, path) => {
+  const s = str(128)(v, path);
+  if (!isValidSubscriptionName(s)) throw new TidemarkError('INVALID_REQUEST', `${path}: invalid subscription name`);
+  return s;
+};
+/**
+ * A subscription registered on a topic (issue 11): one entry per create, never per ack (cursors
+ * live at the partition leaders). Its id is the metadata offset of the entry that created it, so a
+ * subscription deleted and created again under the same name is a new one; `id` is written only by
+ * snapshots (imageRecords), which must keep the original offset; absent, the entry's offset is it.
+ */
+export const subscriptionRecord = object({
+  type: oneOf('Subscription'),
+  topicId: str(32),
+  name: subscriptionName,
+  initialPosition: oneOf(...INITIAL_POSITIONS),
+  /** Partitions the topic had at creation; later ones start at their log start. */
+  partitionsAtCreation: int(1, TOPIC_PARTITIONS_MAX),
+  id: optional(int(0, Number.MAX_SAFE_INTEGER)),
+});
+/** A subscription deleted: its cursors go with it. */
+export const removeSubscriptionRecord = object({ type: oneOf('RemoveSubscription'), topicId: str(32), name: subscriptionName });
 /** The controller stops trusting a broker (missed heartbeats, or a new registration replaced it). */
 export const fenceBrokerRecord = object({ type: oneOf('FenceBroker'), brokerId, brokerEpoch: int(0, Number.MAX_SAFE_INTEGER) });
 /** A registered broker has caught up with metadata and may lead partitions. */
@@ -75,6 +99,8 @@ export type RemoveTopicRecord = ReturnType<typeof removeTopicRecord>;
 export type TopicConfigRecord = ReturnType<typeof topicConfigRecord>;
 export type FenceBrokerRecord = ReturnType<typeof fenceBrokerRecord>;
 export type UnfenceBrokerRecord = ReturnType<typeof unfenceBrokerRecord>;
+export type SubscriptionRecord = ReturnType<typeof subscriptionRecord>;
+export type RemoveSubscriptionRecord = ReturnType<typeof removeSubscriptionRecord>;
 export type MetadataRecord =
   | RegisterBrokerRecord
   | TopicRecord
@@ -83,6 +109,8 @@ export type MetadataRecord =
   | RemoveTopicRecord
   | FenceBrokerRecord
   | UnfenceBrokerRecord
+  | SubscriptionRecord
+  | RemoveSubscriptionRecord
   | BeginTransactionRecord
   | TransactionPartRecord;
 
@@ -94,6 +122,8 @@ const schemas: Record<MetadataRecord['type'], Schema<MetadataRecord>> = {
   TopicConfig: topicConfigRecord,
   FenceBroker: fenceBrokerRecord,
   UnfenceBroker: unfenceBrokerRecord,
+  Subscription: subscriptionRecord,
+  RemoveSubscription: removeSubscriptionRecord,
   BeginTransaction: beginTransactionRecord,
   TransactionPart: transactionPartRecord,
 };

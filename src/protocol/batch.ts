@@ -8,7 +8,9 @@
  *   16   1   magic           = 1
  *   17   4   crc             CRC32C of bytes [21, end): the leader can stamp offset and epoch
  *                            without recomputing it (Kafka's v2 batch does the same)
- *   21   2   attributes      bits 0-2 compression (only 0 = none today), others reserved
+ *   21   2   attributes      bits 0-2 compression (only 0 = none today); bit 5 control: the
+ *                            batch is the broker's own (subscription cursors), never a client's:
+ *                            readers skip it and produce refuses it (Kafka's isControl bit)
  *   23   4   recordCount     >= 1
  *   27   8   firstTimestamp  ms; records carry a signed 32-bit delta from it
  *   35   8   maxTimestamp    ms
@@ -29,6 +31,8 @@ export const BATCH_MAGIC = 1;
 /** Records per batch, upper bound; keeps offset arithmetic and framing walks bounded. */
 export const BATCH_RECORDS_MAX = 1_000_000;
 const CRC_START = 21;
+/** Attributes bit of a control batch (Kafka's isControlBatch). */
+export const CONTROL_ATTRIBUTE = 0x20;
 const NO_PRODUCER = -1;
 
 export interface RecordHeaders {
@@ -97,7 +101,7 @@ export const NO_PRODUCER_SEQUENCE: ProducerSequence = { producerId: NO_PRODUCER,
 export const SEQUENCE_MODULO = 2 ** 31;
 
 /** Builds a batch from records (the producer's side). Offsets and leader epoch are left at 0. */
-export function encodeBatch(records: readonly BatchRecord[], producer: ProducerSequence = NO_PRODUCER_SEQUENCE): Uint8Array {
+export function encodeBatch(records: readonly BatchRecord[], producer: ProducerSequence = NO_PRODUCER_SEQUENCE, attributes = 0): Uint8Array {
   if (records.length === 0 || records.length > BATCH_RECORDS_MAX) {
     throw new TidemarkError('INVALID_REQUEST', `a batch holds 1..${BATCH_RECORDS_MAX} records`);
   }
@@ -127,6 +131,7 @@ export function encodeBatch(records: readonly BatchRecord[], producer: ProducerS
   const dv = view(out);
   dv.setUint32(8, size - 12);
   out[16] = BATCH_MAGIC;
+  dv.setUint16(21, attributes);
   dv.setUint32(23, records.length);
   setInt64(dv, 27, first);
   setInt64(dv, 35, max);
@@ -239,6 +244,27 @@ function verifyFraming(buf: Uint8Array, dv: DataView, count: number): void {
     if (at !== recordEnd) throw corrupt('record length does not match its fields');
   }
   if (at !== end) throw corrupt('bytes left after the last record');
+}
+
+/** Whether the batch at `at` is a control batch (the broker's own records; see CONTROL_ATTRIBUTE). */
+export function isControlBatch(buf: Uint8Array, at = 0): boolean {
+  return (buf[at + 22]! & CONTROL_ATTRIBUTE) !== 0;
+}
+
+/**
+ * Calls `visit` with each record's offset and key (a view, null for a null key), without decoding
+ * values or headers: what a Key_Shared dispatcher needs of a batch.
+ */
+export function forEachRecordKey(buf: Uint8Array, visit: (offset: number, key: Uint8Array | null) => void): void {
+  const header = readBatchHeader(buf);
+  const dv = view(buf);
+  let at = BATCH_HEADER_BYTES;
+  for (let i = 0; i < header.recordCount; i++) {
+    const recordEnd = at + 4 + dv.getUint32(at);
+    const keyLength = dv.getInt32(at + 8);
+    visit(header.baseOffset + i, keyLength < 0 ? null : buf.subarray(at + 12, at + 12 + keyLength));
+    at = recordEnd;
+  }
 }
 
 /** Stamps the leader-assigned base offset and leader epoch in place (outside the CRC). */

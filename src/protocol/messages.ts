@@ -5,6 +5,8 @@
  */
 import { decode, encode } from '@msgpack/msgpack';
 import { isErrorCode, TidemarkError, type WireError } from './errors.js';
+// Types only: subscription-messages.ts imports this module at load time, so no value may come back.
+import type { SubscriptionMetadata } from './subscription-messages.js';
 import { array, bool, bytes, int, object, oneOf, optional, str, stringMap, type Infer, type Schema } from './validate.js';
 
 /** Upper bound on any request's time budget, ms. */
@@ -199,6 +201,11 @@ export interface TopicMetadata {
   topicId: string;
   config: Record<string, string>;
   partitions: PartitionMetadata[];
+  /**
+   * The topic's subscriptions as the metadata log registers them, sorted by name. Absent when it
+   * has none (and from brokers that predate subscriptions): read it as `?? []`.
+   */
+  subscriptions?: SubscriptionMetadata[];
 }
 
 export interface BrokerMetadata {
@@ -255,12 +262,33 @@ const partitionMetadata: Schema<PartitionMetadata> = object({
   replicas: array(int(0, 2 ** 31 - 1), REPLICATION_FACTOR_MAX),
   isr: array(int(0, 2 ** 31 - 1), REPLICATION_FACTOR_MAX),
 });
-const topicMetadata: Schema<TopicMetadata> = object({
-  name: topicName,
-  topicId: str(64),
-  config: stringMap(TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX),
-  partitions: array(partitionMetadata, TOPIC_PARTITIONS_MAX),
-});
+/**
+ * subscription-messages.ts's `subscriptionMetadata` schema, repeated here because that module
+ * imports this one (an import back would run before its constants exist). Same bounds: names of
+ * 1-128 of [A-Za-z0-9._-]; at most 256 per topic (TOPIC_SUBSCRIPTIONS_MAX).
+ */
+const SUBSCRIPTION_NAME = /^[A-Za-z0-9._-]{1,128}$/;
+const subscriptionMetadataSchema: Schema<SubscriptionMetadata> = (v, path) => {
+  const o = object({
+    name: str(128),
+    id: int(0, Number.MAX_SAFE_INTEGER),
+    initialPosition: oneOf('earliest', 'latest'),
+    partitionsAtCreation: int(1, TOPIC_PARTITIONS_MAX),
+  })(v, path);
+  if (!SUBSCRIPTION_NAME.test(o.name) || o.name === '.' || o.name === '..') throw new TidemarkError('INVALID_REQUEST', `${path}.name: invalid subscription name`);
+  return o;
+};
+const topicMetadata: Schema<TopicMetadata> = (v, path) => {
+  const o = object({
+    name: topicName,
+    topicId: str(64),
+    config: stringMap(TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX),
+    partitions: array(partitionMetadata, TOPIC_PARTITIONS_MAX),
+    subscriptions: optional(array(subscriptionMetadataSchema, 256)),
+  })(v, path);
+  const { subscriptions, ...rest } = o;
+  return subscriptions === undefined || subscriptions.length === 0 ? rest : { ...rest, subscriptions };
+};
 export const metadataReply: Schema<MetadataReply> = object({
   offset: int(-1, Number.MAX_SAFE_INTEGER),
   brokers: array(object({ id: int(0, 2 ** 31 - 1), epoch: int(0, Number.MAX_SAFE_INTEGER), rack: str(255), fenced: bool }), 10_000),

@@ -99,6 +99,12 @@ export const consumeRequest = object({
   maxBytes: int(1, PAYLOAD_BYTES_MAX),
   /** How long to hold the request when there is nothing to deliver, ms. */
   maxWaitMs: int(0, FETCH_WAIT_MS_MAX),
+  /**
+   * The `seq` of the last reply this consumer received from this broker (0: none yet). A reply the
+   * consumer did not get (NATS delivers at most once) is seen here: its messages go back to be
+   * delivered again, with their redelivery count unchanged.
+   */
+  received: optional(int(0, Number.MAX_SAFE_INTEGER)),
   /** The consumer closes: its unacknowledged messages go to the others at once. */
   close: optional(bool),
 });
@@ -118,6 +124,8 @@ export interface ConsumePartitionReply {
 }
 
 export interface ConsumeReply {
+  /** Numbers the replies to one consumer from one broker; the consumer's next request says it got it (`received`). */
+  seq: number;
   partitions: ConsumePartitionReply[];
 }
 
@@ -229,6 +237,7 @@ export interface CreateSubscriptionReply {
 const flatOffsets = array(int(0, Number.MAX_SAFE_INTEGER), CONSUMER_PERMITS_MAX * 2);
 
 export const consumeReply: Schema<ConsumeReply> = object({
+  seq: int(0, Number.MAX_SAFE_INTEGER),
   partitions: array((v, path) => {
     const o = object({
       partition: partitionIndex,

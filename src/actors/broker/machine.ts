@@ -25,12 +25,13 @@ import { REPLICA_FETCH_BACKOFF_MS_MAX } from '../partition/follower.js';
 import { lagCheckIntervalMs, wantsLagCheck } from '../partition/leader-state.js';
 import { partitionMachine, type PartitionContext } from '../partition/machine.js';
 import type { PendingBytesBudget } from '../partition/pending-budget.js';
-import type { PartitionLimits } from '../partition/types.js';
+import type { PartitionLimits, ReplicaWatch } from '../partition/types.js';
 import { controlledShutdown } from './controlled-shutdown.js';
 import { controllerSession, type SessionEvent } from './controller-session.js';
 import { metadataFetcher } from './metadata-fetcher.js';
 import { partitionActorId } from './metadata-view.js';
 import { requestListener } from './request-listener.js';
+import { SubscriptionHub, subscriptionListener } from '../subscription/listener.js';
 
 export interface BrokerTimeouts {
   /** Between heartbeats to the controller, ms. @default 250 */
@@ -95,6 +96,10 @@ export interface BrokerContext extends BrokerInput {
   sessionHub: SessionHub;
   /** One fetch session per leader broker, for this broker's followers. */
   fetchers: ReplicaFetchers;
+  /** The subscriptions of the partitions this broker leads, as its partition leaders report them. */
+  subscriptionHub: SubscriptionHub;
+  /** What every partition leader reports to: the fetch sessions and the subscriptions. */
+  leaderWatch: ReplicaWatch;
   /** When the node tick last asked for retention / lag checks, ms. */
   retainedAtMs: number;
   lagCheckedAtMs: number;
@@ -139,7 +144,7 @@ export const brokerMachine = setup({
     context: {} as BrokerContext,
     events: {} as BrokerEvent,
   },
-  actors: { partition: partitionMachine, follower: followerMachine, requestListener, sessionListener, nodeTicker, metadataFollower, metadataFetcher, controllerSession, controlledShutdown },
+  actors: { partition: partitionMachine, follower: followerMachine, requestListener, sessionListener, subscriptionListener, nodeTicker, metadataFollower, metadataFetcher, controllerSession, controlledShutdown },
   actions: {
     /** Start actors for replicas this broker holds (unfenced); stop the others; delete those whose topic is gone. */
     reconcile: enqueueActions(({ context, enqueue }) => {
@@ -191,7 +196,7 @@ export const brokerMachine = setup({
                   suspects: p.suspects,
                   pendingBudget: context.pendingBudget,
                   transport: context.transport,
-                  replicaWatch: context.sessionHub,
+                  replicaWatch: context.leaderWatch,
                 },
               });
             } else {
@@ -276,6 +281,12 @@ export const brokerMachine = setup({
     const { transport, local } = withLocalReplies(input.transport);
     const sessionHub = new SessionHub();
     local.route(`${LOCAL_REPLY_PREFIX}.`, sessionHub.local);
+    const subscriptionHub = new SubscriptionHub();
+    const leaderWatch: ReplicaWatch = {
+      written: (topicId, partition, writtenEnd) => sessionHub.written(topicId, partition, writtenEnd),
+      committed: (...args) => subscriptionHub.committed(...args),
+      closed: (...args) => subscriptionHub.closed(...args),
+    };
     const fetchers = new ReplicaFetchers(
       { brokerId: input.brokerId, transport, subjects: input.subjects, clock: input.clock, random: input.random, logger: input.logger },
       {
@@ -296,6 +307,8 @@ export const brokerMachine = setup({
       leaving: false,
       sessionHub,
       fetchers,
+      subscriptionHub,
+      leaderWatch,
       retainedAtMs: input.clock.now(),
       lagCheckedAtMs: input.clock.now(),
     };
@@ -332,6 +345,20 @@ export const brokerMachine = setup({
             random: context.random,
             logger: context.logger.child({ actor: 'replica-sessions' }),
             limits: { ...DEFAULT_SESSION_LIMITS, partitionBytesMax: context.partitionLimits.replicaFetchMaxBytes },
+          }),
+        },
+        {
+          src: 'subscriptionListener',
+          input: ({ context }) => ({
+            brokerId: context.brokerId,
+            hub: context.subscriptionHub,
+            subjects: context.subjects,
+            transport: context.transport,
+            local: context.local,
+            metadata: context.metadata,
+            storage: context.storage,
+            clock: context.clock,
+            logger: context.logger.child({ actor: 'subscriptions' }),
           }),
         },
         { src: 'metadataFollower', input: ({ context }) => ({ metadata: context.metadata }) },

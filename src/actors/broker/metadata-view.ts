@@ -16,6 +16,8 @@ export function topicMetadata(topic: TopicInfo): TopicMetadata {
       replicas: [...p.replicas],
       isr: [...p.isr],
     })),
+    // Only when there are some: replies without them are what they were before subscriptions.
+    ...(topic.subscriptions.length > 0 ? { subscriptions: topic.subscriptions.map((s) => ({ ...s })) } : {}),
   };
 }
 

@@ -12,7 +12,7 @@
  * (retriable; the batch may still be committed, and the idempotent producer's retry finds it).
  */
 import type { MetadataView } from '../../metadata/metadata-store.js';
-import { verifyBatch } from '../../protocol/batch.js';
+import { isControlBatch, verifyBatch } from '../../protocol/batch.js';
 import { TidemarkError, type WireError } from '../../protocol/errors.js';
 import { decodeReply, decodeRequest, encodeMessage, produceReply, produceRequest, type ProduceResponse } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
@@ -92,6 +92,7 @@ export function createProduceHandler(deps: ProduceHandlerDeps): (msg: InboundMes
       try {
         const actor = leaderActorOf(metadata.image(), system, brokerId, topic, entry.partition);
         const header = verifyBatch(entry.batch);
+        if (isControlBatch(entry.batch)) throw new TidemarkError('INVALID_RECORD', 'control batches are the broker\'s own; a client may not write one');
         if (entry.batch.length > batchBytesMax) {
           throw new TidemarkError('RECORD_TOO_LARGE', `batch of ${entry.batch.length} bytes is over ${batchBytesMax} (NATS max_payload minus the reply envelope)`);
         }

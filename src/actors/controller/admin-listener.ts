@@ -8,6 +8,7 @@ import { fromCallback } from 'xstate';
 import { TidemarkError } from '../../protocol/errors.js';
 import { alterConfigRequest, createPartitionsRequest, createTopicRequest, decodeRequest, deleteTopicRequest, electLeadersRequest, encodeError } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
+import { createSubscriptionRequest, deleteSubscriptionRequest } from '../../protocol/subscription-messages.js';
 import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';
 import type { AdminJob, ControllerEvent, ControllerJob } from './types.js';
 
@@ -73,6 +74,22 @@ export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(
         handle(msg, (data) => {
           const r = decodeRequest(data, electLeadersRequest);
           return { op: 'elect-leaders', timeoutMs: r.timeoutMs, request: r };
+        }),
+    ),
+    transport.subscribe(
+      subjects.admin('create-subscription'),
+      (msg) =>
+        handle(msg, (data) => {
+          const r = decodeRequest(data, createSubscriptionRequest);
+          return { op: 'create-subscription', timeoutMs: r.timeoutMs, request: r };
+        }),
+    ),
+    transport.subscribe(
+      subjects.admin('delete-subscription'),
+      (msg) =>
+        handle(msg, (data) => {
+          const r = decodeRequest(data, deleteSubscriptionRequest);
+          return { op: 'delete-subscription', timeoutMs: r.timeoutMs, request: r };
         }),
     ),
   ];

@@ -6,13 +6,15 @@
  * too). A broker not heard from for `sessionTimeoutMs` is fenced and its partitions get new leaders.
  */
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
-import { applyRecords, topicByName, type MetadataImage } from '../../metadata/image.js';
+import { applyRecords, subscriptionOf, topicByName, type MetadataImage } from '../../metadata/image.js';
 import type { QuorumMetadataStore } from '../../metadata/metadata-store.js';
 import { planAlterPartition, planControlledShutdown, planElectLeaders, planPreferredElections } from '../../metadata/partition-planner.js';
 import {
   planAlterConfig,
   planCreatePartitions,
+  planCreateSubscription,
   planCreateTopic,
+  planDeleteSubscription,
   planDeleteTopic,
   planFenceBroker,
   planRecoveryElections,
@@ -26,6 +28,7 @@ import type { AlterPartitionReply, ControlledShutdownReply, RegisterBrokerReply 
 import { TidemarkError } from '../../protocol/errors.js';
 import type { CreateTopicReply, DeleteTopicReply, ElectLeadersReply } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
+import type { CreateSubscriptionReply } from '../../protocol/subscription-messages.js';
 import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import { topicMetadata } from '../broker/metadata-view.js';
 import { outbox } from '../outbox.js';
@@ -159,6 +162,22 @@ async function planAndCommit(
       const start = Math.floor(random.next() * Math.max(1, image.brokers.size));
       const next = await commit(planCreatePartitions(image, job.request.name, job.request.totalCount, start));
       const reply: CreateTopicReply = { topic: topicMetadata(topicByName(next, job.request.name)!), metadataOffset: next.offset };
+      return { body: reply };
+    }
+    case 'create-subscription': {
+      const r = job.request;
+      const plan = planCreateSubscription(image, r);
+      // An existing one: the empty commit is the barrier that makes the answer linearizable.
+      const next = await commit(plan.records);
+      const topic = topicByName(next, r.topic);
+      const subscription = plan.existing ?? (topic === undefined ? undefined : subscriptionOf(topic, r.name));
+      if (subscription === undefined) throw new TidemarkError('INTERNAL', `subscription ${r.topic}/${r.name} missing after its commit`);
+      const reply: CreateSubscriptionReply = { subscription: { ...subscription }, created: plan.existing === undefined, metadataOffset: next.offset };
+      return { body: reply };
+    }
+    case 'delete-subscription': {
+      const next = await commit(planDeleteSubscription(image, job.request));
+      const reply: DeleteTopicReply = { metadataOffset: next.offset };
       return { body: reply };
     }
     case 'register': {

@@ -1,4 +1,5 @@
 import type { AlterPartitionRequest, ControlledShutdownRequest, LogEndReportWire, RegisterBrokerRequest } from '../../protocol/controller-messages.js';
+import type { CreateSubscriptionRequest, DeleteSubscriptionRequest } from '../../protocol/subscription-messages.js';
 import type { AlterConfigRequest, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, ElectLeadersRequest } from '../../protocol/messages.js';
 
 interface JobBase {
@@ -15,6 +16,8 @@ export type ControllerJob =
   | (JobBase & { op: 'create-partitions'; request: CreatePartitionsRequest })
   | (JobBase & { op: 'alter-config'; request: AlterConfigRequest })
   | (JobBase & { op: 'elect-leaders'; request: ElectLeadersRequest })
+  | (JobBase & { op: 'create-subscription'; request: CreateSubscriptionRequest })
+  | (JobBase & { op: 'delete-subscription'; request: DeleteSubscriptionRequest })
   | (JobBase & { op: 'register'; request: RegisterBrokerRequest })
   | (JobBase & { op: 'alter-partition'; request: AlterPartitionRequest })
   | (JobBase & { op: 'shutdown'; request: ControlledShutdownRequest })
@@ -29,7 +32,7 @@ export type ControllerJob =
 export type LogEndReports = Readonly<Record<number, { brokerEpoch: number; ends: Readonly<Record<string, { lastEpoch: number; logEndOffset: number }>> }>>;
 
 /** Kept for the admin listener: the jobs clients send. */
-export type AdminJob = Extract<ControllerJob, { op: 'create-topic' | 'delete-topic' | 'create-partitions' | 'alter-config' | 'elect-leaders' }>;
+export type AdminJob = Extract<ControllerJob, { op: 'create-topic' | 'delete-topic' | 'create-partitions' | 'alter-config' | 'elect-leaders' | 'create-subscription' | 'delete-subscription' }>;
 
 export type ControllerEvent =
   | { type: 'ADMIN'; job: ControllerJob }

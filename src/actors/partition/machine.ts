@@ -221,6 +221,19 @@ export const partitionMachine = setup({
       const { topicId, partition, writtenEnd } = context;
       enqueue(() => watch.written(topicId, partition, writtenEnd));
     }),
+    /** The node's subscriptions read up to the high watermark: tell them where it and the log start are. */
+    notifyCommitted: enqueueActions(({ context, enqueue }) => {
+      const watch = context.replicaWatch;
+      if (watch?.committed === undefined) return;
+      const { topicId, partition, leaderEpoch, highWatermark, logStartOffset } = context;
+      enqueue(() => watch.committed!(topicId, partition, leaderEpoch, highWatermark, logStartOffset));
+    }),
+    notifyClosed: enqueueActions(({ context, enqueue }) => {
+      const watch = context.replicaWatch;
+      if (watch?.closed === undefined) return;
+      const { topicId, partition, leaderEpoch } = context;
+      enqueue(() => watch.closed!(topicId, partition, leaderEpoch));
+    }),
     /**
      * After anything that may move the high watermark (an append, a follower's fetch, an ISR
      * change): answer produce (acks=1 at the leader's log end, acks=all at the HW), consumers'
@@ -261,6 +274,11 @@ export const partitionMachine = setup({
       if (released > 0) enqueue(() => lease.release(released));
       const timerIdle = context.deadlineTimerAtMs !== undefined && earliestDeadline(still) === undefined;
       if (timerIdle) enqueue.cancel(PRODUCE_DEADLINE_TIMER_ID);
+      const watch = context.replicaWatch;
+      if (hw !== context.highWatermark && watch?.committed !== undefined) {
+        const { topicId, partition, leaderEpoch, logStartOffset } = context;
+        enqueue(() => watch.committed!(topicId, partition, leaderEpoch, hw, logStartOffset));
+      }
       enqueue.assign({
         highWatermark: hw,
         pending: still,
@@ -556,7 +574,8 @@ export const partitionMachine = setup({
           }),
         },
       ],
-      entry: ['settle', 'notifyWritten'],
+      entry: ['settle', 'notifyWritten', 'notifyCommitted'],
+      exit: 'notifyClosed',
       on: {
         WRITTEN: { actions: ['written', 'settle', 'notifyWritten'] },
         APPENDED: { actions: ['appended', 'settle'] },
@@ -564,7 +583,7 @@ export const partitionMachine = setup({
           target: '.log.failed',
           actions: ['failPending', ({ context, event }) => context.logger.error({ reason: event.message }, 'append failed; partition offline')],
         },
-        RETAINED: { actions: assign({ logStartOffset: ({ event }) => event.logStartOffset }) },
+        RETAINED: { actions: [assign({ logStartOffset: ({ event }) => event.logStartOffset }), 'notifyCommitted'] },
         FETCH_EXPIRED: { actions: 'expireWaiter' },
         PRODUCE_DEADLINE: { actions: ['expireProduce', 'armDeadline'] },
         ASSIGNMENT: { actions: ['assignment', 'settle', 'reconsiderIsr'] },

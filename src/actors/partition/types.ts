@@ -94,9 +94,16 @@ export interface PartitionInput extends PartitionAssignment {
   replicaWatch?: ReplicaWatch;
 }
 
-/** What the leader tells its node about its log for the followers' fetch sessions. */
+/** What the leader tells its node about its log: the followers' fetch sessions and the subscriptions listen. */
 export interface ReplicaWatch {
   written(topicId: string, partition: number, writtenEnd: number): void;
+  /**
+   * The leader opened (with its leader epoch), or its high watermark or log start moved: the
+   * subscriptions it serves read up to the high watermark (subscription/host.ts).
+   */
+  committed?(topicId: string, partition: number, leaderEpoch: number, highWatermark: number, logStartOffset: number): void;
+  /** The leader stopped serving (leadership moved, the topic went, the node closes). */
+  closed?(topicId: string, partition: number, leaderEpoch: number): void;
 }
 
 /** What the partition exposes to queries (offsets, describe) through its snapshot. */

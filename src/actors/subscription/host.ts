@@ -1,0 +1,613 @@
+/**
+ * The broker's side of subscriptions: the subscriptions of every partition it leads
+ * (partition-subscriptions.ts), the consumers' session polls, their acks, and describe / reset.
+ *
+ * A consume request covers every partition of one topic this broker leads, for one consumer of one
+ * subscription. It is answered at once when some partition has something for the consumer (or an
+ * error), otherwise parked until something arrives or `maxWaitMs` passes. One poll per consumer is
+ * open at a time: a newer one answers the older empty. Each reply is numbered; the consumer's next
+ * request says which it got last, so the deliveries of a reply lost on the way go back unchanged.
+ * Replies hold whole batches read from the log (the tail cache keeps the recent ones in memory);
+ * nothing is read ahead beyond the dispatchers' bounded read-ahead of offsets and key hashes.
+ */
+import { readBatchHeader } from '../../protocol/batch.js';
+import { TidemarkError, type ErrorCode, type WireError } from '../../protocol/errors.js';
+import { encodeError, encodeMessage } from '../../protocol/messages.js';
+import {
+  encodeConsumeReply,
+  type AckReply,
+  type AckRequest,
+  type ConsumePartitionReply,
+  type ConsumeRequest,
+  type SubscriptionAdminReply,
+  type SubscriptionAdminRequest,
+  type SubscriptionMetadata,
+} from '../../protocol/subscription-messages.js';
+import type { Clock, Logger } from '../../runtime/ports.js';
+import type { PartitionStore } from '../../storage/partition-store.js';
+import { DEFAULT_DISPATCH_LIMITS, type Delivery, type DispatchLimits } from './dispatcher.js';
+import { PartitionSubscriptions, type SubState } from './partition-subscriptions.js';
+
+/** Bounds of the node's consumer sessions. */
+export interface HostLimits {
+  /** Consumer sessions (consumer, topic, subscription) held at once on this broker. @default 10000 */
+  consumerSessionsMax: number;
+  /** The dispatch bounds of each subscription on each partition. */
+  dispatch: DispatchLimits;
+}
+
+export const DEFAULT_HOST_LIMITS: HostLimits = { consumerSessionsMax: 10_000, dispatch: DEFAULT_DISPATCH_LIMITS };
+
+/** A look at what leaders hand out, for the simulator's checkers (production has none). */
+export interface SubscriptionObserver {
+  /** A consume reply carries these offsets of `subscription` on the partition to a consumer. */
+  delivered(topicId: string, partition: number, subscription: string, offsets: readonly number[]): void;
+}
+
+export interface HostPorts {
+  clock: Clock;
+  /** @default none */
+  observer?: () => SubscriptionObserver | undefined;
+  logger: Logger;
+  maxPayloadBytes: number;
+  /** The subscriptions metadata holds for a topic (by id); undefined when the topic is gone. */
+  subscriptionsOf(topicId: string): readonly SubscriptionMetadata[] | undefined;
+  topicIdOf(topic: string): string | undefined;
+  topicNameOf(topicId: string): string | undefined;
+  openStore(topicId: string, partition: number): Promise<PartitionStore>;
+  /** Appends a control batch through the partition's leader actor in `leaderEpoch`; resolves with its base offset once committed. */
+  appendControl(topicId: string, partition: number, leaderEpoch: number, batch: Uint8Array, recordCount: number): Promise<number>;
+}
+
+/**
+ * Shared and Key_Shared: while other consumers wait, one poll takes at most its share of what is
+ * waiting, and never fewer than this (Pulsar's dispatcherMaxRoundRobinBatchSize), so messages
+ * spread over the consumers instead of all going to whichever poll came first.
+ */
+export const SHARED_SHARE_MIN = 20;
+
+/** Room for a consume reply's own fields and each partition's, bytes. */
+const REPLY_ENVELOPE_BYTES = 1024;
+const PARTITION_ENVELOPE_BYTES = 256;
+
+interface Poll {
+  request: ConsumeRequest;
+  respond: (data: Uint8Array) => void;
+  timer: unknown;
+  /** Being answered (reads under way): wakes are ignored. */
+  answering: boolean;
+  done: boolean;
+}
+
+interface ConsumerSession {
+  key: string;
+  topic: string;
+  topicId: string;
+  subscription: string;
+  consumerId: string;
+  partitions: Set<number>;
+  lastSeenMs: number;
+  sessionTimeoutMs: number;
+  /** The last reply's number and what it delivered, until the consumer says it got it. */
+  seq: number;
+  unconfirmed: Map<number, number[]>;
+  poll: Poll | undefined;
+}
+
+const partitionKey = (topicId: string, partition: number) => `${topicId}/${partition}`;
+
+export class SubscriptionHost {
+  private readonly partitions = new Map<string, PartitionSubscriptions>();
+  private readonly sessions = new Map<string, ConsumerSession>();
+  /** Sessions parked on each subscription state. */
+  private readonly parked = new Map<SubState, Set<ConsumerSession>>();
+  private closed = false;
+
+  constructor(
+    private readonly ports: HostPorts,
+    private readonly limits: HostLimits = DEFAULT_HOST_LIMITS,
+  ) {}
+
+  // --- partition leaders --------------------------------------------------------------------
+
+  /** A leader opened or its high watermark / log start moved. */
+  committed(topicId: string, partition: number, leaderEpoch: number, highWatermark: number, logStartOffset: number): void {
+    if (this.closed) return;
+    const topic = this.ports.topicNameOf(topicId);
+    if (topic === undefined) return;
+    const key = partitionKey(topicId, partition);
+    let ps = this.partitions.get(key);
+    if (ps !== undefined && ps.leaderEpoch !== leaderEpoch) {
+      this.closePartition(key);
+      ps = undefined;
+    }
+    if (ps === undefined) {
+      this.openPartition(topic, topicId, partition, leaderEpoch, highWatermark, logStartOffset);
+      return;
+    }
+    ps.committed(highWatermark, logStartOffset);
+  }
+
+  private openPartition(topic: string, topicId: string, partition: number, leaderEpoch: number, highWatermark: number, logStartOffset: number): void {
+    const key = partitionKey(topicId, partition);
+    // Placeholder until the store is open, so a second `committed` does not open it twice.
+    const pending = { highWatermark, logStartOffset };
+    const placeholder = { leaderEpoch, pending } as unknown as PartitionSubscriptions;
+    this.partitions.set(key, placeholder);
+    void this.ports.openStore(topicId, partition).then(
+      (store) => {
+        if (this.partitions.get(key) !== placeholder) return;
+        const initial = this.ports.subscriptionsOf(topicId) ?? [];
+        const ps = new PartitionSubscriptions(topic, topicId, partition, leaderEpoch, store, this.partitionPorts(topicId, partition, leaderEpoch), initial);
+        ps.highWatermark = pending.highWatermark;
+        ps.logStartOffset = pending.logStartOffset;
+        this.partitions.set(key, ps);
+        void ps.recover(this.ports.subscriptionsOf(topicId) ?? []).catch((error: unknown) => {
+          this.ports.logger.error({ err: error, topic, partition }, 'subscription recovery failed');
+        });
+      },
+      (error: unknown) => {
+        if (this.partitions.get(key) === placeholder) this.partitions.delete(key);
+        this.ports.logger.warn({ err: error, topic, partition }, 'cannot open the log for subscriptions');
+      },
+    );
+  }
+
+  private partitionPorts(topicId: string, partition: number, leaderEpoch: number) {
+    return {
+      logger: this.ports.logger,
+      limits: this.limits.dispatch,
+      appendControl: (batch: Uint8Array, recordCount: number) => this.ports.appendControl(topicId, partition, leaderEpoch, batch, recordCount),
+      wake: (sub: SubState) => this.wake(sub),
+      nowMs: () => this.ports.clock.now(),
+    };
+  }
+
+  /** The leader stopped. */
+  leaderClosed(topicId: string, partition: number, leaderEpoch: number): void {
+    const key = partitionKey(topicId, partition);
+    const ps = this.partitions.get(key);
+    if (ps !== undefined && ps.leaderEpoch === leaderEpoch) this.closePartition(key);
+  }
+
+  private closePartition(key: string): void {
+    const ps = this.partitions.get(key);
+    this.partitions.delete(key);
+    if (ps instanceof PartitionSubscriptions) ps.close();
+  }
+
+  /** Metadata changed: subscriptions created or deleted, topics gone. */
+  metadataChanged(): void {
+    for (const [key, ps] of this.partitions) {
+      if (!(ps instanceof PartitionSubscriptions)) continue;
+      const subs = this.ports.subscriptionsOf(ps.topicId);
+      if (subs === undefined) this.closePartition(key);
+      else ps.sync(subs);
+    }
+  }
+
+  private live(topicId: string, partition: number): PartitionSubscriptions | undefined {
+    const ps = this.partitions.get(partitionKey(topicId, partition));
+    return ps instanceof PartitionSubscriptions ? ps : undefined;
+  }
+
+  // --- consume ------------------------------------------------------------------------------
+
+  consume(topic: string, subscription: string, request: ConsumeRequest, respond: (data: Uint8Array) => void): void {
+    const topicId = this.ports.topicIdOf(topic);
+    if (topicId === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `unknown topic ${topic}`);
+    const now = this.ports.clock.now();
+    const key = `${topicId}\u0000${subscription}\u0000${request.consumerId}`;
+    let session = this.sessions.get(key);
+    if (session === undefined) {
+      if (request.close === true) {
+        respond(encodeConsumeReply({ seq: 0, partitions: [] }));
+        return;
+      }
+      if (this.sessions.size >= this.limits.consumerSessionsMax) throw new TidemarkError('BUSY', 'too many consumer sessions on this broker');
+      session = {
+        key,
+        topic,
+        topicId,
+        subscription,
+        consumerId: request.consumerId,
+        partitions: new Set(),
+        lastSeenMs: now,
+        sessionTimeoutMs: request.sessionTimeoutMs,
+        seq: 0,
+        unconfirmed: new Map(),
+        poll: undefined,
+      };
+      this.sessions.set(key, session);
+    }
+    session.lastSeenMs = now;
+    session.sessionTimeoutMs = request.sessionTimeoutMs;
+    // A newer poll replaces the open one, which is answered empty.
+    if (session.poll !== undefined) this.finishPoll(session, session.poll, []);
+    // The last reply did not arrive: its deliveries go back, unchanged.
+    if ((request.received ?? 0) !== session.seq && session.unconfirmed.size > 0) this.returnUnconfirmed(session);
+    session.unconfirmed.clear();
+
+    const listed = new Set(request.partitions.map((p) => p.partition));
+    for (const p of session.partitions) if (!listed.has(p)) this.detach(session, p);
+    if (request.close === true) {
+      for (const p of listed) this.detach(session, p);
+      this.sessions.delete(key);
+      session.seq++;
+      respond(encodeConsumeReply({ seq: session.seq, partitions: [] }));
+      return;
+    }
+    session.partitions = listed;
+
+    const poll: Poll = { request, respond, timer: undefined, answering: false, done: false };
+    session.poll = poll;
+    const errors: ConsumePartitionReply[] = [];
+    for (const { partition } of request.partitions) {
+      const error = this.attach(session, partition, request, now);
+      if (error !== undefined) errors.push({ partition, error });
+    }
+    if (errors.length > 0 || this.hasWork(session, now) || request.maxWaitMs === 0) {
+      void this.answer(session, poll, errors);
+      return;
+    }
+    for (const sub of this.subsOf(session)) this.park(sub, session);
+    poll.timer = this.ports.clock.setTimeout(() => {
+      poll.timer = undefined;
+      if (!poll.done && !poll.answering) void this.answer(session, poll, []);
+    }, request.maxWaitMs);
+  }
+
+  private attach(session: ConsumerSession, partition: number, request: ConsumeRequest, nowMs: number): WireError | undefined {
+    const ps = this.live(session.topicId, partition);
+    if (ps === undefined) return wire('NOT_LEADER', `broker does not lead ${session.topic}/${partition}`);
+    const missing = ps.errorFor(session.subscription);
+    if (missing !== undefined) return wire(missing.code, missing.message);
+    const sub = ps.subs.get(session.subscription)!;
+    const refused = sub.dispatcher.attach(
+      {
+        consumerId: request.consumerId,
+        consumerName: request.consumerName,
+        priorityLevel: request.priorityLevel,
+        type: request.type,
+        sessionTimeoutMs: request.sessionTimeoutMs,
+        ackTimeoutMs: request.ackTimeoutMs,
+      },
+      nowMs,
+    );
+    if (refused !== undefined) return wire(refused.code, refused.message);
+    ps.pump(sub);
+    // A consumer joining moves Failover's active one and Key_Shared's ranges: the others look again.
+    this.wake(sub);
+    return undefined;
+  }
+
+  private detach(session: ConsumerSession, partition: number): void {
+    const sub = this.live(session.topicId, partition)?.subs.get(session.subscription);
+    if (sub === undefined) return;
+    sub.dispatcher.detach(session.consumerId);
+    this.parked.get(sub)?.delete(session);
+    this.wake(sub);
+  }
+
+  private returnUnconfirmed(session: ConsumerSession): void {
+    for (const [partition, offsets] of session.unconfirmed) {
+      const sub = this.live(session.topicId, partition)?.subs.get(session.subscription);
+      if (sub === undefined) continue;
+      sub.dispatcher.unassign(session.consumerId, offsets);
+      this.wake(sub);
+    }
+  }
+
+  private subsOf(session: ConsumerSession): SubState[] {
+    const out: SubState[] = [];
+    for (const p of session.partitions) {
+      const sub = this.live(session.topicId, p)?.subs.get(session.subscription);
+      if (sub !== undefined) out.push(sub);
+    }
+    return out;
+  }
+
+  private hasWork(session: ConsumerSession, nowMs: number): boolean {
+    const poll = session.poll;
+    if (poll === undefined) return false;
+    return poll.request.partitions.some(({ partition, permits }) => {
+      if (permits === 0) return false;
+      const sub = this.live(session.topicId, partition)?.subs.get(session.subscription);
+      return sub !== undefined && sub.ready && sub.dispatcher.hasWork(session.consumerId, nowMs);
+    });
+  }
+
+  private park(sub: SubState, session: ConsumerSession): void {
+    let set = this.parked.get(sub);
+    if (set === undefined) {
+      set = new Set();
+      this.parked.set(sub, set);
+    }
+    set.add(session);
+  }
+
+  /** Something changed for `sub`: parked polls that now have work are answered. */
+  private wake(sub: SubState): void {
+    const set = this.parked.get(sub);
+    if (set === undefined) return;
+    if (sub.gone) this.parked.delete(sub);
+    const now = this.ports.clock.now();
+    for (const session of [...set]) {
+      const poll = session.poll;
+      if (poll === undefined || poll.done) {
+        set.delete(session);
+        continue;
+      }
+      if (poll.answering) continue;
+      if (sub.gone || this.hasWork(session, now)) void this.answer(session, poll, []);
+    }
+  }
+
+  private unpark(session: ConsumerSession): void {
+    for (const sub of this.subsOf(session)) this.parked.get(sub)?.delete(session);
+  }
+
+  /** Assigns what each partition has for the consumer, reads the batches, replies. */
+  private async answer(session: ConsumerSession, poll: Poll, errors: ConsumePartitionReply[]): Promise<void> {
+    poll.answering = true;
+    this.unpark(session);
+    if (poll.timer !== undefined) this.ports.clock.clearTimeout(poll.timer);
+    const now = this.ports.clock.now();
+    const failed = new Set(errors.map((e) => e.partition));
+    const replies: ConsumePartitionReply[] = [...errors];
+    let budget = Math.min(poll.request.maxBytes, this.ports.maxPayloadBytes - REPLY_ENVELOPE_BYTES);
+    const delivered = new Map<number, number[]>();
+    for (const { partition, permits } of poll.request.partitions) {
+      if (failed.has(partition)) continue;
+      const ps = this.live(session.topicId, partition);
+      const sub = ps?.subs.get(session.subscription);
+      if (ps === undefined || sub === undefined) {
+        replies.push({ partition, error: wire('NOT_LEADER', `broker no longer serves ${session.topic}/${partition}`) });
+        continue;
+      }
+      const reply: ConsumePartitionReply = { partition };
+      if (sub.dispatcher.type === 'Failover') reply.active = sub.dispatcher.isActive(session.consumerId);
+      if (permits > 0 && sub.ready && budget > PARTITION_ENVELOPE_BYTES) {
+        const d = sub.dispatcher;
+        const others = d.type === 'Shared' || d.type === 'Key_Shared' ? (this.parked.get(sub)?.size ?? 0) : 0;
+        const share = others === 0 ? permits : Math.min(permits, Math.max(SHARED_SHARE_MIN, Math.ceil(d.waiting() / (others + 1))));
+        const deliveries = d.assign(session.consumerId, share, now);
+        if (deliveries.length > 0) {
+          const read = await this.readDeliveries(ps, sub, session.consumerId, deliveries, budget - PARTITION_ENVELOPE_BYTES);
+          if (read !== undefined) {
+            reply.records = read.records;
+            reply.deliveries = read.flat;
+            budget -= read.records.length + PARTITION_ENVELOPE_BYTES + read.flat.length * 9;
+            delivered.set(
+              partition,
+              read.flat.filter((_, i) => i % 2 === 0),
+            );
+            this.ports.observer?.()?.delivered(session.topicId, partition, session.subscription, delivered.get(partition)!);
+          }
+        }
+      }
+      reply.backlog = ps.backlog(sub);
+      replies.push(reply);
+    }
+    if (poll.done) {
+      // Replaced while reading: what was read goes back.
+      for (const [partition, offsets] of delivered) this.live(session.topicId, partition)?.subs.get(session.subscription)?.dispatcher.unassign(session.consumerId, offsets);
+      return;
+    }
+    this.finishPoll(session, poll, replies, delivered);
+  }
+
+  private finishPoll(session: ConsumerSession, poll: Poll, partitions: ConsumePartitionReply[], delivered?: Map<number, number[]>): void {
+    if (poll.done) return;
+    poll.done = true;
+    if (poll.timer !== undefined) this.ports.clock.clearTimeout(poll.timer);
+    if (session.poll === poll) session.poll = undefined;
+    this.unpark(session);
+    session.seq++;
+    if (delivered !== undefined) for (const [p, offsets] of delivered) session.unconfirmed.set(p, offsets);
+    try {
+      poll.respond(encodeConsumeReply({ seq: session.seq, partitions }));
+    } catch (error) {
+      this.ports.logger.warn({ err: error }, 'consume reply dropped');
+    }
+  }
+
+  /**
+   * Reads the batches holding `deliveries` (ascending) within `maxBytes`; deliveries past what
+   * fits go back to the dispatcher. Undefined when nothing could be read.
+   */
+  private async readDeliveries(
+    ps: PartitionSubscriptions,
+    sub: SubState,
+    consumerId: string,
+    deliveries: Delivery[],
+    maxBytes: number,
+  ): Promise<{ records: Uint8Array; flat: number[] } | undefined> {
+    const first = deliveries[0]!.offset;
+    const last = deliveries[deliveries.length - 1]!.offset;
+    let batches: Uint8Array[];
+    try {
+      batches = await ps.store.read(first, maxBytes, last + 1);
+    } catch (error) {
+      sub.dispatcher.unassign(
+        consumerId,
+        deliveries.map((d) => d.offset),
+      );
+      if (error instanceof TidemarkError && error.code === 'OFFSET_OUT_OF_RANGE') ps.expireBelow(sub, ps.store.logStartOffset());
+      else this.ports.logger.warn({ err: error }, 'delivery read failed');
+      return undefined;
+    }
+    const kept: Uint8Array[] = [];
+    const flat: number[] = [];
+    const back: number[] = [];
+    let i = 0;
+    for (const batch of batches) {
+      const header = readBatchHeader(batch);
+      const end = header.baseOffset + header.recordCount;
+      let any = false;
+      while (i < deliveries.length && deliveries[i]!.offset < end) {
+        const d = deliveries[i++]!;
+        if (d.offset < header.baseOffset) {
+          back.push(d.offset);
+          continue;
+        }
+        flat.push(d.offset, d.redeliveryCount);
+        any = true;
+      }
+      if (any) kept.push(batch);
+    }
+    while (i < deliveries.length) back.push(deliveries[i++]!.offset);
+    if (back.length > 0) sub.dispatcher.unassign(consumerId, back);
+    if (kept.length === 0) return undefined;
+    return { records: kept.length === 1 ? kept[0]! : Buffer.concat(kept), flat };
+  }
+
+  // --- acks ---------------------------------------------------------------------------------
+
+  ack(topic: string, subscription: string, request: AckRequest, respond: (data: Uint8Array) => void): void {
+    const topicId = this.ports.topicIdOf(topic);
+    if (topicId === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `unknown topic ${topic}`);
+    const now = this.ports.clock.now();
+    const session = this.sessions.get(`${topicId}\u0000${subscription}\u0000${request.consumerId}`);
+    if (session !== undefined) session.lastSeenMs = now;
+    const outcomes: Array<Promise<AckReply['partitions'][number]>> = request.partitions.map(async (entry) => {
+      const { partition } = entry;
+      const ps = this.live(topicId, partition);
+      if (ps === undefined) return { partition, error: wire('NOT_LEADER', `broker does not lead ${topic}/${partition}`) };
+      const missing = ps.errorFor(subscription);
+      if (missing !== undefined) return { partition, error: wire(missing.code, missing.message) };
+      const sub = ps.subs.get(subscription)!;
+      const d = sub.dispatcher;
+      if (entry.cumulative !== undefined && (d.type === 'Shared' || d.type === 'Key_Shared')) {
+        return { partition, error: wire('CUMULATIVE_ACK_NOT_ALLOWED', `subscription ${subscription} is ${d.type}`) };
+      }
+      let changed = false;
+      if (entry.cumulative !== undefined) changed = d.ackCumulative(Math.min(entry.cumulative, ps.highWatermark)) || changed;
+      if (entry.ranges !== undefined && entry.ranges.length > 0) changed = d.ack(clampRanges(entry.ranges, ps.highWatermark)) || changed;
+      if (entry.nacks !== undefined && entry.nacks.length > 0) {
+        d.nack(request.consumerId, entry.nacks, entry.nackDelayMs ?? 0, now);
+        this.wake(sub);
+      }
+      if (changed) {
+        sub.dirty = true;
+        ps.pump(sub);
+        this.wake(sub);
+      }
+      const acking = entry.cumulative !== undefined || (entry.ranges?.length ?? 0) > 0;
+      if (!acking) return { partition };
+      try {
+        await ps.durable(sub);
+        return { partition };
+      } catch (error) {
+        const typed = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'ack failed');
+        return { partition, error: typed.toWire() };
+      }
+    });
+    let answered = false;
+    const timer = this.ports.clock.setTimeout(() => {
+      if (answered) return;
+      answered = true;
+      respond(encodeError(new TidemarkError('REQUEST_TIMED_OUT', 'acks not durable within the request budget').toWire()));
+    }, request.timeoutMs);
+    void Promise.all(outcomes).then((partitions) => {
+      if (answered) return;
+      answered = true;
+      this.ports.clock.clearTimeout(timer);
+      const reply: AckReply = { partitions };
+      respond(encodeMessage(reply));
+    });
+  }
+
+  // --- describe / reset -----------------------------------------------------------------------
+
+  async admin(topic: string, request: SubscriptionAdminRequest): Promise<SubscriptionAdminReply> {
+    const topicId = this.ports.topicIdOf(topic);
+    if (topicId === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `unknown topic ${topic}`);
+    const now = this.ports.clock.now();
+    const partitions = await Promise.all(
+      request.partitions.map(async (partition): Promise<SubscriptionAdminReply['partitions'][number]> => {
+        const ps = this.live(topicId, partition);
+        if (ps === undefined) return { partition, error: wire('NOT_LEADER', `broker does not lead ${topic}/${partition}`) };
+        if (!ps.recovered) return { partition, error: wire('LEADER_NOT_AVAILABLE', `${topic}/${partition}: subscriptions are recovering`) };
+        const names = request.subscription !== undefined ? [request.subscription] : [...ps.subs.keys()];
+        const subs: SubState[] = [];
+        for (const name of names) {
+          const sub = ps.subs.get(name);
+          if (sub === undefined) return { partition, error: wire('UNKNOWN_SUBSCRIPTION', `no subscription ${name} on ${topic}/${partition}`) };
+          subs.push(sub);
+        }
+        if (request.op === 'reset') {
+          const target = request.target;
+          if (target === undefined || request.subscription === undefined) {
+            return { partition, error: wire('INVALID_REQUEST', 'reset needs a subscription and a target') };
+          }
+          if ((target.kind === 'offset' || target.kind === 'timestamp') && target.value === undefined) {
+            return { partition, error: wire('INVALID_REQUEST', `reset to ${target.kind} needs a value`) };
+          }
+          const to =
+            target.kind === 'earliest'
+              ? ps.logStartOffset
+              : target.kind === 'latest'
+                ? ps.highWatermark
+                : target.kind === 'offset'
+                  ? target.value!
+                  : await ps.offsetForTimestamp(target.value!);
+          try {
+            await ps.reset(subs[0]!, to);
+          } catch (error) {
+            const typed = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'reset failed');
+            return { partition, error: typed.toWire() };
+          }
+        }
+        return { partition, highWatermark: ps.highWatermark, subscriptions: subs.map((s) => ps.describe(s, now)) };
+      }),
+    );
+    return { partitions };
+  }
+
+  // --- time -----------------------------------------------------------------------------------
+
+  /** The node's tick: consumers silent too long leave, ack timeouts and nack delays fall due, failed cursor records are retried. */
+  tick(): void {
+    const now = this.ports.clock.now();
+    for (const ps of this.partitions.values()) {
+      if (!(ps instanceof PartitionSubscriptions) || !ps.recovered) continue;
+      for (const sub of ps.subs.values()) {
+        const next = sub.dispatcher.nextDueMs();
+        if (next !== undefined && next <= now) {
+          sub.dispatcher.expire(now);
+          ps.pump(sub);
+          this.wake(sub);
+        }
+        if (sub.dirty && !sub.inFlight) ps.persist();
+      }
+    }
+    for (const [key, session] of this.sessions) {
+      if (session.poll !== undefined || now - session.lastSeenMs <= session.sessionTimeoutMs) continue;
+      this.sessions.delete(key);
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const session of this.sessions.values()) if (session.poll !== undefined) this.finishPoll(session, session.poll, []);
+    this.sessions.clear();
+    for (const key of [...this.partitions.keys()]) this.closePartition(key);
+    this.parked.clear();
+  }
+}
+
+function wire(code: ErrorCode, message: string): WireError {
+  return { code, message };
+}
+
+/** Acks above the high watermark name records nobody was given: they are dropped. */
+function clampRanges(flat: readonly number[], highWatermark: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < flat.length; i += 2) {
+    const start = flat[i]!;
+    const end = Math.min(flat[i + 1]!, highWatermark);
+    if (start < end) out.push(start, end);
+  }
+  return out;
+}
