@@ -4,6 +4,8 @@ export { codecs, type Codec } from './client/codecs.js';
 export type {
   Admin,
   ClusterDescription,
+  ConsumerInfo,
+  CreateSubscriptionOptions,
   CreateTopicOptions,
   ElectionType,
   ElectLeadersOptions,
@@ -11,6 +13,10 @@ export type {
   PartitionDescription,
   PartitionMetadata,
   ReplicaState,
+  ResetTarget,
+  SubscriptionDescription,
+  SubscriptionMetadata,
+  SubscriptionPartitionDescription,
   TopicDescription,
   TopicMetadata,
 } from './client/admin.js';

@@ -356,6 +356,19 @@ test('a full window stops asking; an empty poll every maxWaitMs keeps the sessio
   await client.close();
 });
 
+test('with maxWaitMs 0 a full consumer still polls only every 100 ms', async (t) => {
+  const { clock, cluster, leader, client } = setup();
+  append(cluster, leader, 0, Array.from({ length: 5 }, (_, i) => `v${i}`));
+  const consumer = await client.consumer(options({ receiverQueueSize: 2, maxWaitMs: 0 }));
+  await clock.advance(10);
+  t.is(consumer.buffered, 2);
+  const before = leader.consumeCalls.length;
+  await clock.advance(1_000);
+  const polls = leader.consumeCalls.length - before;
+  t.true(polls >= 9 && polls <= 11, `${polls} polls in 1 s`);
+  await client.close();
+});
+
 test('acks coalesce into ranges in one request and resolve when the leader answers', async (t) => {
   const { clock, cluster, leader, client } = setup();
   append(cluster, leader, 0, ['a', 'b', 'c', 'd', 'e', 'f']);
@@ -414,6 +427,24 @@ test('a retriable error reroutes the partition to its new leader after a metadat
   t.true(leader.consumeCalls.some((call) => call.brokerId === 2));
   await Promise.all([...got, c.value!].map((m) => m.ack()));
   t.true(leader.ackCalls.every((a) => a.brokerId === 2));
+  await client.close();
+});
+
+test('an ack answered NOT_LEADER is retried at the new leader after a metadata refresh', async (t) => {
+  const { clock, cluster, leader, client } = setup();
+  append(cluster, leader, 0, ['a', 'b']);
+  const consumer = await client.consumer(options());
+  const got = await take(clock, consumer, 2);
+  cluster.moveLeader('orders', 0, 2);
+  const acks = Promise.all(got.map((m) => m.ack()));
+  for (let i = 0; i < 100 && leader.ackCalls.length < 2; i++) await clock.advance(10);
+  await acks;
+  t.deepEqual(
+    leader.ackCalls.map((a) => a.brokerId),
+    [1, 2],
+  );
+  t.deepEqual(leader.ackCalls[1]!.body.partitions, [{ partition: 0, ranges: [0, 2] }]);
+  t.true(leader.sub('orders', 'sub', 0).acked.has(1));
   await client.close();
 });
 
@@ -549,5 +580,37 @@ test('backlog and caughtUp follow the replies and the acks', async (t) => {
   for (let i = 0; i < 50 && !consumer.caughtUp(); i++) await clock.advance(10);
   t.true(consumer.caughtUp());
   t.is(consumer.backlog(), 0);
+  await client.close();
+});
+
+test('a mixed run: acks and nacks at random, a leader move midway; everything is acknowledged once, the window holds', async (t) => {
+  const { clock, cluster, leader, client } = setup(3);
+  cluster.moveLeader('orders', 2, 2);
+  for (let p = 0; p < 3; p++) for (let i = 0; i < 10; i++) append(cluster, leader, p, Array.from({ length: 10 }, (_, j) => `${p}-${i * 10 + j}`));
+  const consumer = await client.consumer(options({ type: 'Shared', receiverQueueSize: 25, nackRedeliveryDelayMs: 0 }));
+  leader.buffered = () => consumer.buffered;
+  const random = new SeededRandom(3);
+  const acked = new Set<string>();
+  const acks: Promise<void>[] = [];
+  let received = 0;
+  while (acked.size < 300) {
+    const r = await next(clock, consumer);
+    const m = r.value!;
+    received++;
+    if (received === 100) cluster.moveLeader('orders', 0, 3);
+    if (random.next() < 0.1) m.nack();
+    else {
+      acked.add(m.value!);
+      acks.push(m.ack());
+    }
+  }
+  await Promise.all(acks);
+  t.is(acked.size, 300);
+  for (let p = 0; p < 3; p++) t.is(leader.sub('orders', 'sub', p).acked.size, 100, `partition ${p} fully acknowledged`);
+  for (const call of leader.consumeCalls) {
+    const permits = call.body.partitions.reduce((a, p) => a + p.permits, 0);
+    t.true(permits + call.bufferedAtArrival + call.permitsInFlightElsewhere <= 25);
+  }
+  t.true(leader.consumeCalls.some((c) => c.brokerId === 3));
   await client.close();
 });

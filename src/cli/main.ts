@@ -8,6 +8,7 @@ import { devCommand } from './commands/dev.js';
 import { nodeCommand } from './commands/node.js';
 import { partitionCommand } from './commands/partition.js';
 import { produceCommand } from './commands/produce.js';
+import { subscriptionCommand } from './commands/subscription.js';
 import { topicCommand } from './commands/topic.js';
 
 const HELP = `Usage: tidemark <command> [options]
@@ -20,6 +21,7 @@ Commands:
   partition elect-leaders     preferred or unclean leader election
   produce TOPIC               records from stdin, one per line
   consume TOPIC               print records, one value per line
+  subscription list|describe|create|reset|delete
 
 Run "tidemark <command> --help" for a command's options.
 ${GLOBAL_HELP}`;
@@ -32,6 +34,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   partition: partitionCommand,
   produce: produceCommand,
   consume: consumeCommand,
+  subscription: subscriptionCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

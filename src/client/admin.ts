@@ -3,6 +3,9 @@
  * elect-leaders go to the active controller (`subjects.admin(op)`); list and describe read
  * metadata, and describe also asks each leading broker for its partitions' offsets and replica
  * progress; describeCluster collects every node's status.
+ * Subscriptions: create and delete go to the controller (the registry is in the metadata log);
+ * list, describe and reset ask each partition leader broker (`subjects.subscriptionAdmin`), once
+ * per broker for all the partitions it leads, and merge its answers with the registry.
  * Each call is retried here, in one place (retry.ts), and nowhere below.
  */
 import { TidemarkError, type ErrorCode } from '../protocol/errors.js';
@@ -23,6 +26,19 @@ import {
   type TopicMetadata,
 } from '../protocol/messages.js';
 import { nodeStatus, type StatusRequest } from '../protocol/controller-messages.js';
+import {
+  createSubscriptionReply,
+  subscriptionAdminReply,
+  type ConsumerInfo,
+  type CreateSubscriptionRequest,
+  type DeleteSubscriptionRequest,
+  type InitialPosition,
+  type SubscriptionAdminReply,
+  type SubscriptionAdminRequest,
+  type SubscriptionMetadata,
+  type SubscriptionPartitionInfo,
+  type SubscriptionType,
+} from '../protocol/subscription-messages.js';
 import type { Subjects } from '../protocol/subjects.js';
 import type { Clock, Random } from '../runtime/ports.js';
 import type { MetadataCache } from './metadata.js';
@@ -48,6 +64,74 @@ export type CreateTopicOptions = {
 };
 
 export type { TopicMetadata, PartitionMetadata, ReplicaState };
+export type { SubscriptionMetadata, SubscriptionType, InitialPosition, ConsumerInfo };
+
+export type CreateSubscriptionOptions = {
+  /** The topic; it must exist (UNKNOWN_TOPIC otherwise). Required. */
+  topic: string;
+  /** Subscription name: 1-128 of [a-zA-Z0-9._-], not "." or "..". Required. */
+  name: string;
+  /**
+   * Where the cursor starts on the partitions the topic has now (partitions added later start at
+   * their log start). Ignored when the subscription exists already: it keeps its own.
+   * @default 'latest'
+   */
+  initialPosition?: InitialPosition;
+};
+
+/** Where `resetSubscription` moves a subscription's cursor on every partition. */
+export type ResetTarget =
+  /** The log start: everything still stored is delivered again. */
+  | 'earliest'
+  /** The high watermark: the backlog becomes empty. */
+  | 'latest'
+  /** This offset on every partition (Kafka's --to-offset); clamped to the log by the leader. */
+  | { offset: number }
+  /** The first record at or after this time (ms since the epoch, or a Date), per partition. */
+  | { timestamp: number | Date };
+
+/**
+ * One partition of a subscription: the registry's view merged with what its leader reports. A
+ * partition whose leader does not report the subscription (no leader now, the leader unreachable
+ * or not yet serving subscriptions, or it has not seen the subscription yet) shows `reported:
+ * false`, markDelete / backlog / highWatermark -1 (unknown), no type and no consumers.
+ */
+export interface SubscriptionPartitionDescription {
+  partition: number;
+  /** The partition leader asked (-1: none). */
+  leader: number;
+  /** Whether the leader reported this subscription on this partition. */
+  reported: boolean;
+  /** Committed position: every offset below it is acknowledged (Kafka's committed offset); -1 unknown. */
+  markDelete: number;
+  /** Acknowledged offsets at or above markDelete (individual acks not yet contiguous). */
+  ackedAbove: number;
+  /** Records up to the high watermark not yet acknowledged (lag, in records); -1 unknown. */
+  backlog: number;
+  /** Delivered to a consumer and not yet acknowledged. */
+  unacked: number;
+  /** The partition's high watermark as its leader answered; -1 unknown. */
+  highWatermark: number;
+  /** Set by the attached consumers; absent while none is attached. */
+  type?: SubscriptionType;
+  consumers: ConsumerInfo[];
+}
+
+export interface SubscriptionDescription extends SubscriptionMetadata {
+  topic: string;
+  /** Every partition of the topic, by partition number. */
+  partitions: SubscriptionPartitionDescription[];
+  /** Sum of the known partition backlogs, records. */
+  backlog: number;
+  /** False when some partition's backlog is unknown (not reported): `backlog` is then a lower bound. */
+  backlogComplete: boolean;
+  /** Sum of the partitions' unacked counts. */
+  unacked: number;
+  /** The type the attached consumers set (the first partition reporting one); absent when none is attached. */
+  type?: SubscriptionType;
+  /** Distinct consumers attached on any partition. */
+  consumerCount: number;
+}
 
 /**
  * One partition as `describeTopic` shows it: its metadata (`leader`, `leaderEpoch`, `replicas`,
@@ -144,6 +228,34 @@ export interface Admin {
    * Resolves once brokers' metadata shows the elections.
    */
   electLeaders(options?: ElectLeadersOptions): Promise<ElectLeadersResult[]>;
+  /**
+   * Registers a subscription on a topic (in the metadata log). Idempotent: when it exists, resolves
+   * with it as it is, its original initial position included. Resolves once brokers' metadata shows
+   * it. Rejects UNKNOWN_TOPIC, or INVALID_REQUEST beyond 256 subscriptions on the topic.
+   */
+  createSubscription(options: CreateSubscriptionOptions): Promise<SubscriptionMetadata>;
+  /**
+   * Deletes a subscription and its cursors. Rejects UNKNOWN_SUBSCRIPTION when the controller does
+   * not know it (a mistyped name is reported), also when an earlier attempt of this call deleted it
+   * and the reply was lost (as deleteTopic). Resolves once brokers' metadata shows the deletion.
+   */
+  deleteSubscription(topic: string, name: string): Promise<void>;
+  /** The topic's subscriptions, sorted by name, each described as by describeSubscription. UNKNOWN_TOPIC if absent. */
+  listSubscriptions(topic: string): Promise<SubscriptionDescription[]>;
+  /**
+   * One subscription, per partition: committed position (markDelete), backlog, unacked count, type
+   * and connected consumers, as the partition leaders report them, plus totals. UNKNOWN_TOPIC or
+   * UNKNOWN_SUBSCRIPTION when metadata does not have it.
+   */
+  describeSubscription(topic: string, name: string): Promise<SubscriptionDescription>;
+  /**
+   * Moves the subscription's cursor on every partition (Kafka's --reset-offsets): to the log start,
+   * to the high watermark, to one offset on every partition, or to the first record at or after a
+   * time. Every partition must have a leader that applies it; the call is retried until they do
+   * (a partial reset is repeated whole: each target is idempotent except 'latest', which moves on
+   * to the newest high watermark). UNKNOWN_TOPIC or UNKNOWN_SUBSCRIPTION when metadata lacks it.
+   */
+  resetSubscription(topic: string, name: string, to: ResetTarget): Promise<void>;
 }
 
 export interface ClusterDescription {
@@ -162,6 +274,64 @@ function replicaStates(replicas: readonly number[], reported: readonly ReplicaSt
     const r = byId.get(brokerId);
     return { brokerId, logEndOffset: r?.logEndOffset ?? -1, lagMs: r?.lagMs ?? -1 };
   });
+}
+
+/** A subscription's partitions merged with the leaders' reports (see SubscriptionPartitionDescription). */
+export function mergeSubscription(
+  topic: TopicMetadata,
+  subscription: SubscriptionMetadata,
+  reports: ReadonlyMap<number, { highWatermark?: number; subscriptions?: SubscriptionPartitionInfo[] }>,
+): SubscriptionDescription {
+  const partitions = [...topic.partitions]
+    .sort((a, b) => a.partition - b.partition)
+    .map((p): SubscriptionPartitionDescription => {
+      const report = reports.get(p.partition);
+      const info = report?.subscriptions?.find((s) => s.subscription === subscription.name);
+      const highWatermark = report?.highWatermark ?? -1;
+      if (info === undefined) {
+        return { partition: p.partition, leader: p.leader, reported: false, markDelete: -1, ackedAbove: 0, backlog: -1, unacked: 0, highWatermark, consumers: [] };
+      }
+      const out: SubscriptionPartitionDescription = {
+        partition: p.partition,
+        leader: p.leader,
+        reported: true,
+        markDelete: info.markDelete,
+        ackedAbove: info.ackedAbove,
+        backlog: info.backlog,
+        unacked: info.unacked,
+        highWatermark,
+        consumers: info.consumers.map((c) => ({ ...c })),
+      };
+      if (info.type !== undefined) out.type = info.type;
+      return out;
+    });
+  const type = partitions.find((p) => p.type !== undefined)?.type;
+  const description: SubscriptionDescription = {
+    topic: topic.name,
+    ...subscription,
+    partitions,
+    backlog: partitions.reduce((sum, p) => sum + Math.max(0, p.backlog), 0),
+    backlogComplete: partitions.every((p) => p.reported),
+    unacked: partitions.reduce((sum, p) => sum + p.unacked, 0),
+    consumerCount: new Set(partitions.flatMap((p) => p.consumers.map((c) => c.consumerId))).size,
+  };
+  if (type !== undefined) description.type = type;
+  return description;
+}
+
+/** The wire form of a reset target; INVALID_REQUEST for a malformed one. */
+export function resetTargetWire(to: ResetTarget): NonNullable<SubscriptionAdminRequest['target']> {
+  if (to === 'earliest' || to === 'latest') return { kind: to };
+  if (typeof to === 'object' && to !== null && 'offset' in to) {
+    if (!Number.isSafeInteger(to.offset) || to.offset < 0) throw new TidemarkError('INVALID_REQUEST', `reset offset must be a non-negative integer, got ${String(to.offset)}`);
+    return { kind: 'offset', value: to.offset };
+  }
+  if (typeof to === 'object' && to !== null && 'timestamp' in to) {
+    const ms = to.timestamp instanceof Date ? to.timestamp.getTime() : to.timestamp;
+    if (!Number.isSafeInteger(ms) || ms < 0) throw new TidemarkError('INVALID_REQUEST', `reset timestamp must be a time at or after 1970, got ${String(to.timestamp)}`);
+    return { kind: 'timestamp', value: ms };
+  }
+  throw new TidemarkError('INVALID_REQUEST', `reset target must be 'earliest', 'latest', { offset } or { timestamp }, got ${JSON.stringify(to)}`);
 }
 
 /** How long describeCluster waits for every node's status, ms. */
@@ -399,6 +569,164 @@ export class AdminClient implements Admin {
       brokers,
       metadataOffset: Math.max(-1, ...statuses.map((s) => s.broker?.metadataOffset ?? -1)),
     };
+  }
+
+  async createSubscription(options: CreateSubscriptionOptions): Promise<SubscriptionMetadata> {
+    const { rpc, subjects } = this.deps;
+    // UNKNOWN_TOPIC from the controller is final (its image is the committed truth); see deleteTopic.
+    const reply = await this.retry(
+      (remainingMs) =>
+        rpc.request(
+          subjects.admin('create-subscription'),
+          {
+            timeoutMs: this.timeoutMs(remainingMs),
+            topic: options.topic,
+            name: options.name,
+            initialPosition: options.initialPosition ?? 'latest',
+          } satisfies CreateSubscriptionRequest,
+          createSubscriptionReply,
+        ),
+      (error) => isRetriable(error) && !(error instanceof TidemarkError && error.code === 'UNKNOWN_TOPIC'),
+    );
+    this.deps.metadata.observe(reply.metadataOffset);
+    this.deps.metadata.invalidate(options.topic);
+    // Read-your-writes: metadata at or past this offset shows the subscription (the reply of an
+    // existing one carries a barrier offset, after its creation).
+    await this.metadataReaches(reply.metadataOffset, `subscription "${options.name}"`);
+    return reply.subscription;
+  }
+
+  async deleteSubscription(topic: string, name: string): Promise<void> {
+    const { rpc, subjects } = this.deps;
+    // Both refusals are final: the controller's image is the committed truth (see deleteTopic).
+    const reply = await this.retry(
+      (remainingMs) =>
+        rpc.request(subjects.admin('delete-subscription'), { timeoutMs: this.timeoutMs(remainingMs), topic, name } satisfies DeleteSubscriptionRequest, deleteTopicReply),
+      (error) => isRetriable(error) && !(error instanceof TidemarkError && (error.code === 'UNKNOWN_TOPIC' || error.code === 'UNKNOWN_SUBSCRIPTION')),
+    );
+    this.deps.metadata.observe(reply.metadataOffset);
+    this.deps.metadata.invalidate(topic);
+    await this.metadataReaches(reply.metadataOffset, `the deletion of subscription "${name}"`);
+  }
+
+  async listSubscriptions(topic: string): Promise<SubscriptionDescription[]> {
+    return this.describeSubscriptions(topic, undefined);
+  }
+
+  async describeSubscription(topic: string, name: string): Promise<SubscriptionDescription> {
+    return (await this.describeSubscriptions(topic, name))[0]!;
+  }
+
+  async resetSubscription(topic: string, name: string, to: ResetTarget): Promise<void> {
+    const target = resetTargetWire(to);
+    const found = await this.retry(async (remainingMs) => {
+      const md = await this.subscriptionMetadata(topic, name);
+      if (md === 'no-topic' || md === 'no-subscription') return md;
+      if (md.topic.partitions.some((p) => p.leader < 0)) {
+        throw new TidemarkError('LEADER_NOT_AVAILABLE', `a partition of "${topic}" has no leader: the reset must reach every partition`, { context: { topic } });
+      }
+      // Every leader must apply it: any failure (NO_RESPONDERS included) fails the attempt.
+      await this.askLeaders(md.topic, { op: 'reset', subscription: name, target }, this.timeoutMs(remainingMs), false);
+      return 'done' as const;
+    });
+    if (found === 'no-topic') throw new TidemarkError('UNKNOWN_TOPIC', `topic "${topic}" does not exist`, { context: { topic } });
+    if (found === 'no-subscription') throw this.unknownSubscription(topic, name);
+  }
+
+  /** The topic's metadata and the named subscription in it, or which of the two metadata lacks (an answer, not retried). */
+  private async subscriptionMetadata(
+    topic: string,
+    name: string,
+  ): Promise<{ topic: TopicMetadata; subscription: SubscriptionMetadata } | 'no-topic' | 'no-subscription'> {
+    const reply = await this.deps.metadata.fetch([topic]);
+    const t = reply.topics.find((x) => x.name === topic);
+    if (t === undefined) return 'no-topic';
+    const subscription = (t.subscriptions ?? []).find((s) => s.name === name);
+    return subscription === undefined ? 'no-subscription' : { topic: t, subscription };
+  }
+
+  private unknownSubscription(topic: string, name: string): TidemarkError {
+    return new TidemarkError('UNKNOWN_SUBSCRIPTION', `topic "${topic}" has no subscription "${name}"`, { context: { topic, subscription: name } });
+  }
+
+  /**
+   * describe (one subscription) or list (all, `name` undefined): the registry from metadata, then
+   * one describe request per leader broker for the partitions it leads. A topic or subscription
+   * missing from metadata is an answer (not retried); a retriable failure of a leader is retried
+   * for the whole call, except NO_RESPONDERS: a leader that is gone (fenced soon) or does not serve
+   * subscriptions leaves its partitions unreported rather than holding the answer for the whole
+   * retry budget.
+   */
+  private async describeSubscriptions(topic: string, name: string | undefined): Promise<SubscriptionDescription[]> {
+    const described = await this.retry(async (remainingMs) => {
+      const reply = await this.deps.metadata.fetch([topic]);
+      const t = reply.topics.find((x) => x.name === topic);
+      if (t === undefined) return 'no-topic' as const;
+      const registered = (t.subscriptions ?? []).filter((s) => name === undefined || s.name === name);
+      if (name !== undefined && registered.length === 0) return 'no-subscription' as const;
+      if (registered.length === 0) return [];
+      const request = name === undefined ? { op: 'describe' as const } : { op: 'describe' as const, subscription: name };
+      const reports = await this.askLeaders(t, request, this.timeoutMs(remainingMs), true);
+      return registered.map((s) => mergeSubscription(t, s, reports));
+    });
+    if (described === 'no-topic') throw new TidemarkError('UNKNOWN_TOPIC', `topic "${topic}" does not exist`, { context: { topic } });
+    if (described === 'no-subscription') throw this.unknownSubscription(topic, name!);
+    return described;
+  }
+
+  /**
+   * One sub-admin request per leader broker, for the partitions it leads; the per-partition
+   * answers by partition. Per-partition errors: UNKNOWN_SUBSCRIPTION (the leader has not seen the
+   * subscription yet) leaves it unreported on describe; any other is thrown (retriable ones make the
+   * caller's retry ask again). On `describe`, a broker nobody answers for (NO_RESPONDERS) leaves
+   * its partitions unreported; a reset must reach them all.
+   */
+  private async askLeaders(
+    topic: TopicMetadata,
+    request: Omit<SubscriptionAdminRequest, 'timeoutMs' | 'partitions'>,
+    timeoutMs: number,
+    describe: boolean,
+  ): Promise<Map<number, SubscriptionAdminReply['partitions'][number]>> {
+    const byLeader = new Map<number, number[]>();
+    for (const p of topic.partitions) {
+      if (p.leader < 0) continue;
+      const list = byLeader.get(p.leader) ?? [];
+      list.push(p.partition);
+      byLeader.set(p.leader, list);
+    }
+    const reports = new Map<number, SubscriptionAdminReply['partitions'][number]>();
+    await Promise.all(
+      [...byLeader].map(async ([brokerId, partitions]) => {
+        let reply: SubscriptionAdminReply;
+        try {
+          reply = await this.deps.rpc.request(
+            this.deps.subjects.subscriptionAdmin(brokerId, topic.name),
+            { timeoutMs, ...request, partitions } satisfies SubscriptionAdminRequest,
+            subscriptionAdminReply,
+          );
+        } catch (error) {
+          if (describe && error instanceof TidemarkError && error.code === 'NO_RESPONDERS') return;
+          throw error;
+        }
+        for (const p of reply.partitions) {
+          if (!partitions.includes(p.partition)) continue;
+          if (p.error !== undefined) {
+            if (describe && p.error.code === 'UNKNOWN_SUBSCRIPTION') continue;
+            throw TidemarkError.fromWire(p.error, { topic: topic.name, partition: p.partition, brokerId });
+          }
+          reports.set(p.partition, p);
+        }
+      }),
+    );
+    return reports;
+  }
+
+  /** Read-your-writes by offset: waits until a broker answers metadata at or past `offset`. */
+  private async metadataReaches(offset: number, what: string): Promise<void> {
+    await this.retry(async () => {
+      const md = await this.deps.metadata.fetch([]);
+      if (md.offset < offset) throw new TidemarkError('LEADER_NOT_AVAILABLE', `brokers do not show ${what} (metadata offset ${md.offset} < ${offset}) yet`);
+    });
   }
 
   private timeoutMs(remainingMs: number): number {

@@ -15,7 +15,7 @@ import { ReaderImpl, type Reader, type ReaderOptions } from './reader.js';
 import { ConsumerImpl, type Consumer, type ConsumerOptions } from './consumer.js';
 import { codecs } from './codecs.js';
 import { createSubscriptionReply, type CreateSubscriptionRequest, type InitialPosition } from '../protocol/subscription-messages.js';
-import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
+import { isRetriable, retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import { ProduceChannel } from './produce-channel.js';
 import { Rpc } from './rpc.js';
 
@@ -213,7 +213,14 @@ export class Tidemark {
           { timeoutMs: Math.min(this.requestTimeoutMs, remainingMs), topic, name, initialPosition } satisfies CreateSubscriptionRequest,
           createSubscriptionReply,
         ),
-      { policy: this.policy, clock: this.clock, random: this.random, signal: this.abort.signal },
+      {
+        policy: this.policy,
+        clock: this.clock,
+        random: this.random,
+        signal: this.abort.signal,
+        // UNKNOWN_TOPIC from the controller is final (its image is the committed truth), as in admin.ts.
+        retryIf: (error) => isRetriable(error) && !(error instanceof TidemarkError && error.code === 'UNKNOWN_TOPIC'),
+      },
     );
     this.metadata.observe(reply.metadataOffset);
   }

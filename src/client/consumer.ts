@@ -166,6 +166,11 @@ export interface ConsumerMessage<T> extends ReaderRecord<T> {
   nack(): void;
 }
 
+/**
+ * Iterate it (`for await`) or call next(); a `break` out of `for await` closes the consumer (as
+ * with a reader). Messages come in the order the leaders deliver them (per partition, offset order
+ * apart from redeliveries).
+ */
 export interface Consumer<T> extends AsyncIterableIterator<ConsumerMessage<T>> {
   readonly topic: string;
   readonly subscription: string;
@@ -227,6 +232,9 @@ export const CONSUMER_DEFAULTS = {
   fetchBytesMax: 1 << 20,
   metadataRefreshMs: 5000,
 } as const;
+
+/** Shortest interval of the empty polls that keep a full consumer's sessions alive, ms (below SESSION_TIMEOUT_MS_MIN / 3). */
+const KEEPALIVE_MS_MIN = 100;
 
 /** Largest receive window, messages. */
 export const RECEIVER_QUEUE_SIZE_MAX = 1_000_000;
@@ -441,6 +449,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
     this.scheduleRefresh();
     await Promise.race([Promise.all([...this.sessions.values()].map((s) => s.firstDone)), this.failed]);
     if (this.failure !== undefined) throw this.failure;
+    if (this.closed) throw new TidemarkError('CLOSED', 'consumer closed while starting');
   }
 
   get buffered(): number {
@@ -707,9 +716,11 @@ export class ConsumerImpl<T> implements Consumer<T> {
       }
       const permits = this.permitsFor(eligible);
       const total = permits.reduce((a, b) => a + b, 0);
-      const keepaliveDue = now - s.lastSentMs >= this.maxWaitMs;
+      // An idle session polls every maxWaitMs (at least every KEEPALIVE_MS_MIN, so maxWaitMs 0 does not spin).
+      const keepaliveMs = Math.max(this.maxWaitMs, KEEPALIVE_MS_MIN);
+      const keepaliveDue = now - s.lastSentMs >= keepaliveMs;
       if (!s.first && !keepaliveDue && !this.worthAsking(eligible, total)) {
-        await park(s.lastSentMs + this.maxWaitMs - now);
+        await park(s.lastSentMs + keepaliveMs - now);
         continue;
       }
       // Nothing to ask for: an empty poll only keeps the session alive, so it is not held.
@@ -817,7 +828,13 @@ export class ConsumerImpl<T> implements Consumer<T> {
       }
       p.budget = undefined;
       p.retryAtMs = 0;
-      if (pr.active !== undefined) p.active = pr.active;
+      if (pr.active !== undefined) {
+        // Failover: no longer the active consumer. What it holds and has not given the application
+        // went back to the leader for the new active one: drop it, so the partition is read in
+        // order by one consumer (the new one gets these messages again, count + 1).
+        if (!pr.active && p.active === true) this.dropBuffered(p);
+        p.active = pr.active;
+      }
       if (pr.backlog !== undefined) {
         p.backlog = pr.backlog;
         p.backlogSeq = seq;
@@ -825,6 +842,10 @@ export class ConsumerImpl<T> implements Consumer<T> {
       this.deliver(p, pr);
     }
     if (this.queue.length > 0) this.wakeReaders();
+  }
+
+  private dropBuffered(p: PartitionState): void {
+    p.buffered -= this.queue.removeWhere((d) => d.partition === p.partition);
   }
 
   /** Keeps the records of the reply's batches whose offsets were delivered to this consumer. */
@@ -845,6 +866,8 @@ export class ConsumerImpl<T> implements Consumer<T> {
         else this.queue.push(d);
       }
     }
+    // Delivered offsets whose records the reply lacks: ask for them again rather than hold them.
+    for (const offset of counts.keys()) this.acks.nack(p.partition, offset);
   }
 
   /** Produces the message to the dead-letter topic, then acknowledges it; on failure asks for it again (nack). */

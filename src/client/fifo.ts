@@ -29,4 +29,13 @@ export class Fifo<T> {
     }
     return item;
   }
+
+  /** Removes every item `drop` picks, keeping the others in order; returns how many went. O(n). */
+  removeWhere(drop: (item: T) => boolean): number {
+    const kept = this.items.slice(this.head).filter((item) => !drop(item as T));
+    const removed = this.length - kept.length;
+    this.items = kept;
+    this.head = 0;
+    return removed;
+  }
 }

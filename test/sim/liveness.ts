@@ -84,5 +84,14 @@ export function unmet(cluster: SimCluster, checker: SafetyChecker, workload: Wor
     }
     if (s.ctx.highWatermark !== end) return `${s.name}: the HW ${s.ctx.highWatermark} of leader n${s.leader} is below its log end ${end}`;
   }
-  return undefined;
+  // Every subscription has received every record (subscriptions.ts).
+  const byName = new Map(served.map((s) => [s.name, s]));
+  return workload.subscribers.unmet(
+    cluster,
+    (topic, partition) => {
+      const s = byName.get(`${topic}/${partition}`);
+      return s === undefined ? undefined : { hw: s.ctx.highWatermark, leader: s.leader, pid: s.pid };
+    },
+    (topic) => workload.partitionsOf(topic),
+  );
 }

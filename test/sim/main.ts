@@ -57,7 +57,7 @@ function summary(r: SimResult): string {
   const s = r.stats;
   return (
     `seed ${r.config.seed}: ${r.ok ? 'ok' : 'FAILED'}; ${r.stepsRun} steps, ${(r.simMs / 1000).toFixed(1)} simulated s in ${(r.wallMs / 1000).toFixed(1)} s; ` +
-    `converged in ${r.convergedMs ?? '-'} ms; ${s['load.sent']} sent, ${s['load.acked']} acked, ${s['reader.read']} read; ` +
+    `converged in ${r.convergedMs ?? '-'} ms; ${s['load.sent']} sent, ${s['load.acked']} acked, ${s['reader.read']} read; ${s['sub.subscriptions']} subscriptions (${s['sub.consumers']} consumers, ${s['sub.crashed']} crashed): ${s['sub.received']} received, ${s['sub.acked']} acked, ${s['sub.nacked']} nacked; ` +
     `${s['fault.crash']} crashes, ${s['fault.powerloss']} power losses, ${s['fault.pause']} pauses, ${(s['fault.isolate'] ?? 0) + (s['fault.cut-some'] ?? 0) + (s['fault.cut-oneway'] ?? 0)} cuts; ` +
     `${s['terms']} terms; ${s['ledger.excused']} acks excused by power loss, ${s['ledger.acks1Lost']} acks=1 lost, ${s['ledger.truncatedRecords']} records truncated; digest ${r.digest}`
   );

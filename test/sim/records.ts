@@ -26,7 +26,7 @@
  * for is no longer checked (its records may go at any moment).
  */
 import { topicByName, type MetadataImage } from '../../src/metadata/image.js';
-import { decodeBatch, type StoredRecord } from '../../src/protocol/batch.js';
+import { decodeBatch, isControlBatch, type StoredRecord } from '../../src/protocol/batch.js';
 import type { LostAppend } from '../../src/storage/memory-storage.js';
 import type { SimCluster, SimNode } from './cluster.js';
 import type { Violations } from './checkers.js';
@@ -498,6 +498,19 @@ export class RecordLedger {
       this.topicIds.set(topic, id);
     }
     return partitionKey(id, partition);
+  }
+
+  /** Whether some node holds a control batch (cursor records) over `offset`: readers skip those offsets. */
+  isControl(topic: string, partition: number, offset: number): boolean {
+    const pid = this.partitionId(topic, partition);
+    if (pid === undefined) return false;
+    for (const n of this.cluster().nodes) {
+      const data = n.disk.partitions.get(pid);
+      if (data === undefined || offset < data.logStartOffset || offset >= data.logEndOffset) continue;
+      const batch = data.batches[floorIndex(data.bases, offset)];
+      if (batch !== undefined && isControlBatch(batch)) return true;
+    }
+    return false;
   }
 
   /** The record at `offset` on one node's disk. */

@@ -56,7 +56,12 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
   const ledger = new RecordLedger(cluster, book, violations, trace, elapsedMs);
   const checker = new SafetyChecker(cluster, book, ledger, violations, trace, elapsedMs);
   const observer: ClusterObserver = {
-    started: (node, parts) => checker.started(node, parts),
+    started: (node, parts) => {
+      checker.started(node, parts);
+      // Leaders report what they hand out to subscriptions (subscriptions.ts checks it).
+      const hub = parts.broker?.getSnapshot().context.subscriptionHub;
+      if (hub !== undefined) hub.observer = { delivered: (...args) => ref.workload?.subscribers.delivered(...args) };
+    },
     powerLost: (node, lost) => {
       checker.powerLost(node, lost);
       ledger.powerLost(node, lost);
@@ -151,6 +156,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
     ...prefixed('fault.', workload.faults.counts),
     ...prefixed('load.', workload.stats),
     ...prefixed('reader.', workload.readerStats),
+    ...prefixed('sub.', workload.subscribers.stats),
     ...prefixed('ledger.', ledger.stats),
   };
   return {

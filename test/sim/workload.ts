@@ -18,6 +18,7 @@ import { FaultInjector, type FaultKind, type FaultProfile } from './faults.js';
 import type { SimNats } from './network.js';
 import type { Rng } from './random.js';
 import { ReaderPool } from './readers.js';
+import { SubscriberPool } from './subscriptions.js';
 import type { RecordLedger } from './records.js';
 import type { Trace } from './trace.js';
 
@@ -57,7 +58,7 @@ interface ProducerState {
 }
 
 
-type DataAction = 'produce' | 'read' | 'stop-read' | 'create' | 'grow' | 'alter' | 'delete' | 'idle';
+type DataAction = 'produce' | 'read' | 'stop-read' | 'subscribe' | 'join' | 'leave' | 'create' | 'grow' | 'alter' | 'delete' | 'idle';
 
 export class Workload {
   readonly faults: FaultInjector;
@@ -67,6 +68,7 @@ export class Workload {
   private readonly topics: TopicState[] = [];
   private readonly producers: ProducerState[] = [];
   private readonly readers: ReaderPool;
+  readonly subscribers: SubscriberPool;
   /** Topic shapes (replication factor, config) come from their own stream. */
   private readonly shapes: Rng;
   private nextTopic = 1;
@@ -96,6 +98,26 @@ export class Workload {
     );
     this.faults = new FaultInjector(cluster, net, time, rng.fork('faults'), trace, profile, endpoints);
     this.readers = new ReaderPool(ledger, checker, violations, trace);
+    let nextEndpoint = 1;
+    this.subscribers = new SubscriberPool(
+      {
+        client: () => {
+          const conn = net.connect(`s${nextEndpoint++}`, time);
+          const client = Tidemark.fromTransport(conn, { cluster: CLUSTER_NAME, clock: time, random: rng.fork(`sub-client-${nextEndpoint}`), requestTimeoutMs: 2000, metadataMaxAgeMs: 5000 });
+          return {
+            client,
+            crash: () => {
+              conn.close();
+              void client.close().catch(() => undefined);
+            },
+          };
+        },
+      },
+      rng.fork('subscriptions'),
+      ledger,
+      violations,
+      trace,
+    );
     this.shapes = rng.fork('topic-shapes');
   }
 
@@ -118,6 +140,9 @@ export class Workload {
       ['produce', live.length > 0 ? 30 : 0],
       ['read', live.length > 0 && this.readers.running().length < READERS_MAX ? 4 : 0],
       ['stop-read', this.readers.running().length > 0 ? 1 : 0],
+      ['subscribe', live.some((t) => SubscriberPool.fits(t.config)) ? 1 : 0],
+      ['join', this.subscribers.subscriptions.length > 0 ? 1 : 0],
+      ['leave', this.subscribers.subscriptions.length > 0 ? 0.7 : 0],
       ['create', admin * (wantsTopic ? 10 : open < TOPICS_MAX ? 2 : 0)],
       ['grow', admin * (live.length > 0 ? 0.7 : 0)],
       ['alter', admin * (live.length > 0 ? 0.7 : 0)],
@@ -138,6 +163,15 @@ export class Workload {
         return this.produce();
       case 'read':
         return this.startReader();
+      case 'subscribe': {
+        const topic = this.rng.pick(this.topics.filter((t) => t.phase === 'live' && SubscriberPool.fits(t.config)));
+        if (topic !== undefined) this.subscribers.subscribe(topic.name);
+        return;
+      }
+      case 'join':
+        return this.subscribers.join((name) => this.topics.some((t) => t.name === name && t.phase === 'live'));
+      case 'leave':
+        return this.subscribers.leave();
       case 'stop-read': {
         const r = this.rng.pick(this.readers.running());
         if (r !== undefined) this.readers.stop(r, 'stopped by the workload');
@@ -275,6 +309,7 @@ export class Workload {
       void p.producer.close();
     }
     for (const r of this.readers.running().filter((x) => x.topic === topic.name)) this.readers.stop(r, 'topic deleted');
+    this.subscribers.topicDeleted(topic.name);
     this.trace.event('admin', `delete ${topic.name}`);
     this.admin((a) => a.deleteTopic(topic.name))
       .catch((error: unknown) => this.trace.event('admin', `delete ${topic.name}: ${code(error)}`));
@@ -324,6 +359,12 @@ export class Workload {
   stop(): void {
     for (const r of this.readers.running()) this.readers.stop(r, 'end of run');
     for (const p of this.producers) p.closed = true;
+    this.subscribers.stop();
+  }
+
+  /** Partitions the workload knows a topic has. */
+  partitionsOf(topic: string): number {
+    return this.topics.find((t) => t.name === topic)?.partitions ?? 0;
   }
 }
 

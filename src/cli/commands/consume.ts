@@ -1,6 +1,8 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Tidemark } from '../../client/client.js';
 import { codecs } from '../../client/codecs.js';
+import type { ConsumerMessage, InitialPosition, SubscriptionType } from '../../client/consumer.js';
 import type { Reader, ReaderRecord, StartFrom } from '../../client/reader.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
 import { UsageError } from '../cli-error.js';
@@ -8,9 +10,16 @@ import { onShutdownSignal } from '../signals.js';
 import { writeOut } from '../stdout.js';
 
 export const CONSUME_HELP = `Usage: tidemark consume TOPIC [--from-beginning] [--partition P [--offset O]] [--max-messages N] [--json]
+       tidemark consume TOPIC --subscription NAME [--type exclusive|failover|shared|key-shared]
+                        [--initial-position earliest|latest] [--max-messages N] [--exit-at-end] [--json]
 
 Prints records as they arrive, one value per line (as kcat does); order is kept per partition.
 Runs until --max-messages records were printed or Ctrl-C.
+
+With --subscription, consumes through a named durable subscription (created if missing) and
+acknowledges each record once it is written to stdout; it waits for the last acknowledgement to
+be durable before exiting. A second consumer of an Exclusive subscription exits 1 naming
+CONSUMER_BUSY.
 
 Options:
   --from-beginning   start at each partition's log start (default: only new records)
@@ -18,6 +27,13 @@ Options:
   --offset O         start at this offset (needs --partition)
   --max-messages N   exit after N records
   --json             one JSON object per record: topic, partition, offset, key, value, headers, timestamp
+                     (and redeliveryCount with --subscription)
+
+Subscription options:
+  --subscription NAME         consume through this subscription
+  --type T                    exclusive (default), failover, shared or key-shared
+  --initial-position P        where a new subscription starts: latest (default) or earliest
+  --exit-at-end               exit 0 once the subscription has no backlog on any partition
 ${GLOBAL_HELP}`;
 
 const OPTIONS = {
@@ -27,12 +43,21 @@ const OPTIONS = {
   offset: { type: 'string' },
   'max-messages': { type: 'string' },
   json: { type: 'boolean' },
+  subscription: { type: 'string' },
+  type: { type: 'string' },
+  'initial-position': { type: 'string' },
+  'exit-at-end': { type: 'boolean' },
 } as const;
 
-function format(record: ReaderRecord<string>, json: boolean): string {
+const TYPES: Record<string, SubscriptionType> = { exclusive: 'Exclusive', failover: 'Failover', shared: 'Shared', 'key-shared': 'Key_Shared' };
+
+/** How often --exit-at-end looks whether the subscription is caught up, ms. */
+const END_CHECK_MS = 50;
+
+function format(record: ReaderRecord<string> | ConsumerMessage<string>, json: boolean): string {
   if (!json) return `${record.value ?? ''}\n`;
   const headers = Object.fromEntries(Object.keys(record.headers).map((k) => [k, record.headerString(k)]));
-  return `${JSON.stringify({
+  const out: Record<string, unknown> = {
     topic: record.topic,
     partition: record.partition,
     offset: record.offset,
@@ -40,7 +65,102 @@ function format(record: ReaderRecord<string>, json: boolean): string {
     value: record.value,
     headers,
     timestamp: record.timestamp,
-  })}\n`;
+  };
+  if ('redeliveryCount' in record) out['redeliveryCount'] = record.redeliveryCount;
+  return `${JSON.stringify(out)}\n`;
+}
+
+interface SubscriptionFlags {
+  topic: string;
+  subscription: string;
+  type: SubscriptionType;
+  initialPosition: InitialPosition;
+  maxMessages: number | undefined;
+  exitAtEnd: boolean;
+  json: boolean;
+}
+
+/** The --subscription flags, checked before anything connects. */
+function subscriptionFlags(topic: string, values: Record<string, string | boolean | undefined>): SubscriptionFlags | undefined {
+  const subscription = values['subscription'] as string | undefined;
+  if (subscription === undefined) {
+    for (const flag of ['type', 'initial-position', 'exit-at-end']) {
+      if (values[flag] !== undefined) throw new UsageError(`--${flag} needs --subscription`);
+    }
+    return undefined;
+  }
+  for (const flag of ['from-beginning', 'partition', 'offset']) {
+    if (values[flag] !== undefined) {
+      throw new UsageError(`--${flag} does not apply with --subscription${flag === 'from-beginning' ? ' (use --initial-position earliest)' : ''}`);
+    }
+  }
+  const typeText = ((values['type'] as string | undefined) ?? 'exclusive').toLowerCase().replaceAll('_', '-');
+  const type = TYPES[typeText];
+  if (type === undefined) throw new UsageError(`--type must be exclusive, failover, shared or key-shared, got "${String(values['type'])}"`);
+  const position = (values['initial-position'] as string | undefined) ?? 'latest';
+  if (position !== 'earliest' && position !== 'latest') throw new UsageError(`--initial-position must be earliest or latest, got "${position}"`);
+  return {
+    topic,
+    subscription,
+    type,
+    initialPosition: position,
+    maxMessages: intFlag('max-messages', values['max-messages'] as string | undefined, 1, Number.MAX_SAFE_INTEGER),
+    exitAtEnd: values['exit-at-end'] === true,
+    json: values['json'] === true,
+  };
+}
+
+/**
+ * Prints and acknowledges each message after it is written; exits after --max-messages, at the end
+ * of the backlog (--exit-at-end), or on Ctrl-C, once every acknowledgement is durable.
+ */
+async function consumeSubscription(client: Tidemark, flags: SubscriptionFlags): Promise<void> {
+  const consumer = await client.consumer<string>({
+    topic: flags.topic,
+    subscription: flags.subscription,
+    type: flags.type,
+    initialPosition: flags.initialPosition,
+    codec: codecs.string(),
+  });
+  const acks = new Set<Promise<void>>();
+  let ackError: unknown;
+  const STOP: unique symbol = Symbol('stop');
+  const TICK: unique symbol = Symbol('tick');
+  // Ctrl-C stops taking messages; what was printed is still acknowledged before the exit.
+  const stopped = onShutdownSignal().then((): typeof STOP => STOP);
+  try {
+    let printed = 0;
+    let pending = consumer.next();
+    for (;;) {
+      const waits: Array<Promise<IteratorResult<ConsumerMessage<string>, undefined> | typeof STOP | typeof TICK>> = [pending, stopped];
+      if (flags.exitAtEnd) waits.push(delay<typeof TICK>(END_CHECK_MS, TICK));
+      const r = await Promise.race(waits);
+      if (r === STOP) break;
+      if (r === TICK) {
+        if (acks.size === 0 && consumer.caughtUp()) break;
+        continue;
+      }
+      if (r.done) break;
+      const message = r.value;
+      await writeOut(format(message, flags.json));
+      printed++;
+      const ack = message.ack().then(
+        () => void acks.delete(ack),
+        (error: unknown) => {
+          acks.delete(ack);
+          ackError ??= error;
+        },
+      );
+      acks.add(ack);
+      if (ackError !== undefined) break;
+      if (flags.maxMessages !== undefined && printed >= flags.maxMessages) break;
+      pending = consumer.next();
+    }
+    await Promise.all(acks);
+  } finally {
+    await consumer.close();
+  }
+  if (ackError !== undefined) throw ackError;
 }
 
 export async function consumeCommand(argv: string[]): Promise<number> {
@@ -50,6 +170,16 @@ export async function consumeCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const topic = positionals[0]!;
+  const subscription = subscriptionFlags(topic, values);
+  if (subscription !== undefined) {
+    const client = await Tidemark.connect(connection(values));
+    try {
+      await consumeSubscription(client, subscription);
+    } finally {
+      await client.close();
+    }
+    return 0;
+  }
   const partition = intFlag('partition', values.partition, 0, 9_999);
   const offset = intFlag('offset', values.offset, 0, Number.MAX_SAFE_INTEGER);
   const maxMessages = intFlag('max-messages', values['max-messages'], 1, Number.MAX_SAFE_INTEGER);
