@@ -17,7 +17,7 @@
  */
 import { AckPolicy, DeliverPolicy, jetstream, StorageType, type ConsumerMessages, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { codecs, Tidemark, type Producer } from '../src/index.js';
+import { codecs, Tidemark, type Consumer, type Producer } from '../src/index.js';
 import type { NatsCluster } from './nats-cluster.js';
 import { bounded, sendBounded, sleep, Window } from './steps.js';
 import type { TidemarkCluster } from './tidemark-cluster.js';
@@ -207,29 +207,6 @@ export function jetStreamSubCase(nats: NatsCluster, jsm: JetStreamManager, setti
   };
 }
 
-/**
- * The consumer API of issue 11 as this bench uses it (the SDK's own types once it lands; this
- * shape is what the bench relies on).
- */
-interface TmMessage {
-  value: Uint8Array;
-  redeliveryCount: number;
-  ack(): Promise<void>;
-}
-interface TmConsumer extends AsyncIterable<TmMessage> {
-  close(): Promise<void>;
-}
-interface TmConsumerFactory {
-  consumer(options: {
-    topic: string;
-    subscription: string;
-    type: 'Shared';
-    codec: ReturnType<typeof codecs.bytes>;
-    initialPosition: 'earliest';
-    receiverQueueSize: number;
-  }): TmConsumer | Promise<TmConsumer>;
-}
-
 export function tidemarkSubCase(tm: () => Promise<TidemarkCluster>, nats: NatsCluster, settings: SubCaseSettings): SubCaseDef {
   return {
     system: 'tidemark',
@@ -276,12 +253,12 @@ export function tidemarkSubCase(tm: () => Promise<TidemarkCluster>, nats: NatsCl
             };
           },
           async consumers(count) {
-            const consumers: TmConsumer[] = [];
+            const consumers: Consumer<Uint8Array>[] = [];
             for (let i = 0; i < count; i++) {
               const c = await Tidemark.connect({ servers: serverFor(nats, i), cluster: cluster.name, name: `bench-sub-tm-${i}` });
               clients.push(c);
               consumers.push(
-                await (c as unknown as TmConsumerFactory).consumer({
+                await c.consumer({
                   topic,
                   subscription,
                   type: 'Shared',
@@ -291,8 +268,8 @@ export function tidemarkSubCase(tm: () => Promise<TidemarkCluster>, nats: NatsCl
                 }),
               );
             }
-            const stream = async function* (consumer: TmConsumer): AsyncIterable<Delivered> {
-              for await (const m of consumer) yield { payload: m.value, redelivered: m.redeliveryCount > 0, ack: () => m.ack() };
+            const stream = async function* (consumer: Consumer<Uint8Array>): AsyncIterable<Delivered> {
+              for await (const m of consumer) yield { payload: m.value ?? new Uint8Array(STAMP_BYTES), redelivered: m.redeliveryCount > 0, ack: () => m.ack() };
             };
             return {
               streams: consumers.map(stream),
