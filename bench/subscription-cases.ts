@@ -20,6 +20,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { codecs, Tidemark, type Consumer, type Producer } from '../src/index.js';
 import type { NatsCluster } from './nats-cluster.js';
 import { bounded, sendBounded, sleep, Window } from './steps.js';
+import { logLine } from '../test/helpers/cli.js';
 import type { TidemarkCluster } from './tidemark-cluster.js';
 
 export const SUB_SYSTEMS = ['tidemark', 'jetstream', 'jetstream-noack-wait'] as const;
@@ -60,6 +61,8 @@ export interface SubInstance {
   consumers(count: number): Promise<ConsumerGroup>;
   /** Where the consumers' server-side state lives (after consumers()), for the log. */
   consumerWhere(): Promise<string>;
+  /** Warnings and errors the servers logged since setup, summarised; undefined when none (or not known). */
+  serverWarnings?(): string | undefined;
   teardown(): Promise<void>;
 }
 
@@ -78,6 +81,8 @@ export interface SubCaseSettings {
   jsWindow: number;
   /** Tidemark producer lingerMs in the latency phase (5 when filling). */
   lingerMs: number;
+  /** Tidemark producer batchBytesMax when filling; 0: the SDK default (1 MiB). */
+  fillBatchBytes: number;
   timeoutMs: number;
   /** Sends outstanding at once while filling. */
   outstandingMax: number;
@@ -224,6 +229,7 @@ export function tidemarkSubCase(tm: () => Promise<TidemarkCluster>, nats: NatsCl
       });
       const producers: Producer<Uint8Array>[] = [];
       const clients: Tidemark[] = [];
+      const logMarks = cluster.nodes.map((n) => n.stderrLines.length);
       const cleanup = async () => {
         await Promise.allSettled(producers.map((p) => bounded('producer close', CLOSE_MS, () => p.close())));
         await Promise.allSettled(clients.map((c) => bounded('client close', CLOSE_MS, () => c.close())));
@@ -241,6 +247,7 @@ export function tidemarkSubCase(tm: () => Promise<TidemarkCluster>, nats: NatsCl
               codec: codecs.bytes(),
               acks: 'all',
               lingerMs: phase === 'fill' ? 5 : settings.lingerMs,
+              ...(phase === 'fill' && settings.fillBatchBytes > 0 ? { batchBytesMax: settings.fillBatchBytes } : {}),
               deliveryTimeoutMs: settings.timeoutMs,
               sendsWaitingMax: settings.outstandingMax,
             });
@@ -280,6 +287,20 @@ export function tidemarkSubCase(tm: () => Promise<TidemarkCluster>, nats: NatsCl
           },
           async consumerWhere() {
             return `partition leaders node ${leaders.join(',')}`;
+          },
+          serverWarnings() {
+            // pino levels: 40 warn, 50 error, 60 fatal; counted by message, per node.
+            const counts = new Map<string, number>();
+            cluster.nodes.forEach((node, i) => {
+              for (const line of node.stderrLines.slice(logMarks[i])) {
+                const entry = logLine(line);
+                if (typeof entry?.level !== 'number' || entry.level < 40) continue;
+                const err = (entry['err'] as { message?: unknown } | undefined)?.message;
+                const what = `node ${i + 1}: ${String(entry.msg)}${err !== undefined ? ` (${String(err).slice(0, 80)})` : ''}`;
+                counts.set(what, (counts.get(what) ?? 0) + 1);
+              }
+            });
+            return counts.size === 0 ? undefined : [...counts].map(([what, n]) => `${what} x${n}`).join('; ');
           },
           teardown: cleanup,
         };

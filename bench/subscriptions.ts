@@ -32,7 +32,8 @@
  *
  * Usage: node dist/bench/subscriptions.js [--rounds R --messages N --record-bytes 1024[,100]
  *          --consumers C --partitions P --receive-window W --ack-window A --rate R
- *          --latency-seconds S --systems tidemark,jetstream --linger-ms MS --js-window W --timeout S]
+ *          --latency-seconds S --systems tidemark,jetstream,jetstream-noack-wait --linger-ms MS
+ *          --js-window W --fill-batch-bytes B --timeout S]
  */
 import { parseArgs } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -86,6 +87,12 @@ export interface SubscriptionsOptions {
   lingerMs: number;
   /** JetStream publishes in flight. @default 256 */
   jsWindow: number;
+  /**
+   * Tidemark only: the producer's batchBytesMax while pre-filling (so the size of the stored
+   * batches consumers read); 0 = the SDK default, 1 MiB. A diagnostic knob, not a fairness one:
+   * JetStream stores messages one by one. @default 0
+   */
+  fillBatchBytes: number;
   /** Bound per step, s. @default 120 */
   timeoutS: number;
 }
@@ -112,6 +119,8 @@ export interface SubscriptionsRow {
   /** producer stamp -> consumer receipt, all rounds merged. */
   latency: LatencySummary | undefined;
   where: string[];
+  /** Warnings and errors the servers logged during a round, when any (Tidemark nodes' logs). */
+  serverWarnings: string[];
   failed?: string;
 }
 
@@ -140,6 +149,7 @@ export function subscriptionsDefaults(): SubscriptionsOptions {
     latencySeconds: 5,
     lingerMs: 5,
     jsWindow: 256,
+    fillBatchBytes: 0,
     timeoutS: 120,
   };
 }
@@ -237,7 +247,7 @@ async function drain(group: ConsumerGroup, expected: number, ackWindow: number, 
 }
 
 /** Phase 1: fill `messages` into a fresh instance, then consume and ack them all. */
-async function throughputRun(def: SubCaseDef, tag: string, o: SubscriptionsOptions, bytes: number, aborted: () => boolean) {
+async function throughputRun(def: SubCaseDef, tag: string, o: SubscriptionsOptions, bytes: number, aborted: () => boolean, onFailureWarnings: (w: string) => void) {
   const timeoutMs = o.timeoutS * 1000;
   const inst = await bounded(`${def.system} setup`, timeoutMs, () => def.setup(tag));
   try {
@@ -245,7 +255,15 @@ async function throughputRun(def: SubCaseDef, tag: string, o: SubscriptionsOptio
     const fillPerS = await bounded(`${def.system} fill`, timeoutMs, () => fill(sender, o.messages, bytes, OUTSTANDING_MAX, aborted));
     await bounded(`${def.system} sender close`, timeoutMs, () => sender.close());
     const group = await bounded(`${def.system} attach`, timeoutMs, () => inst.consumers(o.consumers));
-    const stats = await drain(group, o.messages, o.ackWindow, timeoutMs);
+    let stats: DrainStats;
+    try {
+      stats = await drain(group, o.messages, o.ackWindow, timeoutMs);
+    } catch (error) {
+      const warnings = inst.serverWarnings?.();
+      if (warnings !== undefined) onFailureWarnings(warnings);
+      throw error;
+    }
+    const warnings = inst.serverWarnings?.();
     const where = await inst.consumerWhere().catch(() => inst.where);
     return {
       fillPerS,
@@ -253,6 +271,7 @@ async function throughputRun(def: SubCaseDef, tag: string, o: SubscriptionsOptio
       deliveredPerS: o.messages / ((stats.lastDeliveryMs - stats.firstMs) / 1000),
       stats,
       where,
+      warnings,
     };
   } finally {
     await bounded(`${def.system} teardown`, timeoutMs, () => inst.teardown()).catch(() => undefined);
@@ -260,7 +279,15 @@ async function throughputRun(def: SubCaseDef, tag: string, o: SubscriptionsOptio
 }
 
 /** Phase 2: consumers attached to a fresh instance, then `rate` stamped messages/s for `latencySeconds`. */
-async function latencyRun(def: SubCaseDef, tag: string, o: SubscriptionsOptions, bytes: number, histogram: Histogram, aborted: () => boolean) {
+async function latencyRun(
+  def: SubCaseDef,
+  tag: string,
+  o: SubscriptionsOptions,
+  bytes: number,
+  histogram: Histogram,
+  aborted: () => boolean,
+  onFailureWarnings: (w: string) => void,
+) {
   const timeoutMs = o.timeoutS * 1000;
   const inst: SubInstance = await bounded(`${def.system} setup`, timeoutMs, () => def.setup(tag));
   try {
@@ -291,9 +318,16 @@ async function latencyRun(def: SubCaseDef, tag: string, o: SubscriptionsOptions,
     }
     await Promise.all(pending);
     if (failure !== undefined) throw failure;
-    const stats = await draining;
+    let stats: DrainStats;
+    try {
+      stats = await draining;
+    } catch (error) {
+      const warnings = inst.serverWarnings?.();
+      if (warnings !== undefined) onFailureWarnings(warnings);
+      throw error;
+    }
     await bounded(`${def.system} sender close`, timeoutMs, () => sender.close());
-    return { ackedPerS: total / ((stats.lastAckMs - start) / 1000), stats };
+    return { ackedPerS: total / ((stats.lastAckMs - start) / 1000), stats, warnings: inst.serverWarnings?.() };
   } finally {
     await bounded(`${def.system} teardown`, timeoutMs, () => inst.teardown()).catch(() => undefined);
   }
@@ -325,6 +359,7 @@ export async function runSubscriptions(parent: Scope, progress: Progress, o: Sub
       consumers: o.consumers,
       jsWindow: o.jsWindow,
       lingerMs: o.lingerMs,
+      fillBatchBytes: o.fillBatchBytes,
       timeoutMs,
       outstandingMax: OUTSTANDING_MAX,
     };
@@ -348,6 +383,7 @@ export async function runSubscriptions(parent: Scope, progress: Progress, o: Sub
       latencyAckedPerS: [],
       latency: undefined,
       where: [],
+      serverWarnings: [],
     }));
     const planS = variantPlanS(o);
     for (let round = 1; round <= o.rounds; round++) {
@@ -359,11 +395,12 @@ export async function runSubscriptions(parent: Scope, progress: Progress, o: Sub
           continue;
         }
         let step = 'throughput';
+        const onFailureWarnings = (w: string) => row.serverWarnings.push(`round ${round} ${step} (failed): ${w}`);
         try {
-          const tp = await throughputRun(v.def, `${round}-${v.recordBytes}-tp`, o, v.recordBytes, () => scope.closed);
+          const tp = await throughputRun(v.def, `${round}-${v.recordBytes}-tp`, o, v.recordBytes, () => scope.closed, onFailureWarnings);
           step = 'latency';
           const roundHistogram = new Histogram();
-          const lat = await latencyRun(v.def, `${round}-${v.recordBytes}-lat`, o, v.recordBytes, roundHistogram, () => scope.closed);
+          const lat = await latencyRun(v.def, `${round}-${v.recordBytes}-lat`, o, v.recordBytes, roundHistogram, () => scope.closed, onFailureWarnings);
           v.histogram.merge(roundHistogram);
           row.msgsPerS.push(tp.msgsPerS);
           row.deliveredPerS.push(tp.deliveredPerS);
@@ -373,14 +410,17 @@ export async function runSubscriptions(parent: Scope, progress: Progress, o: Sub
           row.redelivered += tp.stats.redelivered + lat.stats.redelivered;
           row.latencyAckedPerS.push(lat.ackedPerS);
           row.where.push(tp.where);
+          for (const w of [tp.warnings, lat.warnings]) if (w !== undefined) row.serverWarnings.push(`round ${round}: ${w}`);
           progress.step(
             `subscriptions round ${round} ${name}: ${fmt(tp.msgsPerS)} msgs/s delivered+acked (delivered ${fmt(tp.deliveredPerS)}/s; filled at ${fmt(tp.fillPerS)}/s; per consumer ${tp.stats.perConsumer.join('/')}; ` +
-              `dup ${tp.stats.duplicates}, redelivered ${tp.stats.redelivered}); @${o.rate}/s e2e p50 ${fmt(roundHistogram.percentileMs(50), 2)} ms p99 ${fmt(roundHistogram.percentileMs(99), 2)} ms (acked ${fmt(lat.ackedPerS)}/s); ${tp.where}`,
+              `dup ${tp.stats.duplicates}, redelivered ${tp.stats.redelivered}); @${o.rate}/s e2e p50 ${fmt(roundHistogram.percentileMs(50), 2)} ms p99 ${fmt(roundHistogram.percentileMs(99), 2)} ms (acked ${fmt(lat.ackedPerS)}/s); ${tp.where}` +
+              (tp.warnings !== undefined || lat.warnings !== undefined ? `; server log: ${[tp.warnings, lat.warnings].filter((w) => w !== undefined).join('; ')}` : ''),
             planS,
           );
         } catch (error) {
           row.failed = `${errorText(error)} (round ${round}, ${step})`;
-          progress.step(`subscriptions round ${round} ${name}: failed: ${row.failed}`, planS);
+          const logged = row.serverWarnings[row.serverWarnings.length - 1];
+          progress.step(`subscriptions round ${round} ${name}: failed: ${row.failed}${logged?.includes('(failed)') === true ? `; server log: ${logged}` : ''}`, planS);
         }
       }
     }
@@ -450,6 +490,11 @@ export function subscriptionsRatioLines(result: SubscriptionsResult): string[] {
   });
 }
 
+/** Warnings and errors the Tidemark nodes logged, per row, as list items (none: empty). */
+export function subscriptionsServerLog(result: SubscriptionsResult): string[] {
+  return result.rows.flatMap((r) => (r.serverWarnings ?? []).map((w) => `- ${r.system} ${r.recordBytes} B, ${w}`));
+}
+
 export function parseSubscriptionsArgs(args: string[]): SubscriptionsOptions {
   const d = subscriptionsDefaults();
   const { values } = parseArgs({
@@ -467,6 +512,7 @@ export function parseSubscriptionsArgs(args: string[]): SubscriptionsOptions {
       'latency-seconds': { type: 'string', default: String(d.latencySeconds) },
       'linger-ms': { type: 'string', default: String(d.lingerMs) },
       'js-window': { type: 'string', default: String(d.jsWindow) },
+      'fill-batch-bytes': { type: 'string', default: String(d.fillBatchBytes) },
       timeout: { type: 'string', default: String(d.timeoutS) },
     },
   });
@@ -488,6 +534,7 @@ export function parseSubscriptionsArgs(args: string[]): SubscriptionsOptions {
     latencySeconds: intOption('latency-seconds', values['latency-seconds'], 2, 600),
     lingerMs: intOption('linger-ms', values['linger-ms'], 0, 1000),
     jsWindow: intOption('js-window', values['js-window'], 1, 100_000),
+    fillBatchBytes: intOption('fill-batch-bytes', values['fill-batch-bytes'], 0, 1 << 24),
     timeoutS: intOption('timeout', values.timeout, 1, 3600),
   };
 }
@@ -498,12 +545,14 @@ if (isMain(import.meta.url)) {
     const progress = new Progress();
     progress.plan(subscriptionsPlanS(o));
     progress.note(
-      `subscriptions bench: ${o.systems.join(', ')} at ${o.recordBytes.join(', ')} B; ${o.rounds} round(s) of ${o.messages} messages, ${o.consumers} consumers; latency at ${o.rate}/s for ${o.latencySeconds} s; load ${environment().load.join(' ')}`,
+      `subscriptions bench: ${o.systems.join(', ')} at ${o.recordBytes.join(', ')} B; ${o.rounds} round(s) of ${o.messages} messages, ${o.consumers} consumers` +
+        `${o.fillBatchBytes > 0 ? `, Tidemark filled in batches of at most ${o.fillBatchBytes} B` : ''}; latency at ${o.rate}/s for ${o.latencySeconds} s; load ${environment().load.join(' ')}`,
     );
     const env = environment();
     const result = await runSubscriptions(root, progress, o);
     process.stdout.write(
-      `${describeEnvironment(env)}\n\n${subscriptionsTable(result)}\n\n${subscriptionsRatioLines(result).join('\n')}\n\nwall time ${result.wallSeconds.toFixed(0)} s, load at end ${environment().load.join(' ')}\n`,
+      `${describeEnvironment(env)}\n\n${subscriptionsTable(result)}\n\n${subscriptionsRatioLines(result).join('\n')}\n` +
+        `${subscriptionsServerLog(result).length > 0 ? `\nserver log warnings and errors:\n${subscriptionsServerLog(result).join('\n')}\n` : ''}\nwall time ${result.wallSeconds.toFixed(0)} s, load at end ${environment().load.join(' ')}\n`,
     );
   });
 }

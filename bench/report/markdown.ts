@@ -5,7 +5,7 @@ import { idleTable } from '../idle.js';
 import { partitionsTable } from '../partitions.js';
 import { produceTable } from '../produce.js';
 import { replicationTable } from '../replication.js';
-import { subscriptionsRatioLines, subscriptionsTable } from '../subscriptions.js';
+import { subscriptionsRatioLines, subscriptionsServerLog, subscriptionsTable } from '../subscriptions.js';
 import { fmt } from '../steps.js';
 import type { Chart } from './charts.js';
 import { headlineRatios, resultOf, subscriptionRatios, type Outcome, type SuiteResults } from './results.js';
@@ -100,8 +100,8 @@ export function reportMarkdown(results: SuiteResults, charts: Chart[]): string {
       '',
       subscriptionsTable(r),
       '',
-      ...subscriptionsRatioLines(r),
-      '',
+      ...subscriptionsRatioLines(r).flatMap((l) => [l, '']),
+      ...(subscriptionsServerLog(r).length > 0 ? ['Warnings and errors the Tidemark nodes logged:', '', ...subscriptionsServerLog(r), ''] : []),
       ...chartLinks(charts, 'subscriptions-'),
     ]),
   );
