@@ -23,4 +23,13 @@ for await (const rec of reader) {
   console.log(rec.offset, rec.keyString, rec.value?.amount, rec.headerString('source'), new Date(rec.timestamp).toISOString());
   break; // one record is enough here; breaking out closes the reader
 }
+
+// A durable, named subscription: consumers share it (Exclusive, Failover, Shared, Key_Shared) and
+// acknowledge what they processed; the cluster remembers the position across restarts and failovers.
+await using consumer = await client.consumer<Order>({ topic: 'orders-sdk', subscription: 'billing', type: 'Shared', initialPosition: 'earliest', codec });
+for await (const msg of consumer) {
+  console.log(`billing got ${msg.keyString} (partition ${msg.partition}, offset ${msg.offset}, redelivered ${msg.redeliveryCount} times)`);
+  await msg.ack(); // resolves once the acknowledgement is durable
+  break;
+}
 await client.close();

@@ -35,6 +35,12 @@ test('examples/quickstart runs: sends an order and reads it back', async (t) => 
     });
   const first = await run();
   t.regex(first.stdout, /o-1 is at partition \d, offset 0\n\d+ o-1 42 web \d{4}-\d\d-\d\dT/);
+  t.regex(first.stdout, /billing got o-1 \(partition \d, offset 0, redelivered 0 times\)/);
   const second = await run(); // the topic exists now: the example tolerates that and appends
-  t.regex(second.stdout, /offset 1\n1 o-1 42 web/);
+  // Appended after the first record (and the subscription's cursor records, which take offsets too).
+  const appended = /offset ([1-9]\d*)\n(\d+) o-1 42 web/.exec(second.stdout);
+  t.truthy(appended, second.stdout);
+  t.is(appended?.[1], appended?.[2]);
+  // The subscription acknowledged the first record durably: the second run gets the new one.
+  t.regex(second.stdout, new RegExp(`billing got o-1 \\(partition \\d, offset ${appended?.[1]}, redelivered 0 times\\)`));
 });

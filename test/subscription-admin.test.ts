@@ -70,6 +70,11 @@ async function produce(topic: string, startMs?: number): Promise<void> {
 }
 
 const positions = (d: SubscriptionDescription) => d.partitions.map((p) => [p.markDelete, p.backlog]);
+/**
+ * At the end of the log: nothing left, the position past every record. Cursor records (control
+ * batches, docs/decisions.md) take offsets after the records, so the position may be past them too.
+ */
+const atEnd = (d: SubscriptionDescription) => d.partitions.every((p) => p.backlog === 0 && p.markDelete >= PER_PARTITION && p.markDelete <= p.highWatermark);
 
 test.serial('describe: earliest starts at the log start with the whole backlog; latest at the high watermark with none', async (t) => {
   await admin.createTopic({ name: 'sa-describe', partitions: PARTITIONS });
@@ -80,11 +85,11 @@ test.serial('describe: earliest starts at the log start with the whole backlog; 
   t.deepEqual(positions(early), Array.from({ length: PARTITIONS }, () => [0, PER_PARTITION]));
   t.is(early.backlog, PARTITIONS * PER_PARTITION);
   t.deepEqual(
-    early.partitions.map((p) => [p.highWatermark, p.unacked, p.consumers.length]),
-    Array.from({ length: PARTITIONS }, () => [PER_PARTITION, 0, 0]),
+    early.partitions.map((p) => [p.highWatermark >= PER_PARTITION, p.unacked, p.consumers.length]),
+    Array.from({ length: PARTITIONS }, () => [true, 0, 0]),
   );
   const late = await describeUntil(t, 'sa-describe', 'from-now', 'every partition reports from-now', (d) => d.backlogComplete);
-  t.deepEqual(positions(late), Array.from({ length: PARTITIONS }, () => [PER_PARTITION, 0]));
+  t.true(atEnd(late), JSON.stringify(late.partitions));
 
   const list = await admin.listSubscriptions('sa-describe');
   t.deepEqual(
@@ -104,7 +109,7 @@ test.serial('reset: latest, an offset on every partition, earliest, a time', asy
   await describeUntil(t, 'sa-reset', 'r', 'reported', (d) => d.backlogComplete);
 
   await admin.resetSubscription('sa-reset', 'r', 'latest');
-  t.deepEqual(positions(await admin.describeSubscription('sa-reset', 'r')), Array.from({ length: PARTITIONS }, () => [PER_PARTITION, 0]));
+  t.true(atEnd(await admin.describeSubscription('sa-reset', 'r')));
   await admin.resetSubscription('sa-reset', 'r', { offset: 3 });
   t.deepEqual(positions(await admin.describeSubscription('sa-reset', 'r')), Array.from({ length: PARTITIONS }, () => [3, PER_PARTITION - 3]));
   await admin.resetSubscription('sa-reset', 'r', 'earliest');

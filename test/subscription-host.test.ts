@@ -28,7 +28,7 @@ interface Leader {
   produce(keys: readonly string[]): Promise<void>;
 }
 
-async function leader(options: { store?: PartitionStore; subs?: SubscriptionMetadata[]; epoch?: number; clock?: SimClock } = {}): Promise<Leader> {
+async function leader(options: { store?: PartitionStore; subs?: SubscriptionMetadata[]; epoch?: number; clock?: SimClock; leaseMs?: number; follows?: () => boolean } = {}): Promise<Leader> {
   const storage = createMemoryNodeStorage();
   const store = options.store ?? (await storage.openPartition({ topicId: TOPIC_ID, partition: 0 }));
   const clock = options.clock ?? new SimClock();
@@ -62,6 +62,8 @@ async function leader(options: { store?: PartitionStore; subs?: SubscriptionMeta
     topicIdOf: () => TOPIC_ID,
     topicNameOf: () => 't',
     openStore: async () => store,
+    leaseMs: options.leaseMs ?? 0,
+    ...(options.follows === undefined ? {} : { followersFollow: options.follows }),
     appendControl: (_t, _p, _e, batch) =>
       l.holdAppends ? new Promise<number>((resolve) => l.held.push(() => void append(batch).then(resolve))) : append(batch),
   });
@@ -214,4 +216,40 @@ test('cumulative ack is refused on Shared and accepted on Failover', async (t) =
   t.deepEqual(got.values, ['v-k0', 'v-k1', 'v-k2']);
   const accepted = await ack(l, 'f', 'a', [], got.offsets[2]! + 1);
   t.deepEqual(accepted.partitions, [{ partition: 0 }]);
+});
+
+test("a new leader whose high watermark has not caught up keeps a retried ack (it names a record below the log end)", async (t) => {
+  const first = await leader({ subs: [subscription('s')] });
+  await first.produce(keys(4));
+  await settle();
+  const got = await poll(first, 's', request('a', 'Exclusive'));
+  first.host.close();
+  // The successor's high watermark starts low and climbs as followers report; the ack comes now.
+  const second = await leader({ store: first.store, subs: [subscription('s')], epoch: 2 });
+  await settle();
+  second.host.committed(TOPIC_ID, 0, 2, 0, 0);
+  const reply = await ack(second, 's', 'b', [got.offsets[0]!, got.offsets[1]!]);
+  t.deepEqual(reply.partitions, [{ partition: 0 }]);
+  const third = await leader({ store: first.store, subs: [subscription('s')], epoch: 3 });
+  await settle();
+  const again = await poll(third, 's', request('c', 'Exclusive'));
+  t.deepEqual(again.values, ['v-k2', 'v-k3']);
+});
+
+test('the delivery lease: a new leader waits one lease; a leader its followers stopped copying from delivers nothing', async (t) => {
+  const first = await leader({ subs: [subscription('s')] });
+  await first.produce(keys(3));
+  first.host.close();
+  let following = true;
+  const second = await leader({ store: first.store, subs: [subscription('s')], epoch: 2, leaseMs: 1000, follows: () => following, clock: first.clock });
+  await settle();
+  const early = await poll(second, 's', request('a', 'Shared'));
+  t.deepEqual(early.values, [], 'within the lease after taking over: nothing');
+  await second.clock.run(1000);
+  const later = await poll(second, 's', request('a', 'Shared', { received: early.seq }));
+  t.deepEqual(later.values, ['v-k0', 'v-k1', 'v-k2']);
+  await second.produce(keys(1, 'z'));
+  following = false; // a follower was elected elsewhere: it no longer copies from this leader
+  const deposed = await poll(second, 's', request('a', 'Shared', { received: later.seq }));
+  t.deepEqual(deposed.values, []);
 });

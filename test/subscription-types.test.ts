@@ -38,21 +38,27 @@ function consumer(topic: string, subscription: string, extra: Partial<ConsumerOp
   return client.consumer<string>({ topic, subscription, codec: codecs.string(), initialPosition: 'earliest', ...extra });
 }
 
+/** A next() still pending from a nextWithin that gave up: the next call waits on it, so no message is lost to it. */
+const pendingNext = new WeakMap<object, Promise<IteratorResult<unknown, unknown>>>();
+
 /** The next message within `timeoutMs`, or undefined when none came (a bound, not a sleep). */
 async function nextWithin<T>(c: Consumer<T>, timeoutMs: number): Promise<ConsumerMessage<T> | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const none = new Promise<undefined>((resolve) => {
     timer = setTimeout(() => resolve(undefined), timeoutMs);
   });
+  const next = (pendingNext.get(c) as Promise<IteratorResult<ConsumerMessage<T>, undefined>> | undefined) ?? c.next();
+  pendingNext.set(c, next);
   try {
-    const r = await Promise.race([c.next(), none]);
-    return r === undefined || r.done ? undefined : r.value;
+    const r = await Promise.race([next, none]);
+    if (r === undefined) return undefined;
+    pendingNext.delete(c);
+    return r.done ? undefined : r.value;
   } finally {
     clearTimeout(timer);
   }
 }
 
-/** Receives (and acks) until `n` messages came or the consumer stays quiet for `quietMs`. */
 async function drain<T>(c: Consumer<T>, n: number, quietMs = 3000): Promise<ConsumerMessage<T>[]> {
   const out: ConsumerMessage<T>[] = [];
   while (out.length < n) {

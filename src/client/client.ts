@@ -14,8 +14,7 @@ import { ProducerImpl, type Producer, type ProducerOptions } from './producer.js
 import { ReaderImpl, type Reader, type ReaderOptions } from './reader.js';
 import { ConsumerImpl, type Consumer, type ConsumerOptions } from './consumer.js';
 import { codecs } from './codecs.js';
-import { createSubscriptionReply, type CreateSubscriptionRequest, type InitialPosition } from '../protocol/subscription-messages.js';
-import { isRetriable, retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
+import { retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import { ProduceChannel } from './produce-channel.js';
 import { Rpc } from './rpc.js';
 
@@ -184,7 +183,7 @@ export class Tidemark {
     const consumer: ConsumerImpl<T> = new ConsumerImpl<T>(
       {
         ...this.deps(),
-        ensureSubscription: (topic, name, initialPosition) => this.ensureSubscription(topic, name, initialPosition),
+        ensureSubscription: async (topic, name, initialPosition) => void (await this.admin().createSubscription({ topic, name, initialPosition })),
         ensureTopic: (name, replicationFactor) => this.ensureTopic(name, replicationFactor),
         producer: (topic) => this.producer({ topic, codec: codecs.bytes() }),
         onClosed: () => this.children.delete(consumer),
@@ -199,30 +198,6 @@ export class Tidemark {
       throw error;
     }
     return consumer;
-  }
-
-  /**
-   * Registers a subscription with the controller (idempotent), in this one retry layer.
-   * TODO(merge): replace with the admin SDK's createSubscription.
-   */
-  private async ensureSubscription(topic: string, name: string, initialPosition: InitialPosition): Promise<void> {
-    const reply = await retry(
-      (remainingMs) =>
-        this.rpc.request(
-          this.subjects.admin('create-subscription'),
-          { timeoutMs: Math.min(this.requestTimeoutMs, remainingMs), topic, name, initialPosition } satisfies CreateSubscriptionRequest,
-          createSubscriptionReply,
-        ),
-      {
-        policy: this.policy,
-        clock: this.clock,
-        random: this.random,
-        signal: this.abort.signal,
-        // UNKNOWN_TOPIC from the controller is final (its image is the committed truth), as in admin.ts.
-        retryIf: (error) => isRetriable(error) && !(error instanceof TidemarkError && error.code === 'UNKNOWN_TOPIC'),
-      },
-    );
-    this.metadata.observe(reply.metadataOffset);
   }
 
   /** Creates a one-partition topic unless it exists (a consumer's dead-letter topic). */

@@ -53,7 +53,12 @@ export interface ClusterObserver {
   powerLost(node: SimNode, lost: readonly LostAppend[]): void;
   /** The node truncated a partition's log at `offset`, removing these batches. */
   truncated(node: SimNode, partition: string, offset: number, removed: readonly Uint8Array[]): void;
+  /** The product logged something that only a bug causes (an actor crashed). */
+  bug?(message: string): void;
 }
+
+/** Error logs that only a bug produces: the run fails on them. */
+const BUG_MESSAGES = new Set(['partition actor crashed']);
 
 export class SimNode {
   readonly endpoint: string;
@@ -90,8 +95,27 @@ export class SimCluster {
     private readonly trace: Trace,
     private readonly observer: ClusterObserver,
   ) {
-    const level = process.env['SIM_LOG'] ?? 'silent';
-    this.logger = pino({ level, timestamp: () => `,"simMs":${time.elapsed()}` });
+    // At least errors are logged (to nowhere unless SIM_LOG is set), so a crash that only shows in
+    // the log fails the run.
+    const level = process.env['SIM_LOG'] ?? 'error';
+    const quiet = process.env['SIM_LOG'] === undefined;
+    this.logger = pino(
+      {
+        level,
+        timestamp: () => `,"simMs":${time.elapsed()}`,
+        hooks: {
+          logMethod(args, method, levelValue) {
+            const message = args.find((a): a is string => typeof a === 'string');
+            if (levelValue >= 50 && message !== undefined && BUG_MESSAGES.has(message)) {
+              const err = (args[0] as { err?: { message?: string } } | undefined)?.err?.message;
+              observer.bug?.(`${message}${err === undefined ? '' : `: ${err}`}`);
+            }
+            method.apply(this, args);
+          },
+        },
+      },
+      quiet ? { write: () => undefined } : process.stdout,
+    );
     this.nodes = Array.from({ length: config.nodes }, (_, i) => {
       const id = i + 1;
       const roles: NodeRole[] = [];

@@ -60,13 +60,14 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
       checker.started(node, parts);
       // Leaders report what they hand out to subscriptions (subscriptions.ts checks it).
       const hub = parts.broker?.getSnapshot().context.subscriptionHub;
-      if (hub !== undefined) hub.observer = { delivered: (...args) => ref.workload?.subscribers.delivered(...args) };
+      if (hub !== undefined) hub.observer = { delivered: (...args) => ref.workload?.subscribers.delivered(...args, node.id) };
     },
     powerLost: (node, lost) => {
       checker.powerLost(node, lost);
       ledger.powerLost(node, lost);
       ref.workload?.powerLost(lost);
     },
+    bug: (message) => violations.add(`bug: ${message}`),
     truncated: (node, pid, offset, removed) => {
       checker.truncated();
       ledger.truncated(node, pid, offset, removed);

@@ -20,7 +20,6 @@ import type { Consumer } from '../../src/client/consumer.js';
 import { isControlBatch, readBatchHeader } from '../../src/protocol/batch.js';
 import { TidemarkError } from '../../src/protocol/errors.js';
 import type { SubscriptionType } from '../../src/protocol/subscription-messages.js';
-import type { SubscriptionObserver } from '../../src/actors/subscription/host.js';
 import type { Violations } from './checkers.js';
 import type { SimCluster } from './cluster.js';
 import type { Rng } from './random.js';
@@ -40,8 +39,8 @@ interface SimSubscription {
   consumers: SimConsumer[];
   /** partition -> offsets some consumer received. */
   readonly received: Map<number, Set<number>>;
-  /** partition id (topicId/partition) -> offsets whose ack resolved. */
-  readonly durable: Map<string, Set<number>>;
+  /** partition id (topicId/partition) -> offsets whose ack resolved -> when (simulated ms). */
+  readonly durable: Map<string, Map<number, number>>;
 }
 
 interface SimConsumer {
@@ -57,7 +56,7 @@ export interface ConsumerFactory {
   client(id: string): { client: Tidemark; crash: () => void };
 }
 
-export class SubscriberPool implements SubscriptionObserver {
+export class SubscriberPool {
   readonly stats = { subscriptions: 0, consumers: 0, refused: 0, crashed: 0, closed: 0, received: 0, acked: 0, nacked: 0, ackFailed: 0 };
   private readonly subs: SimSubscription[] = [];
   private nextSub = 1;
@@ -69,6 +68,7 @@ export class SubscriberPool implements SubscriptionObserver {
     private readonly ledger: RecordLedger,
     private readonly violations: Violations,
     private readonly trace: Trace,
+    private readonly now: () => number,
   ) {}
 
   get subscriptions(): readonly SimSubscription[] {
@@ -173,8 +173,8 @@ export class SubscriberPool implements SubscriptionObserver {
                 this.stats.acked++;
                 if (pid === undefined) return;
                 let durable = sub.durable.get(pid);
-                if (durable === undefined) sub.durable.set(pid, (durable = new Set()));
-                durable.add(m.offset);
+                if (durable === undefined) sub.durable.set(pid, (durable = new Map()));
+                durable.set(m.offset, this.now());
               },
               () => this.stats.ackFailed++,
             );
@@ -192,13 +192,14 @@ export class SubscriberPool implements SubscriptionObserver {
   }
 
   /** SubscriptionObserver: a leader sends these offsets of `subscription` to a consumer. */
-  delivered(topicId: string, partition: number, subscription: string, offsets: readonly number[]): void {
+  delivered(topicId: string, partition: number, subscription: string, offsets: readonly number[], node?: number): void {
     const sub = this.subs.find((s) => s.name === subscription);
     const durable = sub?.durable.get(`${topicId}/${partition}`);
     if (durable === undefined) return;
     for (const offset of offsets) {
-      if (durable.has(offset)) {
-        this.violations.add(`subscription ${sub!.topic}:${subscription}: offset ${offset} of partition ${partition} handed out again after its ack was durable`);
+      const at = durable.get(offset);
+      if (at !== undefined) {
+        this.violations.add(`subscription ${sub!.topic}:${subscription}: offset ${offset} of partition ${partition} handed out again by n${node ?? '?'} after its ack was durable (at ${at} ms)`);
         return;
       }
     }

@@ -117,6 +117,7 @@ export class Workload {
       ledger,
       violations,
       trace,
+      () => time.elapsed(),
     );
     this.shapes = rng.fork('topic-shapes');
   }

@@ -359,6 +359,9 @@ export const brokerMachine = setup({
             storage: context.storage,
             clock: context.clock,
             logger: context.logger.child({ actor: 'subscriptions' }),
+            followers: context.sessionHub,
+            // Followers ask at least every replicaFetchWaitMs; three of those without one and the lease is gone.
+            leaseMs: Math.max(1_000, 3 * context.partitionLimits.replicaFetchWaitMs),
           }),
         },
         { src: 'metadataFollower', input: ({ context }) => ({ metadata: context.metadata }) },

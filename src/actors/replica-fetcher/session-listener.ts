@@ -25,6 +25,10 @@ export class SessionHub implements ReplicaWatch {
     this.sessions?.written(topicId, partition, writtenEnd);
   }
 
+  follows(replicaId: number, topicId: string, partition: number, leaderEpoch: number, sinceMs: number): boolean {
+    return this.sessions?.follows(replicaId, topicId, partition, leaderEpoch, sinceMs) ?? false;
+  }
+
   local = (subject: string, data: Uint8Array): void => {
     this.sessions?.localReply(subject, data);
   };

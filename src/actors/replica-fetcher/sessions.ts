@@ -136,6 +136,17 @@ export class LeaderSessions {
     return out;
   }
 
+  /**
+   * Whether follower broker `replicaId` still copies the partition from this broker at
+   * `leaderEpoch`, with a request since `sinceMs`: the subscriptions' delivery lease
+   * (subscription/host.ts). A follower that became the leader itself forgets the partition here.
+   */
+  follows(replicaId: number, topicId: string, partition: number, leaderEpoch: number, sinceMs: number): boolean {
+    const session = this.sessions.get(replicaId);
+    if (session === undefined || session.lastUsedMs < sinceMs) return false;
+    return session.partitions.get(partitionKey(topicId, partition))?.leaderEpoch === leaderEpoch;
+  }
+
   /** A leader actor stopped: its written end is no longer known here. */
   forget(topicId: string, partition: number): void {
     this.writtenEnds.delete(partitionKey(topicId, partition));

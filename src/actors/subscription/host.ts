@@ -55,6 +55,13 @@ export interface HostPorts {
   topicIdOf(topic: string): string | undefined;
   topicNameOf(topicId: string): string | undefined;
   openStore(topicId: string, partition: number): Promise<PartitionStore>;
+  /**
+   * The delivery lease: whether every other in-sync replica of the partition has fetched it from
+   * this broker at `leaderEpoch` since `sinceMs`. @default always (a single node)
+   */
+  followersFollow?(topicId: string, partition: number, leaderEpoch: number, sinceMs: number): boolean;
+  /** The lease's length, ms (see `leaseHolds`). @default 1500 */
+  leaseMs?: number;
   /** Appends a control batch through the partition's leader actor in `leaderEpoch`; resolves with its base offset once committed. */
   appendControl(topicId: string, partition: number, leaderEpoch: number, batch: Uint8Array, recordCount: number): Promise<number>;
 }
@@ -65,6 +72,8 @@ export interface HostPorts {
  * spread over the consumers instead of all going to whichever poll came first.
  */
 export const SHARED_SHARE_MIN = 20;
+/** The delivery lease's default length, ms (`leaseHolds`). */
+export const DEFAULT_LEASE_MS = 1_500;
 
 /** Room for a consume reply's own fields and each partition's, bytes. */
 const REPLY_ENVELOPE_BYTES = 1024;
@@ -96,8 +105,19 @@ interface ConsumerSession {
 
 const partitionKey = (topicId: string, partition: number) => `${topicId}/${partition}`;
 
+interface Opening {
+  leaderEpoch: number;
+  highWatermark: number;
+  logStartOffset: number;
+  openedAtMs: number;
+  /** The subscriptions metadata held when the leadership began: only they can have cursor records in the log. */
+  initial: readonly SubscriptionMetadata[];
+}
+
 export class SubscriptionHost {
   private readonly partitions = new Map<string, PartitionSubscriptions>();
+  /** Leaderships whose store handle is being fetched. */
+  private readonly opening = new Map<string, Opening>();
   private readonly sessions = new Map<string, ConsumerSession>();
   /** Sessions parked on each subscription state. */
   private readonly parked = new Map<SubState, Set<ConsumerSession>>();
@@ -113,41 +133,44 @@ export class SubscriptionHost {
   /** A leader opened or its high watermark / log start moved. */
   committed(topicId: string, partition: number, leaderEpoch: number, highWatermark: number, logStartOffset: number): void {
     if (this.closed) return;
-    const topic = this.ports.topicNameOf(topicId);
-    if (topic === undefined) return;
     const key = partitionKey(topicId, partition);
-    let ps = this.partitions.get(key);
-    if (ps !== undefined && ps.leaderEpoch !== leaderEpoch) {
-      this.closePartition(key);
-      ps = undefined;
-    }
-    if (ps === undefined) {
-      this.openPartition(topic, topicId, partition, leaderEpoch, highWatermark, logStartOffset);
+    const opening = this.opening.get(key);
+    if (opening !== undefined && opening.leaderEpoch === leaderEpoch) {
+      opening.highWatermark = highWatermark;
+      opening.logStartOffset = logStartOffset;
       return;
     }
-    ps.committed(highWatermark, logStartOffset);
+    const ps = this.partitions.get(key);
+    if (ps !== undefined && ps.leaderEpoch === leaderEpoch) {
+      ps.committed(highWatermark, logStartOffset);
+      return;
+    }
+    if (ps !== undefined) this.closePartition(key);
+    const topic = this.ports.topicNameOf(topicId);
+    if (topic === undefined) return;
+    this.openPartition(topic, topicId, partition, leaderEpoch, highWatermark, logStartOffset);
   }
 
+  /** A leadership began: its subscriptions open once the store handle is there (until then `opening` holds its offsets). */
   private openPartition(topic: string, topicId: string, partition: number, leaderEpoch: number, highWatermark: number, logStartOffset: number): void {
     const key = partitionKey(topicId, partition);
-    // Placeholder until the store is open, so a second `committed` does not open it twice.
-    const pending = { highWatermark, logStartOffset };
-    const placeholder = { leaderEpoch, pending } as unknown as PartitionSubscriptions;
-    this.partitions.set(key, placeholder);
+    const opening: Opening = { leaderEpoch, highWatermark, logStartOffset, openedAtMs: this.ports.clock.now(), initial: this.ports.subscriptionsOf(topicId) ?? [] };
+    this.opening.set(key, opening);
     void this.ports.openStore(topicId, partition).then(
       (store) => {
-        if (this.partitions.get(key) !== placeholder) return;
-        const initial = this.ports.subscriptionsOf(topicId) ?? [];
-        const ps = new PartitionSubscriptions(topic, topicId, partition, leaderEpoch, store, this.partitionPorts(topicId, partition, leaderEpoch), initial);
-        ps.highWatermark = pending.highWatermark;
-        ps.logStartOffset = pending.logStartOffset;
+        if (this.opening.get(key) !== opening) return;
+        this.opening.delete(key);
+        const ps = new PartitionSubscriptions(topic, topicId, partition, leaderEpoch, store, this.partitionPorts(topicId, partition, leaderEpoch), opening.initial);
+        ps.openedAtMs = opening.openedAtMs;
+        ps.highWatermark = opening.highWatermark;
+        ps.logStartOffset = opening.logStartOffset;
         this.partitions.set(key, ps);
         void ps.recover(this.ports.subscriptionsOf(topicId) ?? []).catch((error: unknown) => {
           this.ports.logger.error({ err: error, topic, partition }, 'subscription recovery failed');
         });
       },
       (error: unknown) => {
-        if (this.partitions.get(key) === placeholder) this.partitions.delete(key);
+        if (this.opening.get(key) === opening) this.opening.delete(key);
         this.ports.logger.warn({ err: error, topic, partition }, 'cannot open the log for subscriptions');
       },
     );
@@ -166,6 +189,7 @@ export class SubscriptionHost {
   /** The leader stopped. */
   leaderClosed(topicId: string, partition: number, leaderEpoch: number): void {
     const key = partitionKey(topicId, partition);
+    if (this.opening.get(key)?.leaderEpoch === leaderEpoch) this.opening.delete(key);
     const ps = this.partitions.get(key);
     if (ps !== undefined && ps.leaderEpoch === leaderEpoch) this.closePartition(key);
   }
@@ -173,13 +197,12 @@ export class SubscriptionHost {
   private closePartition(key: string): void {
     const ps = this.partitions.get(key);
     this.partitions.delete(key);
-    if (ps instanceof PartitionSubscriptions) ps.close();
+    ps?.close();
   }
 
   /** Metadata changed: subscriptions created or deleted, topics gone. */
   metadataChanged(): void {
     for (const [key, ps] of this.partitions) {
-      if (!(ps instanceof PartitionSubscriptions)) continue;
       const subs = this.ports.subscriptionsOf(ps.topicId);
       if (subs === undefined) this.closePartition(key);
       else ps.sync(subs);
@@ -187,8 +210,7 @@ export class SubscriptionHost {
   }
 
   private live(topicId: string, partition: number): PartitionSubscriptions | undefined {
-    const ps = this.partitions.get(partitionKey(topicId, partition));
-    return ps instanceof PartitionSubscriptions ? ps : undefined;
+    return this.partitions.get(partitionKey(topicId, partition));
   }
 
   // --- consume ------------------------------------------------------------------------------
@@ -312,9 +334,25 @@ export class SubscriptionHost {
     if (poll === undefined) return false;
     return poll.request.partitions.some(({ partition, permits }) => {
       if (permits === 0) return false;
-      const sub = this.live(session.topicId, partition)?.subs.get(session.subscription);
-      return sub !== undefined && sub.ready && sub.dispatcher.hasWork(session.consumerId, nowMs);
+      const ps = this.live(session.topicId, partition);
+      const sub = ps?.subs.get(session.subscription);
+      return sub !== undefined && sub.ready && sub.dispatcher.hasWork(session.consumerId, nowMs) && this.leaseHolds(ps!, nowMs);
     });
+  }
+
+  /**
+   * A deposed leader that has not heard of its successor yet must not hand out messages its
+   * successor's consumers may already have acknowledged. So a leader delivers only while every
+   * other in-sync replica keeps copying the partition from it at its epoch (within `leaseMs`): a
+   * replica elected in its place stops doing so, and the old leader stops delivering within the
+   * lease. A new leader (epoch > 0) waits one lease before its first delivery, so the two never
+   * overlap. The cost: a follower that stops fetching pauses deliveries until the leader takes it
+   * out of the ISR (replica.lag.time.max.ms).
+   */
+  private leaseHolds(ps: PartitionSubscriptions, nowMs: number): boolean {
+    const leaseMs = this.ports.leaseMs ?? DEFAULT_LEASE_MS;
+    if (ps.leaderEpoch > 0 && nowMs - ps.openedAtMs < leaseMs) return false;
+    return this.ports.followersFollow?.(ps.topicId, ps.partition, ps.leaderEpoch, nowMs - leaseMs) ?? true;
   }
 
   private park(sub: SubState, session: ConsumerSession): void {
@@ -367,7 +405,7 @@ export class SubscriptionHost {
       }
       const reply: ConsumePartitionReply = { partition };
       if (sub.dispatcher.type === 'Failover') reply.active = sub.dispatcher.isActive(session.consumerId);
-      if (permits > 0 && sub.ready && budget > PARTITION_ENVELOPE_BYTES) {
+      if (permits > 0 && sub.ready && budget > PARTITION_ENVELOPE_BYTES && this.leaseHolds(ps, now)) {
         const d = sub.dispatcher;
         const others = d.type === 'Shared' || d.type === 'Key_Shared' ? (this.parked.get(sub)?.size ?? 0) : 0;
         const share = others === 0 ? permits : Math.min(permits, Math.max(SHARED_SHARE_MIN, Math.ceil(d.waiting() / (others + 1))));
@@ -482,8 +520,12 @@ export class SubscriptionHost {
         return { partition, error: wire('CUMULATIVE_ACK_NOT_ALLOWED', `subscription ${subscription} is ${d.type}`) };
       }
       let changed = false;
-      if (entry.cumulative !== undefined) changed = d.ackCumulative(Math.min(entry.cumulative, ps.highWatermark)) || changed;
-      if (entry.ranges !== undefined && entry.ranges.length > 0) changed = d.ack(clampRanges(entry.ranges, ps.highWatermark)) || changed;
+      // Acks past the log end name no record. Not clamped to the high watermark: a new leader's
+      // starts low and climbs as followers report, while every record a consumer was ever given is
+      // committed, hence in this leader's log (clean elections), below its end.
+      const logEnd = ps.store.logEndOffset();
+      if (entry.cumulative !== undefined) changed = d.ackCumulative(Math.min(entry.cumulative, logEnd)) || changed;
+      if (entry.ranges !== undefined && entry.ranges.length > 0) changed = d.ack(clampRanges(entry.ranges, logEnd)) || changed;
       if (entry.nacks !== undefined && entry.nacks.length > 0) {
         d.nack(request.consumerId, entry.nacks, entry.nackDelayMs ?? 0, now);
         this.wake(sub);
@@ -548,7 +590,7 @@ export class SubscriptionHost {
             target.kind === 'earliest'
               ? ps.logStartOffset
               : target.kind === 'latest'
-                ? ps.highWatermark
+                ? ps.store.logEndOffset()
                 : target.kind === 'offset'
                   ? target.value!
                   : await ps.offsetForTimestamp(target.value!);
@@ -571,7 +613,7 @@ export class SubscriptionHost {
   tick(): void {
     const now = this.ports.clock.now();
     for (const ps of this.partitions.values()) {
-      if (!(ps instanceof PartitionSubscriptions) || !ps.recovered) continue;
+      if (!ps.recovered) continue;
       for (const sub of ps.subs.values()) {
         const next = sub.dispatcher.nextDueMs();
         if (next !== undefined && next <= now) {
@@ -580,6 +622,8 @@ export class SubscriptionHost {
           this.wake(sub);
         }
         if (sub.dirty && !sub.inFlight) ps.persist();
+        // Parked polls look again (a delivery lease may hold now).
+        if ((this.parked.get(sub)?.size ?? 0) > 0) this.wake(sub);
       }
     }
     for (const [key, session] of this.sessions) {
@@ -601,12 +645,12 @@ function wire(code: ErrorCode, message: string): WireError {
   return { code, message };
 }
 
-/** Acks above the high watermark name records nobody was given: they are dropped. */
-function clampRanges(flat: readonly number[], highWatermark: number): number[] {
+/** Acks past the log end name records that do not exist: they are dropped. */
+function clampRanges(flat: readonly number[], logEnd: number): number[] {
   const out: number[] = [];
   for (let i = 0; i < flat.length; i += 2) {
     const start = flat[i]!;
-    const end = Math.min(flat[i + 1]!, highWatermark);
+    const end = Math.min(flat[i + 1]!, logEnd);
     if (start < end) out.push(start, end);
   }
   return out;

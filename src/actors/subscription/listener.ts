@@ -10,7 +10,7 @@ import { topicByName } from '../../metadata/image.js';
 import type { MetadataView } from '../../metadata/metadata-store.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import { decodeReply, decodeRequest, encodeError, encodeMessage, produceReply } from '../../protocol/messages.js';
-import { ackRequest, consumeRequest, subscriptionAdminRequest, type SubscriptionMetadata } from '../../protocol/subscription-messages.js';
+import { ackRequest, consumeRequest, subscriptionAdminRequest } from '../../protocol/subscription-messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { LocalReplies } from '../../runtime/local-replies.js';
 import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';
@@ -32,21 +32,32 @@ export class SubscriptionHub implements Required<Pick<ReplicaWatch, 'committed' 
   /** Set by the simulator's test seam to watch deliveries. */
   observer: SubscriptionObserver | undefined;
   private hostRef: SubscriptionHost | undefined;
+  private logger: Logger | undefined;
   private readonly last = new Map<string, [string, number, number, number, number]>();
 
+  /** Called from partition actors' actions: nothing thrown here may reach them (it would crash the partition). */
   committed(topicId: string, partition: number, leaderEpoch: number, highWatermark: number, logStartOffset: number): void {
     this.last.set(`${topicId}/${partition}`, [topicId, partition, leaderEpoch, highWatermark, logStartOffset]);
-    this.hostRef?.committed(topicId, partition, leaderEpoch, highWatermark, logStartOffset);
+    this.guard(() => this.hostRef?.committed(topicId, partition, leaderEpoch, highWatermark, logStartOffset));
   }
 
   closed(topicId: string, partition: number, leaderEpoch: number): void {
     const key = `${topicId}/${partition}`;
     if (this.last.get(key)?.[2] === leaderEpoch) this.last.delete(key);
-    this.hostRef?.leaderClosed(topicId, partition, leaderEpoch);
+    this.guard(() => this.hostRef?.leaderClosed(topicId, partition, leaderEpoch));
   }
 
-  attach(host: SubscriptionHost | undefined): void {
+  private guard(call: () => void): void {
+    try {
+      call();
+    } catch (error) {
+      this.logger?.error({ err: error }, 'subscription host failed on a partition report');
+    }
+  }
+
+  attach(host: SubscriptionHost | undefined, logger?: Logger): void {
     this.hostRef = host;
+    this.logger = logger;
     if (host !== undefined) for (const args of this.last.values()) host.committed(...args);
   }
 }
@@ -62,6 +73,10 @@ export interface SubscriptionListenerInput {
   clock: Clock;
   logger: Logger;
   limits?: HostLimits;
+  /** The follower fetch sessions with this broker (the delivery lease asks them). */
+  followers?: { follows(replicaId: number, topicId: string, partition: number, leaderEpoch: number, sinceMs: number): boolean };
+  /** @default DEFAULT_LEASE_MS */
+  leaseMs?: number;
 }
 
 export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionListenerInput>(({ input, system }) => {
@@ -78,6 +93,11 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
       },
       topicIdOf: (topic) => topicByName(metadata.image(), topic)?.topicId,
       topicNameOf: (topicId) => metadata.image().topicsById.get(topicId)?.name,
+      ...(input.leaseMs === undefined ? {} : { leaseMs: input.leaseMs }),
+      followersFollow: (topicId, partition, leaderEpoch, sinceMs) => {
+        const isr = metadata.image().topicsById.get(topicId)?.partitions[partition]?.isr ?? [];
+        return isr.every((id) => id === brokerId || (input.followers?.follows(id, topicId, partition, leaderEpoch, sinceMs) ?? false));
+      },
       openStore: (topicId, partition) => input.storage.openPartition({ topicId, partition }),
       appendControl: (topicId, partition, leaderEpoch, batch, recordCount) =>
         new Promise<number>((resolve, reject) => {
@@ -175,7 +195,7 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
     }, SUBSCRIPTION_TICK_MS);
   };
   arm();
-  input.hub.attach(host);
+  input.hub.attach(host, logger);
   return () => {
     input.hub.attach(undefined);
     clock.clearTimeout(timer);

@@ -22,6 +22,8 @@ import { keyHash } from './key-hash.js';
 
 /** A full cursor refresh is appended after this many offsets of log growth (bounds the recovery scan). */
 export const CURSOR_REFRESH_RECORDS = 100_000;
+/** Control-record ranges a partition remembers (to pass them again after a reset), pairs. */
+const CONTROL_RANGES_MAX = 10_000;
 /** Bytes one read-ahead read takes from the log. */
 const READ_AHEAD_BYTES = 256 * 1024;
 /** Bytes one recovery read takes from the log. */
@@ -66,8 +68,16 @@ export class PartitionSubscriptions {
   /** Recovery done: subscriptions exist (maybe not ready yet). */
   recovered = false;
   closed = false;
+  /** When this leadership's subscriptions opened here (the delivery lease counts from it), ms. */
+  openedAtMs = 0;
   private persisting = false;
   private lastRefreshAt = -1;
+  /**
+   * Control records (cursor records) this leader wrote, passed or found, as flat [start, end)
+   * pairs, ascending: a cursor placed or moved below them passes them at once, so they never
+   * count as backlog. Bounded (the oldest go first; the read-ahead passes those anyway).
+   */
+  private readonly controls: number[] = [];
   /** Subscriptions (by name:id) already in metadata when this leadership started: only they may have records in the log. */
   private readonly known: Set<string>;
 
@@ -119,6 +129,7 @@ export class PartitionSubscriptions {
         gone: false,
       };
       sub.dispatcher.reset(cursor.nextUnacked(cursor.markDelete));
+      this.passControls(sub, cursor.markDelete);
       this.subs.set(meta.name, sub);
     }
     this.persist();
@@ -126,14 +137,16 @@ export class PartitionSubscriptions {
 
   /**
    * Where a subscription without a cursor record starts. Partitions added after its creation start
-   * at their log start; on the others `latest` is the high watermark now, `earliest` the log start.
+   * at their log start; on the others `latest` is the log end now, `earliest` the log start.
    * A subscription already known at this leadership's start with no record left (retention removed
    * every one) starts at the log start: nothing it acknowledged is left there.
    */
   private initialPosition(meta: SubscriptionMetadata): number {
     if (this.known.has(idOf(meta))) return this.logStartOffset;
     if (meta.initialPosition === 'earliest' || this.partition >= meta.partitionsAtCreation) return this.logStartOffset;
-    return this.highWatermark;
+    // The log end, not the high watermark: a new leader's high watermark starts low and climbs as its
+    // followers report. Nothing is delivered until the cursor record, appended after this end, commits.
+    return this.store.logEndOffset();
   }
 
   /** The leader's high watermark or log start moved. */
@@ -190,7 +203,10 @@ export class PartitionSubscriptions {
     const done = (error?: TidemarkError, baseOffset?: number) => {
       this.persisting = false;
       // The cursor record itself is nobody's message: every subscription passes it (in memory).
-      if (baseOffset !== undefined) for (const s of this.subs.values()) s.dispatcher.ack([baseOffset, baseOffset + records.length]);
+      if (baseOffset !== undefined) {
+        this.noteControl(baseOffset, baseOffset + records.length);
+        for (const s of this.subs.values()) s.dispatcher.ack([baseOffset, baseOffset + records.length]);
+      }
       batchSubs.forEach((s, i) => {
         s.inFlight = false;
         if (error === undefined) {
@@ -262,6 +278,7 @@ export class PartitionSubscriptions {
           // a cursor record of their own (that would write one per one read, forever). The next real
           // ack persists it; a new leader passes them again.
           controls.push(Math.max(from, header.baseOffset), batchEnd);
+          this.noteControl(header.baseOffset, batchEnd);
           upTo = Math.max(upTo, batchEnd);
           continue;
         }
@@ -294,11 +311,35 @@ export class PartitionSubscriptions {
 
   /** Moves a subscription's cursor (reset); resolves once durable. */
   reset(sub: SubState, offset: number): Promise<void> {
-    const to = Math.max(this.logStartOffset, Math.min(offset, this.highWatermark));
+    const to = Math.max(this.logStartOffset, Math.min(offset, this.store.logEndOffset()));
     sub.cursor.resetTo(to);
     sub.dispatcher.reset(to);
+    this.passControls(sub, to);
     this.ports.wake(sub);
     return this.durable(sub);
+  }
+
+  private noteControl(start: number, end: number): void {
+    const c = this.controls;
+    if (c.length > 0 && start <= c[c.length - 1]!) {
+      // Seen before (a pump passing what this leader wrote), or out of order: keep the list ascending.
+      if (end <= c[c.length - 1]!) return;
+      start = c[c.length - 1]!;
+    }
+    if (c.length > 0 && c[c.length - 1] === start) c[c.length - 1] = end;
+    else c.push(start, end);
+    if (c.length > CONTROL_RANGES_MAX * 2) c.splice(0, c.length - CONTROL_RANGES_MAX * 2);
+  }
+
+  /** A cursor placed at `from` passes the control records known above it. */
+  private passControls(sub: SubState, from: number): void {
+    const above: number[] = [];
+    for (let i = 0; i < this.controls.length; i += 2) {
+      const end = this.controls[i + 1]!;
+      if (end <= from) continue;
+      above.push(Math.max(from, this.controls[i]!), end);
+    }
+    if (above.length > 0) sub.dispatcher.ack(above);
   }
 
   describe(sub: SubState, nowMs: number): SubscriptionPartitionInfo {
@@ -360,7 +401,10 @@ export class PartitionSubscriptions {
         if (batches.length === 0) break;
         for (const batch of batches) {
           const header = readBatchHeader(batch);
-          if (isControlBatch(batch)) for (const r of decodeCursorBatch(batch)) inWindow.set(`${r.name}:${r.id}`, r);
+          if (isControlBatch(batch)) {
+            for (const r of decodeCursorBatch(batch)) inWindow.set(`${r.name}:${r.id}`, r);
+            if (window === 2 * CURSOR_REFRESH_RECORDS) this.noteControl(header.baseOffset, header.baseOffset + header.recordCount);
+          }
           at = header.baseOffset + header.recordCount;
         }
       }
