@@ -16,6 +16,7 @@ import {
   produceResponse,
 } from '../src/protocol/messages.js';
 import type { Schema } from '../src/protocol/validate.js';
+import { ackReply, consumeReply, createSubscriptionReply, subscriptionAdminReply } from '../src/protocol/subscription-messages.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import { connectNats, type NatsTransport } from '../src/runtime/nats-transport.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
@@ -158,4 +159,48 @@ test.serial('bad admin requests: illegal names, bounds, config, duplicates', asy
   await err(new Uint8Array([0xc1]), 'INVALID_REQUEST');
   const e = await t.throwsAsync(call(s.admin('delete-topic'), encode({ timeoutMs: 1000, name: 'nope' }), createTopicReply), { instanceOf: TidemarkError });
   t.is(e?.code, 'UNKNOWN_TOPIC');
+});
+
+test.serial('bad subscription requests: consume, ack, sub-admin and the registry refuse with typed errors, write nothing, and the node keeps serving', async (t) => {
+  await call(s.admin('create-subscription'), encodeMessage({ timeoutMs: 5000, topic: 'orders', name: 'bad-input', initialPosition: 'earliest' }), createSubscriptionReply);
+  const consume = s.consumer('consume', 1, 'orders', 'bad-input');
+  const ack = s.consumer('ack', 1, 'orders', 'bad-input');
+  const goodPoll = { timeoutMs: 2000, consumerId: 'c1', consumerName: 'c1', priorityLevel: 0, type: 'Shared', sessionTimeoutMs: 5000, ackTimeoutMs: 0, partitions: [{ partition: 0, permits: 5 }], maxBytes: 1 << 20, maxWaitMs: 0 };
+  const before = await logEnd('orders', 0);
+  const err = async <T>(subject: string, body: Uint8Array, schema: Schema<T>, code: ErrorCode) => {
+    const e = await t.throwsAsync(call(subject, body, schema), { instanceOf: TidemarkError });
+    t.is(e?.code, code, `${subject}: ${e?.message}`);
+  };
+  await err(consume, new Uint8Array([0xc1, 0xff]), consumeReply, 'INVALID_REQUEST'); // not msgpack
+  await err(consume, encode({ ...goodPoll, type: 'Queue' }), consumeReply, 'INVALID_REQUEST');
+  await err(consume, encode({ ...goodPoll, partitions: [{ partition: 0, permits: 10 ** 9 }] }), consumeReply, 'INVALID_REQUEST');
+  await err(consume, encode({ ...goodPoll, sessionTimeoutMs: 1 }), consumeReply, 'INVALID_REQUEST');
+  await err(consume, encode({ ...goodPoll, consumerId: 'x'.repeat(65) }), consumeReply, 'INVALID_REQUEST');
+  await err(s.consumer('consume', 1, 'nope', 'bad-input'), encode(goodPoll), consumeReply, 'UNKNOWN_TOPIC');
+  await err(`${s.prefix}.b.1.consume.orders.bad*input`, encode(goodPoll), consumeReply, 'INVALID_REQUEST');
+  const unknown = await call(s.consumer('consume', 1, 'orders', 'no-such-sub'), encode(goodPoll), consumeReply);
+  t.is(unknown.partitions[0]?.error?.code, 'UNKNOWN_SUBSCRIPTION');
+  const unled = await call(consume, encode({ ...goodPoll, partitions: [{ partition: 9, permits: 1 }] }), consumeReply);
+  t.is(unled.partitions[0]?.error?.code, 'NOT_LEADER');
+  const goodAck = { timeoutMs: 2000, consumerId: 'c1', partitions: [{ partition: 0, ranges: [0, 1] }] };
+  await err(ack, encode({ ...goodAck, partitions: [{ partition: 0, ranges: [5, 3] }] }), ackReply, 'INVALID_REQUEST'); // empty range
+  await err(ack, encode({ ...goodAck, partitions: [{ partition: 0, ranges: [4, 5, 1, 2] }] }), ackReply, 'INVALID_REQUEST'); // out of order
+  await err(ack, encode({ ...goodAck, partitions: [{ partition: 0, ranges: [1, 2, 3] }] }), ackReply, 'INVALID_REQUEST'); // odd
+  await err(ack, encode({ ...goodAck, partitions: [{ partition: 0, nacks: [-1] }] }), ackReply, 'INVALID_REQUEST');
+  await err(s.subscriptionAdmin(1, 'orders'), encode({ timeoutMs: 1000, op: 'drop', partitions: [0] }), subscriptionAdminReply, 'INVALID_REQUEST');
+  const reset = await call(s.subscriptionAdmin(1, 'orders'), encode({ timeoutMs: 1000, op: 'reset', subscription: 'bad-input', partitions: [0], target: { kind: 'offset' } }), subscriptionAdminReply);
+  t.is(reset.partitions[0]?.error?.code, 'INVALID_REQUEST', 'a reset to an offset needs one');
+  await err(s.admin('create-subscription'), encode({ timeoutMs: 1000, topic: 'orders', name: 'bad name', initialPosition: 'earliest' }), createSubscriptionReply, 'INVALID_REQUEST');
+  await err(s.admin('create-subscription'), encode({ timeoutMs: 1000, topic: 'nope', name: 'x', initialPosition: 'earliest' }), createSubscriptionReply, 'UNKNOWN_TOPIC');
+  // A client may not write control batches (the broker's cursor records).
+  await refused(t, s.produce(1, 'orders'), produce(encodeBatch([record('fake cursor')], undefined, 0x20)), 'INVALID_RECORD');
+  // Nothing above wrote a record or a cursor: the log end is where it was, bar cursor records the
+  // registry's own subscription may append.
+  const after = await logEnd('orders', 0);
+  t.true(after - before <= 1, `log end ${before} -> ${after}`);
+  // Still serving: a good poll and a good ack work.
+  const served = await call(consume, encode(goodPoll), consumeReply);
+  t.is(served.partitions[0]?.error, undefined);
+  const acked = await call(ack, encode({ ...goodAck, consumerId: 'c1' }), ackReply);
+  t.is(acked.partitions[0]?.error, undefined);
 });

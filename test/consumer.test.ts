@@ -10,6 +10,7 @@ import { codecs, Tidemark, TidemarkError, type Consumer, type ConsumerOptions, t
 import { encodeBatch, readBatchHeader, stampBatch } from '../src/protocol/batch.js';
 import { decodeRequest, encodeError, encodeMessage } from '../src/protocol/messages.js';
 import {
+  deliveryRuns,
   ackRequest,
   consumeRequest,
   createSubscriptionRequest,
@@ -177,12 +178,13 @@ class FakeLeader implements Transport {
         if (this.deliverable(partition, o)) offsets.push(o);
       }
       offsets.sort((a, b) => a - b);
-      const deliveries: number[] = [];
+      const sent: Array<{ offset: number; redeliveryCount: number }> = [];
       for (const o of offsets) {
         const n = s.deliveries.get(o) ?? 0;
-        deliveries.push(o, n);
+        sent.push({ offset: o, redeliveryCount: n });
         s.deliveries.set(o, n + 1);
       }
+      const deliveries = deliveryRuns(sent);
       const batches = p.batches.filter((b) => {
         const h = readBatchHeader(b);
         return offsets.some((o) => o >= h.baseOffset && o < h.baseOffset + h.recordCount);

@@ -208,3 +208,24 @@ test('follower: an answer for another state is not applied; a failed request sta
   t.deepEqual(fifth.body.removed, [{ topicId: T, partition: 0 }]);
   t.deepEqual(fifth.body.partitions.map((p) => p.partition), [1], 'relisted after its error');
 });
+
+test('leader: a follower counts as following from the send time of the last reply it is known to have received, not from when a request arrived', (t) => {
+  const l = leader();
+  l.sessions.written(T, 0, 10);
+  l.send({ partitions: [state(0, 10)], maxWaitMs: 0 });
+  l.advance(0);
+  const first = l.replies[0] as ReplicaFetchSessionReply;
+  t.false(l.sessions.follows(2, T, 0, 1, 0), 'a new session proves nothing yet');
+  const repliedAt = 1_000; // the manual clock's time when the first reply went out
+  // Much later (a request held by the network, or this node paused), the next request arrives.
+  l.advance(60_000);
+  l.send({ sessionId: first.sessionId, sessionEpoch: 1, maxWaitMs: 0 });
+  l.advance(0); // the idle request's reply goes out at once
+  t.true(l.sessions.follows(2, T, 0, 1, repliedAt), 'the follower received the reply sent at 1000');
+  t.false(l.sessions.follows(2, T, 0, 1, repliedAt + 1), 'but nothing proves it followed any later');
+  t.false(l.sessions.follows(2, T, 0, 2, repliedAt), 'at another leader epoch, no');
+  // The follower stops copying the partition (it leads it now): no longer following.
+  const second = l.replies[1] as ReplicaFetchSessionReply;
+  l.send({ sessionId: second.sessionId, sessionEpoch: 2, maxWaitMs: 0, removed: [{ topicId: T, partition: 0 }] });
+  t.false(l.sessions.follows(2, T, 0, 1, 0));
+});

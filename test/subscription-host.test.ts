@@ -9,7 +9,7 @@ import { decode } from '@msgpack/msgpack';
 import { pino } from 'pino';
 import { SubscriptionHost } from '../src/actors/subscription/host.js';
 import { decodeBatch, encodeBatch, isControlBatch, splitBatches, stampBatch } from '../src/protocol/batch.js';
-import type { AckReply, ConsumeReply, ConsumeRequest, SubscriptionMetadata, SubscriptionType } from '../src/protocol/subscription-messages.js';
+import { forEachDelivery, type AckReply, type ConsumeReply, type ConsumeRequest, type SubscriptionMetadata, type SubscriptionType } from '../src/protocol/subscription-messages.js';
 import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
 import type { PartitionStore } from '../src/storage/partition-store.js';
 import { SimClock, settle } from './helpers/sim-network.js';
@@ -101,9 +101,12 @@ async function poll(l: Leader, sub: string, req: ConsumeRequest): Promise<{ seq:
   if (reply === undefined) throw new Error('no reply');
   const p = reply.partitions[0];
   if (p?.error !== undefined) throw new Error(`${p.error.code}: ${p.error.message}`);
-  const flat = p?.deliveries ?? [];
-  const offsets = flat.filter((_, i) => i % 2 === 0);
-  const counts = flat.filter((_, i) => i % 2 === 1);
+  const offsets: number[] = [];
+  const counts: number[] = [];
+  forEachDelivery(p?.deliveries ?? [], (offset, count) => {
+    offsets.push(offset);
+    counts.push(count);
+  });
   const records = p?.records === undefined ? [] : splitBatches(p.records).flatMap((b) => (isControlBatch(b) ? [] : decodeBatch(b)));
   const values = offsets.map((o) => new TextDecoder().decode(records.find((r) => r.offset === o)!.value!));
   return { seq: reply.seq, offsets, counts, values };

@@ -28,6 +28,7 @@ import { decodeBatch, splitBatches, verifyBatch, type RecordHeaders, type Stored
 import { TidemarkError } from '../protocol/errors.js';
 import { FETCH_WAIT_MS_MAX, PAYLOAD_BYTES_MAX, REQUEST_TIMEOUT_MS_MAX, type TopicMetadata } from '../protocol/messages.js';
 import {
+  forEachDelivery,
   ACK_TIMEOUT_MS_MAX,
   CONSUMER_PERMITS_MAX,
   consumeReply,
@@ -742,10 +743,22 @@ export class ConsumerImpl<T> implements Consumer<T> {
 
   /** A partition's share of the receive window; when the window is smaller than the partition count, the shares rotate. */
   private quota(partition: number): number {
-    const n = this.parts.size;
+    // A window too small to give every partition a couple of messages goes to the partitions that
+    // have something to deliver (backlog unknown, or above 0, or messages held), so one busy
+    // partition among idle ones is not read a message at a time.
+    let parts = this.sortedParts;
+    if (this.receiverQueueSize < parts.length * 2) {
+      const busy = parts.filter((n) => {
+        const p = this.parts.get(n)!;
+        return p.backlog === undefined || p.backlog > 0 || p.buffered > 0 || p.inFlight > 0;
+      });
+      if (!busy.includes(partition)) return 0;
+      parts = busy;
+    }
+    const n = parts.length;
     const base = Math.floor(this.receiverQueueSize / n);
     const extra = this.receiverQueueSize % n;
-    const index = this.sortedParts.indexOf(partition);
+    const index = parts.indexOf(partition);
     return base + ((index + this.rotation) % n < extra ? 1 : 0);
   }
 
@@ -853,7 +866,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
     const deliveries = pr.deliveries;
     if (pr.records === undefined || deliveries === undefined || deliveries.length === 0) return;
     const counts = new Map<number, number>();
-    for (let i = 0; i + 1 < deliveries.length; i += 2) counts.set(deliveries[i]!, deliveries[i + 1]!);
+    forEachDelivery(deliveries, (offset, count) => counts.set(offset, count));
     for (const batch of splitBatches(pr.records)) {
       verifyBatch(batch);
       for (const record of decodeBatch(batch)) {

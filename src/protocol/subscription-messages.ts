@@ -17,7 +17,8 @@
  *
  * A reply carries whole record batches as stored (never re-encoded) and, per partition, the
  * deliveries: the offsets inside those batches meant for this consumer, each with its redelivery
- * count. The consumer decodes the batches and keeps only those offsets.
+ * count, as runs (so a batch of ten thousand small records costs three numbers, not twenty
+ * thousand). The consumer decodes the batches and keeps only those offsets.
  */
 import { encode } from '@msgpack/msgpack';
 import { TidemarkError, type WireError } from './errors.js';
@@ -117,7 +118,10 @@ export interface ConsumePartitionReply {
   active?: boolean;
   /** Whole batches as stored, concatenated; empty when nothing is delivered. */
   records?: Uint8Array;
-  /** Offsets delivered, with their redelivery count: offset0, count0, offset1, count1, ... ascending. */
+  /**
+   * Offsets delivered with their redelivery count, as runs of consecutive offsets sharing a count:
+   * firstOffset, length, redeliveryCount, ... ascending and disjoint (`deliveryRuns`, `forEachDelivery`).
+   */
   deliveries?: number[];
   /** Records up to the high watermark the subscription has not acknowledged, as the reply left (Kafka's lag). */
   backlog?: number;
@@ -234,7 +238,28 @@ export interface CreateSubscriptionReply {
 
 // --- reply schemas (the SDK checks what it receives) ---------------------------------------
 
-const flatOffsets = array(int(0, Number.MAX_SAFE_INTEGER), CONSUMER_PERMITS_MAX * 2);
+const deliveryRunsSchema: Schema<number[]> = (v, path) => {
+  const flat = array(int(0, Number.MAX_SAFE_INTEGER), CONSUMER_PERMITS_MAX * 3)(v, path);
+  if (flat.length % 3 !== 0) throw new TidemarkError('INVALID_REQUEST', `${path}: delivery runs come in triples`);
+  for (let i = 0; i < flat.length; i += 3) if (flat[i + 1]! < 1) throw new TidemarkError('INVALID_REQUEST', `${path}[${i + 1}]: empty run`);
+  return flat;
+};
+
+/** Deliveries (ascending offsets with their redelivery counts) as runs: firstOffset, length, redeliveryCount, ... */
+export function deliveryRuns(deliveries: ReadonlyArray<{ offset: number; redeliveryCount: number }>): number[] {
+  const runs: number[] = [];
+  for (const d of deliveries) {
+    const n = runs.length;
+    if (n > 0 && runs[n - 3]! + runs[n - 2]! === d.offset && runs[n - 1] === d.redeliveryCount) runs[n - 2]!++;
+    else runs.push(d.offset, 1, d.redeliveryCount);
+  }
+  return runs;
+}
+
+/** Calls `visit` for every delivered offset of `runs`, ascending. */
+export function forEachDelivery(runs: readonly number[], visit: (offset: number, redeliveryCount: number) => void): void {
+  for (let i = 0; i + 2 < runs.length; i += 3) for (let k = 0; k < runs[i + 1]!; k++) visit(runs[i]! + k, runs[i + 2]!);
+}
 
 export const consumeReply: Schema<ConsumeReply> = object({
   seq: int(0, Number.MAX_SAFE_INTEGER),
@@ -244,7 +269,7 @@ export const consumeReply: Schema<ConsumeReply> = object({
       error: optional(wireErrorSchema),
       active: optional(bool),
       records: optional(bytes(PAYLOAD_BYTES_MAX)),
-      deliveries: optional(flatOffsets),
+      deliveries: optional(deliveryRunsSchema),
       backlog: optional(offset),
     })(v, path);
     const out: ConsumePartitionReply = { partition: o.partition };

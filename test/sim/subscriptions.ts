@@ -226,7 +226,11 @@ export class SubscriberPool {
           if (isControlBatch(batch)) continue;
           const h = readBatchHeader(batch);
           for (let o = h.baseOffset; o < h.baseOffset + h.recordCount && o < at.hw; o++) {
-            if (!seen.has(o)) return `${sub.topic}:${sub.name} (${sub.type}) has not received ${sub.topic}/${p}@${o} (HW ${at.hw})`;
+            if (!seen.has(o)) {
+              const state = cluster.node(at.leader).parts.broker?.getSnapshot().context.subscriptionHub.host?.inspect(at.pid.split('/')[0]!, p, sub.name);
+              const consumers = sub.consumers.map((c) => `${c.id}:${c.state}`).join(' ');
+              return `${sub.topic}:${sub.name} (${sub.type}) has not received ${sub.topic}/${p}@${o} (HW ${at.hw}); consumers ${consumers}; leader n${at.leader}: ${state}`;
+            }
           }
         }
       }

@@ -82,6 +82,14 @@ interface Session {
   partitions: Map<string, SessionPartition>;
   lastUsedMs: number;
   request: OpenRequest | undefined;
+  /** When this node sent its last reply on the session, ms (-Infinity: none yet). */
+  lastReplySentMs: number;
+  /**
+   * The follower was alive and following at this time of this node's clock: the send time of the
+   * last reply a later request proves it received. Not the arrival time of that request: a request
+   * held back by the network (or a pause of this node) proves nothing about now.
+   */
+  confirmedMs: number;
 }
 
 export interface SessionPorts {
@@ -138,12 +146,13 @@ export class LeaderSessions {
 
   /**
    * Whether follower broker `replicaId` still copies the partition from this broker at
-   * `leaderEpoch`, with a request since `sinceMs`: the subscriptions' delivery lease
-   * (subscription/host.ts). A follower that became the leader itself forgets the partition here.
+   * `leaderEpoch`, and was doing so at `sinceMs` or later by this node's clock (it received a reply
+   * sent then: `confirmedMs`): the subscriptions' delivery lease (subscription/host.ts). A
+   * follower that became the leader itself forgets the partition here.
    */
   follows(replicaId: number, topicId: string, partition: number, leaderEpoch: number, sinceMs: number): boolean {
     const session = this.sessions.get(replicaId);
-    if (session === undefined || session.lastUsedMs < sinceMs) return false;
+    if (session === undefined || session.confirmedMs < sinceMs) return false;
     return session.partitions.get(partitionKey(topicId, partition))?.leaderEpoch === leaderEpoch;
   }
 
@@ -168,6 +177,9 @@ export class LeaderSessions {
     }
     // A request replaces the one before it: the follower no longer waits for that one's reply.
     if (session.request !== undefined) this.drop(session);
+    // A request at the expected epoch with no request left open means the follower received the
+    // last reply (it asks again only once it has one).
+    else if (request.sessionId !== 0) session.confirmedMs = session.lastReplySentMs;
     session.epoch++;
     session.lastUsedMs = nowMs;
     for (const r of request.removed) session.partitions.delete(partitionKey(r.topicId, r.partition));
@@ -234,7 +246,16 @@ export class LeaderSessions {
     }
     let id = 0;
     while (id === 0) id = 1 + Math.floor(this.ports.random.next() * (2 ** 31 - 2));
-    const session: Session = { replicaId, id, epoch: 0, partitions: new Map(), lastUsedMs: nowMs, request: undefined };
+    const session: Session = {
+      replicaId,
+      id,
+      epoch: 0,
+      partitions: new Map(),
+      lastUsedMs: nowMs,
+      request: undefined,
+      lastReplySentMs: Number.NEGATIVE_INFINITY,
+      confirmedMs: Number.NEGATIVE_INFINITY,
+    };
     this.sessions.set(replicaId, session);
     return session;
   }
@@ -306,6 +327,7 @@ export class LeaderSessions {
       // The follower backs off and lists it again.
       if (entry.error !== undefined) session.partitions.delete(key);
     }
+    session.lastReplySentMs = this.ports.clock.now();
     try {
       request.respond(encodeSessionReply({ sessionId: session.id, partitions }));
     } catch (error) {

@@ -14,6 +14,7 @@ import { readBatchHeader } from '../../protocol/batch.js';
 import { TidemarkError, type ErrorCode, type WireError } from '../../protocol/errors.js';
 import { encodeError, encodeMessage } from '../../protocol/messages.js';
 import {
+  deliveryRuns,
   encodeConsumeReply,
   type AckReply,
   type AckRequest,
@@ -75,6 +76,11 @@ export const SHARED_SHARE_MIN = 20;
 /** The delivery lease's default length, ms (`leaseHolds`). */
 export const DEFAULT_LEASE_MS = 1_500;
 
+/**
+ * Bytes the delivery runs of one batch take in a reply, allowed for: most batches are one run (27
+ * bytes); Key_Shared and redeliveries make more, within the partition envelope's slack.
+ */
+const DELIVERY_RUN_BYTES = 64;
 /** Room for a consume reply's own fields and each partition's, bytes. */
 const REPLY_ENVELOPE_BYTES = 1024;
 const PARTITION_ENVELOPE_BYTES = 256;
@@ -411,16 +417,15 @@ export class SubscriptionHost {
         const share = others === 0 ? permits : Math.min(permits, Math.max(SHARED_SHARE_MIN, Math.ceil(d.waiting() / (others + 1))));
         const deliveries = d.assign(session.consumerId, share, now);
         if (deliveries.length > 0) {
-          const read = await this.readDeliveries(ps, sub, session.consumerId, deliveries, budget - PARTITION_ENVELOPE_BYTES);
+          const read = await this.readDeliveries(ps, sub, session.consumerId, deliveries, budget - PARTITION_ENVELOPE_BYTES, delivered.size === 0);
           if (read !== undefined) {
+            const runs = deliveryRuns(read.sent);
             reply.records = read.records;
-            reply.deliveries = read.flat;
-            budget -= read.records.length + PARTITION_ENVELOPE_BYTES + read.flat.length * 9;
-            delivered.set(
-              partition,
-              read.flat.filter((_, i) => i % 2 === 0),
-            );
-            this.ports.observer?.()?.delivered(session.topicId, partition, session.subscription, delivered.get(partition)!);
+            reply.deliveries = runs;
+            budget -= read.records.length + PARTITION_ENVELOPE_BYTES + runs.length * 9;
+            const offsets = read.sent.map((x) => x.offset);
+            delivered.set(partition, offsets);
+            this.ports.observer?.()?.delivered(session.topicId, partition, session.subscription, offsets);
           }
         }
       }
@@ -460,7 +465,8 @@ export class SubscriptionHost {
     consumerId: string,
     deliveries: Delivery[],
     maxBytes: number,
-  ): Promise<{ records: Uint8Array; flat: number[] } | undefined> {
+    replyEmpty: boolean,
+  ): Promise<{ records: Uint8Array; sent: Delivery[] } | undefined> {
     const first = deliveries[0]!.offset;
     const last = deliveries[deliveries.length - 1]!.offset;
     let batches: Uint8Array[];
@@ -476,29 +482,35 @@ export class SubscriptionHost {
       return undefined;
     }
     const kept: Uint8Array[] = [];
-    const flat: number[] = [];
-    const back: number[] = [];
+    let bytes = 0;
     let i = 0;
     for (const batch of batches) {
       const header = readBatchHeader(batch);
       const end = header.baseOffset + header.recordCount;
-      let any = false;
-      while (i < deliveries.length && deliveries[i]!.offset < end) {
-        const d = deliveries[i++]!;
-        if (d.offset < header.baseOffset) {
-          back.push(d.offset);
-          continue;
-        }
-        flat.push(d.offset, d.redeliveryCount);
-        any = true;
+      const from = i;
+      while (i < deliveries.length && deliveries[i]!.offset < end) i++;
+      if (i === from) continue;
+      // The reply stays within the budget (NATS max_payload); only a reply with nothing else in it
+      // may carry one batch larger than the budget, so a consumer always progresses.
+      const cost = batch.length + DELIVERY_RUN_BYTES;
+      if (bytes + cost > maxBytes && (kept.length > 0 || !replyEmpty)) {
+        i = from;
+        break;
       }
-      if (any) kept.push(batch);
+      bytes += cost;
+      kept.push(batch);
     }
-    while (i < deliveries.length) back.push(deliveries[i++]!.offset);
-    if (back.length > 0) sub.dispatcher.unassign(consumerId, back);
+    // What did not fit (a tail of the deliveries) goes back, its count unchanged.
+    if (i < deliveries.length) {
+      sub.dispatcher.unassign(
+        consumerId,
+        deliveries.slice(i).map((d) => d.offset),
+      );
+    }
     if (kept.length === 0) return undefined;
-    return { records: kept.length === 1 ? kept[0]! : Buffer.concat(kept), flat };
+    return { records: kept.length === 1 ? kept[0]! : Buffer.concat(kept), sent: deliveries.slice(0, i) };
   }
+
 
   // --- acks ---------------------------------------------------------------------------------
 
@@ -605,6 +617,34 @@ export class SubscriptionHost {
       }),
     );
     return { partitions };
+  }
+
+  /** What a subscription looks like on a partition led here, for the simulator's failure reports. */
+  inspect(topicId: string, partition: number, subscription: string): string {
+    const ps = this.live(topicId, partition);
+    const sub = ps?.subs.get(subscription);
+    if (ps === undefined || sub === undefined) return `not served here (${this.opening.has(partitionKey(topicId, partition)) ? 'opening' : 'no leadership'})`;
+    const now = this.ports.clock.now();
+    const d = sub.dispatcher;
+    const parked = [...(this.parked.get(sub) ?? [])].map((session) => ({
+      consumer: session.consumerId,
+      permits: session.poll?.request.partitions.find((p) => p.partition === partition)?.permits,
+      hasWork: d.hasWork(session.consumerId, now),
+    }));
+    return JSON.stringify({
+      ready: sub.ready,
+      lease: this.leaseHolds(ps, now),
+      hw: ps.highWatermark,
+      markDelete: sub.cursor.markDelete,
+      readPosition: d.readPosition,
+      lookAhead: d.lookAheadSize(),
+      room: d.lookAheadRoom(),
+      redeliveries: d.redeliveryCount(),
+      unacked: d.unackedCount(),
+      parked,
+      pumping: sub.pumping,
+      consumers: d.consumers(now),
+    });
   }
 
   // --- time -----------------------------------------------------------------------------------

@@ -55,6 +55,11 @@ export class SubscriptionHub implements Required<Pick<ReplicaWatch, 'committed' 
     }
   }
 
+  /** The running host, for the simulator's failure reports. */
+  get host(): SubscriptionHost | undefined {
+    return this.hostRef;
+  }
+
   attach(host: SubscriptionHost | undefined, logger?: Logger): void {
     this.hostRef = host;
     this.logger = logger;
