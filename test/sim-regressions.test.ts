@@ -15,6 +15,7 @@ const REGRESSIONS: Array<{ seed: number; steps: number; bug: string }> = [
   // Issue 11 (subscriptions):
   { seed: 1970581880, steps: 169, bug: "a new leader whose high watermark had not caught up yet dropped an ack retried to it, and answered it durable (subscription/host.ts)" },
   { seed: 976876307, steps: 1847, bug: 'a deposed leader still in controlled shutdown handed out a message its successor had acknowledged (subscription/host.ts, the delivery lease)' },
+  { seed: 1424858801, steps: 569, bug: 'a leader cut off right after it asked to add a follower to the ISR counted its lease over its old ISR; the controller committed the change and elected the follower (the lease counts pending ISR changes)' },
   { seed: 912648745, steps: 530, bug: 'a paused deposed leader, resumed, took fetch requests held while it was paused as fresh and handed out an acknowledged message (the lease counts from replies the follower received)' },
   { seed: 1816590254, steps: 1000, bug: "the subscription host's placeholder for a leadership being opened crashed partition actors (subscription/host.ts)" },
   // Simulator of 016486e. A producer's first batches lost on the way, a later batch was taken as

@@ -100,8 +100,15 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
       topicNameOf: (topicId) => metadata.image().topicsById.get(topicId)?.name,
       ...(input.leaseMs === undefined ? {} : { leaseMs: input.leaseMs }),
       followersFollow: (topicId, partition, leaderEpoch, sinceMs) => {
-        const isr = metadata.image().topicsById.get(topicId)?.partitions[partition]?.isr ?? [];
-        return isr.every((id) => id === brokerId || (input.followers?.follows(id, topicId, partition, leaderEpoch, sinceMs) ?? false));
+        // Every replica the controller may count in the ISR: the leader's ISR, the metadata's, and a
+        // change the leader sent and has not heard back about (it may have committed: a member it
+        // adds may be elected in its place without this leader hearing of it).
+        const actor = system.get(partitionActorId(topicId, partition)) as AnyActorRef | undefined;
+        const ctx = actor?.getSnapshot().context as { leaderEpoch: number; isr: readonly number[]; pendingIsr?: readonly number[] } | undefined;
+        if (ctx === undefined || ctx.leaderEpoch !== leaderEpoch) return false;
+        const members = new Set([...ctx.isr, ...(ctx.pendingIsr ?? []), ...(metadata.image().topicsById.get(topicId)?.partitions[partition]?.isr ?? [])]);
+        for (const id of members) if (id !== brokerId && !(input.followers?.follows(id, topicId, partition, leaderEpoch, sinceMs) ?? false)) return false;
+        return true;
       },
       openStore: (topicId, partition) => input.storage.openPartition({ topicId, partition }),
       appendControl: (topicId, partition, leaderEpoch, batch, recordCount) =>
