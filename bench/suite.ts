@@ -1,6 +1,7 @@
 /**
  * The standard suite, `npm run bench [-- --quick] [--only a,b] [--out DIR] [--render-only]`: replication (1 KiB for
- * every case, 100 B for NATS core, JetStream R3, Tidemark RF1 and RF3 fsync), produce, failover,
+ * every case, 100 B for NATS core, JetStream R3, Tidemark RF1 and RF3 fsync), subscriptions (Tidemark
+ * Shared against a JetStream durable pull consumer, 1 KiB and 100 B; 1 KiB only in --quick), produce, failover,
  * partitions and idle, one after another (never two at once), then docs/bench/report.md with its
  * SVG charts and report.json next to it. A bench that fails is reported as failed; the rest run.
  * Progress (one line per step, elapsed and time left) goes to stderr.
@@ -15,6 +16,7 @@ import { idleDefaults, idlePlanS, runIdle, type IdleOptions } from './idle.js';
 import { partitionsDefaults, partitionsPlanS, runPartitions, type PartitionsOptions } from './partitions.js';
 import { produceDefaults, producePlanS, runProduce, type ProduceOptions } from './produce.js';
 import { DEFAULT_CASES, replicationDefaults, replicationPlanS, runReplication, type CaseId, type ReplicationOptions } from './replication.js';
+import { runSubscriptions, subscriptionsDefaults, subscriptionsPlanS, type SubscriptionsOptions } from './subscriptions.js';
 import { charts } from './report/charts.js';
 import { reportMarkdown } from './report/markdown.js';
 import type { Outcome, SuiteResults } from './report/results.js';
@@ -22,7 +24,7 @@ import { Progress } from './progress.js';
 import { runMain, type Scope } from './scope.js';
 import { errorText, isMain } from './steps.js';
 
-const BENCHES = ['replication', 'produce', 'failover', 'partitions', 'idle'] as const;
+const BENCHES = ['replication', 'subscriptions', 'produce', 'failover', 'partitions', 'idle'] as const;
 type BenchName = (typeof BENCHES)[number];
 
 /** The cases the suite also runs at 100 B: where JetStream pays per message and Tidemark batches. */
@@ -31,6 +33,7 @@ const SMALL_RECORD_BYTES = 100;
 
 interface SuitePlan {
   replication: ReplicationOptions;
+  subscriptions: SubscriptionsOptions;
   produce: ProduceOptions;
   failover: FailoverOptions;
   partitions: PartitionsOptions;
@@ -42,6 +45,7 @@ export function suitePlan(quick: boolean): SuitePlan {
   if (!quick) {
     return {
       replication: { ...replicationDefaults(), variants },
+      subscriptions: { ...subscriptionsDefaults(), recordBytes: [1024, SMALL_RECORD_BYTES] },
       produce: produceDefaults(),
       failover: failoverDefaults(),
       partitions: partitionsDefaults(),
@@ -50,6 +54,7 @@ export function suitePlan(quick: boolean): SuitePlan {
   }
   return {
     replication: { ...replicationDefaults(), variants, rounds: 1, records: 10_000, warmup: 2000, latencySeconds: 2 },
+    subscriptions: { ...subscriptionsDefaults(), rounds: 1, messages: 10_000, latencySeconds: 3 },
     produce: { ...produceDefaults(), rounds: 1, records: 20_000, latencySeconds: 2 },
     failover: { runs: 1 },
     partitions: { ...partitionsDefaults(), partitions: [1, 100, 1000], records: 20_000, timeoutS: 60 },
@@ -60,6 +65,7 @@ export function suitePlan(quick: boolean): SuitePlan {
 function planSeconds(plan: SuitePlan, only: BenchName[]): number {
   const by: Record<BenchName, number> = {
     replication: replicationPlanS(plan.replication),
+    subscriptions: subscriptionsPlanS(plan.subscriptions),
     produce: producePlanS(plan.produce),
     failover: failoverPlanS(plan.failover),
     partitions: partitionsPlanS(plan.partitions),
@@ -124,6 +130,7 @@ async function main(root: Scope): Promise<void> {
   const results: SuiteResults = { mode: quick ? 'quick' : 'full', environment: env, environmentEnd: env, wallSeconds: 0 };
   const runs: Record<BenchName, () => Promise<void>> = {
     replication: async () => void (results.replication = await outcome(progress, 'replication', () => runReplication(root, progress, plan.replication))),
+    subscriptions: async () => void (results.subscriptions = await outcome(progress, 'subscriptions', () => runSubscriptions(root, progress, plan.subscriptions))),
     produce: async () => void (results.produce = await outcome(progress, 'produce', () => runProduce(root, progress, plan.produce))),
     failover: async () => void (results.failover = await outcome(progress, 'failover', () => runFailover(root, progress, plan.failover))),
     partitions: async () => void (results.partitions = await outcome(progress, 'partitions', () => runPartitions(root, progress, plan.partitions))),

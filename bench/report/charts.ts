@@ -90,6 +90,42 @@ function idleChart(results: SuiteResults): Chart[] {
   ];
 }
 
+function subscriptionsCharts(results: SuiteResults): Chart[] {
+  const r = resultOf(results.subscriptions);
+  if (r === undefined) return [];
+  const sizes = [...new Set(r.rows.map((row) => row.recordBytes))];
+  const title = `Subscriptions: msgs/s delivered and acknowledged, ${r.options.consumers} consumers (median of ${r.options.rounds} round${r.options.rounds > 1 ? 's' : ''})`;
+  const charts: Chart[] = [
+    {
+      file: 'subscriptions-throughput.svg',
+      title,
+      svg: barChart({
+        title,
+        unit: 'msgs/s, first delivery to last ack resolved',
+        bars: r.rows.map((row) => ({ label: `${row.label} (${sizeName(row.recordBytes)})`, value: row.failed === undefined ? row.msgsPerSMedian : undefined, series: sizes.indexOf(row.recordBytes) })),
+        series: sizes.map((b) => `${sizeName(b)} messages`),
+      }),
+    },
+  ];
+  for (const bytes of sizes) {
+    const series: Series[] = r.rows
+      .filter((row) => row.recordBytes === bytes && row.latency !== undefined)
+      .map((row) => ({ name: row.label, points: row.latency!.curve.filter(([p]) => p >= 50) }));
+    const t = `Subscriptions: end-to-end latency (send -> consumer receipt) at ${r.options.rate} msgs/s, ${sizeName(bytes)}`;
+    charts.push({
+      file: `subscriptions-latency-${bytes}.svg`,
+      title: t,
+      svg: lineChart({
+        title: t,
+        x: { label: 'percentile', scale: 'nines', ticks: [50, 90, 99, 99.9, 99.99, 100] },
+        y: { label: 'ms (log scale)', scale: 'log' },
+        series,
+      }),
+    });
+  }
+  return charts;
+}
+
 export function charts(results: SuiteResults): Chart[] {
-  return [...replicationCharts(results), ...partitionsChart(results), ...idleChart(results)];
+  return [...replicationCharts(results), ...subscriptionsCharts(results), ...partitionsChart(results), ...idleChart(results)];
 }

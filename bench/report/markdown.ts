@@ -5,9 +5,10 @@ import { idleTable } from '../idle.js';
 import { partitionsTable } from '../partitions.js';
 import { produceTable } from '../produce.js';
 import { replicationTable } from '../replication.js';
+import { subscriptionsRatioLines, subscriptionsServerLog, subscriptionsTable } from '../subscriptions.js';
 import { fmt } from '../steps.js';
 import type { Chart } from './charts.js';
-import { headlineRatios, resultOf, type Outcome, type SuiteResults } from './results.js';
+import { headlineRatios, resultOf, subscriptionRatios, type Outcome, type SuiteResults } from './results.js';
 
 const PROMISES = [
   '- **NATS core**: nothing is stored. Throughput counts a message when the subscriber has it; latency is a request/reply round trip.',
@@ -67,7 +68,7 @@ export function reportMarkdown(results: SuiteResults, charts: Chart[]): string {
     '',
     '## Headline ratios',
     '',
-    table(headlineRatios(replication).map((r) => ({ ratio: r.name, value: Number.isFinite(r.value) ? `${r.value.toFixed(2)}x` : 'n/a', from: r.from }))),
+    ratiosTable(results),
     '',
     'Above 1x: Tidemark is faster (records/s, MB/s) or slower (latency) by that factor. The latency ratios compare Tidemark, whose latency includes the producer\'s `lingerMs` batching wait, with JetStream, which does not batch.',
     '',
@@ -81,6 +82,27 @@ export function reportMarkdown(results: SuiteResults, charts: Chart[]): string {
       replicationTable(r),
       '',
       ...chartLinks(charts, 'replication-'),
+    ]),
+  );
+  lines.push(
+    ...section('Subscriptions: a Shared subscription against a JetStream durable pull consumer', results.subscriptions, (r) => [
+      `\`bench/subscriptions.ts\`: ${r.options.rounds} round(s), the same 3 nats-servers as above. Tidemark: a topic of ${r.options.partitions} partitions, RF 3, acks=all, flush.mode=fsync; ` +
+        `one Shared subscription, ${r.options.consumers} consumers (one client each), receiverQueueSize ${r.options.receiveWindow}, \`await message.ack()\` resolving once the ack is durable. ` +
+        `JetStream: an R3 file stream, one durable pull consumer (explicit acks, max_ack_pending ${r.options.consumers} x ${r.options.receiveWindow}), ${r.options.consumers} pullers (\`consume({ max_messages: ${r.options.receiveWindow} })\`, one connection each), ` +
+        'acked either with `ackAck()` (resolves when the server answered the ack, as Tidemark\'s ack() promise does; in nats-server 2.9 that answer does not wait for the consumer\'s Raft group) ' +
+        'or with `ack()` not awaited (JetStream\'s fastest way; the run ends when the consumer\'s ack floor reached the last message, polled every 10 ms). ' +
+        `Each consumer keeps at most ${r.options.ackWindow} acks outstanding.`,
+      '',
+      `**msgs/s delivered+acked**: ${r.options.messages} messages pre-filled (not timed; the same way on both sides), then consumed: from the first delivery to the last acknowledgement resolved; median of rounds. ` +
+        `**e2e**: on a fresh topic / stream with the consumers attached, ${r.options.rate} messages/s for ${r.options.latencySeconds} s (Tidemark producer acks=all, lingerMs ${r.options.lingerMs}; JetStream publish), ` +
+        'latency = consumer receipt - the send time stamped in the payload (same process, so no clock skew), after a 1 s warm-up; histogram merged over rounds. ' +
+        'Every sequence number is checked: all messages delivered, duplicates and redeliveries counted.',
+      '',
+      subscriptionsTable(r),
+      '',
+      ...subscriptionsRatioLines(r).flatMap((l) => [l, '']),
+      ...(subscriptionsServerLog(r).length > 0 ? ['Warnings and errors the Tidemark nodes logged:', '', ...subscriptionsServerLog(r), ''] : []),
+      ...chartLinks(charts, 'subscriptions-'),
     ]),
   );
   lines.push(
@@ -120,12 +142,20 @@ export function reportMarkdown(results: SuiteResults, charts: Chart[]): string {
   return lines.join('\n');
 }
 
+/** The replication ratios (when replication ran, or nothing else did) and the subscription ratios (when it ran). */
+function ratiosTable(results: SuiteResults): string {
+  const subscriptions = subscriptionRatios(resultOf(results.subscriptions));
+  const replication = results.replication !== undefined || subscriptions.length === 0 ? headlineRatios(resultOf(results.replication)) : [];
+  return table([...replication, ...subscriptions].map((r) => ({ ratio: r.name, value: Number.isFinite(r.value) ? `${r.value.toFixed(2)}x` : 'n/a', from: r.from })));
+}
+
 function benchTimes(results: SuiteResults): Array<Record<string, string>> {
   const rows: Array<Record<string, string>> = [];
   const add = (name: string, o: Outcome<{ wallSeconds: number }> | undefined) => {
     if (o !== undefined) rows.push({ bench: name, 'wall s': o.ok ? figure(o.result.wallSeconds, 0) : `failed: ${o.failed}` });
   };
   add('replication', results.replication);
+  add('subscriptions', results.subscriptions);
   add('produce', results.produce);
   add('failover', results.failover);
   add('partitions', results.partitions);

@@ -5,6 +5,7 @@ import type { IdleResult } from '../idle.js';
 import type { PartitionsResult } from '../partitions.js';
 import type { ProduceResult } from '../produce.js';
 import { rowOf, type ReplicationResult } from '../replication.js';
+import { subscriptionsRatio, type SubscriptionsResult } from '../subscriptions.js';
 
 /** A bench's result, or the error that ended it. */
 export type Outcome<T> = { ok: true; result: T } | { ok: false; failed: string };
@@ -16,6 +17,7 @@ export interface SuiteResults {
   environmentEnd: Environment;
   wallSeconds: number;
   replication?: Outcome<ReplicationResult>;
+  subscriptions?: Outcome<SubscriptionsResult>;
   produce?: Outcome<ProduceResult>;
   failover?: Outcome<FailoverResult>;
   partitions?: Outcome<PartitionsResult>;
@@ -40,6 +42,25 @@ const mbps = (v: number | undefined) => (v === undefined || !Number.isFinite(v) 
 
 function ratio(a: number | undefined, b: number | undefined): number {
   return a !== undefined && b !== undefined && b > 0 ? a / b : Number.NaN;
+}
+
+const mps = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? 'n/a' : `${Math.round(v)} msgs/s`);
+
+/** Issue 11's ratio: Tidemark Shared (4 consumers) against a JetStream durable pull consumer, msgs/s delivered and acknowledged. */
+export function subscriptionRatios(subscriptions: SubscriptionsResult | undefined): Ratio[] {
+  const ratios: Ratio[] = [];
+  for (const bytes of subscriptions?.options.recordBytes ?? []) {
+    const size = bytes === 1024 ? '1 KiB' : `${bytes} B`;
+    for (const [js, how] of [
+      ['jetstream', 'ackAck'],
+      ['jetstream-noack-wait', 'ack() not awaited'],
+    ] as const) {
+      if (!subscriptions!.options.systems.includes(js)) continue;
+      const r = subscriptionsRatio(subscriptions, bytes, js);
+      ratios.push({ name: `Shared subscription vs JetStream pull (${how}), msgs/s delivered+acked at ${size}`, value: r.value, from: `${mps(r.tm)} / ${mps(r.js)}` });
+    }
+  }
+  return ratios;
 }
 
 /** The ratios issue 10 asks for, from the replication results. */
