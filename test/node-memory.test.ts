@@ -10,13 +10,13 @@
  * ~130 MiB for a node with 1,000 partitions at rest, RocksDB memtables up to 6 x 64 MiB, the
  * 64 MiB tail-cache budget and ~190 MiB for the JS heap and in-flight buffers.
  */
-import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { codecs } from '../src/client/codecs.js';
 import { pollUntil } from './helpers/behaviour-cluster.js';
 import { behaviourFixture } from './helpers/behaviour-fixture.js';
+import { mib, rssBytes } from './helpers/rss.js';
 
 const TOPICS = 10;
 const PARTITIONS = 100;
@@ -32,15 +32,6 @@ const RSS_BOUND_BYTES = 768 * MiB;
 const LOG_DIR = join(tmpdir(), `tidemark-node-memory-${process.pid}`);
 
 const fx = behaviourFixture(test, { cluster: 'mem', nodes: [{ id: 1 }], voters: [1], logDir: LOG_DIR, client: { requestTimeoutMs: 5_000 } });
-
-async function rssBytes(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status);
-  if (kb === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(kb[1]) * 1024;
-}
-
-const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
 
 test.serial(`a node with ${TOPICS * PARTITIONS} partitions under produce load keeps its RSS under the stated bound`, async (t) => {
   t.timeout(60_000);

@@ -32,7 +32,7 @@ import { Tidemark, type Admin, type TopicDescription } from '../src/index.js';
 import { killAllCliProcesses } from './helpers/cli.js';
 import { waitForCluster } from './helpers/cluster.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
-import { ReplicationCluster, readReplicas, type StoredReplica } from './helpers/replication-cluster.js';
+import { ReplicationCluster, waitForTopic, readReplicas, type StoredReplica } from './helpers/replication-cluster.js';
 import { verify, Workload, type FinalLog } from './helpers/replication-workload.js';
 
 const IDS = [1, 2, 3] as const;
@@ -53,23 +53,6 @@ test.after.always(async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Polls describeTopic (every `intervalMs`, each call bounded by the client's retry budget) until `done` holds. */
-async function waitForTopic(admin: Admin, what: string, done: (d: TopicDescription) => boolean, timeoutMs: number, intervalMs = 100): Promise<{ d: TopicDescription; ms: number }> {
-  const started = Date.now();
-  let last: TopicDescription | undefined;
-  let lastError: unknown;
-  while (Date.now() - started < timeoutMs) {
-    try {
-      last = await admin.describeTopic(TOPIC);
-      if (done(last)) return { d: last, ms: Date.now() - started };
-    } catch (error) {
-      lastError = error;
-    }
-    await sleep(intervalMs);
-  }
-  const brief = last?.partitions.map((p) => `p${p.partition}: leader ${p.leader} epoch ${p.leaderEpoch} isr [${p.isr.join(',')}] hw ${p.highWatermark} leo ${p.logEndOffset}`).join('; ');
-  throw new Error(`${what}: not reached within ${timeoutMs} ms; last: ${brief ?? 'none'}${lastError === undefined ? '' : `; last error: ${String(lastError)}`}`);
-}
 
 const inSync = (d: TopicDescription) => d.partitions.length === PARTITIONS && d.partitions.every((p) => p.leader >= 0 && IDS.every((id) => p.isr.includes(id)));
 
@@ -114,7 +97,7 @@ async function run(t: ExecutionContext, scenario: Scenario): Promise<void> {
     const admin = adminClient.admin();
     await waitForCluster(admin, 'three brokers unfenced', (c) => c.controllerId >= 0 && c.brokers.length === IDS.length && c.brokers.every((b) => b.reachable && !b.fenced), 20_000);
     const created = await admin.createTopic({ name: TOPIC, partitions: PARTITIONS, replicationFactor: 3, config: { 'min.insync.replicas': '2' } });
-    const { d: initial } = await waitForTopic(admin, 'every partition led, ISR of 3', inSync, 20_000);
+    const { d: initial } = await waitForTopic(admin, TOPIC, 'every partition led, ISR of 3', inSync, 20_000);
     note(`cluster up and topic created in ${Date.now() - began} ms; leaders ${initial.partitions.map((p) => p.leader).join(',')}`);
 
     w = await Workload.start({
@@ -135,7 +118,7 @@ async function run(t: ExecutionContext, scenario: Scenario): Promise<void> {
     const victims = new Set<number>();
     const faultsAtMs: number[] = [];
     for (let round = 0; round < scenario.rounds; round++) {
-      const { d } = await waitForTopic(admin, `round ${round}: describe`, inSync, 20_000);
+      const { d } = await waitForTopic(admin, TOPIC, `round ${round}: describe`, inSync, 20_000);
       const { partition, leader: victim } = target(d, round);
       victims.add(victim);
       faultsAtMs.push(Date.now());
@@ -160,6 +143,7 @@ async function run(t: ExecutionContext, scenario: Scenario): Promise<void> {
     for (const a of load.acks) maxAcked[a.partition] = Math.max(maxAcked[a.partition]!, a.offset + 1);
     const { d: final } = await waitForTopic(
       admin,
+      TOPIC,
       'every partition fully replicated (ISR of 3, HW = LEO, past every acknowledged offset)',
       (x) => inSync(x) && x.partitions.every((p) => p.highWatermark === p.logEndOffset && p.highWatermark >= maxAcked[p.partition]!),
       30_000,
@@ -282,7 +266,7 @@ test.serial('kill -9 of partition leaders under acks=all load: acknowledged reco
       // Even rounds wait for the failover (and acks from the new leader) before the restart; odd
       // ones restart at once, so the new process registers while the old one still leads.
       if (round % 2 === 0) {
-        const { d } = await waitForTopic(admin, `partition ${partition} led by another node`, (x) => x.partitions[partition]!.leader >= 0 && x.partitions[partition]!.leader !== victim, 15_000, 50);
+        const { d } = await waitForTopic(admin, TOPIC, `partition ${partition} led by another node`, (x) => x.partitions[partition]!.leader >= 0 && x.partitions[partition]!.leader !== victim, 15_000, 50);
         const base = w.ackedPerPartition[partition]!;
         const ackMs = await w.waitUntil(`acks on partition ${partition} from its new leader`, () => w.ackedPerPartition[partition]! >= base + 20, 20_000);
         failover = `led by ${d.partitions[partition]!.leader} (epoch ${d.partitions[partition]!.leaderEpoch}) ${Date.now() - killedAt - ackMs} ms after the kill, acks flowing ${ackMs} ms later`;
@@ -290,7 +274,7 @@ test.serial('kill -9 of partition leaders under acks=all load: acknowledged reco
       const restartAt = Date.now();
       await cluster.startNode(victim);
       const readyMs = Date.now() - restartAt;
-      const { ms } = await waitForTopic(admin, `node ${victim} back in every ISR`, inSync, 30_000);
+      const { ms } = await waitForTopic(admin, TOPIC, `node ${victim} back in every ISR`, inSync, 30_000);
       return `${failover}; restarted, ready in ${readyMs} ms, in every ISR ${ms} ms later`;
     },
   });
@@ -308,7 +292,7 @@ test.serial('SIGSTOP of partition leaders past the session timeout, then SIGCONT
       let moved: string;
       try {
         // Paused for at least STOP_MS_MIN, and until its partition has another leader (bounded).
-        const { d } = await waitForTopic(admin, `partition ${partition} led by another node`, (x) => x.partitions[partition]!.leader >= 0 && x.partitions[partition]!.leader !== victim, 20_000, 50);
+        const { d } = await waitForTopic(admin, TOPIC, `partition ${partition} led by another node`, (x) => x.partitions[partition]!.leader >= 0 && x.partitions[partition]!.leader !== victim, 20_000, 50);
         moved = `led by ${d.partitions[partition]!.leader} (epoch ${d.partitions[partition]!.leaderEpoch}) ${Date.now() - stoppedAt} ms after SIGSTOP`;
         const left = STOP_MS_MIN - (Date.now() - stoppedAt);
         if (left > 0) await sleep(left);
@@ -318,7 +302,7 @@ test.serial('SIGSTOP of partition leaders past the session timeout, then SIGCONT
         cluster.signal(victim, 'SIGCONT');
       }
       const pausedMs = Date.now() - stoppedAt;
-      const { ms } = await waitForTopic(admin, `node ${victim} back in every ISR`, inSync, 30_000);
+      const { ms } = await waitForTopic(admin, TOPIC, `node ${victim} back in every ISR`, inSync, 30_000);
       return `${moved}; SIGCONT after ${pausedMs} ms, in every ISR ${ms} ms later`;
     },
   });

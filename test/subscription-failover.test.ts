@@ -40,12 +40,12 @@
 import test, { type ExecutionContext } from 'ava';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { codecs, Tidemark, type Admin, type Consumer, type ConsumerMessage, type TopicDescription } from '../src/index.js';
+import { codecs, Tidemark, type Consumer, type ConsumerMessage, type TopicDescription } from '../src/index.js';
 import type { SubscriptionType } from '../src/client/consumer.js';
 import { killAllCliProcesses } from './helpers/cli.js';
 import { waitForCluster } from './helpers/cluster.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
-import { ReplicationCluster } from './helpers/replication-cluster.js';
+import { ReplicationCluster, waitForTopic } from './helpers/replication-cluster.js';
 import { Workload } from './helpers/replication-workload.js';
 
 const IDS = [1, 2, 3] as const;
@@ -76,22 +76,6 @@ test.after.always(async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function waitForTopic(admin: Admin, what: string, done: (d: TopicDescription) => boolean, timeoutMs: number, intervalMs = 100): Promise<{ d: TopicDescription; ms: number }> {
-  const started = Date.now();
-  let last: TopicDescription | undefined;
-  let lastError: unknown;
-  while (Date.now() - started < timeoutMs) {
-    try {
-      last = await admin.describeTopic(TOPIC);
-      if (done(last)) return { d: last, ms: Date.now() - started };
-    } catch (error) {
-      lastError = error;
-    }
-    await sleep(intervalMs);
-  }
-  const brief = last?.partitions.map((p) => `p${p.partition}: leader ${p.leader} epoch ${p.leaderEpoch} isr [${p.isr.join(',')}] hw ${p.highWatermark}`).join('; ');
-  throw new Error(`${what}: not reached within ${timeoutMs} ms; last: ${brief ?? 'none'}${lastError === undefined ? '' : `; last error: ${String(lastError)}`}`);
-}
 
 const inSync = (d: TopicDescription) => d.partitions.length === PARTITIONS && d.partitions.every((p) => p.leader >= 0 && IDS.every((id) => p.isr.includes(id)));
 
@@ -304,7 +288,7 @@ async function run(t: ExecutionContext): Promise<void> {
     const admin = adminClient.admin();
     await waitForCluster(admin, 'three brokers unfenced', (c) => c.controllerId >= 0 && c.brokers.length === IDS.length && c.brokers.every((b) => b.reachable && !b.fenced), 20_000);
     await admin.createTopic({ name: TOPIC, partitions: PARTITIONS, replicationFactor: 3, config: { 'min.insync.replicas': '2' } });
-    await waitForTopic(admin, 'every partition led, ISR of 3', inSync, 20_000);
+    await waitForTopic(admin, TOPIC, 'every partition led, ISR of 3', inSync, 20_000);
     note(`cluster up and topic created in ${Date.now() - began} ms`);
 
     consumerClient = await Tidemark.connect({ servers: nats.url, cluster: name, name: 'sub-consumers', requestTimeoutMs: 3000, retry: { ...retry, totalMsMax: 60_000 } });
@@ -336,19 +320,19 @@ async function run(t: ExecutionContext): Promise<void> {
 
     const victims = new Set<number>();
     for (let round = 0; round < ROUNDS; round++) {
-      const { d } = await waitForTopic(admin, `round ${round}: describe`, inSync, 20_000);
+      const { d } = await waitForTopic(admin, TOPIC, `round ${round}: describe`, inSync, 20_000);
       const { partition, leader: victim } = target(d, round);
       victims.add(victim);
       const killedAt = Date.now();
       await cluster.kill(victim, 'SIGKILL');
-      const { d: moved } = await waitForTopic(admin, `partition ${partition} led by another node`, (x) => x.partitions[partition]!.leader >= 0 && x.partitions[partition]!.leader !== victim, 15_000, 50);
+      const { d: moved } = await waitForTopic(admin, TOPIC, `partition ${partition} led by another node`, (x) => x.partitions[partition]!.leader >= 0 && x.partitions[partition]!.leader !== victim, 15_000, 50);
       const ledMs = Date.now() - killedAt;
       const base = load.ackedPerPartition[partition]!;
       const flowing = Date.now();
       await load.waitUntil(`acks on partition ${partition} from its new leader, delivered to every subscription`, () => load.ackedPerPartition[partition]! >= base + 20 && deliveredEverywhere(partition, flowing), 20_000);
       const consumingMs = Date.now() - killedAt;
       await cluster.startNode(victim);
-      const { ms } = await waitForTopic(admin, `node ${victim} back in every ISR`, inSync, 30_000);
+      const { ms } = await waitForTopic(admin, TOPIC, `node ${victim} back in every ISR`, inSync, 30_000);
       note(
         `round ${round}: partition ${partition} leader ${victim} (epoch ${d.partitions[partition]!.leaderEpoch}) killed; led by ${moved.partitions[partition]!.leader} after ${ledMs} ms, ` +
           `produced to and consumed by every subscription after ${consumingMs} ms; restarted, in every ISR ${ms} ms later`,

@@ -13,12 +13,12 @@
  * TM_SUB_MEMORY_CONTROL=1 runs the same load with no subscription (the RSS it reports is the
  * node's own under that load, for comparison). Figures in docs/subscriptions.md.
  */
-import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { codecs } from '../src/client/codecs.js';
 import { behaviourFixture } from './helpers/behaviour-fixture.js';
+import { mib, rssBytes } from './helpers/rss.js';
 
 const MiB = 1024 * 1024;
 const MEMORY_BYTES = Number(process.env['TM_SUB_MEMORY_BYTES'] ?? 384 * MiB);
@@ -32,15 +32,6 @@ const RSS_BOUND_BYTES = 768 * MiB;
 const LOG_DIR = join(tmpdir(), `tidemark-subscription-memory-${process.pid}`);
 
 const fx = behaviourFixture(test, { cluster: 'submem', nodes: [{ id: 1 }], voters: [1], logDir: LOG_DIR, client: { requestTimeoutMs: 10_000 } });
-
-async function rssBytes(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status);
-  if (kb === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(kb[1]) * 1024;
-}
-
-const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
 
 test.serial(`a consumer that stops reading while ${mib(MEMORY_BYTES)} are written keeps its leader's memory bounded, and then reads on from where it stopped`, async (t) => {
   t.timeout(Math.max(120, PAUSE_S * 3) * 1000);

@@ -14,11 +14,8 @@
 import { TidemarkError } from '../protocol/errors.js';
 import { REQUEST_TIMEOUT_MS_MAX } from '../protocol/messages.js';
 import { ACK_RANGES_MAX, ackReply, NACKS_MAX, type AckReply, type AckRequest } from '../protocol/subscription-messages.js';
-import type { Subjects } from '../protocol/subjects.js';
-import type { Clock, Random } from '../runtime/ports.js';
-import { retry, type RetryPolicy } from '../runtime/retry.js';
-import type { MetadataCache } from './metadata.js';
-import type { Rpc } from './rpc.js';
+import { retry } from '../runtime/retry.js';
+import type { AdminDeps } from './admin.js';
 
 /** Sorted, de-duplicated offsets as a flat list of [start, end) pairs: [3,4,5,9] → [3,6,9,10]. */
 export function coalesceRanges(offsets: Iterable<number>): number[] {
@@ -46,15 +43,8 @@ interface PartitionAcks {
   nacks: Set<number>;
 }
 
-export type AckBatcherDeps = {
-  rpc: Rpc;
-  subjects: Subjects;
-  metadata: MetadataCache;
-  clock: Clock;
-  random: Random;
-  policy: RetryPolicy;
-  requestTimeoutMs: number;
-  signal: AbortSignal;
+/** The admin client's call-path parts (rpc, metadata, retry policy, budget), plus the consumer's identity. */
+export type AckBatcherDeps = AdminDeps & {
   topic: string;
   subscription: string;
   consumerId: string;

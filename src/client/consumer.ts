@@ -24,7 +24,7 @@
  * the retry budget, or any non-retriable error (CONSUMER_BUSY, ...), fails the consumer: the
  * iterator throws it and the consumer closes.
  */
-import { decodeBatch, splitBatches, verifyBatch, type RecordHeaders, type StoredRecord } from '../protocol/batch.js';
+import { splitBatches, verifyBatch, type RecordHeaders, type StoredRecord } from '../protocol/batch.js';
 import { TidemarkError } from '../protocol/errors.js';
 import { FETCH_WAIT_MS_MAX, PAYLOAD_BYTES_MAX, REQUEST_TIMEOUT_MS_MAX, type TopicMetadata } from '../protocol/messages.js';
 import {
@@ -55,6 +55,7 @@ import type { MetadataCache } from './metadata.js';
 import type { Producer } from './producer.js';
 import type { ReaderRecord } from './reader.js';
 import type { Rpc } from './rpc.js';
+import { DONE, SerialIterator } from './serial-iterator.js';
 
 export type { SubscriptionType, InitialPosition };
 
@@ -248,7 +249,6 @@ export const DLQ_HEADERS = { topic: 'tidemark-dlq-origin-topic', partition: 'tid
 
 const lenientUtf8 = new TextDecoder('utf-8');
 const utf8Encoder = new TextEncoder();
-const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
 /** A delivered record not yet handed to the application. */
 interface Delivered {
@@ -328,7 +328,7 @@ interface Session {
   markFirstDone: () => void;
 }
 
-export class ConsumerImpl<T> implements Consumer<T> {
+export class ConsumerImpl<T> extends SerialIterator<ConsumerMessage<T>> implements Consumer<T> {
   readonly topic: string;
   readonly subscription: string;
   readonly type: SubscriptionType;
@@ -374,12 +374,12 @@ export class ConsumerImpl<T> implements Consumer<T> {
   private routeAtMs = Number.POSITIVE_INFINITY;
   private routing: Promise<void> | undefined;
   private refreshTimer: unknown;
-  private iterating: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly deps: ConsumerDeps,
     private readonly options: ConsumerOptions<T>,
   ) {
+    super();
     if (!isValidTopicName(options.topic)) throw new TidemarkError('INVALID_TOPIC', `invalid topic name "${options.topic}"`);
     if (typeof options.subscription !== 'string' || !isValidSubscriptionName(options.subscription)) {
       throw new TidemarkError('INVALID_REQUEST', `invalid subscription name "${options.subscription}": use 1-128 of [A-Za-z0-9._-]`);
@@ -462,21 +462,6 @@ export class ConsumerImpl<T> implements Consumer<T> {
     return this.queue.length;
   }
 
-  [Symbol.asyncIterator](): this {
-    return this;
-  }
-
-  /** Calls are served one at a time, in order. */
-  next(): Promise<IteratorResult<ConsumerMessage<T>, undefined>> {
-    const result = this.iterating.then(() => this.pull());
-    this.iterating = result.catch(() => undefined);
-    return result;
-  }
-
-  async return(): Promise<IteratorResult<ConsumerMessage<T>, undefined>> {
-    await this.close();
-    return DONE;
-  }
 
   ack(message: ConsumerMessage<T>): Promise<void> {
     const check = this.own(message);
@@ -533,7 +518,7 @@ export class ConsumerImpl<T> implements Consumer<T> {
     return undefined;
   }
 
-  private async pull(): Promise<IteratorResult<ConsumerMessage<T>, undefined>> {
+  protected async pull(): Promise<IteratorResult<ConsumerMessage<T>, undefined>> {
     for (;;) {
       if (this.failure !== undefined) throw this.failure;
       if (this.closed) return DONE;

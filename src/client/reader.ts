@@ -14,6 +14,7 @@ import type { Codec } from './codecs.js';
 import type { MetadataCache } from './metadata.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import type { Rpc } from './rpc.js';
+import { DONE, SerialIterator } from './serial-iterator.js';
 
 export type StartFrom = 'earliest' | 'latest' | { offset: number };
 
@@ -95,7 +96,6 @@ export type ReaderDeps = {
 export const READER_DEFAULTS = { maxWaitMs: 500, fetchBytesMax: 1 << 20, from: 'earliest' } as const;
 
 const lenientUtf8 = new TextDecoder('utf-8');
-const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 
 class DecodedRecord<T> implements ReaderRecord<T> {
   constructor(
@@ -119,7 +119,7 @@ class DecodedRecord<T> implements ReaderRecord<T> {
   }
 }
 
-export class ReaderImpl<T> implements Reader<T> {
+export class ReaderImpl<T> extends SerialIterator<ReaderRecord<T>> implements Reader<T> {
   readonly topic: string;
   readonly partition: number;
   private offset: number | undefined;
@@ -134,12 +134,12 @@ export class ReaderImpl<T> implements Reader<T> {
   private readonly policy: RetryPolicy;
   private readonly abort = new AbortController();
   private closed = false;
-  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly deps: ReaderDeps,
     private readonly options: ReaderOptions<T>,
   ) {
+    super();
     if (!isValidTopicName(options.topic)) throw new TidemarkError('INVALID_TOPIC', `invalid topic name "${options.topic}"`);
     this.topic = options.topic;
     this.partition = intOption('partition', options.partition, 0, Number.MAX_SAFE_INTEGER);
@@ -159,21 +159,6 @@ export class ReaderImpl<T> implements Reader<T> {
     return this.lastHighWatermark;
   }
 
-  [Symbol.asyncIterator](): this {
-    return this;
-  }
-
-  /** Calls are served one at a time, in order. */
-  next(): Promise<IteratorResult<ReaderRecord<T>, undefined>> {
-    const result = this.queue.then(() => this.pull());
-    this.queue = result.catch(() => undefined);
-    return result;
-  }
-
-  async return(): Promise<IteratorResult<ReaderRecord<T>, undefined>> {
-    await this.close();
-    return DONE;
-  }
 
   async close(): Promise<void> {
     if (this.closed) return;
@@ -188,7 +173,7 @@ export class ReaderImpl<T> implements Reader<T> {
     return this.close();
   }
 
-  private async pull(): Promise<IteratorResult<ReaderRecord<T>, undefined>> {
+  protected async pull(): Promise<IteratorResult<ReaderRecord<T>, undefined>> {
     // Each turn either returns a buffered record or waits on one fetch (a long poll when idle).
     for (;;) {
       if (this.closed) return DONE;

@@ -8,6 +8,7 @@
  *
  * Every wait is bounded; `destroy()` SIGKILLs whatever still runs (SIGCONT first).
  */
+import type { Admin, TopicDescription } from '../../src/index.js';
 import { createHash } from 'node:crypto';
 import { access, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -244,4 +245,29 @@ export async function readReplicas(node: number, dataDir: string, topicId: strin
   } finally {
     await storage.close();
   }
+}
+
+/** Polls describeTopic (every `intervalMs`, each call bounded by the client's retry budget) until `done` holds. */
+export async function waitForTopic(
+  admin: Admin,
+  topic: string,
+  what: string,
+  done: (d: TopicDescription) => boolean,
+  timeoutMs: number,
+  intervalMs = 100,
+): Promise<{ d: TopicDescription; ms: number }> {
+  const started = Date.now();
+  let last: TopicDescription | undefined;
+  let lastError: unknown;
+  while (Date.now() - started < timeoutMs) {
+    try {
+      last = await admin.describeTopic(topic);
+      if (done(last)) return { d: last, ms: Date.now() - started };
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  const brief = last?.partitions.map((p) => `p${p.partition}: leader ${p.leader} epoch ${p.leaderEpoch} isr [${p.isr.join(',')}] hw ${p.highWatermark} leo ${p.logEndOffset}`).join('; ');
+  throw new Error(`${what}: not reached within ${timeoutMs} ms; last: ${brief ?? 'none'}${lastError === undefined ? '' : `; last error: ${String(lastError)}`}`);
 }
