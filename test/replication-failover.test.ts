@@ -32,7 +32,7 @@ import { Tidemark, type Admin, type TopicDescription } from '../src/index.js';
 import { killAllCliProcesses } from './helpers/cli.js';
 import { waitForCluster } from './helpers/cluster.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
-import { ReplicationCluster, waitForTopic, readReplicas, type StoredReplica } from './helpers/replication-cluster.js';
+import { ReplicationCluster, waitForTopic, allInSync, roundTarget, readReplicas, type StoredReplica } from './helpers/replication-cluster.js';
 import { verify, Workload, type FinalLog } from './helpers/replication-workload.js';
 
 const IDS = [1, 2, 3] as const;
@@ -53,19 +53,9 @@ test.after.always(async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+const inSync = (d: TopicDescription) => allInSync(d, PARTITIONS, IDS);
 
-const inSync = (d: TopicDescription) => d.partitions.length === PARTITIONS && d.partitions.every((p) => p.leader >= 0 && IDS.every((id) => p.isr.includes(id)));
-
-/** The partition to hit in `round`: one led by the node whose turn it is, else the round's partition. */
-function target(d: TopicDescription, round: number): { partition: number; leader: number } {
-  const wanted = IDS[round % IDS.length]!;
-  for (let i = 0; i < PARTITIONS; i++) {
-    const p = d.partitions[(round + i) % PARTITIONS]!;
-    if (p.leader === wanted) return { partition: p.partition, leader: p.leader };
-  }
-  const p = d.partitions[round % PARTITIONS]!;
-  return { partition: p.partition, leader: p.leader };
-}
+const target = (d: TopicDescription, round: number) => roundTarget(d, round, IDS);
 
 interface Scenario {
   name: string;

@@ -45,7 +45,7 @@ import type { SubscriptionType } from '../src/client/consumer.js';
 import { killAllCliProcesses } from './helpers/cli.js';
 import { waitForCluster } from './helpers/cluster.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
-import { ReplicationCluster, waitForTopic } from './helpers/replication-cluster.js';
+import { ReplicationCluster, waitForTopic, allInSync, roundTarget } from './helpers/replication-cluster.js';
 import { Workload } from './helpers/replication-workload.js';
 
 const IDS = [1, 2, 3] as const;
@@ -76,18 +76,9 @@ test.after.always(async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+const inSync = (d: TopicDescription) => allInSync(d, PARTITIONS, IDS);
 
-const inSync = (d: TopicDescription) => d.partitions.length === PARTITIONS && d.partitions.every((p) => p.leader >= 0 && IDS.every((id) => p.isr.includes(id)));
-
-function target(d: TopicDescription, round: number): { partition: number; leader: number } {
-  const wanted = IDS[round % IDS.length]!;
-  for (let i = 0; i < PARTITIONS; i++) {
-    const p = d.partitions[(round + i) % PARTITIONS]!;
-    if (p.leader === wanted) return { partition: p.partition, leader: p.leader };
-  }
-  const p = d.partitions[round % PARTITIONS]!;
-  return { partition: p.partition, leader: p.leader };
-}
+const target = (d: TopicDescription, round: number) => roundTarget(d, round, IDS);
 
 interface Delivery {
   consumer: number;

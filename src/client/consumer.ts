@@ -44,17 +44,15 @@ import {
   type InitialPosition,
   type SubscriptionType,
 } from '../protocol/subscription-messages.js';
-import { isValidTopicName, type Subjects } from '../protocol/subjects.js';
-import type { Clock, Random } from '../runtime/ports.js';
+import { isValidTopicName } from '../protocol/subjects.js';
+import type { Random } from '../runtime/ports.js';
 import { abortable, retry, retryPolicy, RetryBudget, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import { BatchCache, type Entry as BatchEntry } from './batch-cache.js';
 import { AckBatcher } from './ack-batcher.js';
 import type { Codec } from './codecs.js';
 import { Fifo } from './fifo.js';
-import type { MetadataCache } from './metadata.js';
 import type { Producer } from './producer.js';
-import type { ReaderRecord } from './reader.js';
-import type { Rpc } from './rpc.js';
+import type { ReaderDeps, ReaderRecord } from './reader.js';
 import { DONE, SerialIterator } from './serial-iterator.js';
 
 export type { SubscriptionType, InitialPosition };
@@ -206,21 +204,14 @@ export interface Consumer<T> extends AsyncIterableIterator<ConsumerMessage<T>> {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-export type ConsumerDeps = {
-  rpc: Rpc;
-  subjects: Subjects;
-  metadata: MetadataCache;
-  clock: Clock;
-  random: Random;
-  policy: RetryPolicy;
-  requestTimeoutMs: number;
+/** A reader's call-path parts (rpc, metadata, clock, retry policy, budget, onClosed), plus what a consumer also needs. */
+export type ConsumerDeps = ReaderDeps & {
   /** Registers the subscription (idempotent); does its own retries. */
   ensureSubscription: (topic: string, name: string, initialPosition: InitialPosition) => Promise<void>;
   /** Creates a topic with one partition if it does not exist (the dead-letter topic). */
   ensureTopic: (name: string, replicationFactor: number) => Promise<void>;
   /** A producer of raw bytes (the dead-letter topic). */
   producer: (topic: string) => Producer<Uint8Array>;
-  onClosed: () => void;
 };
 
 export const CONSUMER_DEFAULTS = {

@@ -271,3 +271,20 @@ export async function waitForTopic(
   const brief = last?.partitions.map((p) => `p${p.partition}: leader ${p.leader} epoch ${p.leaderEpoch} isr [${p.isr.join(',')}] hw ${p.highWatermark} leo ${p.logEndOffset}`).join('; ');
   throw new Error(`${what}: not reached within ${timeoutMs} ms; last: ${brief ?? 'none'}${lastError === undefined ? '' : `; last error: ${String(lastError)}`}`);
 }
+
+/** Every partition has a leader and all of `ids` in its ISR. */
+export function allInSync(d: TopicDescription, partitions: number, ids: readonly number[]): boolean {
+  return d.partitions.length === partitions && d.partitions.every((p) => p.leader >= 0 && ids.every((id) => p.isr.includes(id)));
+}
+
+/** The partition to hit in `round`: one led by the node whose turn it is, else the round's partition. */
+export function roundTarget(d: TopicDescription, round: number, ids: readonly number[]): { partition: number; leader: number } {
+  const n = d.partitions.length;
+  const wanted = ids[round % ids.length]!;
+  for (let i = 0; i < n; i++) {
+    const p = d.partitions[(round + i) % n]!;
+    if (p.leader === wanted) return { partition: p.partition, leader: p.leader };
+  }
+  const p = d.partitions[round % n]!;
+  return { partition: p.partition, leader: p.leader };
+}
