@@ -36,20 +36,7 @@ function replicationCharts(results: SuiteResults): Chart[] {
     }),
   });
   for (const bytes of sizes) {
-    const series: Series[] = r.rows
-      .filter((row) => row.recordBytes === bytes && row.latency !== undefined)
-      .map((row) => ({ name: row.label, points: row.latency!.curve.filter(([p]) => p >= 50) }));
-    const t = `Latency send -> ack at ${r.options.rate} records/s, ${sizeName(bytes)} records`;
-    charts.push({
-      file: `replication-latency-${bytes}.svg`,
-      title: t,
-      svg: lineChart({
-        title: t,
-        x: { label: 'percentile', scale: 'nines', ticks: [50, 90, 99, 99.9, 99.99, 100] },
-        y: { label: 'ms (log scale)', scale: 'log' },
-        series,
-      }),
-    });
+    charts.push(latencyChart(`replication-latency-${bytes}.svg`, `Latency send -> ack at ${r.options.rate} records/s, ${sizeName(bytes)} records`, r.rows, bytes));
   }
   return charts;
 }
@@ -108,24 +95,34 @@ function subscriptionsCharts(results: SuiteResults): Chart[] {
     },
   ];
   for (const bytes of sizes) {
-    const series: Series[] = r.rows
-      .filter((row) => row.recordBytes === bytes && row.latency !== undefined)
-      .map((row) => ({ name: row.label, points: row.latency!.curve.filter(([p]) => p >= 50) }));
-    const t = `Subscriptions: end-to-end latency (send -> consumer receipt) at ${r.options.rate} msgs/s, ${sizeName(bytes)}`;
-    charts.push({
-      file: `subscriptions-latency-${bytes}.svg`,
-      title: t,
-      svg: lineChart({
-        title: t,
-        x: { label: 'percentile', scale: 'nines', ticks: [50, 90, 99, 99.9, 99.99, 100] },
-        y: { label: 'ms (log scale)', scale: 'log' },
-        series,
-      }),
-    });
+    const title = `Subscriptions: end-to-end latency (send -> consumer receipt) at ${r.options.rate} msgs/s, ${sizeName(bytes)}`;
+    charts.push(latencyChart(`subscriptions-latency-${bytes}.svg`, title, r.rows, bytes));
   }
   return charts;
 }
 
 export function charts(results: SuiteResults): Chart[] {
   return [...replicationCharts(results), ...subscriptionsCharts(results), ...partitionsChart(results), ...idleChart(results)];
+}
+
+/** Latency percentiles (from p50) of the rows of one record size, one line per row, log scale. */
+function latencyChart(
+  file: string,
+  title: string,
+  rows: ReadonlyArray<{ label: string; recordBytes: number; latency?: { curve: Array<[number, number]> } | undefined }>,
+  bytes: number,
+): Chart {
+  const series: Series[] = rows
+    .filter((row) => row.recordBytes === bytes && row.latency !== undefined)
+    .map((row) => ({ name: row.label, points: row.latency!.curve.filter(([p]) => p >= 50) }));
+  return {
+    file,
+    title,
+    svg: lineChart({
+      title,
+      x: { label: 'percentile', scale: 'nines', ticks: [50, 90, 99, 99.9, 99.99, 100] },
+      y: { label: 'ms (log scale)', scale: 'log' },
+      series,
+    }),
+  };
 }
