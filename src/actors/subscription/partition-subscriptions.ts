@@ -403,6 +403,8 @@ export class PartitionSubscriptions {
           const header = readBatchHeader(batch);
           if (isControlBatch(batch)) {
             for (const r of decodeCursorBatch(batch)) inWindow.set(`${r.name}:${r.id}`, r);
+            // Only the first window's (ascending, the newest): enough for cursors placed near the log
+            // end not to count them as backlog; older ones are passed by the read-ahead anyway.
             if (window === 2 * CURSOR_REFRESH_RECORDS) this.noteControl(header.baseOffset, header.baseOffset + header.recordCount);
           }
           at = header.baseOffset + header.recordCount;
