@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { codecs } from '../src/client/codecs.js';
+import { pollUntil } from './helpers/behaviour-cluster.js';
 import { behaviourFixture } from './helpers/behaviour-fixture.js';
 import { soleLeader, waitForCluster } from './helpers/cluster.js';
 
@@ -30,10 +31,14 @@ const fx = behaviourFixture(test, {
 test.serial('a topic larger than one Raft entry is created as a transaction; its first and last partitions take and serve records', async (t) => {
   t.timeout(90_000);
   await waitForCluster(fx.client.admin(), 'one controller, three brokers', (c) => soleLeader(c) !== undefined && c.brokers.filter((b) => !b.fenced).length === 3, 15_000);
-  const before = (await fx.client.admin().describeCluster()).metadataOffset;
+  // describeCluster's offset is the highest a broker's status reply carried; a busy broker may answer
+  // after the status wait (then it is -1), so read it until some broker has answered.
+  const metadataOffset = async (atLeast: number) =>
+    (await pollUntil('a broker reports its metadata offset', () => fx.client.admin().describeCluster(), (c) => c.metadataOffset >= atLeast, 15_000)).value.metadataOffset;
+  const before = await metadataOffset(0);
   const started = performance.now();
   const created = await fx.client.admin().createTopic({ name: 'wide', partitions: BIG_PARTITIONS, replicationFactor: 3, config: {} });
-  const after = (await fx.client.admin().describeCluster()).metadataOffset;
+  const after = await metadataOffset(before);
   t.log(`created ${BIG_PARTITIONS} partitions (RF 3) in ${Math.round(performance.now() - started)} ms, metadata offset ${before} -> ${after}`);
   t.is(created.partitions.length, BIG_PARTITIONS);
   t.true(after - before >= 3, 'the creation took several entries (a transaction)');
