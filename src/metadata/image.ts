@@ -3,6 +3,7 @@
  * committed metadata records in order. `applyRecord` is pure and total over valid records.
  */
 import type { SubscriptionMetadata } from '../protocol/subscription-messages.js';
+import { NO_PRODUCER_ACCESS, type ProducerAccessInfo } from '../protocol/producer-messages.js';
 import type { MetadataRecord, PartitionRecord } from './records.js';
 
 export interface BrokerInfo {
@@ -32,6 +33,8 @@ export interface TopicInfo {
   readonly partitions: readonly PartitionInfo[];
   /** Its subscriptions (the registry: name, id, initial position), sorted by name. */
   readonly subscriptions: readonly SubscriptionMetadata[];
+  /** Its producer epoch and exclusive producer (issue 12). */
+  readonly producerAccess: ProducerAccessInfo;
 }
 
 export interface MetadataImage {
@@ -89,7 +92,7 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
     }
     case 'Topic': {
       const topicsById = new Map(image.topicsById);
-      topicsById.set(record.topicId, { topicId: record.topicId, name: record.name, config: record.config, partitions: [], subscriptions: [] });
+      topicsById.set(record.topicId, { topicId: record.topicId, name: record.name, config: record.config, partitions: [], subscriptions: [], producerAccess: NO_PRODUCER_ACCESS });
       const topicIdsByName = new Map(image.topicIdsByName);
       topicIdsByName.set(record.name, record.topicId);
       return { ...image, offset, topicsById, topicIdsByName };
@@ -123,6 +126,18 @@ export function applyRecord(image: MetadataImage, record: MetadataRecord, offset
       const subscriptions = [...topic.subscriptions.filter((s) => s.name !== record.name), subscription].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       const topicsById = new Map(image.topicsById);
       topicsById.set(record.topicId, { ...topic, subscriptions });
+      return { ...image, offset, topicsById };
+    }
+    case 'ProducerAccess': {
+      const topic = image.topicsById.get(record.topicId);
+      if (topic === undefined) return { ...image, offset };
+      const producerAccess: ProducerAccessInfo = {
+        epoch: record.epoch,
+        fencedEpoch: record.fencedEpoch,
+        ...(record.owner === undefined ? {} : { owner: { ...record.owner } }),
+      };
+      const topicsById = new Map(image.topicsById);
+      topicsById.set(record.topicId, { ...topic, producerAccess });
       return { ...image, offset, topicsById };
     }
     case 'RemoveSubscription': {
@@ -171,6 +186,10 @@ export function imageRecords(image: MetadataImage): MetadataRecord[] {
     }
     for (const s of t.subscriptions) {
       records.push({ type: 'Subscription', topicId: t.topicId, name: s.name, initialPosition: s.initialPosition, partitionsAtCreation: s.partitionsAtCreation, id: s.id });
+    }
+    const a = t.producerAccess;
+    if (a.epoch > 0 || a.owner !== undefined) {
+      records.push({ type: 'ProducerAccess', topicId: t.topicId, epoch: a.epoch, fencedEpoch: a.fencedEpoch, ...(a.owner === undefined ? {} : { owner: { ...a.owner } }) });
     }
   }
   return records;

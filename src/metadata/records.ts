@@ -10,6 +10,7 @@ import { decode, encode } from '@msgpack/msgpack';
 import { TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX, TOPIC_PARTITIONS_MAX, REPLICATION_FACTOR_MAX } from '../protocol/messages.js';
 import { INITIAL_POSITIONS, isValidSubscriptionName } from '../protocol/subscription-messages.js';
 import { TidemarkError } from '../protocol/errors.js';
+import { ACCESS_MODES, PRODUCER_EPOCH_MAX } from '../protocol/producer-messages.js';
 import { optional, array, bool, int, object, oneOf, str, stringMap, type Schema } from '../protocol/validate.js';
 
 const brokerId = int(0, 2 ** 31 - 1);
@@ -71,6 +72,18 @@ export const subscriptionRecord = object({
   partitionsAtCreation: int(1, TOPIC_PARTITIONS_MAX),
   id: optional(int(0, Number.MAX_SAFE_INTEGER)),
 });
+/**
+ * A topic's producer access changed (issue 12): its producer epoch, the epoch of its last fencing
+ * and its exclusive producer (absent: none). One entry per change of exclusive owner, never per
+ * record; the whole state each time, so the image keeps the last one.
+ */
+export const producerAccessRecord = object({
+  type: oneOf('ProducerAccess'),
+  topicId: str(32),
+  epoch: int(0, PRODUCER_EPOCH_MAX),
+  fencedEpoch: int(0, PRODUCER_EPOCH_MAX),
+  owner: optional(object({ name: str(128), sessionId: str(64), accessMode: oneOf(...ACCESS_MODES) })),
+});
 /** A subscription deleted: its cursors go with it. */
 export const removeSubscriptionRecord = object({ type: oneOf('RemoveSubscription'), topicId: str(32), name: subscriptionName });
 /** The controller stops trusting a broker (missed heartbeats, or a new registration replaced it). */
@@ -101,6 +114,7 @@ export type FenceBrokerRecord = ReturnType<typeof fenceBrokerRecord>;
 export type UnfenceBrokerRecord = ReturnType<typeof unfenceBrokerRecord>;
 export type SubscriptionRecord = ReturnType<typeof subscriptionRecord>;
 export type RemoveSubscriptionRecord = ReturnType<typeof removeSubscriptionRecord>;
+export type ProducerAccessRecord = ReturnType<typeof producerAccessRecord>;
 export type MetadataRecord =
   | RegisterBrokerRecord
   | TopicRecord
@@ -111,6 +125,7 @@ export type MetadataRecord =
   | UnfenceBrokerRecord
   | SubscriptionRecord
   | RemoveSubscriptionRecord
+  | ProducerAccessRecord
   | BeginTransactionRecord
   | TransactionPartRecord;
 
@@ -124,6 +139,7 @@ const schemas: Record<MetadataRecord['type'], Schema<MetadataRecord>> = {
   UnfenceBroker: unfenceBrokerRecord,
   Subscription: subscriptionRecord,
   RemoveSubscription: removeSubscriptionRecord,
+  ProducerAccess: producerAccessRecord,
   BeginTransaction: beginTransactionRecord,
   TransactionPart: transactionPartRecord,
 };

@@ -96,6 +96,10 @@ export const ErrorCodes = {
   UNKNOWN_SUBSCRIPTION: { retriable: true, message: 'unknown subscription' },
   /** Cumulative acks are for Exclusive and Failover subscriptions only (Pulsar's rule). */
   CUMULATIVE_ACK_NOT_ALLOWED: { retriable: false, message: 'cumulative ack is not allowed on Shared and Key_Shared subscriptions' },
+  /** The topic's producer epoch moved past this producer's: another took the topic exclusively (issue 12). */
+  PRODUCER_FENCED: { retriable: false, message: 'producer was fenced by a newer exclusive producer' },
+  /** The topic has a producer this access mode cannot share it with (an exclusive one, or any, for Exclusive). */
+  PRODUCER_BUSY: { retriable: false, message: 'topic has a producer that excludes this one' },
   INTERNAL: { retriable: false, message: 'internal error' },
   /** The client was closed while a call was pending. */
   CLOSED: { retriable: false, message: 'client closed' },

@@ -45,6 +45,11 @@ export const produceRequest = object({
   /** acks=all: the leader answers REQUEST_TIMED_OUT if a batch is not committed within it of arrival. */
   timeoutMs,
   acks: oneOf(0, 1, -1),
+  /**
+   * The topic producer epoch this producer was granted (producer-messages.ts); a leader that knows
+   * a higher one refuses every entry PRODUCER_FENCED. Absent: 0 (a producer that never attached).
+   */
+  accessEpoch: optional(int(0, Number.MAX_SAFE_INTEGER)),
   partitions: array(
     object({
       partition: partitionIndex,
@@ -206,6 +211,10 @@ export interface TopicMetadata {
    * has none (and from brokers that predate subscriptions): read it as `?? []`.
    */
   subscriptions?: SubscriptionMetadata[];
+  /** The topic's producer epoch (issue 12); absent: 0. */
+  producerEpoch?: number;
+  /** The topic's exclusive producer, if any: its name and access mode. */
+  exclusiveProducer?: { name: string; accessMode: string };
 }
 
 export interface BrokerMetadata {
@@ -285,9 +294,16 @@ const topicMetadata: Schema<TopicMetadata> = (v, path) => {
     config: stringMap(TOPIC_CONFIG_ENTRIES_MAX, TOPIC_CONFIG_LENGTH_MAX),
     partitions: array(partitionMetadata, TOPIC_PARTITIONS_MAX),
     subscriptions: optional(array(subscriptionMetadataSchema, 256)),
+    producerEpoch: optional(int(0, Number.MAX_SAFE_INTEGER)),
+    exclusiveProducer: optional(object({ name: str(128), accessMode: str(32) })),
   })(v, path);
-  const { subscriptions, ...rest } = o;
-  return subscriptions === undefined || subscriptions.length === 0 ? rest : { ...rest, subscriptions };
+  const { subscriptions, producerEpoch, exclusiveProducer, ...rest } = o;
+  return {
+    ...rest,
+    ...(subscriptions === undefined || subscriptions.length === 0 ? {} : { subscriptions }),
+    ...(producerEpoch === undefined || producerEpoch === 0 ? {} : { producerEpoch }),
+    ...(exclusiveProducer === undefined ? {} : { exclusiveProducer }),
+  };
 };
 export const metadataReply: Schema<MetadataReply> = object({
   offset: int(-1, Number.MAX_SAFE_INTEGER),

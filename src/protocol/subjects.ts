@@ -16,6 +16,7 @@
  *   tm.<cluster>.b.<broker>.consume.<topic>.<sub>   one consumer's session poll for the topic's partitions the broker leads
  *   tm.<cluster>.b.<broker>.ack.<topic>.<sub>       acks and nacks of that consumer
  *   tm.<cluster>.b.<broker>.sub-admin.<topic>       describe / reset the topic's subscriptions on partitions it leads
+ *   tm.<cluster>.b.<broker>.fence.<topic>           fence the topic's partitions it leads at a new producer epoch
  *
  * The topic sits in the subject so NATS permissions can allow or deny per topic. Topic names may
  * contain '.', which NATS uses as a token separator, so a topic token writes '.' as '~' ('~' is not
@@ -31,6 +32,9 @@ export const ADMIN_OPS = [
   'elect-leaders',
   'create-subscription',
   'delete-subscription',
+  'producer-attach',
+  'producer-heartbeat',
+  'producer-detach',
 ] as const;
 export type AdminOp = (typeof ADMIN_OPS)[number];
 export type PartitionOp = 'fetch' | 'replica-fetch';
@@ -109,6 +113,23 @@ export class Subjects {
 
   produceWildcard(brokerId: number): string {
     return `${this.prefix}.b.${brokerId}.produce.*`;
+  }
+
+  /** A new exclusive producer's fence of the topic's partitions `brokerId` leads (producer-messages.ts). */
+  fence(brokerId: number, topic: string): string {
+    return `${this.prefix}.b.${brokerId}.fence.${topicToken(topic)}`;
+  }
+
+  fenceWildcard(brokerId: number): string {
+    return `${this.prefix}.b.${brokerId}.fence.*`;
+  }
+
+  /** The topic of a `…b.<broker>.fence.<topic>` subject; undefined if malformed. */
+  parseFence(subject: string): string | undefined {
+    const tokens = subject.split('.');
+    if (tokens.length !== 6 || tokens[4] !== 'fence') return undefined;
+    const topic = topicFromToken(tokens[5]!);
+    return isValidTopicName(topic) ? topic : undefined;
   }
 
   /** The topic of a `…b.<broker>.produce.<topic>` subject; undefined if malformed. */

@@ -18,6 +18,8 @@ export function topicMetadata(topic: TopicInfo): TopicMetadata {
     })),
     // Only when there are some: replies without them are what they were before subscriptions.
     ...(topic.subscriptions.length > 0 ? { subscriptions: topic.subscriptions.map((s) => ({ ...s })) } : {}),
+    ...(topic.producerAccess.epoch > 0 ? { producerEpoch: topic.producerAccess.epoch } : {}),
+    ...(topic.producerAccess.owner === undefined ? {} : { exclusiveProducer: { name: topic.producerAccess.owner.name, accessMode: topic.producerAccess.owner.accessMode } }),
   };
 }
 
