@@ -21,6 +21,7 @@ export type {
   TopicMetadata,
 } from './client/admin.js';
 export type { Acks, Producer, ProducerOptions, ProducerRecord, RecordMetadata } from './client/producer.js';
+export type { AccessMode } from './client/producer-access.js';
 export type { Reader, ReaderOptions, ReaderRecord, StartFrom } from './client/reader.js';
 export type { Consumer, ConsumerMessage, ConsumerOptions, DeadLetterPolicy, InitialPosition, SubscriptionType } from './client/consumer.js';
 export type { RetryOptions } from './runtime/retry.js';

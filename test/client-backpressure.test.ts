@@ -80,7 +80,7 @@ test('a send() blocked on a full inFlightBytesMax rejects with TIMEOUT after max
   await settle();
   t.is(d(), 3);
   t.deepEqual(storedIds(cluster), [9, 0, 1, 3], 'c never left the client; the others kept send order');
-  t.is(clock.pendingTimers, 0, 'no expiry timer is left once nobody waits');
+  t.is(clock.pendingTimers, 1, 'no expiry timer is left once nobody waits (the one timer is the producer session heartbeat)');
   await client.close();
 });
 

@@ -190,6 +190,10 @@ export interface TopicDescription {
   topicId: string;
   config: Record<string, string>;
   partitions: PartitionDescription[];
+  /** The topic's producer epoch: 0 until its first exclusive producer, raised by each (issue 12). */
+  producerEpoch: number;
+  /** The producer holding the topic exclusively, if any. */
+  exclusiveProducer?: { name: string; accessMode: string };
 }
 
 export interface Admin {
@@ -456,6 +460,8 @@ export class AdminClient implements Admin {
       name: topic.name,
       topicId: topic.topicId,
       config: topic.config,
+      producerEpoch: topic.producerEpoch ?? 0,
+      ...(topic.exclusiveProducer === undefined ? {} : { exclusiveProducer: { ...topic.exclusiveProducer } }),
       partitions: topic.partitions
         .map((p) => {
           const o = offsets.get(p.partition);

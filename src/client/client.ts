@@ -152,9 +152,38 @@ export class Tidemark {
     return this.adminClient;
   }
 
+  /**
+   * A Shared producer (any number may write to the topic). It attaches to the topic with its first
+   * send. For the other access modes use {@link createProducer}.
+   */
   producer<T>(options: ProducerOptions<T>): Producer<T> {
+    if ((options.accessMode ?? 'Shared') !== 'Shared') {
+      throw new TidemarkError('INVALID_REQUEST', `accessMode ${options.accessMode} needs the cluster's answer first: use await client.createProducer(...)`);
+    }
+    return this.newProducer(options);
+  }
+
+  /**
+   * A producer in any access mode, attached: resolves once the cluster granted it the topic (for
+   * the exclusive modes, once every partition was fenced against earlier producers). Rejects with
+   * PRODUCER_BUSY or PRODUCER_FENCED when the mode is refused, TIMEOUT when `timeoutMs` passes
+   * first (WaitForExclusive waits until then), CLOSED when `signal` aborts.
+   */
+  async createProducer<T>(options: ProducerOptions<T> & { signal?: AbortSignal; timeoutMs?: number }): Promise<Producer<T>> {
+    const { signal, timeoutMs, ...producerOptions } = options;
+    const producer = this.newProducer(producerOptions);
+    try {
+      await producer.ready({ ...(signal === undefined ? {} : { signal }), ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+    } catch (error) {
+      await producer.close();
+      throw error;
+    }
+    return producer;
+  }
+
+  private newProducer<T>(options: ProducerOptions<T>): ProducerImpl<T> {
     this.checkOpen();
-    const producer: Producer<T> = new ProducerImpl<T>(
+    const producer: ProducerImpl<T> = new ProducerImpl<T>(
       { ...this.deps(), channel: this.channel, onClosed: () => this.children.delete(producer) },
       options,
     );

@@ -51,6 +51,10 @@ export type PipelineDeps = {
   onSettled: (batch: ReadyBatch) => void;
   /** Called when a request settles or a backoff ends and the pipeline has room: the accumulator may close a waiting batch. */
   onRoom: () => void;
+  /** The topic producer epoch to send with (producer-access.ts). */
+  accessEpoch: () => number;
+  /** A leader refused a batch PRODUCER_FENCED: the producer may not write again. */
+  onFenced: (error: TidemarkError) => void;
 };
 
 interface Outgoing {
@@ -194,7 +198,7 @@ export class PartitionPipeline {
     o.attempts++;
     const timeoutMs = Math.max(1, Math.min(this.deps.requestTimeoutMs, remainingMs, REQUEST_TIMEOUT_MS_MAX));
     // The leader refuses an epoch not its own; FENCED_LEADER_EPOCH drops our stale metadata (noteError).
-    const entry: ProduceEntry = { brokerId: leader.brokerId, topic, acks, timeoutMs, partition, batch: o.bytes, leaderEpoch: leader.leaderEpoch };
+    const entry: ProduceEntry = { brokerId: leader.brokerId, topic, acks, timeoutMs, partition, batch: o.bytes, leaderEpoch: leader.leaderEpoch, accessEpoch: this.deps.accessEpoch() };
     if (acks !== 0) this.inFlight++;
     channel.produce(entry).then(
       (outcome) => {
@@ -219,6 +223,7 @@ export class PartitionPipeline {
 
   private failedAttempt(o: Outgoing, error: unknown): void {
     o.lastError = error;
+    if (error instanceof TidemarkError && error.code === 'PRODUCER_FENCED') this.deps.onFenced(error);
     if (this.stopped || !isRetriable(error)) {
       this.giveUp(o, error);
       this.next();

@@ -23,6 +23,8 @@ export interface ProduceEntry {
   partition: number;
   batch: Uint8Array;
   leaderEpoch: number | undefined;
+  /** The topic producer epoch the producer was granted (producer-access.ts); 0: never raised. */
+  accessEpoch: number;
 }
 
 export interface ProduceOutcome {
@@ -41,6 +43,7 @@ interface Waiting {
 interface Group {
   subject: string;
   acks: 0 | 1 | -1;
+  accessEpoch: number;
   timeoutMs: number;
   waiting: Waiting[];
   bytes: number;
@@ -60,7 +63,7 @@ export class ProduceChannel {
     return new Promise<ProduceOutcome>((resolve, reject) => {
       // Not keyed by timeout: one partition's batches must never land in two requests of one turn that
       // could leave out of order. The request takes the smallest budget of its batches.
-      const key = `${entry.brokerId}/${entry.topic}/${entry.acks}`;
+      const key = `${entry.brokerId}/${entry.topic}/${entry.acks}/${entry.accessEpoch}`;
       const size = entry.batch.length + ENTRY_OVERHEAD_BYTES;
       let group = this.groups.get(key);
       if (group !== undefined && group.bytes + size > this.rpc.payloadBytesMax()) {
@@ -69,7 +72,7 @@ export class ProduceChannel {
         group = undefined;
       }
       if (group === undefined) {
-        group = { subject: this.subjects.produce(entry.brokerId, entry.topic), acks: entry.acks, timeoutMs: entry.timeoutMs, waiting: [], bytes: 0 };
+        group = { subject: this.subjects.produce(entry.brokerId, entry.topic), acks: entry.acks, accessEpoch: entry.accessEpoch, timeoutMs: entry.timeoutMs, waiting: [], bytes: 0 };
         this.groups.set(key, group);
       }
       group.timeoutMs = Math.min(group.timeoutMs, entry.timeoutMs);
@@ -93,6 +96,7 @@ export class ProduceChannel {
     const request: ProduceRequest = {
       timeoutMs: group.timeoutMs,
       acks: group.acks,
+      ...(group.accessEpoch > 0 ? { accessEpoch: group.accessEpoch } : {}),
       partitions: group.waiting.map(({ entry }) =>
         entry.leaderEpoch === undefined ? { partition: entry.partition, batch: entry.batch } : { partition: entry.partition, batch: entry.batch, leaderEpoch: entry.leaderEpoch },
       ),

@@ -33,6 +33,7 @@ import { SettleTracker } from './settle-tracker.js';
 import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
 import type { ProduceChannel } from './produce-channel.js';
 import type { Rpc } from './rpc.js';
+import { defaultProducerName, ProducerAccess, type AccessMode } from './producer-access.js';
 
 export type { RecordMetadata };
 
@@ -107,6 +108,19 @@ export type ProducerOptions<T> = {
    * @default the client's retry options
    */
   retry?: RetryOptions;
+  /**
+   * Who else may write to the topic (Pulsar's producer access modes; docs/producers.md):
+   * 'Shared' any number of producers; 'Exclusive' this one alone, refused if another is attached;
+   * 'ExclusiveWithFencing' this one alone, fencing every other; 'WaitForExclusive' this one alone,
+   * once the producers ahead of it are gone. Anything but 'Shared' needs `client.createProducer()`.
+   * @default 'Shared'
+   */
+  accessMode?: AccessMode;
+  /**
+   * The producer's name, shown by `tidemark topic describe` while it holds the topic exclusively.
+   * @default 'producer-' and 8 random hex digits
+   */
+  producerName?: string;
 };
 
 export type ProducerRecord<T> = {
@@ -140,6 +154,11 @@ export interface Producer<T> {
   send(record: ProducerRecord<T>): Promise<RecordMetadata>;
   /** Sends what is batched now and resolves when every send() made before it has settled. */
   flush(): Promise<void>;
+  /** Its access mode and name (see ProducerOptions). */
+  readonly accessMode: AccessMode;
+  readonly producerName: string;
+  /** The topic producer epoch it writes with, once attached (0 until the topic's first exclusive producer). */
+  readonly epoch: number | undefined;
   /** Refuses new sends, flushes, then stops. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -175,7 +194,7 @@ const HEADERS_MAX = 0xffff;
 const HEADER_KEY_BYTES_MAX = 0xffff;
 
 /** What the head of the admission queue waits for (the sends behind it wait for the head). */
-type WaitingFor = 'metadata' | 'budget';
+type WaitingFor = 'access' | 'metadata' | 'budget';
 
 /** Headers of a record sent without any: one shared, frozen object instead of one per record. */
 const NO_HEADERS: RecordHeaders = Object.freeze({});
@@ -259,6 +278,9 @@ export class ProducerImpl<T> implements Producer<T> {
   private flushing = 0;
   private closed = false;
   private closing: Promise<void> | undefined;
+  private readonly access: ProducerAccess;
+  readonly accessMode: AccessMode;
+  readonly producerName: string;
 
   constructor(
     private readonly deps: ProducerDeps,
@@ -282,13 +304,20 @@ export class ProducerImpl<T> implements Producer<T> {
     intOption('requestTimeoutMs', options.requestTimeoutMs ?? deps.requestTimeoutMs, 1, REQUEST_TIMEOUT_MS_MAX);
     intOption('inFlightBatchesPerPartitionMax', options.inFlightBatchesPerPartitionMax ?? PRODUCER_DEFAULTS.inFlightBatchesPerPartitionMax, 1, IN_FLIGHT_BATCHES_MAX);
     this.policy = retryPolicy(options.retry, deps.policy);
+    this.accessMode = options.accessMode ?? 'Shared';
+    this.producerName = options.producerName ?? defaultProducerName(deps.random);
+    this.access = new ProducerAccess(
+      { rpc: deps.rpc, subjects: deps.subjects, metadata: deps.metadata, clock: deps.clock, random: deps.random, policy: this.policy, requestTimeoutMs: deps.requestTimeoutMs },
+      { topic: this.topic, accessMode: this.accessMode, producerName: this.producerName },
+    );
+    this.access.onFailed = (error) => this.refuseAll(error);
     this.budget = new ByteBudget(inFlightBytesMax);
     this.partitioner = new Partitioner(deps.random);
     this.accumulator = new Accumulator({
       batchBytesMax: this.batchBytesMax,
       lingerMs,
       clock: deps.clock,
-      onReady: (batch) => this.ready(batch),
+      onReady: (batch) => this.batchReady(batch),
       pipelineState: (partition) => {
         const state = this.pipelines.get(partition)?.state ?? 'idle';
         // acks 0 has no replies, so nothing says when a request is done: its batches wait lingerMs.
@@ -297,8 +326,23 @@ export class ProducerImpl<T> implements Producer<T> {
     });
   }
 
+  get epoch(): number | undefined {
+    return this.access.epoch;
+  }
+
+  /**
+   * Attaches in the producer's access mode (an exclusive grant also fences every partition);
+   * rejects with the refusal (PRODUCER_BUSY, PRODUCER_FENCED) or TIMEOUT. client.createProducer()
+   * awaits it; client.producer() (Shared) lets the first send do it.
+   */
+  ready(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<void> {
+    return this.access.attach({ ...(options.signal === undefined ? {} : { signal: options.signal }), ...(options.timeoutMs === undefined ? {} : { totalMs: options.timeoutMs }) });
+  }
+
   send(record: ProducerRecord<T>): Promise<RecordMetadata> {
     if (this.closed) return Promise.reject(new TidemarkError('CLOSED', 'producer is closed'));
+    const failure = this.access.failure;
+    if (failure !== undefined) return Promise.reject(failure);
     if (this.admissions.length >= this.sendsWaitingMax) {
       // BUSY is retriable: the caller backs off (awaits earlier sends) and sends again.
       return Promise.reject(
@@ -333,6 +377,7 @@ export class ProducerImpl<T> implements Producer<T> {
       this.closed = true;
       await this.flush();
       for (const p of this.pipelines.values()) p.stop();
+      await this.access.close();
       this.deps.onClosed();
     })();
     return this.closing;
@@ -348,6 +393,7 @@ export class ProducerImpl<T> implements Producer<T> {
    * has to wait: it then heads the queue (nothing waits ahead), where a send waits encoded anyway.
    */
   private admitNow(send: Send<T>): boolean {
+    if (this.access.epoch === undefined) return false;
     const partitionCount = this.partitionCountCached(send.input!.partition);
     if (partitionCount === undefined) return false;
     try {
@@ -385,6 +431,19 @@ export class ProducerImpl<T> implements Producer<T> {
           this.shiftAdmission();
           head.reject(error);
           continue;
+        }
+        if (this.access.epoch === undefined) {
+          head.waitingFor = 'access';
+          try {
+            await this.access.attach({ totalMs: Math.max(1, this.deadlineMs(head) - this.deps.clock.now()) });
+          } catch (error) {
+            if (this.admissions.peek() !== head) continue;
+            this.shiftAdmission();
+            head.reject(error);
+            this.expireAdmissions(error);
+            continue;
+          }
+          if (this.admissions.peek() !== head) continue;
         }
         let partitionCount = this.partitionCountCached(head.input!.partition);
         if (partitionCount === undefined) {
@@ -482,6 +541,8 @@ export class ProducerImpl<T> implements Producer<T> {
         ? `for room in inFlightBytesMax (${this.budget.bytesMax} bytes, ${this.budget.usedBytes} held)`
         : waitingFor === 'metadata'
           ? `for metadata of topic "${this.topic}"`
+          : waitingFor === 'access'
+            ? `to attach to topic "${this.topic}" as a ${this.accessMode} producer`
           : 'to be admitted';
     const bound = this.maxBlockMs <= this.deliveryTimeoutMs ? `maxBlockMs ${this.maxBlockMs}` : `deliveryTimeoutMs ${this.deliveryTimeoutMs}`;
     return new TidemarkError('TIMEOUT', `send() waited ${now - admission.sentAtMs} ms ${why} (${bound})`, {
@@ -560,6 +621,18 @@ export class ProducerImpl<T> implements Producer<T> {
     );
   }
 
+  /**
+   * Fenced or refused for good: every waiting send fails with that error now, and later ones at
+   * send(); batches already handed to pipelines fail as their leaders refuse them.
+   */
+  private refuseAll(error: TidemarkError): void {
+    while (this.admissions.length > 0) {
+      const admission = this.shiftAdmission()!;
+      admission.budgetWait?.cancel();
+      admission.reject(error);
+    }
+  }
+
   /** After the head failed to find metadata: also fail queued sends whose deadline has passed, with its error. */
   private expireAdmissions(error: unknown): void {
     const now = this.deps.clock.now();
@@ -568,7 +641,7 @@ export class ProducerImpl<T> implements Producer<T> {
     }
   }
 
-  private ready(batch: ReadyBatch): void {
+  private batchReady(batch: ReadyBatch): void {
     this.partitioner.batchClosed(batch.partition);
     let pipeline = this.pipelines.get(batch.partition);
     if (pipeline === undefined) {
@@ -586,6 +659,8 @@ export class ProducerImpl<T> implements Producer<T> {
         requestTimeoutMs: this.options.requestTimeoutMs ?? this.deps.requestTimeoutMs,
         onSettled: (settled) => this.budget.release(settled.recordBytes),
         onRoom: () => this.accumulator.room(batch.partition),
+        accessEpoch: () => this.access.epoch ?? 0,
+        onFenced: (error) => this.access.fenced(error),
       });
       this.pipelines.set(batch.partition, pipeline);
     }

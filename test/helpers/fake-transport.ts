@@ -3,6 +3,7 @@
  * admin, produce, fetch, offsets) with failure injection and held replies, a controllable clock,
  * and a seeded random. No real timers: time moves only when a test calls `clock.advance()`.
  */
+import { producerAttachRequest } from '../../src/protocol/producer-messages.js';
 import { checkSequence, recordAppend, type ProducerStates } from '../../src/actors/partition/producer-state.js';
 import { decode } from '@msgpack/msgpack';
 import { decodeBatch, readBatchHeader, splitBatches, stampBatch, verifyBatch, type StoredRecord } from '../../src/protocol/batch.js';
@@ -122,7 +123,7 @@ export interface FakeTopic {
   partitions: FakePartition[];
 }
 
-export type RequestKind = 'metadata' | 'create-topic' | 'delete-topic' | 'produce' | 'fetch' | 'offsets';
+export type RequestKind = 'metadata' | 'create-topic' | 'delete-topic' | 'produce' | 'fetch' | 'offsets' | 'producer-attach' | 'producer-heartbeat' | 'producer-detach';
 
 /** A request as it arrived, for assertions and failure injection. */
 export interface FakeCall {
@@ -382,6 +383,9 @@ export class FakeCluster implements Transport {
     if (tokens[0] === 'admin' && (tokens[1] === 'create-topic' || tokens[1] === 'delete-topic')) {
       return { kind: tokens[1], subject, body, published };
     }
+    if (tokens[0] === 'admin' && (tokens[1] === 'producer-attach' || tokens[1] === 'producer-heartbeat' || tokens[1] === 'producer-detach')) {
+      return { kind: tokens[1], subject, body, published };
+    }
     if (tokens[0] === 'b') {
       const brokerId = Number(tokens[1]);
       if (tokens[2] === 'offsets') return { kind: 'offsets', subject, brokerId, body, published };
@@ -415,6 +419,16 @@ export class FakeCluster implements Transport {
         if (!this.topics.delete(req.name)) throw new TidemarkError('UNKNOWN_TOPIC');
         return encodeMessage({ metadataOffset: 0 });
       }
+      // Producer access (issue 12): every producer is granted the topic's epoch 0; fences are not modelled.
+      case 'producer-attach': {
+        const req = decodeRequest(data, producerAttachRequest);
+        if (!this.topics.has(req.topic)) throw new TidemarkError('UNKNOWN_TOPIC', `no topic ${req.topic}`);
+        return encodeMessage({ status: 'granted', epoch: 0, fence: false, heartbeatIntervalMs: 3_000 });
+      }
+      case 'producer-heartbeat':
+        return encodeMessage({ epoch: 0 });
+      case 'producer-detach':
+        return encodeMessage({ metadataOffset: 0 });
       case 'offsets': {
         const req = decodeRequest(data, offsetsRequest);
         return encodeMessage({

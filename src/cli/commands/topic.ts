@@ -42,7 +42,11 @@ function describeText(d: TopicDescription): string {
   const config = Object.entries(d.config)
     .map(([k, v]) => `${k}=${v}`)
     .join(',');
-  const lines = [`Topic: ${d.name}\tTopicId: ${d.topicId}\tPartitions: ${d.partitions.length}\tReplicationFactor: ${rf}\tConfigs: ${config}`];
+  const exclusive = d.exclusiveProducer === undefined ? '-' : `${d.exclusiveProducer.name} (${d.exclusiveProducer.accessMode})`;
+  const lines = [
+    `Topic: ${d.name}\tTopicId: ${d.topicId}\tPartitions: ${d.partitions.length}\tReplicationFactor: ${rf}\tConfigs: ${config}` +
+      `\tProducerEpoch: ${d.producerEpoch}\tExclusiveProducer: ${exclusive}`,
+  ];
   for (const p of d.partitions) {
     lines.push(
       `\tPartition: ${p.partition}\tLeader: ${p.leader}\tLeaderEpoch: ${p.leaderEpoch}\tReplicas: ${p.replicas.join(',')}\tIsr: ${p.isr.join(',')}` +
