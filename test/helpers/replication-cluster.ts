@@ -45,16 +45,18 @@ export class ReplicationCluster {
     readonly ids: readonly number[],
     readonly dataDirs: ReadonlyMap<number, string>,
     private readonly logLevel: 'info' | 'debug' | 'trace',
+    /** More `node start` flags for every node. */
+    private readonly extraArgs: readonly string[] = [],
   ) {}
 
   /**
    * Starts every node at once and waits until each logged "node ready" (registered, unfenced).
    * The nodes log at `logLevel` (default: env TIDEMARK_TEST_NODE_LOG_LEVEL, else info).
    */
-  static async start(nats: string, cluster: string, ids: readonly number[] = [1, 2, 3], logLevel = nodeLogLevel()): Promise<ReplicationCluster> {
+  static async start(nats: string, cluster: string, ids: readonly number[] = [1, 2, 3], logLevel = nodeLogLevel(), extraArgs: readonly string[] = []): Promise<ReplicationCluster> {
     const dirs = new Map<number, string>();
     for (const id of ids) dirs.set(id, await tempDir(`tm-repl-${cluster}-n${id}-`));
-    const c = new ReplicationCluster(nats, cluster, ids, dirs, logLevel);
+    const c = new ReplicationCluster(nats, cluster, ids, dirs, logLevel, extraArgs);
     try {
       await Promise.all(ids.map((id) => c.startNode(id)));
     } catch (error) {
@@ -78,6 +80,7 @@ export class ReplicationCluster {
       waitFor: 'ready',
       timeoutMs,
       logLevel: this.logLevel,
+      extraArgs: this.extraArgs,
     });
     const inc: Incarnation = { id, n: this.incarnations.filter((i) => i.id === id).length + 1, proc, startedAtMs, exit: undefined };
     void proc.exited.then((s) => (inc.exit = s), () => undefined);
