@@ -158,6 +158,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
     ...prefixed('load.', workload.stats),
     ...prefixed('reader.', workload.readerStats),
     ...prefixed('sub.', workload.subscribers.stats),
+    'epochs.checked': workload.epochs.checked,
     ...prefixed('ledger.', ledger.stats),
   };
   return {

@@ -19,6 +19,7 @@ import type { SimNats } from './network.js';
 import type { Rng } from './random.js';
 import { ReaderPool } from './readers.js';
 import { SubscriberPool } from './subscriptions.js';
+import { ProducerEpochChecker } from './producer-epochs.js';
 import type { RecordLedger } from './records.js';
 import type { Trace } from './trace.js';
 
@@ -45,6 +46,10 @@ interface TopicState {
   config: Record<string, string>;
   phase: TopicPhase;
   busy: boolean;
+  /** Written by ExclusiveWithFencing producers only, each takeover fencing the one before (issue 12). */
+  exclusive: boolean;
+  /** A takeover is under way (its createProducer has not settled). */
+  takingOver: boolean;
 }
 
 interface ProducerState {
@@ -55,10 +60,12 @@ interface ProducerState {
   seq: number;
   pending: number;
   closed: boolean;
+  /** An exclusive producer's topic producer epoch (checked by ProducerEpochChecker). */
+  epoch?: number;
 }
 
 
-type DataAction = 'produce' | 'read' | 'stop-read' | 'subscribe' | 'join' | 'leave' | 'create' | 'grow' | 'alter' | 'delete' | 'idle';
+type DataAction = 'produce' | 'takeover' | 'read' | 'stop-read' | 'subscribe' | 'join' | 'leave' | 'create' | 'grow' | 'alter' | 'delete' | 'idle';
 
 export class Workload {
   readonly faults: FaultInjector;
@@ -69,6 +76,7 @@ export class Workload {
   private readonly producers: ProducerState[] = [];
   private readonly readers: ReaderPool;
   readonly subscribers: SubscriberPool;
+  readonly epochs: ProducerEpochChecker;
   /** Topic shapes (replication factor, config) come from their own stream. */
   private readonly shapes: Rng;
   private nextTopic = 1;
@@ -98,6 +106,7 @@ export class Workload {
     );
     this.faults = new FaultInjector(cluster, net, time, rng.fork('faults'), trace, profile, endpoints);
     this.readers = new ReaderPool(ledger, checker, violations, trace);
+    this.epochs = new ProducerEpochChecker(violations);
     let nextEndpoint = 1;
     this.subscribers = new SubscriberPool(
       {
@@ -139,6 +148,7 @@ export class Workload {
     const admin = this.adminCalls < ADMIN_CALLS_MAX ? 1 : 0;
     return [
       ['produce', live.length > 0 ? 30 : 0],
+      ['takeover', live.some((t) => t.exclusive && !t.takingOver) ? 0.5 : 0],
       ['read', live.length > 0 && this.readers.running().length < READERS_MAX ? 4 : 0],
       ['stop-read', this.readers.running().length > 0 ? 1 : 0],
       ['subscribe', live.some((t) => SubscriberPool.fits(t.config)) ? 1 : 0],
@@ -162,6 +172,11 @@ export class Workload {
     switch (action) {
       case 'produce':
         return this.produce();
+      case 'takeover': {
+        const topic = this.rng.pick(this.topics.filter((t) => t.phase === 'live' && t.exclusive && !t.takingOver));
+        if (topic !== undefined) this.takeover(topic);
+        return;
+      }
       case 'read':
         return this.startReader();
       case 'subscribe': {
@@ -220,7 +235,8 @@ export class Workload {
     if (rf >= 2 && this.shapes.chance(0.3)) config['min.insync.replicas'] = '2';
     if (this.shapes.chance(0.25)) config['flush.mode'] = 'replicated';
     if (this.shapes.chance(0.1)) config['unclean.leader.election.enable'] = 'true';
-    return { name: `t${this.nextTopic++}`, partitions, replicationFactor: rf, config, phase: 'creating', busy: false };
+    const exclusive = this.shapes.chance(0.3);
+    return { name: `t${this.nextTopic++}`, partitions, replicationFactor: rf, config, phase: 'creating', busy: false, exclusive, takingOver: false };
   }
 
   private topicLive(topic: TopicState, partitions: number): void {
@@ -228,6 +244,7 @@ export class Workload {
     topic.phase = 'live';
     topic.partitions = Math.max(topic.partitions, partitions);
     this.trace.event('admin', `${topic.name} is live`);
+    if (topic.exclusive) return this.takeover(topic);
     const count = this.rng.int(1, PRODUCERS_PER_TOPIC_MAX);
     for (let i = 0; i < count; i++) {
       const acks = this.rng.pick([0, 1, 'all', 'all'] as const)!;
@@ -245,6 +262,38 @@ export class Workload {
     }
   }
 
+  /** A new ExclusiveWithFencing producer (acks=all) takes the topic; the one before it is fenced. */
+  private takeover(topic: TopicState): void {
+    const tag = `x${this.nextTag++}`;
+    topic.takingOver = true;
+    this.trace.event('producer', `${tag} takes ${topic.name} over (ExclusiveWithFencing)`);
+    this.rng
+      .pick(this.clients)!
+      .createProducer({
+        topic: topic.name,
+        codec: codecs.string(),
+        acks: 'all',
+        accessMode: 'ExclusiveWithFencing',
+        producerName: tag,
+        lingerMs: this.rng.int(0, 10),
+        inFlightBatchesPerPartitionMax: this.rng.int(1, 5),
+        deliveryTimeoutMs: 20_000,
+        requestTimeoutMs: 2000,
+        timeoutMs: 20_000,
+      })
+      .then(
+        (producer) => {
+          const epoch = producer.epoch!;
+          this.epochs.producerReady(topic.name, epoch, this.time.elapsed());
+          this.trace.event('producer', `${tag} holds ${topic.name} at epoch ${epoch}`);
+          if (topic.phase === 'deleted') return void producer.close();
+          this.producers.push({ tag, topic, acks: 'all', producer, seq: 0, pending: 0, closed: false, epoch });
+        },
+        (error: unknown) => this.trace.event('producer', `${tag} takeover of ${topic.name}: ${code(error)}`),
+      )
+      .finally(() => (topic.takingOver = false));
+  }
+
   private produce(): void {
     const p = this.rng.pick(this.producers.filter((x) => !x.closed && x.topic.phase === 'live'));
     if (p === undefined) return;
@@ -255,6 +304,7 @@ export class Workload {
   private send(p: ProducerState, probe: boolean): Promise<boolean> {
     const seq = p.seq++;
     const value = `${p.tag}#${seq}`;
+    const sentAtMs = this.time.elapsed();
     p.pending++;
     this.stats.sent++;
     return p.producer.send({ key: `k${this.rng.int(0, KEYS - 1)}`, value }).then(
@@ -262,12 +312,19 @@ export class Workload {
         p.pending--;
         this.stats.acked++;
         if (p.acks !== 0) this.ledger.acked({ topic: p.topic.name, partition: md.partition, offset: md.offset, value, producer: p.tag, seq, acks: p.acks });
+        if (p.epoch !== undefined) this.epochs.acked(p.topic.name, p.epoch, md.partition, md.offset, sentAtMs);
         return true;
       },
       (error: unknown) => {
         p.pending--;
         this.stats.failed++;
         this.failures.set(code(error), (this.failures.get(code(error)) ?? 0) + 1);
+        // Fenced by a newer exclusive producer (or refused beside one): it may never write again.
+        if (!p.closed && (code(error) === 'PRODUCER_FENCED' || code(error) === 'PRODUCER_BUSY')) {
+          p.closed = true;
+          this.trace.event('producer', `${p.tag} on ${p.topic.name}: ${code(error)}, closed`);
+          void p.producer.close();
+        }
         if (probe) this.trace.event('probe', `${value} failed: ${code(error)}`);
         return false;
       },
@@ -305,6 +362,7 @@ export class Workload {
     if (topic === undefined) return;
     topic.phase = 'deleted';
     this.ledger.topicDeleted(topic.name);
+    this.epochs.topicDeleted(topic.name);
     for (const p of this.producers.filter((x) => x.topic === topic)) {
       p.closed = true;
       void p.producer.close();
@@ -336,7 +394,8 @@ export class Workload {
     const open = this.producers.filter((p) => !p.closed && p.topic.phase === 'live');
     this.stats.probes += open.length;
     this.trace.event('probe', `${open.length} producer(s) send one record each`);
-    return Promise.all(open.map((p) => this.send(p, true).then((ok) => (ok ? undefined : p.tag)))).then((failed) => failed.filter((t): t is string => t !== undefined));
+    // A producer fenced by a newer exclusive one (closed by its failure) is not a liveness failure.
+    return Promise.all(open.map((p) => this.send(p, true).then((ok) => (ok || p.closed ? undefined : p.tag)))).then((failed) => failed.filter((t): t is string => t !== undefined));
   }
 
   get readerStats(): Readonly<Record<string, number>> {
