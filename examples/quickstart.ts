@@ -32,4 +32,11 @@ for await (const msg of consumer) {
   await msg.ack(); // resolves once the acknowledgement is durable
   break;
 }
+
+// One writer at a time (Pulsar's producer access modes): an ExclusiveWithFencing producer takes the
+// topic and fences every other producer of it; 'Exclusive' is refused while another is attached,
+// 'WaitForExclusive' queues for its turn. (`producer` above is fenced now: its sends would fail.)
+const writer = await client.createProducer<Order>({ topic: 'orders-sdk', codec, accessMode: 'ExclusiveWithFencing', producerName: 'order-writer' });
+const written = await writer.send({ key: 'o-2', value: { id: 'o-2', amount: 7 } });
+console.log(`o-2 written by ${writer.producerName} at producer epoch ${writer.epoch}, partition ${written.partition}`);
 await client.close();
