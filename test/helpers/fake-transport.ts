@@ -3,7 +3,7 @@
  * admin, produce, fetch, offsets) with failure injection and held replies, a controllable clock,
  * and a seeded random. No real timers: time moves only when a test calls `clock.advance()`.
  */
-import { producerAttachRequest } from '../../src/protocol/producer-messages.js';
+import { fenceRequest, producerAttachRequest, type ProducerAttachReply, type ProducerAttachRequest } from '../../src/protocol/producer-messages.js';
 import { checkSequence, recordAppend, type ProducerStates } from '../../src/actors/partition/producer-state.js';
 import { decode } from '@msgpack/msgpack';
 import { decodeBatch, readBatchHeader, splitBatches, stampBatch, verifyBatch, type StoredRecord } from '../../src/protocol/batch.js';
@@ -114,6 +114,8 @@ export interface FakePartition {
   batches: Uint8Array[];
   logStartOffset: number;
   logEndOffset: number;
+  /** The highest producer epoch a fence or a produce brought here (issue 12). */
+  accessEpoch?: number;
 }
 
 export interface FakeTopic {
@@ -123,7 +125,7 @@ export interface FakeTopic {
   partitions: FakePartition[];
 }
 
-export type RequestKind = 'metadata' | 'create-topic' | 'delete-topic' | 'produce' | 'fetch' | 'offsets' | 'producer-attach' | 'producer-heartbeat' | 'producer-detach';
+export type RequestKind = 'metadata' | 'create-topic' | 'delete-topic' | 'produce' | 'fetch' | 'offsets' | 'producer-attach' | 'producer-heartbeat' | 'producer-detach' | 'fence';
 
 /** A request as it arrived, for assertions and failure injection. */
 export interface FakeCall {
@@ -171,6 +173,13 @@ export class FakeCluster implements Transport {
   readonly produceRequests: Array<{ brokerId: number; partitions: number[] }> = [];
   /** Decides a failure for each call before it is handled. */
   inject: (call: FakeCall) => Injected = () => undefined;
+  /**
+   * The controller's answer to a producer attach (issue 12). Default: every producer is granted
+   * the topic's current epoch (0), no fence.
+   */
+  attach: (request: ProducerAttachRequest) => ProducerAttachReply | ErrorCode = () => ({ status: 'granted', epoch: 0, fence: false, heartbeatIntervalMs: 3_000 });
+  /** The controller's answer to a heartbeat. Default: the epoch it carries. */
+  heartbeat: (request: { epoch: number }) => { epoch: number } | ErrorCode = (r) => ({ epoch: r.epoch });
   /** When true, produce requests wait in `held` until released (they are not even appended). */
   holdProduce = false;
   private readonly held: Held[] = [];
@@ -309,7 +318,7 @@ export class FakeCluster implements Transport {
       brokerId,
       topic,
       partition: entry.partition,
-      body: { timeoutMs: req.timeoutMs, acks: req.acks, batch: entry.batch, ...(entry.leaderEpoch === undefined ? {} : { leaderEpoch: entry.leaderEpoch }) },
+      body: { timeoutMs: req.timeoutMs, acks: req.acks, batch: entry.batch, accessEpoch: req.accessEpoch ?? 0, ...(entry.leaderEpoch === undefined ? {} : { leaderEpoch: entry.leaderEpoch }) },
       recordCount: readBatchHeader(entry.batch).recordCount,
       batchBytes: entry.batch.length,
       published,
@@ -389,6 +398,8 @@ export class FakeCluster implements Transport {
     if (tokens[0] === 'b') {
       const brokerId = Number(tokens[1]);
       if (tokens[2] === 'offsets') return { kind: 'offsets', subject, brokerId, body, published };
+      const fenced = this.subjects.parseFence(subject);
+      if (fenced !== undefined) return { kind: 'fence', subject, brokerId, topic: fenced, body, published };
       const where = this.subjects.parsePartition(subject);
       if (where !== undefined && tokens[2] === 'fetch') return { kind: 'fetch', subject, brokerId, topic: where.topic, partition: where.partition, body, published };
     }
@@ -423,10 +434,27 @@ export class FakeCluster implements Transport {
       case 'producer-attach': {
         const req = decodeRequest(data, producerAttachRequest);
         if (!this.topics.has(req.topic)) throw new TidemarkError('UNKNOWN_TOPIC', `no topic ${req.topic}`);
-        return encodeMessage({ status: 'granted', epoch: 0, fence: false, heartbeatIntervalMs: 3_000 });
+        const reply = this.attach(req);
+        if (typeof reply === 'string') throw new TidemarkError(reply, `fake controller refuses ${req.accessMode}`);
+        return encodeMessage(reply);
       }
-      case 'producer-heartbeat':
-        return encodeMessage({ epoch: 0 });
+      case 'producer-heartbeat': {
+        const reply = this.heartbeat(call.body as { epoch: number });
+        if (typeof reply === 'string') throw new TidemarkError(reply, 'fake controller refuses the heartbeat');
+        return encodeMessage(reply);
+      }
+      case 'fence': {
+        const req = decodeRequest(data, fenceRequest);
+        return encodeMessage({
+          partitions: req.partitions.map(({ partition }) => {
+            const p = this.topics.get(call.topic!)?.partitions[partition];
+            if (p === undefined || p.leader !== call.brokerId) return { partition, error: { code: 'NOT_LEADER', message: 'not leader' } };
+            if ((p.accessEpoch ?? 0) > req.accessEpoch) return { partition, error: { code: 'PRODUCER_FENCED', message: 'fenced' } };
+            p.accessEpoch = req.accessEpoch;
+            return { partition, baseOffset: p.logEndOffset, logStartOffset: p.logStartOffset };
+          }),
+        });
+      }
       case 'producer-detach':
         return encodeMessage({ metadataOffset: 0 });
       case 'offsets': {
@@ -441,8 +469,9 @@ export class FakeCluster implements Transport {
         });
       }
       case 'produce': {
-        const req = call.body as { batch: Uint8Array };
+        const req = call.body as { batch: Uint8Array; accessEpoch: number };
         const p = this.leaderPartition(call);
+        if (req.accessEpoch < (p.accessEpoch ?? 0)) throw new TidemarkError('PRODUCER_FENCED', `producer epoch ${req.accessEpoch} < ${p.accessEpoch}`);
         const header = verifyBatch(req.batch);
         const producer =
           header.producerId < 0 ? undefined : { producerId: header.producerId, producerEpoch: header.producerEpoch, baseSequence: header.baseSequence };
