@@ -17,17 +17,17 @@
  * (partition/fence-records.ts) at acks=all, so a new exclusive producer hears back once its fence
  * is committed.
  */
+import { topicByName } from '../../metadata/image.js';
 import type { MetadataView } from '../../metadata/metadata-store.js';
 import { isControlBatch, verifyBatch } from '../../protocol/batch.js';
 import { TidemarkError, type WireError } from '../../protocol/errors.js';
-import { topicByName } from '../../metadata/image.js';
 import { decodeReply, decodeRequest, encodeMessage, produceReply, produceRequest, type ProduceResponse } from '../../protocol/messages.js';
 import { fenceRequest } from '../../protocol/producer-messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { LocalReplies } from '../../runtime/local-replies.js';
 import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';
-import { FETCH_REPLY_ENVELOPE_BYTES } from '../partition/log-reader.js';
 import { encodeFenceBatch } from '../partition/fence-records.js';
+import { FETCH_REPLY_ENVELOPE_BYTES } from '../partition/log-reader.js';
 import type { PartitionEvent } from '../partition/types.js';
 import { leaderActorOf, type ActorLookup } from './metadata-view.js';
 

@@ -51,7 +51,7 @@ export const partitionMachine = setup({
     events: {} as PartitionEvent,
   },
   actors: {
-    /** Opens the log and rebuilds the producers' sequence state from its tail. */
+    /** Opens the log and rebuilds the producers' sequence state and the highest fence epoch from its tail. */
     openLog: fromPromise<{ store: PartitionStore } & ProducerRebuild, PartitionInput>(async ({ input }) => {
       const store = await input.storage.openPartition({ topicId: input.topicId, partition: input.partition });
       return { store, ...(await rebuildProducerStates(store)) };
