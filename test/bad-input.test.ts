@@ -127,6 +127,30 @@ test.serial('bad produce requests are refused with typed errors and write nothin
   t.is(ok.baseOffset, before + 1, 'the node still serves, at the next offset');
 });
 
+test.serial('bad fence requests are refused with typed errors and write nothing', async (t) => {
+  // Only refusals here: a fence that succeeded would fence the unversioned producers of the other tests.
+  const subject = s.fence(1, 'orders');
+  const before = [await logEnd('orders', 0), await logEnd('orders', 1)];
+  const fence = (fields: object = {}, entry: object = {}) => encode({ timeoutMs: 1000, accessEpoch: 1, partitions: [{ partition: 0, ...entry }], ...fields });
+  await refused(t, subject, new Uint8Array([0xc1, 0xff, 0x00]), 'INVALID_REQUEST'); // not msgpack
+  await refused(t, subject, encode([1, 2, 3]), 'INVALID_REQUEST'); // not a map
+  await refused(t, subject, fence({ accessEpoch: -1 }), 'INVALID_REQUEST'); // negative epoch
+  await refused(t, subject, fence({ accessEpoch: '1' }), 'INVALID_REQUEST'); // wrong type
+  await refused(t, subject, fence({ accessEpoch: undefined }), 'INVALID_REQUEST'); // missing
+  await refused(t, subject, fence({ timeoutMs: 0 }), 'INVALID_REQUEST'); // no budget
+  await refused(t, subject, fence({ partitions: 'all' }), 'INVALID_REQUEST'); // partitions not a list
+  await refused(t, subject, fence({}, { partition: -1 }), 'INVALID_REQUEST'); // negative partition
+  await refused(t, subject, fence({}, { leaderEpoch: -2 }), 'INVALID_REQUEST'); // negative leader epoch
+  await refused(t, subject, fence({}, { leaderEpoch: 99 }), 'UNKNOWN_LEADER_EPOCH'); // ahead of the leader: checked as produce checks it
+  await refused(t, s.fence(1, 'nope'), fence(), 'UNKNOWN_TOPIC');
+  await refused(t, subject, fence({}, { partition: 9 }), 'UNKNOWN_TOPIC');
+  await refused(t, `${s.prefix}.b.1.fence.or*ders`, fence(), 'INVALID_REQUEST');
+  await refused(t, `${s.prefix}.b.1.fence.orders.0`, fence(), 'NO_RESPONDERS'); // one subject per topic, not per partition
+  t.deepEqual([await logEnd('orders', 0), await logEnd('orders', 1)], before, 'nothing was written');
+  const ok = await produced(s.produce(1, 'orders'), produce(encodeBatch([record('after')])));
+  t.is(ok.baseOffset, before[0]!, 'the node still serves, unfenced');
+});
+
 test.serial('bad fetches: negative and out-of-range offsets, wrong types, unknown partitions', async (t) => {
   const subject = s.partition('fetch', 1, 'orders', 0);
   const end = await logEnd('orders', 0);

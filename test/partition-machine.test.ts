@@ -10,7 +10,7 @@ import { createActor, fromCallback, fromPromise, SimulatedClock, transition, wai
 import type { WriterInput } from '../src/actors/partition/log-writer.js';
 import type { PartitionStore } from '../src/storage/partition-store.js';
 import { partitionMachine } from '../src/actors/partition/machine.js';
-import type { ProducerStates } from '../src/actors/partition/producer-state.js';
+import type { ProducerRebuild } from '../src/actors/partition/producer-state.js';
 import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT, type PendingBytesBudget } from '../src/actors/partition/pending-budget.js';
 import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionInput, type PartitionLimits, type ReplicaWatch, type WriterEvent } from '../src/actors/partition/types.js';
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
@@ -347,7 +347,7 @@ function startWith(machine: typeof partitionMachine, clock = new SimulatedClock(
 }
 
 test('while its log is loading, a partition answers LEADER_NOT_AVAILABLE (retriable) and keeps running', async (t) => {
-  const never = partitionMachine.provide({ actors: { openLog: fromPromise<{ store: PartitionStore; producers: ProducerStates }, PartitionInput>(() => new Promise(() => {})) } });
+  const never = partitionMachine.provide({ actors: { openLog: fromPromise<{ store: PartitionStore } & ProducerRebuild, PartitionInput>(() => new Promise(() => {})) } });
   const { actor, transport } = startWith(never);
   actor.send(produce('p', batchOf(1)));
   actor.send({ type: 'FETCH', replyTo: 'f', offset: 0, maxBytes: 1024, maxWaitMs: 100 });

@@ -58,7 +58,8 @@ test('a new leader rebuilds producer states from the tail of its log: retries of
     await store.append([batch]);
     offset += 2;
   }
-  const states = await rebuildProducerStates(store);
+  const { producers: states, accessEpoch } = await rebuildProducerStates(store);
+  t.is(accessEpoch, 0, 'no fence in the log');
   t.deepEqual(checkSequence(states, p(6, 0, 9), 2), { kind: 'duplicate', baseOffset: 6 });
   t.deepEqual(checkSequence(states, p(8, 0, 9), 1), { kind: 'append' });
   t.like(checkSequence(states, p(0, 0, 10), 1), { kind: 'append' }, 'another producer is unknown');

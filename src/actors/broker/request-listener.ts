@@ -27,7 +27,7 @@ import { FETCH_REPLY_ENVELOPE_BYTES } from '../partition/log-reader.js';
 import type { PartitionContext } from '../partition/machine.js';
 import type { PartitionEvent } from '../partition/types.js';
 import { leaderActorOf, metadataReply, partitionActorId } from './metadata-view.js';
-import { createProduceHandler } from './produce-handler.js';
+import { createProduceHandlers } from './produce-handler.js';
 
 /** Metadata requests held at once while this broker catches up. */
 const METADATA_WAITERS_MAX = 1024;
@@ -72,7 +72,7 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
     return leaderActorOf(metadata.image(), system, brokerId, target.topic, target.partition);
   };
 
-  const onProduce = createProduceHandler({ brokerId, subjects, transport, local: input.local, metadata, system, clock, logger });
+  const produceHandlers = createProduceHandlers({ brokerId, subjects, transport, local: input.local, metadata, system, clock, logger });
 
   const onFetch: Handler = (msg) => {
     const request = decodeRequest(msg.data, fetchRequest);
@@ -159,7 +159,8 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
   };
 
   const subs: Subscription[] = [
-    transport.subscribe(subjects.produceWildcard(brokerId), guarded(onProduce)),
+    transport.subscribe(subjects.produceWildcard(brokerId), guarded(produceHandlers.produce)),
+    transport.subscribe(subjects.fenceWildcard(brokerId), guarded(produceHandlers.fence)),
     transport.subscribe(subjects.partitionWildcard('fetch', brokerId), guarded(onFetch)),
     transport.subscribe(subjects.partitionWildcard('replica-fetch', brokerId), guarded(onReplicaFetch)),
     transport.subscribe(subjects.offsets(brokerId), guarded(onOffsets)),

@@ -77,6 +77,12 @@ export interface PartitionContext extends PartitionInput {
   leftIsrAtMs: Record<number, number>;
   /** As of the last node tick: when each follower broker's fetch session last sent a request, ms. */
   replicaSeenMs: Readonly<Record<number, number>>;
+  /**
+   * The highest topic producer epoch this leader knows (issue 12): from fence records in its log
+   * tail when it opened, then from every produce it accepted (its epoch and its broker's metadata).
+   * A produce checked at a lower epoch is refused PRODUCER_FENCED.
+   */
+  accessEpoch: number;
 }
 
 /**
@@ -184,6 +190,23 @@ export function replicaDivergence(context: PartitionContext, event: PartitionEve
 export function sequenceCheck(context: PartitionContext, event: PartitionEvent): SequenceCheck {
   if (event.type !== 'PRODUCE' || event.producer === undefined) return { kind: 'append' };
   return checkSequence(context.producers, event.producer, event.recordCount);
+}
+
+/**
+ * A produce checked for producer access (issue 12) whose epoch is below the highest this leader or
+ * its broker's metadata knows: the producer was fenced by a newer exclusive one.
+ */
+export function accessRefusal(context: Pick<PartitionContext, 'accessEpoch'>, event: PartitionEvent): { code: ErrorCode; message: string } | undefined {
+  if (event.type !== 'PRODUCE' || event.access === undefined) return undefined;
+  const fence = Math.max(context.accessEpoch, event.access.known);
+  if (event.access.epoch >= fence) return undefined;
+  return { code: 'PRODUCER_FENCED', message: `producer epoch ${event.access.epoch} < ${fence}` };
+}
+
+/** The leader's producer epoch after accepting `event` (unchanged for an unchecked produce). */
+export function accessEpochAfter(context: Pick<PartitionContext, 'accessEpoch'>, event: PartitionEvent): number {
+  if (event.type !== 'PRODUCE' || event.access === undefined) return context.accessEpoch;
+  return Math.max(context.accessEpoch, event.access.epoch, event.access.known);
 }
 
 /**

@@ -15,6 +15,8 @@ import { backoffMs } from '../../runtime/retry.js';
 import type { PartitionStore } from '../../storage/partition-store.js';
 import { outbox } from '../outbox.js';
 import {
+  accessEpochAfter,
+  accessRefusal,
   alterRefusal,
   awaitingWrite,
   bytesOf,
@@ -36,7 +38,7 @@ import {
 import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
 import type { PendingBytesLease } from './pending-budget.js';
-import { rebuildProducerStates, recordAppend, recordRefusal, type ProducerStates } from './producer-state.js';
+import { rebuildProducerStates, recordAppend, recordRefusal, type ProducerRebuild } from './producer-state.js';
 import { caughtUpUntil, joinsIsr, recordFetch } from './replication.js';
 import type { PartitionEvent, PartitionInput } from './types.js';
 
@@ -49,10 +51,10 @@ export const partitionMachine = setup({
     events: {} as PartitionEvent,
   },
   actors: {
-    /** Opens the log and rebuilds the producers' sequence state from its tail. */
-    openLog: fromPromise<{ store: PartitionStore; producers: ProducerStates }, PartitionInput>(async ({ input }) => {
+    /** Opens the log and rebuilds the producers' sequence state and the highest fence epoch from its tail. */
+    openLog: fromPromise<{ store: PartitionStore } & ProducerRebuild, PartitionInput>(async ({ input }) => {
       const store = await input.storage.openPartition({ topicId: input.topicId, partition: input.partition });
-      return { store, producers: await rebuildProducerStates(store) };
+      return { store, ...(await rebuildProducerStates(store)) };
     }),
     deleteLog: fromPromise<void, PartitionInput>(({ input }) =>
       input.storage.deletePartition({ topicId: input.topicId, partition: input.partition }),
@@ -86,6 +88,7 @@ export const partitionMachine = setup({
   guards: {
     tooLarge: ({ context, event }) => event.type === 'PRODUCE' && event.batch.length > context.config.maxMessageBytes,
     leaderEpochRefused: ({ context, event }) => leaderEpochRefusal(context, event) !== undefined,
+    accessRefused: ({ context, event }) => accessRefusal(context, event) !== undefined,
     queueFull: ({ context, event }) =>
       event.type === 'PRODUCE' &&
       (context.pending.length >= context.limits.pendingAppendsMax ||
@@ -131,6 +134,7 @@ export const partitionMachine = setup({
         pending: [...context.pending, entry],
         pendingBytes: context.pendingBytes + event.batch.length,
         producers: event.producer === undefined ? context.producers : recordAppend(context.producers, event.producer, event.recordCount, baseOffset),
+        accessEpoch: accessEpochAfter(context, event),
       });
     }),
     /**
@@ -514,6 +518,7 @@ export const partitionMachine = setup({
     joinRefusedUntil: {},
     leftIsrAtMs: {},
     replicaSeenMs: {},
+    accessEpoch: 0,
   }),
   initial: 'loading',
   // The outbox lives as long as the machine, so every state can answer (loading, failed, draining).
@@ -533,7 +538,7 @@ export const partitionMachine = setup({
         onDone: {
           target: 'open',
           actions: assign(({ context, event }) => {
-            const { store, producers } = event.output;
+            const { store, producers, accessEpoch } = event.output;
             const end = store.logEndOffset();
             // The high watermark starts at 0 and moves as followers report (HW never goes back):
             // records past the old HW become visible only once the ISR confirms them.
@@ -542,7 +547,7 @@ export const partitionMachine = setup({
             const followers = Object.fromEntries(
               context.isr.filter((id) => id !== context.brokerId).map((id) => [id, { logEndOffset: -1, lastCaughtUpMs: now, lastFetchMs: now, lastFetchLeaderEnd: end }]),
             );
-            return { store, producers, logStartOffset: store.logStartOffset(), nextOffset: end, logEndOffset: end, writtenEnd: end, highWatermark: 0, epochStartOffset: end, followers };
+            return { store, producers, accessEpoch, logStartOffset: store.logStartOffset(), nextOffset: end, logEndOffset: end, writtenEnd: end, highWatermark: 0, epochStartOffset: end, followers };
           }),
         },
         onError: { target: 'failed', actions: ({ context, event }) => context.logger.error({ err: event.error }, 'cannot open partition log') },
@@ -638,6 +643,11 @@ export const partitionMachine = setup({
                   {
                     guard: 'leaderEpochRefused',
                     actions: { type: 'replyError', params: ({ context, event }) => ({ replyTo: event.replyTo, ...leaderEpochRefusal(context, event)! }) },
+                  },
+                  // Before the sequence checks: a fenced producer's batch must not touch its idempotent state.
+                  {
+                    guard: 'accessRefused',
+                    actions: { type: 'replyError', params: ({ context, event }) => ({ replyTo: event.replyTo, ...accessRefusal(context, event)! }) },
                   },
                   { guard: 'sequenceRefused', actions: 'refuseSequence' },
                   { guard: 'queueFull', actions: { type: 'replyError', params: ({ event }) => ({ replyTo: event.replyTo, code: 'BUSY' }) } },

@@ -16,9 +16,11 @@
  * (`rebuildProducerStates`, the last PRODUCER_REBUILD_RECORDS records), as Kafka does from its
  * log: followers hold the same batches, producer fields included, so a retry of a batch the old
  * leader wrote is recognised as a duplicate. A producer whose last batch is older than that
- * window is one never seen (its next batch is refused once and renumbered).
+ * window is one never seen (its next batch is refused once and renumbered). The same read finds
+ * the newest fence (fence-records.ts): the producer epoch the leader refuses older writes below.
  */
 import { readBatchHeader, SEQUENCE_MODULO } from '../../protocol/batch.js';
+import { fenceEpochOf } from './fence-records.js';
 import type { PartitionStore } from '../../storage/partition-store.js';
 import type { ErrorCode } from '../../protocol/errors.js';
 
@@ -112,9 +114,21 @@ export const PRODUCER_REBUILD_RECORDS = 20_000;
 /** Bytes per read while rebuilding. */
 const REBUILD_READ_BYTES = 1024 * 1024;
 
-/** Producer states from the last PRODUCER_REBUILD_RECORDS records of the log (I/O: run in an invoked actor). */
-export async function rebuildProducerStates(store: PartitionStore): Promise<ProducerStates> {
+/** What a new leader learns from the tail of its log. */
+export interface ProducerRebuild {
+  producers: ProducerStates;
+  /** The highest producer epoch of a fence record there (fence-records.ts); 0 when none. */
+  accessEpoch: number;
+}
+
+/**
+ * Producer states and the highest fence epoch from the last PRODUCER_REBUILD_RECORDS records of the
+ * log (I/O: run in an invoked actor). A fence older than that window is not seen; by then the
+ * metadata the broker passes with every produce (`access.known`) carries the epoch.
+ */
+export async function rebuildProducerStates(store: PartitionStore): Promise<ProducerRebuild> {
   let states: ProducerStates = new Map();
+  let accessEpoch = 0;
   const end = store.logEndOffset();
   let offset = Math.max(store.logStartOffset(), end - PRODUCER_REBUILD_RECORDS);
   while (offset < end) {
@@ -123,9 +137,10 @@ export async function rebuildProducerStates(store: PartitionStore): Promise<Prod
     for (const b of batches) {
       const h = readBatchHeader(b);
       offset = h.baseOffset + h.recordCount;
+      accessEpoch = Math.max(accessEpoch, fenceEpochOf(b) ?? 0);
       if (h.producerId < 0) continue;
       states = recordAppend(states, { producerId: h.producerId, producerEpoch: h.producerEpoch, baseSequence: h.baseSequence }, h.recordCount, h.baseOffset);
     }
   }
-  return states;
+  return { producers: states, accessEpoch };
 }

@@ -129,6 +129,13 @@ export type PartitionEvent =
       timeoutMs: number;
       /** The leader epoch the client believes current; undefined: not checked. */
       leaderEpoch: number | undefined;
+      /**
+       * Producer access (issue 12): `epoch` is the producer epoch the request carries (accessEpoch,
+       * absent = 0), `known` the topic's producer epoch in the receiving broker's metadata. Refused
+       * PRODUCER_FENCED when `epoch` is below either that or the highest this leader knows.
+       * Absent: not checked (the broker's own appends, e.g. subscription cursors).
+       */
+      access?: ProduceAccess;
     }
   | { type: 'FETCH'; replyTo: string; offset: number; maxBytes: number; maxWaitMs: number }
   | {
@@ -162,6 +169,14 @@ export type PartitionEvent =
   | { type: 'CONFIG'; config: TopicConfig }
   | { type: 'STOP' }
   | { type: 'DELETE' };
+
+/** The producer epochs a produce is checked against (PartitionEvent PRODUCE, `access`). */
+export interface ProduceAccess {
+  /** The epoch the producer was granted (the request's accessEpoch; 0 when absent). */
+  epoch: number;
+  /** The topic's producer epoch in this broker's metadata image (0: never granted). */
+  known: number;
+}
 
 export type NodeTick = {
   type: 'TICK';
