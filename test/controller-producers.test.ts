@@ -8,6 +8,7 @@ import test from 'ava';
 import { pino } from 'pino';
 import { createActor, SimulatedClock, transition } from 'xstate';
 import { controllerMachine } from '../src/actors/controller/machine.js';
+import { producerSessionFlags } from '../src/cli/node-flags.js';
 import { topicByName } from '../src/metadata/image.js';
 import { createMemoryMetadataStore } from '../src/metadata/metadata-store.js';
 import { planCreateTopic } from '../src/metadata/planner.js';
@@ -125,4 +126,11 @@ test('transition(): an Exclusive attach queues a producer-grant job and sends no
   t.deepEqual(sent.map((e) => [e.replyTo, e.error.code]), [['r2', 'PRODUCER_FENCED']]);
   t.is(c.metadata.image().topicsById.get('ab'.repeat(16))!.producerAccess.epoch, 0, 'nothing committed');
   c.controller.send({ type: 'STOP' });
+});
+
+test('the node flag: --producer-session-timeout-ms gives producerSessionTimeoutMs, bounded', (t) => {
+  t.deepEqual(producerSessionFlags({}), {});
+  t.deepEqual(producerSessionFlags({ 'producer-session-timeout-ms': '1500' }), { producerSessionTimeoutMs: 1500 });
+  t.throws(() => producerSessionFlags({ 'producer-session-timeout-ms': '10' }), { message: /300\.\.600000/ });
+  t.throws(() => producerSessionFlags({ 'producer-session-timeout-ms': 'soon' }));
 });
