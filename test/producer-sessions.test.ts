@@ -237,3 +237,15 @@ test('a failed grant leaves the waiter first in line, and the next tick tries ag
   t.is(w.state().topics[g.topicId]!.waiters[0]!.sessionId, 'b');
   t.is(w.tick(LATER + 20).grants[0]!.grant.owner.sessionId, 'b');
 });
+
+test('a waiter parked for longer than the session timeout keeps its place', (t) => {
+  const w = world();
+  w.commitGrant(w.attach(ask('a', 'Exclusive')).grants[0]!.grant);
+  w.attach(ask('b', 'WaitForExclusive', { maxWaitMs: TIMEOUT_MS * 2, timeoutMs: TIMEOUT_MS * 5 }), LATER, 'parked-b');
+  w.attach(ask('c', 'WaitForExclusive'), LATER + 10);
+  w.heartbeat('a', 'Exclusive', 1, LATER + TIMEOUT_MS);
+  w.attach(ask('c', 'WaitForExclusive'), LATER + TIMEOUT_MS);
+  const answered = w.tick(LATER + TIMEOUT_MS * 2);
+  t.like(answered.answers[0], { replyTo: 'parked-b', body: { status: 'waiting', position: 0 } });
+  t.deepEqual(w.state().topics['ab'.repeat(16)]!.waiters.map((x) => x.sessionId), ['b', 'c'], 'b, parked all along, is still first');
+});

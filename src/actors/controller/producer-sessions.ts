@@ -385,8 +385,8 @@ export function tick(state: ProducerSessions, image: MetadataImage, nowMs: numbe
       continue;
     }
     const epoch = topic.producerAccess.epoch;
-    const isParked = (sid: string) => t.parked.some((p) => p.sessionId === sid && p.untilMs > nowMs);
-    // A parked waiter is alive: its ask is still open.
+    const isParked = (sid: string) => t.parked.some((p) => p.sessionId === sid);
+    // A parked waiter is alive: its ask is open (or answered just now), however long it was held.
     let waiters = t.waiters.filter((w) => live(w, nowMs, timeoutMs) || isParked(w.sessionId));
     const parked: ParkedAttach[] = [];
     for (const p of t.parked) {
