@@ -134,3 +134,18 @@ test('the node flag: --producer-session-timeout-ms gives producerSessionTimeoutM
   t.throws(() => producerSessionFlags({ 'producer-session-timeout-ms': '10' }), { message: /300\.\.600000/ });
   t.throws(() => producerSessionFlags({ 'producer-session-timeout-ms': 'soon' }));
 });
+
+test('a controller that was itself paused refreshes producer sessions instead of releasing its owners', async (t) => {
+  const c = await start();
+  await c.advance(TIMEOUT_MS);
+  t.like(await settle(c, c.attach('a', 'Exclusive')), { status: 'granted', epoch: 1 });
+  // The whole process stops for longer than the session timeout: nothing runs, then the clock jumps.
+  c.clock.increment(TIMEOUT_MS * 2);
+  await c.advance(200);
+  t.like(c.access(), { owner: { sessionId: 'a' } }, 'the owner keeps its claim');
+  t.false(c.warnings.includes('exclusive producer session expired; releasing the topic'));
+  // Silent for a whole timeout after the pause: now it goes.
+  await c.advance(TIMEOUT_MS + 200);
+  t.is(c.access().owner, undefined);
+  c.controller.send({ type: 'STOP' });
+});
