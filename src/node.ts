@@ -69,6 +69,11 @@ export interface NodeOptions {
   sessionTimeoutMs?: number;
   /** Automatic preferred-leader election period and cooldown, ms; 0 disables. @default 10000 */
   preferredElectionIntervalMs?: number;
+  /**
+   * As the active controller: a producer silent this long loses its session, an exclusive one its
+   * claim; a new controller waits this long before an Exclusive grant (issue 12), ms. @default 10000
+   */
+  producerSessionTimeoutMs?: number;
 }
 
 export interface TidemarkNode {
@@ -197,6 +202,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
         sessionTimeoutMs: options.sessionTimeoutMs ?? 2000,
         tickMs: 50,
         preferredElectionIntervalMs: options.preferredElectionIntervalMs ?? 10_000,
+        producerSessionTimeoutMs: options.producerSessionTimeoutMs ?? 10_000,
       },
     });
   }

@@ -12,11 +12,13 @@ import {
   decodeReply,
   encodeMessage,
   fetchReply,
+  metadataReply,
   offsetsReply,
   produceResponse,
 } from '../src/protocol/messages.js';
 import type { Schema } from '../src/protocol/validate.js';
 import { ackReply, consumeReply, createSubscriptionReply, subscriptionAdminReply } from '../src/protocol/subscription-messages.js';
+import { producerAttachReply, producerDetachReply, producerHeartbeatReply } from '../src/protocol/producer-messages.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import { connectNats, type NatsTransport } from '../src/runtime/nats-transport.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
@@ -227,4 +229,37 @@ test.serial('bad subscription requests: consume, ack, sub-admin and the registry
   t.is(served.partitions[0]?.error, undefined);
   const acked = await call(ack, encode({ ...goodAck, consumerId: 'c1' }), ackReply);
   t.is(acked.partitions[0]?.error, undefined);
+});
+
+test.serial('bad producer-access requests: attach, heartbeat and detach refuse with typed errors, write nothing, and the controller keeps serving', async (t) => {
+  const attach = { timeoutMs: 2000, topic: 'orders', accessMode: 'Shared', producerName: 'bad-input', sessionId: 'b1', maxWaitMs: 0 };
+  const beat = { timeoutMs: 2000, topic: 'orders', accessMode: 'Shared', producerName: 'bad-input', sessionId: 'b1', epoch: 0 };
+  const err = async <T>(subject: string, body: Uint8Array, schema: Schema<T>, code: ErrorCode) => {
+    const e = await t.throwsAsync(call(subject, body, schema), { instanceOf: TidemarkError });
+    t.is(e?.code, code, `${subject}: ${e?.message}`);
+  };
+  const a = s.admin('producer-attach');
+  const h = s.admin('producer-heartbeat');
+  const d = s.admin('producer-detach');
+  const before = (await call(s.metadata(), encodeMessage({ timeoutMs: 1000 }), metadataReply)).offset;
+  for (const subject of [a, h, d]) await err(subject, new Uint8Array([0xc1, 0xff]), producerDetachReply, 'INVALID_REQUEST'); // not msgpack
+  await err(a, encode({ ...attach, accessMode: 'Exclusiveish' }), producerAttachReply, 'INVALID_REQUEST');
+  await err(a, encode({ ...attach, producerName: 'has space' }), producerAttachReply, 'INVALID_REQUEST');
+  await err(a, encode({ ...attach, sessionId: 'x'.repeat(65) }), producerAttachReply, 'INVALID_REQUEST');
+  await err(a, encode({ ...attach, maxWaitMs: 10 ** 9 }), producerAttachReply, 'INVALID_REQUEST');
+  await err(a, encode({ ...attach, waitingSince: -1 }), producerAttachReply, 'INVALID_REQUEST');
+  await err(a, encode({ ...attach, timeoutMs: 0 }), producerAttachReply, 'INVALID_REQUEST');
+  await err(a, encode({ ...attach, topic: 'nope' }), producerAttachReply, 'UNKNOWN_TOPIC');
+  await err(h, encode({ ...beat, epoch: -1 }), producerHeartbeatReply, 'INVALID_REQUEST');
+  await err(h, encode({ ...beat, epoch: '0' }), producerHeartbeatReply, 'INVALID_REQUEST');
+  await err(h, encode({ ...beat, topic: 'nope' }), producerHeartbeatReply, 'UNKNOWN_TOPIC');
+  await err(h, encode({ ...beat, accessMode: 'Exclusive' }), producerHeartbeatReply, 'PRODUCER_FENCED'); // claims a topic it does not hold
+  await err(d, encode({ timeoutMs: 1000, topic: 'orders' }), producerDetachReply, 'INVALID_REQUEST'); // no session id
+  await err(d, encode({ timeoutMs: 1000, topic: 'orders', sessionId: 7 }), producerDetachReply, 'INVALID_REQUEST');
+  // Nothing above was committed; a good attach and detach still work.
+  const after = (await call(s.metadata(), encodeMessage({ timeoutMs: 1000 }), metadataReply)).offset;
+  t.is(after, before, 'no metadata entry was written');
+  t.like(await call(a, encode(attach), producerAttachReply), { status: 'granted', epoch: 0, fence: false });
+  const detached = await call(d, encode({ timeoutMs: 1000, topic: 'orders', sessionId: 'b1' }), producerDetachReply);
+  t.true(detached.metadataOffset >= after, 'a shared detach is answered from memory with the controller\'s offset');
 });

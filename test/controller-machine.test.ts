@@ -35,7 +35,7 @@ function cluster() {
   const raft = { role: 'leader', leaderReady: true, status() { return { role: this.role, leaderReady: this.leaderReady }; } };
   const controller = createActor(controllerMachine, {
     clock,
-    input: { subjects, transport, metadata, raft, clock, random, logger: silent, adminQueueMax: 16, sessionTimeoutMs: SESSION_TIMEOUT_MS, tickMs: 50, preferredElectionIntervalMs: 0 },
+    input: { subjects, transport, metadata, raft, clock, random, logger: silent, adminQueueMax: 16, sessionTimeoutMs: SESSION_TIMEOUT_MS, tickMs: 50, preferredElectionIntervalMs: 0, producerSessionTimeoutMs: 10_000 },
   }).start();
   const startBroker = (id: number, incarnation: string) =>
     createActor(brokerMachine, {

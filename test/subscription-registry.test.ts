@@ -177,6 +177,7 @@ test('controller: create-subscription (created, then idempotent), delete-subscri
       sessionTimeoutMs: 60_000,
       tickMs: 50,
       preferredElectionIntervalMs: 0,
+      producerSessionTimeoutMs: 10_000,
     },
   }).start();
   const advance = async (ms: number) => {

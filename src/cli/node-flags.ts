@@ -11,4 +11,27 @@
  * spawners use this list; bin/tidemark.js's shebang carries the same flag, so `tidemark node start`
  * run as a command gets it; `node bin/tidemark.js node start` needs them by hand (docs/operations.md).
  */
+import type { NodeOptions } from '../node.js';
+import { intFlag } from './args.js';
+
 export const NODE_PROCESS_FLAGS: readonly string[] = ['--initial-old-space-size=128'];
+
+/**
+ * `tidemark node start` options of the active controller's producer sessions (issue 12): the
+ * option spec for parseArgs, its help lines, and the NodeOptions it gives.
+ */
+export const PRODUCER_SESSION_FLAG_OPTIONS = { 'producer-session-timeout-ms': { type: 'string' } } as const;
+
+export const PRODUCER_SESSION_FLAG_HELP = `  --producer-session-timeout-ms N
+                       as the active controller, a producer not heard from for N ms loses its
+                       session (an exclusive one its claim); a new controller waits N ms before
+                       granting an Exclusive producer (default 10000)`;
+
+/** Bounds: the heartbeat interval (a third of it) stays within a request's budget. */
+export const PRODUCER_SESSION_TIMEOUT_MS_MIN = 300;
+export const PRODUCER_SESSION_TIMEOUT_MS_MAX = 600_000;
+
+export function producerSessionFlags(values: { 'producer-session-timeout-ms'?: string | undefined }): Pick<NodeOptions, 'producerSessionTimeoutMs'> {
+  const producerSessionTimeoutMs = intFlag('producer-session-timeout-ms', values['producer-session-timeout-ms'], PRODUCER_SESSION_TIMEOUT_MS_MIN, PRODUCER_SESSION_TIMEOUT_MS_MAX);
+  return producerSessionTimeoutMs === undefined ? {} : { producerSessionTimeoutMs };
+}

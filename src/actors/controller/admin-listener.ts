@@ -9,6 +9,7 @@ import { TidemarkError } from '../../protocol/errors.js';
 import { alterConfigRequest, createPartitionsRequest, createTopicRequest, decodeRequest, deleteTopicRequest, electLeadersRequest, encodeError } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import { createSubscriptionRequest, deleteSubscriptionRequest } from '../../protocol/subscription-messages.js';
+import { producerAttachRequest, producerDetachRequest, producerHeartbeatRequest } from '../../protocol/producer-messages.js';
 import type { Clock, InboundMessage, Logger, Transport } from '../../runtime/ports.js';
 import type { AdminJob, ControllerEvent, ControllerJob } from './types.js';
 
@@ -35,7 +36,28 @@ export const adminListener = fromCallback<{ type: 'NONE' }, AdminListenerInput>(
     }
   };
 
+  /** Producer sessions are answered from the controller's memory (or queue a grant): events, not jobs. */
+  const producer = (msg: InboundMessage, toEvent: (data: Uint8Array, replyTo: string, nowMs: number) => ControllerEvent) => {
+    try {
+      if (msg.reply === undefined) throw new TidemarkError('INVALID_REQUEST', 'admin requests need a reply subject');
+      sendBack(toEvent(msg.data, msg.reply, clock.now()));
+    } catch (error) {
+      const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', undefined, { cause: error });
+      logger.debug({ code: err.code, reason: err.message }, 'producer request refused');
+      if (msg.reply !== undefined) msg.respond(encodeError(err.toWire()));
+    }
+  };
+
   const subs = [
+    transport.subscribe(subjects.admin('producer-attach'), (msg) =>
+      producer(msg, (data, replyTo, nowMs) => ({ type: 'PRODUCER_ATTACH', replyTo, request: decodeRequest(data, producerAttachRequest), nowMs })),
+    ),
+    transport.subscribe(subjects.admin('producer-heartbeat'), (msg) =>
+      producer(msg, (data, replyTo, nowMs) => ({ type: 'PRODUCER_HEARTBEAT', replyTo, request: decodeRequest(data, producerHeartbeatRequest), nowMs })),
+    ),
+    transport.subscribe(subjects.admin('producer-detach'), (msg) =>
+      producer(msg, (data, replyTo, nowMs) => ({ type: 'PRODUCER_DETACH', replyTo, request: decodeRequest(data, producerDetachRequest), nowMs })),
+    ),
     transport.subscribe(
       subjects.admin('create-topic'),
       (msg) =>

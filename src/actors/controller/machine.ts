@@ -4,6 +4,8 @@
  * brokers are jobs in one queue, each planned by the pure planner and committed through the quorum;
  * heartbeats are answered from memory and feed the broker sessions (KRaft keeps them out of the log
  * too). A broker not heard from for `sessionTimeoutMs` is fenced and its partitions get new leaders.
+ * Producer sessions (issue 12) are kept the same way (producer-sessions.ts): answered from memory,
+ * except exclusive grants and releases, which are jobs in the same queue.
  */
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
 import { applyRecords, subscriptionOf, topicByName, type MetadataImage } from '../../metadata/image.js';
@@ -23,11 +25,13 @@ import {
   uncleanEnabled,
   unfencedIn,
 } from '../../metadata/planner.js';
+import { planProducerGrant, planProducerRelease } from '../../metadata/producer-planner.js';
 import type { MetadataRecord } from '../../metadata/records.js';
 import type { AlterPartitionReply, ControlledShutdownReply, RegisterBrokerReply } from '../../protocol/controller-messages.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import type { CreateTopicReply, DeleteTopicReply, ElectLeadersReply } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
+import type { ProducerAttachReply, ProducerDetachReply } from '../../protocol/producer-messages.js';
 import type { CreateSubscriptionReply } from '../../protocol/subscription-messages.js';
 import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import { topicMetadata } from '../broker/metadata-view.js';
@@ -36,6 +40,7 @@ import { adminListener } from './admin-listener.js';
 import { brokerListener } from './broker-listener.js';
 import { leadershipWatch, type LeadershipSource } from './leadership-watch.js';
 import { metadataServer } from './metadata-server.js';
+import * as producers from './producer-sessions.js';
 import type { ControllerEvent, ControllerJob, LogEndReports } from './types.js';
 
 export interface ControllerInput {
@@ -57,6 +62,11 @@ export interface ControllerInput {
    * auto.leader.rebalance), ms; also the cooldown after a broker returns. 0 disables. @default 10000
    */
   preferredElectionIntervalMs: number;
+  /**
+   * A producer silent this long loses its session, and an exclusive one its claim (issue 12); a new
+   * controller also waits this long before granting an Exclusive claim, ms. @default 10000
+   */
+  producerSessionTimeoutMs: number;
 }
 
 interface ControllerContext extends ControllerInput {
@@ -73,6 +83,8 @@ interface ControllerContext extends ControllerInput {
   lastPreferredMs: number;
   /** Brokers' copies of partitions awaiting a recovery election, from their heartbeats (in memory). */
   logEnds: LogEndReports;
+  /** Producer sessions, waiters and owners' liveness (in memory; the epoch and owner are the image's). */
+  producers: producers.ProducerSessions;
 }
 
 type JobResult = { body: object | undefined; brokerId?: number; caughtUpAt?: number; shuttingDown?: number };
@@ -207,6 +219,18 @@ async function planAndCommit(
     case 'unfence':
       await commit(planUnfenceBroker(image, job.brokerId));
       return { body: undefined };
+    case 'producer-grant': {
+      const next = await commit(planProducerGrant(image, job.grant));
+      const access = next.topicsById.get(job.grant.topicId)?.producerAccess;
+      if (access?.owner?.sessionId !== job.grant.owner.sessionId) throw new TidemarkError('BUSY', 'the producer grant was overtaken; retry');
+      const reply: ProducerAttachReply = { status: 'granted', epoch: access.epoch, fence: true, heartbeatIntervalMs: job.heartbeatIntervalMs };
+      return { body: reply };
+    }
+    case 'producer-release': {
+      const next = await commit(planProducerRelease(image, job.topicId, job.sessionId));
+      const reply: ProducerDetachReply = { metadataOffset: next.offset };
+      return { body: reply };
+    }
     case 'recover': {
       const reports = job.reports;
       const report = (brokerId: number, topicId: string, partition: number) => {
@@ -218,6 +242,17 @@ async function planAndCommit(
       return { body: undefined };
     }
   }
+}
+
+const producerConfig = (context: ControllerInput): producers.ProducerSessionConfig => ({ timeoutMs: context.producerSessionTimeoutMs });
+
+/** The jobs a producer-session step asks for: its grants and releases, committed in queue order. */
+function producerJobs(context: ControllerInput, step: producers.Step): ControllerJob[] {
+  const heartbeatIntervalMs = producers.heartbeatIntervalMs(context.producerSessionTimeoutMs);
+  return [
+    ...step.grants.map((g): ControllerJob => ({ op: 'producer-grant', grant: g.grant, heartbeatIntervalMs, replyTo: g.replyTo, deadlineMs: g.deadlineMs })),
+    ...step.releases.map((r): ControllerJob => ({ op: 'producer-release', topicId: r.topicId, sessionId: r.sessionId, replyTo: r.replyTo, deadlineMs: r.deadlineMs })),
+  ];
 }
 
 const queued = (queue: readonly ControllerJob[], op: 'fence' | 'unfence', brokerId: number) =>
@@ -274,6 +309,39 @@ export const controllerMachine = setup({
       }
       enqueue.sendTo('outbox', { type: 'REPLY', replyTo: event.replyTo, body: { fenced: broker.fenced } });
     }),
+    producerRequest: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'PRODUCER_ATTACH' && event.type !== 'PRODUCER_HEARTBEAT' && event.type !== 'PRODUCER_DETACH') return;
+      const image = context.metadata.image();
+      const topic = topicByName(image, event.request.topic);
+      // Attaches and detaches may queue a commit: bounded by the queue, as admin jobs are.
+      if (event.type !== 'PRODUCER_HEARTBEAT' && context.queue.length >= context.adminQueueMax) {
+        enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: event.replyTo, error: new TidemarkError('BUSY', 'controller queue is full').toWire() });
+        return;
+      }
+      const cfg = producerConfig(context);
+      const step =
+        event.type === 'PRODUCER_ATTACH'
+          ? producers.attach(context.producers, topic, event.request, event.replyTo, event.nowMs, cfg)
+          : event.type === 'PRODUCER_HEARTBEAT'
+            ? producers.heartbeat(context.producers, topic, event.request, event.replyTo, event.nowMs, cfg)
+            : producers.detach(context.producers, topic, event.request, event.replyTo, event.nowMs, image.offset);
+      const jobs = producerJobs(context, step);
+      enqueue.assign({ producers: step.state, ...(jobs.length > 0 ? { queue: [...context.queue, ...jobs] } : {}) });
+      for (const answer of step.answers) enqueue.sendTo('outbox', answer);
+    }),
+    checkProducerSessions: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'TICK') return;
+      // The same pause rule as broker sessions' (checkSessions, which runs after this and records the tick).
+      const gapMs = event.nowMs - context.lastTickMs;
+      const paused = context.lastTickMs > 0 && gapMs > Math.min(context.sessionTimeoutMs, context.producerSessionTimeoutMs) / 2;
+      const step = producers.tick(context.producers, context.metadata.image(), event.nowMs, paused, producerConfig(context));
+      for (const r of step.releases) {
+        context.logger.warn({ topicId: r.topicId, sessionId: r.sessionId, timeoutMs: context.producerSessionTimeoutMs }, 'exclusive producer session expired; releasing the topic');
+      }
+      const jobs = producerJobs(context, step);
+      enqueue.assign({ producers: step.state, ...(jobs.length > 0 ? { queue: [...context.queue, ...jobs] } : {}) });
+      for (const answer of step.answers) enqueue.sendTo('outbox', answer);
+    }),
     checkSessions: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'TICK') return;
       enqueue.assign({ lastTickMs: event.nowMs });
@@ -312,6 +380,7 @@ export const controllerMachine = setup({
         shuttingDown: [],
         lastPreferredMs: nowMs,
         logEnds: {},
+        producers: producers.activeSessions(nowMs, context.producerSessionTimeoutMs),
       };
     }),
     finishJob: enqueueActions(({ context, event, enqueue }) => {
@@ -330,15 +399,23 @@ export const controllerMachine = setup({
         if (err.code === 'INTERNAL') context.logger.error({ err: event.error, op: job.op }, 'controller job failed');
         if (job.replyTo !== undefined) enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: job.replyTo, error: err.toWire() });
       }
+      if (job.op === 'producer-grant') {
+        const step = producers.grantDone(context.producers, context.metadata.image(), job.grant, 'output' in event, producerConfig(context));
+        enqueue.assign({ producers: step.state });
+        for (const answer of step.answers) enqueue.sendTo('outbox', answer);
+      } else if (job.op === 'producer-release') {
+        enqueue.assign({ producers: producers.releaseDone(context.producers, context.metadata.image(), job.topicId) });
+      }
       enqueue.assign({ queue: context.queue.slice(1) });
     }),
     /** Jobs waiting when leadership is lost are refused: the new controller takes the retries. */
     refuseQueued: enqueueActions(({ context, enqueue }) => {
+      for (const answer of producers.standby(context.producers)) enqueue.sendTo('outbox', answer);
       for (const job of context.queue) {
         if (job.replyTo === undefined) continue;
         enqueue.sendTo('outbox', { type: 'REPLY_ERROR', replyTo: job.replyTo, error: new TidemarkError('NOT_CONTROLLER', 'controller changed').toWire() });
       }
-      enqueue.assign({ queue: [] });
+      enqueue.assign({ queue: [], producers: producers.activeSessions(0, 0) });
     }),
   },
   guards: {
@@ -346,7 +423,7 @@ export const controllerMachine = setup({
   },
 }).createMachine({
   id: 'controller',
-  context: ({ input }) => ({ ...input, queue: [], lastSeenMs: {}, caughtUpAt: {}, lastTickMs: 0, shuttingDown: [], lastPreferredMs: 0, logEnds: {} }),
+  context: ({ input }) => ({ ...input, queue: [], lastSeenMs: {}, caughtUpAt: {}, lastTickMs: 0, shuttingDown: [], lastPreferredMs: 0, logEnds: {}, producers: producers.activeSessions(0, input.producerSessionTimeoutMs) }),
   initial: 'running',
   states: {
     running: {
@@ -372,7 +449,10 @@ export const controllerMachine = setup({
           on: {
             ADMIN: { actions: 'enqueue' },
             HEARTBEAT: { actions: 'heartbeat' },
-            TICK: { actions: 'checkSessions' },
+            PRODUCER_ATTACH: { actions: 'producerRequest' },
+            PRODUCER_HEARTBEAT: { actions: 'producerRequest' },
+            PRODUCER_DETACH: { actions: 'producerRequest' },
+            TICK: { actions: ['checkProducerSessions', 'checkSessions'] },
             STANDBY: { target: 'standby', actions: 'refuseQueued' },
           },
           initial: 'idle',
