@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { startNode, type NodeRole } from '../../node.js';
 import { createLogger } from '../../runtime/logger.js';
-import { NODE_PROCESS_FLAGS } from '../node-flags.js';
+import { NODE_PROCESS_FLAGS, PRODUCER_SESSION_FLAG_HELP, PRODUCER_SESSION_FLAG_OPTIONS, producerSessionFlags } from '../node-flags.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
 import { UsageError } from '../cli-error.js';
 import { onShutdownSignal } from '../signals.js';
@@ -31,6 +31,7 @@ Options:
   --tail-cache-bytes-max N
                        bytes of recent batches all partitions keep in memory together, for
                        reads right behind the writers (default 67108864; 0 caches nothing)
+${PRODUCER_SESSION_FLAG_HELP}
   --log-level L        pino level (default info; env TIDEMARK_LOG_LEVEL)
   --pretty             human-readable logs instead of JSON lines
 ${GLOBAL_HELP}`;
@@ -46,6 +47,7 @@ const OPTIONS = {
   'retention-check-interval-ms': { type: 'string' },
   'tail-cache-bytes-max': { type: 'string' },
   'raft-append-bytes-max': { type: 'string' },
+  ...PRODUCER_SESSION_FLAG_OPTIONS,
   'log-level': { type: 'string' },
   pretty: { type: 'boolean' },
 } as const;
@@ -102,6 +104,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     ...(retentionCheckIntervalMs === undefined ? {} : { partitionLimits: { retentionCheckIntervalMs } }),
     ...(tailCacheBytesMax === undefined ? {} : { tailCacheBytesMax }),
     ...(appendBytesMax === undefined ? {} : { raftLimits: { appendBytesMax } }),
+    ...producerSessionFlags(values),
     natsUrl: servers,
     cluster,
     logger,
