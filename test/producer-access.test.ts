@@ -64,13 +64,19 @@ async function readTopic(topic: string): Promise<Array<Array<{ offset: number; v
     d.partitions.map(async (p) => {
       const out: Array<{ offset: number; value: string }> = [];
       if (p.highWatermark <= 0) return out;
-      const reader = client.reader<string>({ topic, partition: p.partition, codec: codecs.string(), from: 'earliest' });
+      const reader = client.reader<string>({ topic, partition: p.partition, codec: codecs.string(), from: 'earliest', maxWaitMs: 100 });
+      // Fence records (control records: readers skip them) may be the last below the high
+      // watermark, so the reader is stopped once its position passes it, not at a record.
+      const watch = setInterval(() => {
+        if ((reader.position ?? 0) >= p.highWatermark) void reader.close();
+      }, 20);
       try {
         for await (const r of reader) {
           out.push({ offset: r.offset, value: r.value! });
           if (r.offset >= p.highWatermark - 1) break;
         }
       } finally {
+        clearInterval(watch);
         await reader.close();
       }
       return out;

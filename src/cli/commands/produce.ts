@@ -118,6 +118,8 @@ export async function produceCommand(argv: string[]): Promise<number> {
         .send({ key, value, ...(partition === undefined ? {} : { partition }) })
         .catch((error: unknown) => {
           failure ??= error;
+          // Fenced, refused or failed: read no further, even if stdin stays open.
+          lines.close();
         })
         .finally(() => {
           outstanding--;
