@@ -21,7 +21,7 @@ import { encodeBatch, NO_PRODUCER_SEQUENCE } from '../src/protocol/batch.js';
 import { produceResponse, type ProduceRequest } from '../src/protocol/messages.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import { Rpc } from '../src/client/rpc.js';
-import { killAllCliProcesses, TIDEMARK_BIN } from './helpers/cli.js';
+import { killAllCliProcesses, runCli, TIDEMARK_BIN } from './helpers/cli.js';
 import { waitForCluster } from './helpers/cluster.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
 import { allInSync, ReplicationCluster, waitForTopic } from './helpers/replication-cluster.js';
@@ -167,6 +167,9 @@ test.serial('Exclusive: a second producer is refused at once (SDK and CLI); Shar
   const d = await client.admin().describeTopic(topic);
   t.is(d.producerEpoch, epoch);
   t.deepEqual(d.exclusiveProducer, { name: 'holder', accessMode: 'Exclusive' });
+  const described = await runCli(['topic', 'describe', topic, '--nats', nats.url, '--cluster', CLUSTER]);
+  t.is(described.code, 0, described.stderr);
+  t.regex(described.stdout, new RegExp(`ProducerEpoch: ${epoch}\tExclusiveProducer: holder \\(Exclusive\\)\t`));
   await holder.send({ value: 'h-1' });
   await holder.close();
   t.deepEqual(values(await readTopic(topic)).sort(), ['h-0', 'h-1'], 'only the holder wrote');

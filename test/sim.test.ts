@@ -88,6 +88,14 @@ test.serial('injected bug caught: followers ignore leader epochs (no KIP-101/KIP
   t.log(`caught on seed ${r?.config.seed} at ${r?.simMs} simulated ms: ${r?.violations[0]}`);
 });
 
+test.serial('injected bug caught: partition leaders ignore producer epochs (a fenced producer keeps writing)', async (t) => {
+  t.timeout(60_000);
+  const r = await firstFailure('fenceBlind', 5, 600);
+  t.truthy(r, 'the simulator failed within 5 seeds');
+  t.regex(r?.violations[0] ?? '', /producer epochs /);
+  t.log(`caught on seed ${r?.config.seed} at ${r?.simMs} simulated ms: ${r?.violations[0]}`);
+});
+
 test.serial('injected bug caught: Raft grants votes without comparing logs (the election restriction)', async (t) => {
   t.timeout(60_000);
   const r = await firstFailure('staleVote', 30, STEPS);

@@ -11,7 +11,9 @@
  * - `eagerFollowers`: the leader takes a follower's fetch as proof that the follower has its whole
  *   log (not just up to the fetch offset), so the high watermark runs ahead of the ISR;
  * - `epochBlindFollower`: followers never send the epoch of their last batch (replication before
- *   KIP-101/KIP-320), so a suffix a deposed leader wrote is never found diverging and stays.
+ *   KIP-101/KIP-320), so a suffix a deposed leader wrote is never found diverging and stays;
+ * - `fenceBlind`: partition leaders ignore producer epochs (issue 12), so a producer fenced by an
+ *   ExclusiveWithFencing successor keeps writing.
  */
 import { enqueueActions, fromPromise } from 'xstate';
 import { brokerMachine } from '../../src/actors/broker/machine.js';
@@ -98,12 +100,16 @@ const staleVoteElection = electionMachine.provide({
   },
 });
 
+/** The partition leader without its producer-epoch check. */
+const fenceBlindPartition = partitionMachine.provide({ guards: { accessRefused: () => false } });
+
 export const INJECTED_BUGS = {
   eagerAck: { broker: brokerMachine.provide({ actors: { partition: eagerPartition } }) },
   staleVote: { election: staleVoteElection },
   doubleVote: { election: doubleVoteElection },
   eagerFollowers: { broker: brokerMachine.provide({ actors: { partition: eagerFollowerPartition } }) },
   epochBlindFollower: { broker: brokerMachine.provide({ actors: { follower: epochBlindFollower } }) },
+  fenceBlind: { broker: brokerMachine.provide({ actors: { partition: fenceBlindPartition } }) },
 } satisfies Record<string, NonNullable<NodeTestSeam['machines']>>;
 
 export type InjectedBug = keyof typeof INJECTED_BUGS;

@@ -44,8 +44,9 @@ function describeText(d: TopicDescription): string {
     .join(',');
   const exclusive = d.exclusiveProducer === undefined ? '-' : `${d.exclusiveProducer.name} (${d.exclusiveProducer.accessMode})`;
   const lines = [
-    `Topic: ${d.name}\tTopicId: ${d.topicId}\tPartitions: ${d.partitions.length}\tReplicationFactor: ${rf}\tConfigs: ${config}` +
-      `\tProducerEpoch: ${d.producerEpoch}\tExclusiveProducer: ${exclusive}`,
+    // Configs stays last (as Kafka's describe has it): scripts match the line up to its end.
+    `Topic: ${d.name}\tTopicId: ${d.topicId}\tProducerEpoch: ${d.producerEpoch}\tExclusiveProducer: ${exclusive}` +
+      `\tPartitions: ${d.partitions.length}\tReplicationFactor: ${rf}\tConfigs: ${config}`,
   ];
   for (const p of d.partitions) {
     lines.push(
