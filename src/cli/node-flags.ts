@@ -1,4 +1,7 @@
 /**
+ * Flags of a node process: the V8 flags it is started with (below), and the producer session
+ * flag of `tidemark node start` (further down, issue 12).
+ *
  * V8 flags a Tidemark node process is started with (a broker's JVM options, in Kafka's terms).
  *
  * `--initial-old-space-size=128`: V8 starts a small heap (here ~9 MiB live) with an old-generation
