@@ -106,6 +106,24 @@ test('a fenced broker leads nothing; unfenced again, it leads them again', async
   await waitFor(broker, (s) => s.status === 'done', { timeout: 5000 });
 });
 
+test('unfenced by a controller that knows newer metadata, a broker starts its partitions only once its own metadata reaches that offset', async (t) => {
+  const { broker, metadata } = await setup();
+  await metadata.propose(planCreateTopic(metadata.image(), { name: 'g', partitions: 2, replicationFactor: 1, config: {} }, 'ab'.repeat(16), 0));
+  t.is(partitionChildren(broker).length, 2);
+  broker.send({ type: 'SESSION', brokerEpoch: 1, fenced: true });
+  await waitFor(broker, (s) => Object.keys(s.context.partitions).length === 0, { timeout: 5000 });
+  // The controller's metadata is one entry ahead of this broker's: a leader started now could count
+  // its high watermark over an ISR older than the committed one (sim seed 40501044).
+  const ahead = metadata.image().offset + 1;
+  broker.send({ type: 'SESSION', brokerEpoch: 1, fenced: false, metadataOffset: ahead });
+  t.deepEqual(partitionChildren(broker), [], 'nothing starts from stale metadata');
+  await metadata.propose(planCreateTopic(metadata.image(), { name: 'h', partitions: 1, replicationFactor: 1, config: {} }, 'ac'.repeat(16), 0));
+  await waitFor(broker, (s) => s.context.image.offset >= ahead, { timeout: 5000 });
+  t.is(partitionChildren(broker).length, 3, 'caught up: every partition starts');
+  broker.send({ type: 'STOP' });
+  await waitFor(broker, (s) => s.status === 'done', { timeout: 5000 });
+});
+
 /** Lets pending promise callbacks and I/O callbacks run (no time passes on the simulated clock). */
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
 

@@ -29,7 +29,11 @@ export type LogEndReportWire = Infer<typeof logEndReport>;
  */
 export const heartbeatRequest = object({ timeoutMs, brokerId, brokerEpoch: epoch, metadataOffset: offset, logEnds: optional(array(logEndReport, LOG_END_REPORTS_MAX)) });
 export type HeartbeatRequest = Infer<typeof heartbeatRequest>;
-export const heartbeatReply = object({ fenced: bool });
+/**
+ * `metadataOffset`: the controller's committed metadata offset when it answered. A broker told it
+ * is unfenced starts no partition actor before its own metadata reaches it (broker/machine.ts).
+ */
+export const heartbeatReply = object({ fenced: bool, metadataOffset: optional(offset) });
 export type HeartbeatReply = Infer<typeof heartbeatReply>;
 
 /** Chunks one metadata snapshot to a broker may take at most. */

@@ -29,7 +29,8 @@ export interface ControllerSessionInput {
   heartbeatIntervalMs: number;
 }
 
-export type SessionEvent = { type: 'SESSION'; brokerEpoch: number; fenced: boolean };
+/** `metadataOffset`: the controller's metadata offset when it answered (absent: registration). */
+export type SessionEvent = { type: 'SESSION'; brokerEpoch: number; fenced: boolean; metadataOffset?: number };
 
 export const controllerSession = fromCallback<{ type: 'NONE' }, ControllerSessionInput>(({ input, sendBack }) => {
   const { subjects, transport, clock, logger } = input;
@@ -75,7 +76,13 @@ export const controllerSession = fromCallback<{ type: 'NONE' }, ControllerSessio
       logEnds: await logEnds(),
     };
     const reply = decodeReply(await transport.request(subjects.controller('heartbeat'), encodeMessage(request), requestTimeoutMs), heartbeatReply);
-    if (!stopped) sendBack({ type: 'SESSION', brokerEpoch, fenced: reply.fenced } satisfies SessionEvent);
+    // A controller that knows less metadata than this broker is a deposed one that has not noticed
+    // (paused, cut off): its word on fencing is stale, and would stop this broker's actors for nothing.
+    if (reply.metadataOffset !== undefined && reply.metadataOffset < request.metadataOffset) {
+      logger.debug({ controllerOffset: reply.metadataOffset, metadataOffset: request.metadataOffset }, 'heartbeat answered by a stale controller; ignored');
+      return;
+    }
+    if (!stopped) sendBack({ type: 'SESSION', brokerEpoch, fenced: reply.fenced, ...(reply.metadataOffset === undefined ? {} : { metadataOffset: reply.metadataOffset }) } satisfies SessionEvent);
   };
 
   const tick = () => {

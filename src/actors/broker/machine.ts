@@ -90,6 +90,13 @@ export interface BrokerContext extends BrokerInput {
   brokerEpoch: number;
   /** Fenced brokers lead nothing; a broker starts fenced until the controller says otherwise. */
   fenced: boolean;
+  /**
+   * The controller's metadata offset when it last said unfenced: no partition actor starts before
+   * this broker's image reaches it. A broker fenced for a while (or told so by a deposed
+   * controller) has stale metadata; a leader restarted from it at the same leader epoch counted
+   * its high watermark over an ISR older than the committed one (sim seed 40501044).
+   */
+  unfencedAtOffset: number;
   /** In controlled shutdown: no new partition actors (a new follower would only ask to rejoin ISRs). */
   leaving: boolean;
   /** The fetch sessions of follower brokers with this one, as its partition leaders see them. */
@@ -151,7 +158,8 @@ export const brokerMachine = setup({
       const image = context.image;
       const partitions = { ...context.partitions };
       const wanted = new Set<string>();
-      for (const topic of context.fenced ? [] : image.topicsById.values()) {
+      const serving = !context.fenced && image.offset >= context.unfencedAtOffset;
+      for (const topic of serving ? image.topicsById.values() : []) {
         const configKey = JSON.stringify(topic.config);
         // Parsed once per topic, and only when an actor needs it (this runs on every metadata change).
         let parsed: ReturnType<typeof parseTopicConfig> | undefined;
@@ -304,6 +312,7 @@ export const brokerMachine = setup({
       image: emptyImage,
       brokerEpoch: -1,
       fenced: true,
+      unfencedAtOffset: -1,
       leaving: false,
       sessionHub,
       fetchers,
@@ -409,7 +418,10 @@ export const brokerMachine = setup({
         // Every heartbeat reports the session; only a change of it changes what this broker runs.
         SESSION: {
           guard: ({ context, event }) => event.brokerEpoch !== context.brokerEpoch || event.fenced !== context.fenced,
-          actions: [assign({ brokerEpoch: ({ event }) => event.brokerEpoch, fenced: ({ event }) => event.fenced }), 'reconcile'],
+          actions: [
+            assign({ brokerEpoch: ({ event }) => event.brokerEpoch, fenced: ({ event }) => event.fenced, unfencedAtOffset: ({ event }) => event.metadataOffset ?? -1 }),
+            'reconcile',
+          ],
         },
         'xstate.done.actor.*': { actions: ['forget', 'reconcile'] },
         'xstate.error.actor.*': { actions: ['forget', 'reconcile'] },

@@ -307,7 +307,7 @@ export const controllerMachine = setup({
       if (broker.fenced && event.metadataOffset >= caughtUpAt && !queued(context.queue, 'unfence', event.brokerId)) {
         enqueue.assign({ queue: [...context.queue, { op: 'unfence', brokerId: event.brokerId, replyTo: undefined, deadlineMs: event.nowMs + context.sessionTimeoutMs }] });
       }
-      enqueue.sendTo('outbox', { type: 'REPLY', replyTo: event.replyTo, body: { fenced: broker.fenced } });
+      enqueue.sendTo('outbox', { type: 'REPLY', replyTo: event.replyTo, body: { fenced: broker.fenced, metadataOffset: context.metadata.image().offset } });
     }),
     producerRequest: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'PRODUCER_ATTACH' && event.type !== 'PRODUCER_HEARTBEAT' && event.type !== 'PRODUCER_DETACH') return;
