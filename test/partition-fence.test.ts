@@ -3,92 +3,30 @@
  * check, and a new leader learning the fence from its log. Real stores (memory, and RocksDB for the
  * reopen), xstate's SimulatedClock, and transition() where the question is one step.
  */
-import { decode, encode } from '@msgpack/msgpack';
+import { encode } from '@msgpack/msgpack';
 import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { createActor, SimulatedClock, transition, waitFor } from 'xstate';
 import { encodeFenceBatch, fenceEpochOf } from '../src/actors/partition/fence-records.js';
 import { partitionMachine } from '../src/actors/partition/machine.js';
-import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT } from '../src/actors/partition/pending-budget.js';
 import { rebuildProducerStates } from '../src/actors/partition/producer-state.js';
-import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type ProduceAccess } from '../src/actors/partition/types.js';
+import type { PartitionEvent, ProduceAccess } from '../src/actors/partition/types.js';
 import { decodeCursorBatch, encodeCursorBatch } from '../src/actors/subscription/cursor-records.js';
-import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { CONTROL_ATTRIBUTE, encodeBatch, isControlBatch, NO_PRODUCER_SEQUENCE, readBatchHeader, stampBatch } from '../src/protocol/batch.js';
-import { Subjects } from '../src/protocol/subjects.js';
-import type { Transport } from '../src/runtime/ports.js';
 import { createMemoryNodeStorage } from '../src/storage/memory-storage.js';
 import type { NodeStorage } from '../src/storage/partition-store.js';
 import { openRocksNodeStorage } from '../src/storage/rocksdb-storage.js';
+import { leaderInput, recordingTransport, TOPIC_ID, type Reply } from './helpers/partition-harness.js';
 
-const TOPIC_ID = '0123456789abcdef0123456789abcdef';
 const enc = new TextEncoder();
-
-interface Reply {
-  subject: string;
-  body: Record<string, unknown>;
-}
-
-function recordingTransport(): Transport & { replies: Reply[]; next(subject: string): Promise<Reply> } {
-  const replies: Reply[] = [];
-  const waiting = new Map<string, (r: Reply) => void>();
-  return {
-    replies,
-    maxPayloadBytes: 1 << 20,
-    publish(subject, data) {
-      const reply = { subject, body: decode(data) as Record<string, unknown> };
-      replies.push(reply);
-      waiting.get(subject)?.(reply);
-      waiting.delete(subject);
-    },
-    subscribe: () => ({ unsubscribe() {} }),
-    request: () => Promise.reject(new Error('not used')),
-    requestMany: () => Promise.reject(new Error('not used')),
-    /** The first reply to `subject`; fails after 5 s (a bound for the test, not a sleep). */
-    next(subject) {
-      const seen = replies.find((r) => r.subject === subject);
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no reply to ${subject} within 5 s`)), 5000);
-        waiting.set(subject, (r) => {
-          clearTimeout(timer);
-          resolve(r);
-        });
-      });
-    },
-  };
-}
 
 /** A single-replica leader on `storage` (shared by two actors in turn: a new leader on the same log). */
 async function leader(storage: NodeStorage, leaderEpoch = 0) {
   const clock = new SimulatedClock();
   const transport = recordingTransport();
-  const actor = createActor(partitionMachine, {
-    clock,
-    input: {
-      topic: 'orders',
-      topicId: TOPIC_ID,
-      partition: 0,
-      leaderEpoch,
-      brokerId: 1,
-      brokerEpoch: 1,
-      subjects: new Subjects('test'),
-      replicas: [1],
-      isr: [1],
-      partitionEpoch: 0,
-      config: parseTopicConfig({}),
-      storage,
-      transport,
-      clock,
-      random: { next: () => 0.5 },
-      logger: pino({ level: 'silent' }),
-      limits: DEFAULT_PARTITION_LIMITS,
-      pendingBudget: createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
-    },
-  });
+  const actor = createActor(partitionMachine, { clock, input: leaderInput(storage, transport, clock, { leaderEpoch }) });
   actor.start();
   await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   return { actor, transport };

@@ -19,44 +19,9 @@ import { encodeError, encodeMessage } from '../src/protocol/messages.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import type { Transport } from '../src/runtime/ports.js';
 import { createMemoryNodeStorage, MemoryDisk } from '../src/storage/memory-storage.js';
+import { leaderInput, recordingTransport, TOPIC_ID, type Reply } from './helpers/partition-harness.js';
 
-const TOPIC_ID = '0123456789abcdef0123456789abcdef';
 const enc = new TextEncoder();
-
-interface Reply {
-  subject: string;
-  body: Record<string, unknown>;
-}
-
-function recordingTransport(): Transport & { replies: Reply[]; next(subject: string): Promise<Reply> } {
-  const replies: Reply[] = [];
-  const waiting = new Map<string, (r: Reply) => void>();
-  return {
-    replies,
-    maxPayloadBytes: 1 << 20,
-    publish(subject, data) {
-      const reply = { subject, body: decode(data) as Record<string, unknown> };
-      replies.push(reply);
-      waiting.get(subject)?.(reply);
-      waiting.delete(subject);
-    },
-    subscribe: () => ({ unsubscribe() {} }),
-    request: () => Promise.reject(new Error('not used')),
-    requestMany: () => Promise.reject(new Error('not used')),
-    /** The first reply to `subject`; fails after 5 s (a bound for the test, not a sleep). */
-    next(subject) {
-      const seen = replies.find((r) => r.subject === subject);
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no reply to ${subject} within 5 s`)), 5000);
-        waiting.set(subject, (r) => {
-          clearTimeout(timer);
-          resolve(r);
-        });
-      });
-    },
-  };
-}
 
 function start(
   options: {
@@ -80,27 +45,15 @@ function start(
   const storage = createMemoryNodeStorage(options.disk);
   const actor = createActor(partitionMachine, {
     clock,
-    input: {
-      topic: 'orders',
-      topicId: TOPIC_ID,
-      partition: 0,
+    input: leaderInput(storage, transport, clock, {
       leaderEpoch: options.leaderEpoch ?? 0,
-      brokerId: 1,
-      brokerEpoch: 1,
-      subjects: new Subjects('test'),
       replicas: options.replicas ?? [1],
       isr: options.isr ?? [1],
-      partitionEpoch: 0,
       config: parseTopicConfig(options.config ?? {}),
-      storage,
-      transport,
-      clock,
-      random: { next: () => 0.5 },
       ...(options.watch === undefined ? {} : { replicaWatch: options.watch }),
-      logger: pino({ level: 'silent' }),
       limits: { ...DEFAULT_PARTITION_LIMITS, ...options.limits },
       pendingBudget: options.budget ?? createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
-    },
+    }),
   });
   actor.start();
   return { actor, transport, clock, storage };
