@@ -18,6 +18,7 @@ const REGRESSIONS: Array<{ seed: number; steps: number; bug: string }> = [
   { seed: 1424858801, steps: 569, bug: 'a leader cut off right after it asked to add a follower to the ISR counted its lease over its old ISR; the controller committed the change and elected the follower (the lease counts pending ISR changes)' },
   { seed: 912648745, steps: 530, bug: 'a paused deposed leader, resumed, took fetch requests held while it was paused as fresh and handed out an acknowledged message (the lease counts from replies the follower received)' },
   { seed: 1816590254, steps: 1000, bug: "the subscription host's placeholder for a leadership being opened crashed partition actors (subscription/host.ts)" },
+  { seed: 1678219992, steps: 2000, bug: "a consumer whose window (7) was split over two partitions on one broker polled with permits only for the idle partition while the busy one's share sat in its buffer; the leader held the poll and the busy partition drained 8 messages/s (consumer.ts starves)" },
   { seed: 40501044, steps: 1249, bug: 'a broker fenced by a deposed controller and unfenced by the new one restarted its leaders from stale metadata at the same leader epoch: the high watermark counted over an ISR older than the committed one (broker/machine.ts unfencedAtOffset)' },
   // Simulator of 016486e. A producer's first batches lost on the way, a later batch was taken as
   // its first by a partition that had never seen it; the lost ones, resent, landed after it.

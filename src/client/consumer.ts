@@ -702,13 +702,27 @@ export class ConsumerImpl<T> extends SerialIterator<ConsumerMessage<T>> implemen
       // An idle session polls every maxWaitMs (at least every KEEPALIVE_MS_MIN, so maxWaitMs 0 does not spin).
       const keepaliveMs = Math.max(this.maxWaitMs, KEEPALIVE_MS_MIN);
       const keepaliveDue = now - s.lastSentMs >= keepaliveMs;
-      if (!s.first && !keepaliveDue && !this.worthAsking(eligible, total)) {
+      if (!s.first && !keepaliveDue && (!this.worthAsking(eligible, total) || this.starves(eligible, permits))) {
         await park(s.lastSentMs + keepaliveMs - now);
         continue;
       }
       // Nothing to ask for: an empty poll only keeps the session alive, so it is not held.
       await this.poll(s, eligible, permits, total === 0 ? 0 : s.first ? 0 : this.maxWaitMs);
     }
+  }
+
+  /**
+   * A poll now would give no permits to a partition with more to read (its share is still in the
+   * buffer) while others, with nothing to read, get theirs: the leader would hold that poll for
+   * maxWaitMs and the busy partition would get nothing meanwhile (one poll per session). Better to
+   * wait for the application to take a message, which wakes the session (sim seed 1678219992: a
+   * window of 7 over two partitions drained 8 messages/s).
+   */
+  private starves(partitions: number[], permits: number[]): boolean {
+    return partitions.some((partition, i) => {
+      const p = this.parts.get(partition)!;
+      return permits[i] === 0 && p.buffered > 0 && (p.backlog === undefined || p.backlog > 0);
+    });
   }
 
   /** Send when half the partitions' share is free, or when they have nothing buffered (never stall). */
