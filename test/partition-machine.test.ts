@@ -5,7 +5,6 @@
 import { decode } from '@msgpack/msgpack';
 import test from 'ava';
 import { wantsLagCheck } from '../src/actors/partition/leader-state.js';
-import { pino } from 'pino';
 import { createActor, fromCallback, fromPromise, SimulatedClock, transition, waitFor } from 'xstate';
 import type { WriterInput } from '../src/actors/partition/log-writer.js';
 import type { PartitionStore } from '../src/storage/partition-store.js';
@@ -16,10 +15,9 @@ import { DEFAULT_PARTITION_LIMITS, type PartitionEvent, type PartitionInput, typ
 import { parseTopicConfig } from '../src/metadata/topic-config.js';
 import { decodeBatch, encodeBatch, readBatchHeader, splitBatches } from '../src/protocol/batch.js';
 import { encodeError, encodeMessage } from '../src/protocol/messages.js';
-import { Subjects } from '../src/protocol/subjects.js';
 import type { Transport } from '../src/runtime/ports.js';
 import { createMemoryNodeStorage, MemoryDisk } from '../src/storage/memory-storage.js';
-import { leaderInput, recordingTransport, TOPIC_ID, type Reply } from './helpers/partition-harness.js';
+import { leaderInput, recordingTransport, type Reply } from './helpers/partition-harness.js';
 
 const enc = new TextEncoder();
 
@@ -155,26 +153,7 @@ test('produce beyond the pending bound gets BUSY, and nothing of it is written',
   const stuck = partitionMachine.provide({ actors: { logWriter: fromCallback<WriterEvent, WriterInput>(() => {}) } });
   const actor = createActor(stuck, {
     clock,
-    input: {
-      topic: 'orders',
-      topicId: TOPIC_ID,
-      partition: 0,
-      leaderEpoch: 0,
-      brokerId: 1,
-      brokerEpoch: 1,
-      subjects: new Subjects('test'),
-      replicas: [1],
-      isr: [1],
-      partitionEpoch: 0,
-      config: parseTopicConfig({}),
-      storage: createMemoryNodeStorage(),
-      transport,
-      clock,
-      random: { next: () => 0.5 },
-      logger: pino({ level: 'silent' }),
-      limits: { ...DEFAULT_PARTITION_LIMITS, pendingAppendsMax: 2 },
-      pendingBudget: createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
-    },
+    input: leaderInput(createMemoryNodeStorage(), transport, clock, { limits: { ...DEFAULT_PARTITION_LIMITS, pendingAppendsMax: 2 } }),
   }).start();
   await waitFor(actor, (s) => s.matches({ open: { log: 'serving' } }));
   for (const id of ['a', 'b', 'c']) actor.send(produce(id, batchOf(1)));
@@ -274,27 +253,7 @@ function startWith(machine: typeof partitionMachine, clock = new SimulatedClock(
   const transport = recordingTransport();
   const actor = createActor(machine, {
     clock,
-    input: {
-      topic: 'orders',
-      topicId: TOPIC_ID,
-      partition: 0,
-      leaderEpoch: 0,
-      brokerId: 1,
-      brokerEpoch: 1,
-      subjects: new Subjects('test'),
-      replicas: [1],
-      isr: [1],
-      partitionEpoch: 0,
-      config: parseTopicConfig({}),
-      storage: createMemoryNodeStorage(),
-      transport,
-      clock,
-      random: { next: () => 0.5 },
-      logger: pino({ level: 'silent' }),
-      limits: DEFAULT_PARTITION_LIMITS,
-      pendingBudget: createPendingBytesBudget(NODE_PENDING_APPEND_BYTES_MAX_DEFAULT),
-      ...overrides,
-    },
+    input: leaderInput(createMemoryNodeStorage(), transport, clock, overrides),
   }).start();
   return { actor, transport, clock };
 }

@@ -25,11 +25,9 @@ import {
   type ProducerHeartbeatRequest,
   ACCESS_MODES,
 } from '../protocol/producer-messages.js';
-import type { Subjects } from '../protocol/subjects.js';
-import { retry, type RetryPolicy } from '../runtime/retry.js';
-import type { Clock, Random } from '../runtime/ports.js';
-import type { MetadataCache } from './metadata.js';
-import type { Rpc } from './rpc.js';
+import { retry } from '../runtime/retry.js';
+import type { Random } from '../runtime/ports.js';
+import type { ProducerDeps } from './producer.js';
 
 export type { AccessMode };
 export { ACCESS_MODES };
@@ -37,15 +35,8 @@ export { ACCESS_MODES };
 /** How long the controller may hold one WaitForExclusive attach before it answers `waiting`, ms. */
 const WAIT_POLL_MS = 5_000;
 
-export interface ProducerAccessDeps {
-  rpc: Rpc;
-  subjects: Subjects;
-  metadata: MetadataCache;
-  clock: Clock;
-  random: Random;
-  policy: RetryPolicy;
-  requestTimeoutMs: number;
-}
+/** What attaching needs of the producer's own deps (its policy is the producer's). */
+export type ProducerAccessDeps = Pick<ProducerDeps, 'rpc' | 'subjects' | 'metadata' | 'clock' | 'random' | 'policy' | 'requestTimeoutMs'>;
 
 export interface ProducerAccessOptions {
   topic: string;
