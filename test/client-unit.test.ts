@@ -821,3 +821,29 @@ test('idempotent sequences: after a batch is given up, later batches renumber an
   t.deepEqual(storedIds(cluster), [0, 2, 3]);
   await client.close();
 });
+
+test('a topic or partition missing from a caught-up broker\'s metadata fails at once; from a lagging one it is asked for again', async (t) => {
+  const { clock, cluster, client } = setup(2);
+  // Lagging (caughtUp absent): the reader keeps asking while time passes, then gives up retriable.
+  const lagging = client.reader({ topic: 'nosuch', partition: 0, from: 'earliest', codec: codecs.string() });
+  const laggingFailure = t.throwsAsync(lagging.next(), { instanceOf: TidemarkError });
+  for (let i = 0; i < 40 && cluster.callsOf('metadata').length < 3; i++) await clock.advance(100);
+  t.true(cluster.callsOf('metadata').length >= 3, 'retried while the broker may lag');
+  cluster.metadataCaughtUp = true;
+  const before = cluster.callsOf('metadata').length;
+  const current = client.reader({ topic: 'nosuch', partition: 0, from: 'earliest', codec: codecs.string() });
+  const error = (await t.throwsAsync(current.next(), { instanceOf: TidemarkError })) as TidemarkError;
+  t.is(error.code, 'UNKNOWN_TOPIC');
+  t.false(error.retriable, 'confirmed by a caught-up broker: final');
+  t.true(cluster.callsOf('metadata').length - before <= 2, 'no retries');
+  const producer = client.producer({ topic: 'orders', codec: codecs.string() });
+  const partition = (await t.throwsAsync(producer.send({ value: 'x', partition: 5 }), { instanceOf: TidemarkError })) as TidemarkError;
+  t.is(partition.code, 'UNKNOWN_TOPIC');
+  t.false(partition.retriable);
+  t.regex(partition.message, /no partition 5 \(it has 2\)/);
+  for (let i = 0; i < 400; i++) await clock.advance(100);
+  const late = (await laggingFailure) as TidemarkError;
+  t.is(late.code, 'UNKNOWN_TOPIC');
+  await Promise.all([lagging.close(), current.close(), producer.close()]);
+  await client.close();
+});

@@ -138,11 +138,11 @@ test('the memory metadata store snapshot()/install() round trip keeps them', asy
 
 test('the metadata reply carries subscriptions (only when a topic has some) and its schema checks them', (t) => {
   let image = withTopic(1);
-  const empty = buildMetadataReply(image, ['orders']);
+  const empty = buildMetadataReply(image, ['orders'], true);
   t.false('subscriptions' in empty.topics[0]!, 'a topic without subscriptions replies as before');
   t.false('subscriptions' in metadataReply(decodeReply(encodeMessage(empty), metadataReply) as unknown, ''), 'absent stays absent');
   image = commit(image, planCreateSubscription(image, { topic: 'orders', name: 'billing', initialPosition: 'earliest' }).records);
-  const reply = buildMetadataReply(image, ['orders']);
+  const reply = buildMetadataReply(image, ['orders'], true);
   const decoded = decodeReply(encodeMessage(reply), metadataReply);
   t.deepEqual(decoded.topics[0]!.subscriptions, [{ name: 'billing', id: image.offset, initialPosition: 'earliest', partitionsAtCreation: 1 }]);
   // A bad entry is refused where it enters the SDK (a malformed reply: INTERNAL).

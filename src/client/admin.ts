@@ -421,7 +421,7 @@ export class AdminClient implements Admin {
       return topic === undefined ? undefined : this.withOffsets(topic, this.timeoutMs(remainingMs));
     });
     if (described === undefined) {
-      throw new TidemarkError('UNKNOWN_TOPIC', `topic "${name}" does not exist`, { context: { topic: name } });
+      throw new TidemarkError('UNKNOWN_TOPIC', `topic "${name}" does not exist`, { context: { topic: name }, final: true });
     }
     return described;
   }
@@ -635,7 +635,7 @@ export class AdminClient implements Admin {
       await this.askLeaders(md.topic, { op: 'reset', subscription: name, target }, this.timeoutMs(remainingMs), false);
       return 'done' as const;
     });
-    if (found === 'no-topic') throw new TidemarkError('UNKNOWN_TOPIC', `topic "${topic}" does not exist`, { context: { topic } });
+    if (found === 'no-topic') throw new TidemarkError('UNKNOWN_TOPIC', `topic "${topic}" does not exist`, { context: { topic }, final: true });
     if (found === 'no-subscription') throw this.unknownSubscription(topic, name);
   }
 
@@ -675,7 +675,7 @@ export class AdminClient implements Admin {
       const reports = await this.askLeaders(t, request, this.timeoutMs(remainingMs), true);
       return registered.map((s) => mergeSubscription(t, s, reports));
     });
-    if (described === 'no-topic') throw new TidemarkError('UNKNOWN_TOPIC', `topic "${topic}" does not exist`, { context: { topic } });
+    if (described === 'no-topic') throw new TidemarkError('UNKNOWN_TOPIC', `topic "${topic}" does not exist`, { context: { topic }, final: true });
     if (described === 'no-subscription') throw this.unknownSubscription(topic, name!);
     return described;
   }

@@ -14,7 +14,8 @@ import { ProducerImpl, type Producer, type ProducerOptions } from './producer.js
 import { ReaderImpl, type Reader, type ReaderOptions } from './reader.js';
 import { ConsumerImpl, type Consumer, type ConsumerOptions } from './consumer.js';
 import { codecs } from './codecs.js';
-import { retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
+import { retry, retryPolicy, type RetryOptions, type RetryPolicy } from '../runtime/retry.js';
+import { nodeStatus, type StatusRequest } from '../protocol/controller-messages.js';
 import { ProduceChannel } from './produce-channel.js';
 import { Rpc } from './rpc.js';
 
@@ -66,6 +67,14 @@ export type ConnectOptions = ClientOptions & {
    * @default 2000
    */
   connectTimeoutMs?: number;
+  /**
+   * How long `connect` waits for any node of the cluster to answer, ms. If none does (nothing
+   * subscribes to the cluster's subjects on that NATS server: a wrong cluster name, or no node
+   * started) it rejects with a final NO_RESPONDERS naming the cluster, instead of every later call
+   * retrying for its whole budget. 0 skips the check (a program that starts before its cluster).
+   * @default 5000
+   */
+  clusterWaitMs?: number;
 };
 
 export type FromTransportOptions = ClientOptions & {
@@ -100,10 +109,13 @@ export class Tidemark {
       name: options.name ?? 'tidemark-client',
       connectTimeoutMs: options.connectTimeoutMs ?? 2000,
     });
+    const servers = [options.servers ?? 'nats://127.0.0.1:4222'].flat().join(',');
     try {
-      return new Tidemark(transport, subjects, options, () => transport.close());
+      const client = new Tidemark(transport, subjects, options, () => transport.close());
+      await client.awaitCluster(options.clusterWaitMs ?? 5000, servers);
+      return client;
     } catch (error) {
-      // Invalid options: the connection is ours to close.
+      // Invalid options or no cluster: the connection is ours to close.
       await transport.close();
       throw error;
     }
@@ -135,6 +147,37 @@ export class Tidemark {
     this.random = options.random ?? systemRandom;
     this.policy = retryPolicy(options.retry);
     this.metadata = new MetadataCache(this.rpc, subjects, this.clock, { requestTimeoutMs: this.requestTimeoutMs, maxAgeMs: metadataMaxAgeMs });
+  }
+
+  /**
+   * Resolves once any node of the cluster answers on its status subject (retried while nobody
+   * subscribes, with the retry policy's backoff); rejects with a final NO_RESPONDERS once the next
+   * wait would pass `waitMs` of silence. A node that is
+   * subscribed but slow (TIMEOUT) or answers with an error still proves the cluster is there.
+   */
+  private async awaitCluster(waitMs: number, servers: string): Promise<void> {
+    if (!Number.isSafeInteger(waitMs) || waitMs < 0 || waitMs > 24 * 3_600_000) {
+      throw new TidemarkError('INVALID_REQUEST', 'clusterWaitMs must be an integer within 0..86400000');
+    }
+    if (waitMs === 0) return;
+    const silent = (error: unknown) => error instanceof TidemarkError && error.code === 'NO_RESPONDERS';
+    try {
+      await retry((remainingMs) => this.rpc.request(this.subjects.status(), { timeoutMs: Math.min(remainingMs, this.requestTimeoutMs) } satisfies StatusRequest, nodeStatus), {
+        policy: this.policy,
+        clock: this.clock,
+        random: this.random,
+        totalMs: waitMs,
+        retryIf: silent,
+      });
+    } catch (error) {
+      if (!silent(error)) return;
+      const cluster = this.subjects.cluster;
+      throw new TidemarkError(
+        'NO_RESPONDERS',
+        `no Tidemark cluster named "${cluster}" answers on ${servers} (nothing subscribes to ${this.subjects.status()}; check --cluster / TIDEMARK_CLUSTER and that its nodes run)`,
+        { context: { cluster }, final: true },
+      );
+    }
   }
 
   admin(): Admin {

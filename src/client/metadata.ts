@@ -24,6 +24,15 @@ export function isStaleMetadataError(error: unknown): boolean {
   return error instanceof TidemarkError && STALE_CODES.has(error.code);
 }
 
+/**
+ * The active controller answers UNKNOWN_TOPIC from its committed image, so waiting cannot change
+ * it: the same error, made final (not retriable), for callers to throw from their retried attempt.
+ */
+export function finalAtController(error: unknown): unknown {
+  if (!(error instanceof TidemarkError) || error.code !== 'UNKNOWN_TOPIC' || !error.retriable) return error;
+  return new TidemarkError(error.code, error.message, { context: { ...error.context }, final: true });
+}
+
 export type MetadataOptions = {
   /** Budget of one metadata request, ms. */
   requestTimeoutMs: number;
@@ -39,14 +48,17 @@ export interface Leader {
 interface Entry {
   topic: TopicMetadata;
   fetchedAtMs: number;
+  /** From a caught-up broker's reply: a partition missing from it does not exist. */
+  current: boolean;
 }
 
 export class MetadataCache {
   private readonly entries = new Map<string, Entry>();
   /** Topics to ask for on refresh, oldest first (Set keeps insertion order). */
   private readonly wanted = new Set<string>();
-  private running: Promise<void> | undefined;
-  private queued: Promise<void> | undefined;
+  /** Each resolves with the wanted topics a caught-up broker said do not exist. */
+  private running: Promise<ReadonlySet<string>> | undefined;
+  private queued: Promise<ReadonlySet<string>> | undefined;
   /** Newest metadata offset seen: requests ask brokers not to answer with older metadata. */
   private minOffset = -1;
 
@@ -57,14 +69,20 @@ export class MetadataCache {
     private readonly options: MetadataOptions,
   ) {}
 
-  /** The topic's metadata, from cache or one refresh. Throws UNKNOWN_TOPIC if the cluster does not know it. */
+  /**
+   * The topic's metadata, from cache or one refresh. Throws UNKNOWN_TOPIC if the cluster does not
+   * know it: final (not retriable) when a caught-up broker said so, since waiting cannot help.
+   */
   async topic(name: string): Promise<TopicMetadata> {
     const cached = this.cached(name);
     if (cached !== undefined) return cached;
     this.want(name);
-    await this.refresh();
+    const absent = await this.refresh();
     const entry = this.entries.get(name);
-    if (entry === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `topic "${name}" is unknown to the cluster`, { context: { topic: name } });
+    if (entry === undefined) {
+      const final = absent.has(name);
+      throw new TidemarkError('UNKNOWN_TOPIC', final ? `topic "${name}" does not exist` : `topic "${name}" is unknown to the cluster`, { context: { topic: name }, final });
+    }
     return entry.topic;
   }
 
@@ -79,18 +97,32 @@ export class MetadataCache {
     return entry.topic;
   }
 
-  /** Who leads the partition. Throws UNKNOWN_TOPIC (no such partition) or NO_RESPONDERS (no leader right now). */
+  /**
+   * Who leads the partition. Throws UNKNOWN_TOPIC (no such partition: final when a caught-up broker
+   * said so) or NO_RESPONDERS (no leader right now).
+   */
   async leader(topic: string, partition: number): Promise<Leader> {
-    const md = await this.topic(topic);
-    const p = md.partitions.find((x) => x.partition === partition);
-    if (p === undefined) {
-      throw new TidemarkError('UNKNOWN_TOPIC', `topic "${topic}" has no partition ${partition}`, { context: { topic, partition } });
-    }
+    const p = this.partition(await this.topic(topic), partition);
     if (p.leader < 0) {
       this.invalidate(topic);
       throw new TidemarkError('NO_RESPONDERS', `partition ${topic}/${partition} has no leader right now`, { context: { topic, partition } });
     }
     return { brokerId: p.leader, leaderEpoch: p.leaderEpoch };
+  }
+
+  /**
+   * The partition of `md` (this cache's metadata of its topic), or UNKNOWN_TOPIC: final when a
+   * caught-up broker's reply lacked it; otherwise the entry is dropped so the retry asks again.
+   */
+  partition(md: TopicMetadata, partition: number): TopicMetadata['partitions'][number] {
+    const p = md.partitions.find((x) => x.partition === partition);
+    if (p !== undefined) return p;
+    const final = this.entries.get(md.name)?.current === true;
+    if (!final) this.invalidate(md.name);
+    throw new TidemarkError('UNKNOWN_TOPIC', `topic "${md.name}" has no partition ${partition}${final ? ` (it has ${md.partitions.length})` : ''}`, {
+      context: { topic: md.name, partition },
+      final,
+    });
   }
 
   invalidate(topic: string): void {
@@ -116,7 +148,7 @@ export class MetadataCache {
     this.observe(reply.offset);
     const now = this.clock.now();
     for (const topic of reply.topics) {
-      if (this.wanted.has(topic.name)) this.entries.set(topic.name, { topic, fetchedAtMs: now });
+      if (this.wanted.has(topic.name)) this.entries.set(topic.name, { topic, fetchedAtMs: now, current: reply.caughtUp === true });
     }
     return reply;
   }
@@ -138,7 +170,7 @@ export class MetadataCache {
    * running request may have been sent before the caller learned its data was stale or wanted a
    * new topic. So at most two metadata requests are outstanding however many calls fail at once.
    */
-  private refresh(): Promise<void> {
+  private refresh(): Promise<ReadonlySet<string>> {
     if (this.running === undefined) return this.run();
     this.queued ??= this.running.then(
       () => this.startQueued(),
@@ -147,17 +179,23 @@ export class MetadataCache {
     return this.queued;
   }
 
-  private startQueued(): Promise<void> {
+  private startQueued(): Promise<ReadonlySet<string>> {
     this.queued = undefined;
     return this.run();
   }
 
-  private run(): Promise<void> {
+  private run(): Promise<ReadonlySet<string>> {
     const topics = [...this.wanted];
     const run = (async () => {
       const reply = await this.fetch(topics);
       const present = new Set(reply.topics.map((t) => t.name));
-      for (const name of topics) if (!present.has(name)) this.entries.delete(name);
+      const absent = new Set<string>();
+      for (const name of topics) {
+        if (present.has(name)) continue;
+        this.entries.delete(name);
+        if (reply.caughtUp === true) absent.add(name);
+      }
+      return absent;
     })();
     this.running = run;
     const clear = () => {

@@ -26,6 +26,7 @@ import {
   ACCESS_MODES,
 } from '../protocol/producer-messages.js';
 import { retry } from '../runtime/retry.js';
+import { finalAtController } from './metadata.js';
 import type { Random } from '../runtime/ports.js';
 import type { ProducerDeps } from './producer.js';
 
@@ -160,7 +161,9 @@ export class ProducerAccess {
             maxWaitMs,
             ...(waitingSince === undefined ? {} : { waitingSince }),
           };
-          return this.deps.rpc.request(this.deps.subjects.admin('producer-attach'), request, producerAttachReply);
+          return this.deps.rpc.request(this.deps.subjects.admin('producer-attach'), request, producerAttachReply).catch((error: unknown) => {
+            throw finalAtController(error);
+          });
         },
         { policy, clock, random, startedAtMs, totalMs, ...(options.signal === undefined ? {} : { signal: options.signal }) },
       );

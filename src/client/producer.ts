@@ -599,13 +599,10 @@ export class ProducerImpl<T> implements Producer<T> {
     const { metadata, clock, random } = this.deps;
     return retry(
       async () => {
-        const count = (await metadata.topic(this.topic)).partitions.length;
+        const md = await metadata.topic(this.topic);
         const wanted = head.input!.partition;
-        if (wanted !== undefined && wanted >= count) {
-          metadata.invalidate(this.topic);
-          throw new TidemarkError('UNKNOWN_TOPIC', `topic "${this.topic}" has ${count} partitions, no partition ${wanted}`);
-        }
-        return count;
+        if (wanted !== undefined) metadata.partition(md, wanted);
+        return md.partitions.length;
       },
       {
         policy: this.policy,

@@ -128,17 +128,22 @@ export interface WireError {
   logRange?: LogRange;
 }
 
-/** Base class of every error Tidemark raises on purpose (server or SDK). */
+/**
+ * Base class of every error Tidemark raises on purpose (server or SDK). `retriable` is the code's
+ * entry in the table, except for an error made `final`: the SDK confirmed the condition from a
+ * source that is current (UNKNOWN_TOPIC from a caught-up broker, NO_RESPONDERS when no node of the
+ * cluster ever answered), so waiting cannot change the answer. `final` never goes on the wire.
+ */
 export class TidemarkError extends Error {
   readonly code: ErrorCode;
   readonly retriable: boolean;
   readonly context: Readonly<Record<string, unknown>>;
 
-  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; context?: Record<string, unknown> }) {
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; context?: Record<string, unknown>; final?: boolean }) {
     super(message ?? ErrorCodes[code].message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'TidemarkError';
     this.code = code;
-    this.retriable = ErrorCodes[code].retriable;
+    this.retriable = ErrorCodes[code].retriable && options?.final !== true;
     this.context = options?.context ?? {};
   }
 

@@ -228,6 +228,12 @@ export interface BrokerMetadata {
 export interface MetadataReply {
   /** The answering broker's metadata offset. */
   offset: number;
+  /**
+   * The answering broker had the controller's last committed offset moments ago and is following
+   * it: a topic or partition missing from this reply does not exist (the client fails at once
+   * instead of retrying). Absent or false: the broker may lag, so missing means "not yet known".
+   */
+  caughtUp?: boolean;
   brokers: BrokerMetadata[];
   topics: TopicMetadata[];
 }
@@ -307,6 +313,7 @@ const topicMetadata: Schema<TopicMetadata> = (v, path) => {
 };
 export const metadataReply: Schema<MetadataReply> = object({
   offset: int(-1, Number.MAX_SAFE_INTEGER),
+  caughtUp: optional(bool),
   brokers: array(object({ id: int(0, 2 ** 31 - 1), epoch: int(0, Number.MAX_SAFE_INTEGER), rack: str(255), fenced: bool }), 10_000),
   topics: array(topicMetadata, 100_000),
 });

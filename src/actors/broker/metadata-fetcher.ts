@@ -91,6 +91,9 @@ export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInp
     const changed = state.image !== follow.image;
     follow = state;
     if (changed) view.replace(state.image, applied);
+    // A non-snapshot reply's offset is the controller's last committed offset: having it, the
+    // broker is current until its next long poll should have returned (twice the poll, for slack).
+    if (follow.open === undefined && follow.lastOffset >= reply.offset) view.markCaughtUp(clock.now() + 2 * input.fetchWaitMs);
   };
 
   const loop = () => {

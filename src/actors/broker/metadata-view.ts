@@ -23,10 +23,11 @@ export function topicMetadata(topic: TopicInfo): TopicMetadata {
   };
 }
 
-export function metadataReply(image: MetadataImage, topics: readonly string[] | undefined): MetadataReply {
+export function metadataReply(image: MetadataImage, topics: readonly string[] | undefined, caughtUp: boolean): MetadataReply {
   const wanted = topics === undefined ? undefined : new Set(topics);
   return {
     offset: image.offset,
+    caughtUp,
     brokers: [...image.brokers.values()].map((b) => ({ id: b.id, epoch: b.epoch, rack: b.rack, fenced: b.fenced })),
     topics: [...image.topicsById.values()].filter((t) => wanted === undefined || wanted.has(t.name)).map(topicMetadata),
   };

@@ -4,7 +4,7 @@
  * routes good requests to the partition actor that leads the partition.
  */
 import { fromCallback, type AnyActorRef } from 'xstate';
-import type { MetadataView } from '../../metadata/metadata-store.js';
+import type { FollowedView } from '../../metadata/followed-view.js';
 import { topicByName } from '../../metadata/image.js';
 import { verifyBatch } from '../../protocol/batch.js';
 import { TidemarkError } from '../../protocol/errors.js';
@@ -39,7 +39,7 @@ export interface RequestListenerInput {
   transport: Transport;
   /** Where the produce handler gathers its partitions' answers (the transport short-circuits them). */
   local: LocalReplies;
-  metadata: MetadataView;
+  metadata: FollowedView;
   logger: Logger;
 }
 
@@ -140,7 +140,7 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
   });
   const onMetadata: Handler = (msg) => {
     const request = decodeRequest(msg.data, metadataRequest);
-    const answer = () => msg.respond(encodeMessage(metadataReply(metadata.image(), request.topics)));
+    const answer = () => msg.respond(encodeMessage(metadataReply(metadata.image(), request.topics, metadata.caughtUp(clock.now()))));
     const minOffset = request.minOffset ?? -1;
     if (metadata.image().offset >= minOffset || behind.size >= METADATA_WAITERS_MAX) {
       answer();
