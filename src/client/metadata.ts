@@ -24,15 +24,6 @@ export function isStaleMetadataError(error: unknown): boolean {
   return error instanceof TidemarkError && STALE_CODES.has(error.code);
 }
 
-/**
- * The active controller answers UNKNOWN_TOPIC from its committed image, so waiting cannot change
- * it: the same error, made final (not retriable), for callers to throw from their retried attempt.
- */
-export function finalAtController(error: unknown): unknown {
-  if (!(error instanceof TidemarkError) || error.code !== 'UNKNOWN_TOPIC' || !error.retriable) return error;
-  return new TidemarkError(error.code, error.message, { context: { ...error.context }, final: true });
-}
-
 export type MetadataOptions = {
   /** Budget of one metadata request, ms. */
   requestTimeoutMs: number;

@@ -26,7 +26,6 @@ import {
   ACCESS_MODES,
 } from '../protocol/producer-messages.js';
 import { retry } from '../runtime/retry.js';
-import { finalAtController } from './metadata.js';
 import type { Random } from '../runtime/ports.js';
 import type { ProducerDeps } from './producer.js';
 
@@ -104,8 +103,10 @@ export class ProducerAccess {
           },
           (error: unknown) => {
             const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'producer attach failed', { cause: error });
-            // A retriable failure (the controller unreachable for the whole budget) may be tried again.
-            if (err.retriable) this.state = { kind: 'detached' };
+            // A retriable failure (the controller unreachable for the whole budget) may be tried again,
+            // and so may a missing topic: it may be created, and the answer may have come from a
+            // controller that was deposed and did not know it yet (no barrier on this path).
+            if (err.retriable || err.code === 'UNKNOWN_TOPIC') this.state = { kind: 'detached' };
             else this.fail(err);
             throw err;
           },
@@ -150,7 +151,10 @@ export class ProducerAccess {
     let reply: ProducerAttachReply;
     for (;;) {
       reply = await retry(
-        (remainingMs) => {
+        async (remainingMs) => {
+          // A topic a caught-up broker says does not exist fails here at once (final UNKNOWN_TOPIC);
+          // the controller's own UNKNOWN_TOPIC stays retriable (see the catch in attach()).
+          await this.deps.metadata.topic(this.options.topic);
           const maxWaitMs = this.options.accessMode === 'WaitForExclusive' ? Math.max(0, Math.min(WAIT_POLL_MS, remainingMs - 1_000)) : 0;
           const request: ProducerAttachRequest = {
             timeoutMs: Math.max(1, Math.min(this.deps.requestTimeoutMs, remainingMs) + maxWaitMs),
@@ -161,11 +165,18 @@ export class ProducerAccess {
             maxWaitMs,
             ...(waitingSince === undefined ? {} : { waitingSince }),
           };
-          return this.deps.rpc.request(this.deps.subjects.admin('producer-attach'), request, producerAttachReply).catch((error: unknown) => {
-            throw finalAtController(error);
-          });
+          return this.deps.rpc.request(this.deps.subjects.admin('producer-attach'), request, producerAttachReply);
         },
-        { policy, clock, random, startedAtMs, totalMs, ...(options.signal === undefined ? {} : { signal: options.signal }) },
+        {
+          policy,
+          clock,
+          random,
+          startedAtMs,
+          totalMs,
+          ...(options.signal === undefined ? {} : { signal: options.signal }),
+          // The controller said UNKNOWN_TOPIC: the next attempt asks the brokers again.
+          onRetry: (error) => this.deps.metadata.noteError(this.options.topic, error),
+        },
       );
       if (this.closed) throw new TidemarkError('CLOSED', 'producer closed while attaching');
       if (reply.status === 'granted') break;
