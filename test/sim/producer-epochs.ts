@@ -57,6 +57,20 @@ export class ProducerEpochChecker {
     }
   }
 
+  /**
+   * Committed records from `fromOffset` on are gone from every replica (flush.mode=replicated and a
+   * power loss of all of them): those offsets are written again, by whichever producer comes next.
+   * The fence between two epochs may be among the lost, so nothing is asserted about them.
+   */
+  lost(topic: string, partition: number, fromOffset: number): void {
+    const epochs = this.spans.get(topic)?.get(partition);
+    if (epochs === undefined) return;
+    for (const [epoch, span] of epochs) {
+      if (span.min >= fromOffset) epochs.delete(epoch);
+      else span.max = Math.min(span.max, fromOffset - 1);
+    }
+  }
+
   topicDeleted(topic: string): void {
     this.spans.delete(topic);
     this.ready.delete(topic);

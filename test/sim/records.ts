@@ -106,6 +106,9 @@ export class RecordLedger {
   private readonly lostAcks1 = new WeakSet<Ack>();
   readonly stats = { acked: 0, read: 0, excused: 0, lostRecords: 0, lostEverywhere: 0, truncatedRecords: 0, acks1Lost: 0, committed: 0 };
 
+  /** Told when committed records from an offset on are gone from every replica (other checkers forget them). */
+  onLostEverywhere: ((topic: string, partition: number, fromOffset: number) => void) | undefined;
+
   constructor(
     private readonly cluster: () => SimCluster,
     private readonly book: PartitionBook,
@@ -164,6 +167,7 @@ export class RecordLedger {
         c.end = Math.min(c.end, everywhereFrom);
         c.verified = new WeakSet();
         this.trace.event('ledger', `${facts?.topic}/${facts?.partition}: committed records from ${everywhereFrom} lost from every replica (flush.mode=replicated)`);
+        if (facts !== undefined) this.onLostEverywhere?.(facts.topic, facts.partition, everywhereFrom);
       }
     }
   }
