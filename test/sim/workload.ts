@@ -329,6 +329,11 @@ export class Workload {
           this.trace.event('producer', `${p.tag} on ${p.topic.name}: ${code(error)}, closed`);
           void p.producer.close();
         }
+        // Fast failures (issue 13): "does not exist" is final only when it is true. The topic is
+        // live (created, not being deleted) and the producer routes by key: never final here.
+        if (code(error) === 'UNKNOWN_TOPIC' && error instanceof TidemarkError && !error.retriable && p.topic.phase === 'live') {
+          this.violations.add(`fast failures: ${value} to live topic ${p.topic.name} failed with a final UNKNOWN_TOPIC: ${error.message}`);
+        }
         if (probe) this.trace.event('probe', `${value} failed: ${code(error)}`);
         return false;
       },
