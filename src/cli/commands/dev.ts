@@ -43,7 +43,8 @@ function stopChild(child: ChildProcess): Promise<void> {
 }
 
 async function waitForCluster(servers: string, cluster: string, nodes: number): Promise<void> {
-  const client = await Tidemark.connect({ servers, cluster });
+  // The nodes are only starting: no cluster check at connect (this loop is the wait).
+  const client = await Tidemark.connect({ servers, cluster, clusterWaitMs: 0 });
   try {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
