@@ -76,7 +76,7 @@ async function main(): Promise<number> {
   };
   const exited = (n: Node) => new Promise<void>((r) => (n.child === undefined || n.child.exitCode !== null || n.child.signalCode !== null ? r() : n.child.once('exit', () => r())));
   nodes.forEach(start);
-  const client = await Tidemark.connect({ servers: nats.url, requestTimeoutMs: 2000 });
+  const client = await Tidemark.connect({ servers: nats.url, requestTimeoutMs: 2000, clusterWaitMs: 30_000 });
   const faults: Record<string, number> = { kill: 0, pause: 0, term: 0 };
   let result: CheckResult | undefined;
   try {
