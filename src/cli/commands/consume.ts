@@ -1,5 +1,4 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { Tidemark } from '../../client/client.js';
 import { codecs } from '../../client/codecs.js';
 import type { ConsumerMessage, InitialPosition, SubscriptionType } from '../../client/consumer.js';
@@ -164,7 +163,7 @@ async function consumeSubscription(client: Tidemark, flags: SubscriptionFlags): 
 }
 
 export async function consumeCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(() => parseArgs({ args: argv, options: OPTIONS, allowPositionals: true }), 1);
+  const { values, positionals } = parse('consume', argv, OPTIONS, 1);
   if (values.help) {
     process.stdout.write(`${CONSUME_HELP}\n`);
     return 0;

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { Tidemark } from '../../client/client.js';
 import type { TopicDescription } from '../../client/admin.js';
 import { TOPIC_CONFIG_KEYS } from '../../metadata/topic-config.js';
@@ -66,7 +65,7 @@ export async function topicCommand(argv: string[]): Promise<number> {
   }
   const positionals = sub === 'list' ? 0 : 1;
   if (!['create', 'list', 'describe', 'delete', 'alter'].includes(sub)) throw new UsageError(`unknown topic command "${sub}"`);
-  const { values, positionals: args } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), positionals);
+  const { values, positionals: args } = parse(`topic ${sub}`, rest, OPTIONS, positionals);
   if (values.help) {
     process.stdout.write(`${TOPIC_HELP}\n`);
     return 0;
