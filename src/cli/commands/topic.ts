@@ -6,7 +6,8 @@ import { UsageError } from '../cli-error.js';
 
 export const TOPIC_HELP = `Usage:
   tidemark topic create NAME [--partitions P] [--replication-factor R] [--config key=value]...
-  tidemark topic list
+  tidemark topic list [--json]
+      one name per line; --json: one line, a JSON array of names
   tidemark topic describe NAME [--json]
       per partition: leader, leader epoch, replicas, ISR, log start / end offset, high watermark,
       and each replica's log end offset as the leader last saw it (ReplicaLEO: broker=offset)
@@ -82,9 +83,11 @@ export async function topicCommand(argv: string[]): Promise<number> {
         await admin.createTopic({ name, partitions, replicationFactor, config });
         process.stdout.write(`Created topic ${name}.\n`);
         break;
-      case 'list':
-        for (const topic of await admin.listTopics()) process.stdout.write(`${topic}\n`);
+      case 'list': {
+        const topics = await admin.listTopics();
+        process.stdout.write(values.json ? `${JSON.stringify(topics)}\n` : topics.map((topic) => `${topic}\n`).join(''));
         break;
+      }
       case 'describe': {
         const d = await admin.describeTopic(name);
         process.stdout.write(values.json ? `${JSON.stringify(d)}\n` : `${describeText(d)}\n`);
