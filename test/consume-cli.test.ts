@@ -20,7 +20,6 @@ test('consume --subscription: bad or conflicting flags are usage errors (exit 2,
   const cases: { args: string[]; mentions: string }[] = [
     { args: ['consume', 'orders', '--type', 'shared'], mentions: '--subscription' },
     { args: ['consume', 'orders', '--initial-position', 'earliest'], mentions: '--subscription' },
-    { args: ['consume', 'orders', '--exit-at-end'], mentions: '--subscription' },
     { args: ['consume', 'orders', '--subscription', 's', '--type', 'bogus'], mentions: '--type' },
     { args: ['consume', 'orders', '--subscription', 's', '--initial-position', 'middle'], mentions: '--initial-position' },
     { args: ['consume', 'orders', '--subscription', 's', '--from-beginning'], mentions: '--initial-position earliest' },

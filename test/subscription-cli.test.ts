@@ -62,7 +62,7 @@ test('argument mistakes: one line, exit 2, before connecting', async (t) => {
     fails(t, ['subscription', 'reset', 't', 's', '--to', '2026-13-45T00:00:00Z'], 2, /^tidemark: --to is not a valid time/),
     fails(t, ['subscription', 'describe', 't', 's', '--to', 'latest'], 2, /^tidemark: --to is not an option of subscription describe/),
     fails(t, ['subscription', 'delete', 't', 's', '--json'], 2, /^tidemark: --json is not an option of subscription delete/),
-    fails(t, ['subscription', 'list', 't', '--bogus'], 2, /^tidemark: Unknown option '--bogus'/),
+    fails(t, ['subscription', 'list', 't', '--bogus'], 2, /^tidemark: unknown option "--bogus" for "tidemark subscription list"/),
     fails(t, ['subscription', 'create', 't', 's', '--initial-position', 'middle'], 2, /^tidemark: --initial-position must be earliest or latest/),
   ]);
   const help = await tidemark(['subscription', '--help']);

@@ -1,5 +1,5 @@
 /** Argument parsing shared by every command: node's parseArgs, strict, with typed number flags. */
-import type { ParseArgsConfig } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from './cli-error.js';
 
 export const GLOBAL_OPTIONS = {
@@ -13,19 +13,72 @@ export const GLOBAL_HELP = `Global options:
   --cluster NAME    cluster name, the subject prefix (env TIDEMARK_CLUSTER; default tidemark)
   -h, --help        this help`;
 
+type Options = NonNullable<ParseArgsConfig['options']>;
+type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true }>>;
+
+/** A negative number: an option's value, never an option (`--partitions -3`, `--offset -1`). */
+const NEGATIVE_NUMBER = /^-[0-9.]/;
+
 /**
- * Runs a command's parseArgs (strict, so unknown flags are refused) and checks the positional count;
- * parse errors become UsageErrors.
+ * Joins a string option and a following negative number into `--name=-3`, so it is the option's
+ * value (parseArgs refuses a separate value that starts with a dash as ambiguous).
  */
-export function parse<T extends { values: { help?: boolean | undefined }; positionals: string[] }>(run: () => T, positionals: number): T {
-  let parsed: T;
-  try {
-    parsed = run();
-  } catch (error) {
-    // parseArgs explains some mistakes over several lines (e.g. `--partition -1`); errors are one line.
-    throw new UsageError((error as Error).message.split('\n').map((l) => l.trim()).filter((l) => l !== '').join(' '));
+function joinNegativeValues(args: string[], options: Options): string[] {
+  const byShort = new Map(Object.entries(options).flatMap(([name, o]) => (o.short === undefined ? [] : [[o.short, name] as const])));
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') {
+      out.push(...args.slice(i));
+      break;
+    }
+    const name = arg.startsWith('--') ? arg.slice(2) : /^-[^-]$/.test(arg) ? byShort.get(arg.slice(1)) : undefined;
+    const next = args[i + 1];
+    if (name !== undefined && Object.hasOwn(options, name) && options[name]!.type === 'string' && next !== undefined && NEGATIVE_NUMBER.test(next)) {
+      out.push(`${arg.startsWith('--') ? arg : `--${name}`}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
   }
-  if (!parsed.values.help && parsed.positionals.length !== positionals) {
+  return out;
+}
+
+/**
+ * Says in one line what a strict parse refused, from the lenient parse's tokens (parseArgs' own
+ * messages span lines and quote unevenly); undefined if the tokens show nothing wrong.
+ */
+function explain(command: string, args: string[], options: Options): string | undefined {
+  const { tokens } = parseArgs({ args, options, allowPositionals: true, strict: false, tokens: true });
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue;
+    const option = Object.hasOwn(options, token.name) ? options[token.name] : undefined;
+    if (option === undefined) return `unknown option "${token.rawName}" for "tidemark ${command}"`;
+    const flag = `--${token.name}`;
+    if (option.type === 'boolean' && token.value !== undefined) return `option ${flag} takes no value, got "${token.value}"`;
+    if (option.type === 'string' && token.value === undefined) return `option ${flag} needs a value`;
+    if (option.type === 'string' && !token.inlineValue && token.value!.startsWith('-')) {
+      return `option ${flag} needs a value, got the option "${token.value}" (for a value starting with "-" write ${flag}=VALUE)`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Parses a command's arguments (strict, so unknown flags are refused) and checks the positional
+ * count; every mistake becomes a one-line UsageError. `command` names it in messages ("topic create").
+ */
+export function parse<const O extends Options>(command: string, argv: string[], options: O, positionals: number): Parsed<O> {
+  const args = joinNegativeValues(argv, options);
+  let parsed: Parsed<O>;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    if (!code.startsWith('ERR_PARSE_ARGS_')) throw error;
+    throw new UsageError(explain(command, args, options) ?? `invalid arguments for "tidemark ${command}": ${oneLine((error as Error).message)}`);
+  }
+  if (!(parsed.values as { help?: boolean }).help && parsed.positionals.length !== positionals) {
     throw new UsageError(
       parsed.positionals.length > positionals
         ? `unexpected argument "${parsed.positionals[positionals]}"`
@@ -33,6 +86,14 @@ export function parse<T extends { values: { help?: boolean | undefined }; positi
     );
   }
   return parsed;
+}
+
+function oneLine(text: string): string {
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
+    .join(' ');
 }
 
 export function connection(values: { nats?: string | undefined; cluster?: string | undefined }): { servers: string; cluster: string } {

@@ -1,4 +1,5 @@
 /** The `tidemark` command: dispatches to a command; user mistakes print one line, never a stack. */
+import { readFileSync } from 'node:fs';
 import { TidemarkError } from '../protocol/errors.js';
 import { GLOBAL_HELP } from './args.js';
 import { UsageError } from './cli-error.js';
@@ -12,6 +13,7 @@ import { subscriptionCommand } from './commands/subscription.js';
 import { topicCommand } from './commands/topic.js';
 
 const HELP = `Usage: tidemark <command> [options]
+       tidemark --version
 
 Commands:
   dev [--nodes N]             run a local Tidemark cluster (and nats-server if none answers)
@@ -20,8 +22,9 @@ Commands:
   topic create|list|describe|delete|alter
   partition elect-leaders     preferred or unclean leader election
   produce TOPIC               records from stdin, one per line
-  consume TOPIC               print records, one value per line
+  consume TOPIC               print records, one value per line (or --format '%k %v\\n', --json)
   subscription list|describe|create|reset|delete
+  version                     print the version (also --version)
 
 Run "tidemark <command> --help" for a command's options.
 ${GLOBAL_HELP}`;
@@ -37,11 +40,22 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   subscription: subscriptionCommand,
 };
 
+/** package.json's version, read from the package root (dist/src/cli/main.js is three levels down). */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return String(pkg.version);
+}
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(`${HELP}\n`);
     return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === 'version') {
+    if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
+    process.stdout.write(`tidemark ${version()}\n`);
+    return 0;
   }
   const command = COMMANDS[name];
   if (command === undefined) throw new UsageError(`unknown command "${name}"`);

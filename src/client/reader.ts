@@ -75,8 +75,15 @@ export interface Reader<T> extends AsyncIterableIterator<ReaderRecord<T>> {
   readonly partition: number;
   /** Offset of the next record this reader returns; undefined until its start is resolved. */
   readonly position: number | undefined;
-  /** High watermark from the last fetch reply; -1 before the first. */
+  /** High watermark from the last fetch reply (or the start's offsets lookup); -1 before either. */
   readonly highWatermark: number;
+  /**
+   * True once the reader has returned every record below the high watermark it last saw: the end
+   * of the partition as far as it knows (kcat's end of partition). An empty partition is caught up
+   * as soon as the start is resolved. Records produced since the last reply do not make it false
+   * until a fetch reports them.
+   */
+  caughtUp(): boolean;
   /** Stops the reader; a pending next() resolves done. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -159,6 +166,11 @@ export class ReaderImpl<T> extends SerialIterator<ReaderRecord<T>> implements Re
     return this.lastHighWatermark;
   }
 
+  caughtUp(): boolean {
+    // Buffered records sit at or past the position, and replies stop at the high watermark, so a
+    // position at the watermark means nothing below it is left to return.
+    return this.offset !== undefined && this.lastHighWatermark >= 0 && this.offset >= this.lastHighWatermark;
+  }
 
   async close(): Promise<void> {
     if (this.closed) return;
@@ -257,6 +269,8 @@ export class ReaderImpl<T> extends SerialIterator<ReaderRecord<T>> implements Re
     const o = reply.partitions.find((p) => p.topic === this.topic && p.partition === this.partition);
     if (o === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `broker ${brokerId} returned no offsets for ${this.topic}/${this.partition}`);
     if (o.error !== undefined) throw TidemarkError.fromWire(o.error, { topic: this.topic, partition: this.partition, brokerId });
+    // Known before the first fetch: an empty partition (or a start at the end) is caught up at once.
+    this.lastHighWatermark = Math.max(this.lastHighWatermark, o.highWatermark);
     return from === 'latest' ? o.highWatermark : o.logStartOffset;
   }
 }

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import type { ClusterDescription } from '../../client/admin.js';
 import { Tidemark } from '../../client/client.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, parse } from '../args.js';
@@ -36,7 +35,7 @@ export async function clusterCommand(argv: string[]): Promise<number> {
     return sub === undefined ? 2 : 0;
   }
   if (sub !== 'status') throw new UsageError(`unknown cluster command "${sub}"`);
-  const { values } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), 0);
+  const { values } = parse(`cluster ${sub}`, rest, OPTIONS, 0);
   if (values.help) {
     process.stdout.write(`${CLUSTER_HELP}\n`);
     return 0;

@@ -1,20 +1,23 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { Tidemark } from '../../client/client.js';
 import { codecs } from '../../client/codecs.js';
 import type { ConsumerMessage, InitialPosition, SubscriptionType } from '../../client/consumer.js';
-import type { Reader, ReaderRecord, StartFrom } from '../../client/reader.js';
+import type { Reader, StartFrom } from '../../client/reader.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
 import { UsageError } from '../cli-error.js';
+import { compileFormat, jsonLine, valueLine, type RecordFormatter } from '../record-format.js';
 import { onShutdownSignal } from '../signals.js';
 import { writeOut } from '../stdout.js';
 
-export const CONSUME_HELP = `Usage: tidemark consume TOPIC [--from-beginning] [--partition P [--offset O]] [--max-messages N] [--json]
+export const CONSUME_HELP = `Usage: tidemark consume TOPIC [--from-beginning] [--partition P [--offset O]] [--max-messages N]
+                        [--exit-at-end] [--format FMT | --json]
        tidemark consume TOPIC --subscription NAME [--type exclusive|failover|shared|key-shared]
-                        [--initial-position earliest|latest] [--max-messages N] [--exit-at-end] [--json]
+                        [--initial-position earliest|latest] [--max-messages N] [--exit-at-end]
+                        [--format FMT | --json]
 
 Prints records as they arrive, one value per line (as kcat does); order is kept per partition.
-Runs until --max-messages records were printed or Ctrl-C.
+Values (and keys, with --format) are written as the bytes that were produced, unchanged.
+Runs until --max-messages records were printed, --exit-at-end finds the end, or Ctrl-C.
 
 With --subscription, consumes through a named durable subscription (created if missing) and
 acknowledges each record once it is written to stdout; it waits for the last acknowledgement to
@@ -26,14 +29,22 @@ Options:
   --partition P      read only this partition
   --offset O         start at this offset (needs --partition)
   --max-messages N   exit after N records
+  --exit-at-end      exit 0 once every partition read is at its end (kcat -e): the high watermark
+                     it last heard of; an empty topic exits at once. With --subscription: once the
+                     subscription has no backlog on any partition
+  -f, --format FMT   print each record by a template (kcat -f); no newline unless FMT has \\n:
+                       %t topic  %p partition  %o offset  %T timestamp (ms)
+                       %k key  %K key length (-1: none)  %s or %v value  %S value length (-1: null)
+                       %h headers as k=v,k2=v2  %r redelivery count (--subscription)  %% a %
+                       escapes \\n \\r \\t \\\\
+                     e.g. --format '%p:%o %k=%v\\n'
   --json             one JSON object per record: topic, partition, offset, key, value, headers, timestamp
-                     (and redeliveryCount with --subscription)
+                     (and redeliveryCount with --subscription); key, value and headers as UTF-8 text
 
 Subscription options:
   --subscription NAME         consume through this subscription
   --type T                    exclusive (default), failover, shared or key-shared
   --initial-position P        where a new subscription starts: latest (default) or earliest
-  --exit-at-end               exit 0 once the subscription has no backlog on any partition
 ${GLOBAL_HELP}`;
 
 const OPTIONS = {
@@ -43,6 +54,7 @@ const OPTIONS = {
   offset: { type: 'string' },
   'max-messages': { type: 'string' },
   json: { type: 'boolean' },
+  format: { type: 'string', short: 'f' },
   subscription: { type: 'string' },
   type: { type: 'string' },
   'initial-position': { type: 'string' },
@@ -51,23 +63,29 @@ const OPTIONS = {
 
 const TYPES: Record<string, SubscriptionType> = { exclusive: 'Exclusive', failover: 'Failover', shared: 'Shared', 'key-shared': 'Key_Shared' };
 
-/** How often --exit-at-end looks whether the subscription is caught up, ms. */
+/** How often --exit-at-end looks whether the readers or the subscription are caught up, ms. */
 const END_CHECK_MS = 50;
 
-function format(record: ReaderRecord<string> | ConsumerMessage<string>, json: boolean): string {
-  if (!json) return `${record.value ?? ''}\n`;
-  const headers = Object.fromEntries(Object.keys(record.headers).map((k) => [k, record.headerString(k)]));
-  const out: Record<string, unknown> = {
-    topic: record.topic,
-    partition: record.partition,
-    offset: record.offset,
-    key: record.keyString,
-    value: record.value,
-    headers,
-    timestamp: record.timestamp,
-  };
-  if ('redeliveryCount' in record) out['redeliveryCount'] = record.redeliveryCount;
-  return `${JSON.stringify(out)}\n`;
+const TICK: unique symbol = Symbol('tick');
+
+/** One timer at a time for every waiter of the next end check (not one per record). */
+class EndCheck {
+  private pending: Promise<typeof TICK> | undefined;
+
+  next(): Promise<typeof TICK> {
+    this.pending ??= delay<typeof TICK>(END_CHECK_MS, TICK, { ref: false }).then((tick) => {
+      this.pending = undefined;
+      return tick;
+    });
+    return this.pending;
+  }
+}
+
+/** --format or --json or the default value line, checked before anything connects. */
+function formatter(values: { format?: string | undefined; json?: boolean | undefined }, subscription: boolean): RecordFormatter {
+  if (values.format !== undefined && values.json) throw new UsageError('use --format or --json, not both');
+  if (values.format !== undefined) return compileFormat(values.format, subscription);
+  return values.json ? jsonLine : valueLine;
 }
 
 interface SubscriptionFlags {
@@ -77,14 +95,14 @@ interface SubscriptionFlags {
   initialPosition: InitialPosition;
   maxMessages: number | undefined;
   exitAtEnd: boolean;
-  json: boolean;
+  format: RecordFormatter;
 }
 
 /** The --subscription flags, checked before anything connects. */
 function subscriptionFlags(topic: string, values: Record<string, string | boolean | undefined>): SubscriptionFlags | undefined {
   const subscription = values['subscription'] as string | undefined;
   if (subscription === undefined) {
-    for (const flag of ['type', 'initial-position', 'exit-at-end']) {
+    for (const flag of ['type', 'initial-position']) {
       if (values[flag] !== undefined) throw new UsageError(`--${flag} needs --subscription`);
     }
     return undefined;
@@ -106,7 +124,7 @@ function subscriptionFlags(topic: string, values: Record<string, string | boolea
     initialPosition: position,
     maxMessages: intFlag('max-messages', values['max-messages'] as string | undefined, 1, Number.MAX_SAFE_INTEGER),
     exitAtEnd: values['exit-at-end'] === true,
-    json: values['json'] === true,
+    format: formatter({ format: values['format'] as string | undefined, json: values['json'] === true }, true),
   };
 }
 
@@ -115,25 +133,25 @@ function subscriptionFlags(topic: string, values: Record<string, string | boolea
  * of the backlog (--exit-at-end), or on Ctrl-C, once every acknowledgement is durable.
  */
 async function consumeSubscription(client: Tidemark, flags: SubscriptionFlags): Promise<void> {
-  const consumer = await client.consumer<string>({
+  const consumer = await client.consumer<Uint8Array>({
     topic: flags.topic,
     subscription: flags.subscription,
     type: flags.type,
     initialPosition: flags.initialPosition,
-    codec: codecs.string(),
+    codec: codecs.bytes(),
   });
   const acks = new Set<Promise<void>>();
   let ackError: unknown;
   const STOP: unique symbol = Symbol('stop');
-  const TICK: unique symbol = Symbol('tick');
+  const endCheck = new EndCheck();
   // Ctrl-C stops taking messages; what was printed is still acknowledged before the exit.
   const stopped = onShutdownSignal().then((): typeof STOP => STOP);
   try {
     let printed = 0;
     let pending = consumer.next();
     for (;;) {
-      const waits: Array<Promise<IteratorResult<ConsumerMessage<string>, undefined> | typeof STOP | typeof TICK>> = [pending, stopped];
-      if (flags.exitAtEnd) waits.push(delay<typeof TICK>(END_CHECK_MS, TICK));
+      const waits: Array<Promise<IteratorResult<ConsumerMessage<Uint8Array>, undefined> | typeof STOP | typeof TICK>> = [pending, stopped];
+      if (flags.exitAtEnd) waits.push(endCheck.next());
       const r = await Promise.race(waits);
       if (r === STOP) break;
       if (r === TICK) {
@@ -142,7 +160,7 @@ async function consumeSubscription(client: Tidemark, flags: SubscriptionFlags): 
       }
       if (r.done) break;
       const message = r.value;
-      await writeOut(format(message, flags.json));
+      await writeOut(flags.format(message));
       printed++;
       const ack = message.ack().then(
         () => void acks.delete(ack),
@@ -164,7 +182,7 @@ async function consumeSubscription(client: Tidemark, flags: SubscriptionFlags): 
 }
 
 export async function consumeCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(() => parseArgs({ args: argv, options: OPTIONS, allowPositionals: true }), 1);
+  const { values, positionals } = parse('consume', argv, OPTIONS, 1);
   if (values.help) {
     process.stdout.write(`${CONSUME_HELP}\n`);
     return 0;
@@ -186,22 +204,35 @@ export async function consumeCommand(argv: string[]): Promise<number> {
   if (offset !== undefined && partition === undefined) throw new UsageError('--offset needs --partition');
   if (offset !== undefined && values['from-beginning']) throw new UsageError('use --offset or --from-beginning, not both');
   const from: StartFrom = offset !== undefined ? { offset } : values['from-beginning'] ? 'earliest' : 'latest';
-  const json = values.json ?? false;
+  const format = formatter(values, false);
+  const exitAtEnd = values['exit-at-end'] ?? false;
 
   const client = await Tidemark.connect(connection(values));
   try {
     const partitions =
       partition !== undefined ? [partition] : (await client.admin().describeTopic(topic)).partitions.map((p) => p.partition);
-    const readers: Reader<string>[] = partitions.map((p) => client.reader({ topic, partition: p, from, codec: codecs.string() }));
+    const readers = partitions.map((p) => client.reader({ topic, partition: p, from, codec: codecs.bytes() }));
+    const endCheck = new EndCheck();
     let printed = 0;
     const stop = () => Promise.all(readers.map((r) => r.close()));
-    const pump = async (reader: Reader<string>) => {
-      for await (const record of reader) {
+    // Each reader until it is closed (Ctrl-C, --max-messages) or, with --exit-at-end, at its end.
+    const pump = async (reader: Reader<Uint8Array>) => {
+      let pending = reader.next();
+      for (;;) {
+        const r = exitAtEnd ? await Promise.race([pending, endCheck.next()]) : await pending;
+        if (r === TICK) {
+          if (reader.caughtUp()) break;
+          continue;
+        }
+        if (r.done) return;
         if (maxMessages !== undefined && printed >= maxMessages) break;
         printed++;
-        await writeOut(format(record, json));
-        if (maxMessages !== undefined && printed >= maxMessages) await stop();
+        await writeOut(format(r.value));
+        if (maxMessages !== undefined && printed >= maxMessages) return void (await stop());
+        if (exitAtEnd && reader.caughtUp()) break;
+        pending = reader.next();
       }
+      await reader.close();
     };
     void onShutdownSignal().then(stop);
     await Promise.all(readers.map(pump));

@@ -2,7 +2,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { NODE_PROCESS_FLAGS } from '../node-flags.js';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { Tidemark } from '../../client/client.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
 import { ensureNats } from '../embedded-nats.js';
@@ -58,7 +57,7 @@ async function waitForCluster(servers: string, cluster: string, nodes: number): 
 }
 
 export async function devCommand(argv: string[]): Promise<number> {
-  const { values } = parse(() => parseArgs({ args: argv, options: OPTIONS, allowPositionals: true }), 0);
+  const { values } = parse('dev', argv, OPTIONS, 0);
   if (values.help) {
     process.stdout.write(`${DEV_HELP}\n`);
     return 0;

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { startNode, type NodeRole } from '../../node.js';
 import { createLogger } from '../../runtime/logger.js';
 import { NODE_PROCESS_FLAGS, PRODUCER_SESSION_FLAG_HELP, PRODUCER_SESSION_FLAG_OPTIONS, producerSessionFlags } from '../node-flags.js';
@@ -72,7 +71,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     return sub === undefined ? 2 : 0;
   }
   if (sub !== 'start') throw new UsageError(`unknown node command "${sub}"`);
-  const { values } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), 0);
+  const { values } = parse(`node ${sub}`, rest, OPTIONS, 0);
   if (values.help) {
     process.stdout.write(`${NODE_HELP}\n`);
     return 0;

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import type { ElectLeadersResult } from '../../client/admin.js';
 import { Tidemark } from '../../client/client.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
@@ -47,7 +46,7 @@ export async function partitionCommand(argv: string[]): Promise<number> {
     return sub === undefined ? 2 : 0;
   }
   if (sub !== 'elect-leaders') throw new UsageError(`unknown partition command "${sub}"`);
-  const { values } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), 0);
+  const { values } = parse(`partition ${sub}`, rest, OPTIONS, 0);
   if (values.help) {
     process.stdout.write(`${PARTITION_HELP}\n`);
     return 0;

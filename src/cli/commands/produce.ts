@@ -1,5 +1,4 @@
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
 import { Tidemark } from '../../client/client.js';
 import { codecs } from '../../client/codecs.js';
 import type { Acks } from '../../client/producer.js';
@@ -66,7 +65,7 @@ function parseAcks(text: string | undefined): Acks {
 }
 
 export async function produceCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(() => parseArgs({ args: argv, options: OPTIONS, allowPositionals: true }), 1);
+  const { values, positionals } = parse('produce', argv, OPTIONS, 1);
   if (values.help) {
     process.stdout.write(`${PRODUCE_HELP}\n`);
     return 0;

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { Tidemark } from '../../client/client.js';
 import type { ResetTarget, SubscriptionDescription } from '../../client/admin.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, parse } from '../args.js';
@@ -88,7 +87,7 @@ export async function subscriptionCommand(argv: string[]): Promise<number> {
   }
   if (!(COMMANDS as readonly string[]).includes(sub)) throw new UsageError(`unknown subscription command "${sub}"`);
   const command = sub as Command;
-  const { values, positionals: args } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), command === 'list' ? 1 : 2);
+  const { values, positionals: args } = parse(`subscription ${command}`, rest, OPTIONS, command === 'list' ? 1 : 2);
   if (values.help) {
     process.stdout.write(`${SUBSCRIPTION_HELP}\n`);
     return 0;

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { Tidemark } from '../../client/client.js';
 import type { TopicDescription } from '../../client/admin.js';
 import { TOPIC_CONFIG_KEYS } from '../../metadata/topic-config.js';
@@ -7,7 +6,8 @@ import { UsageError } from '../cli-error.js';
 
 export const TOPIC_HELP = `Usage:
   tidemark topic create NAME [--partitions P] [--replication-factor R] [--config key=value]...
-  tidemark topic list
+  tidemark topic list [--json]
+      one name per line; --json: one line, a JSON array of names
   tidemark topic describe NAME [--json]
       per partition: leader, leader epoch, replicas, ISR, log start / end offset, high watermark,
       and each replica's log end offset as the leader last saw it (ReplicaLEO: broker=offset)
@@ -66,7 +66,7 @@ export async function topicCommand(argv: string[]): Promise<number> {
   }
   const positionals = sub === 'list' ? 0 : 1;
   if (!['create', 'list', 'describe', 'delete', 'alter'].includes(sub)) throw new UsageError(`unknown topic command "${sub}"`);
-  const { values, positionals: args } = parse(() => parseArgs({ args: rest, options: OPTIONS, allowPositionals: true }), positionals);
+  const { values, positionals: args } = parse(`topic ${sub}`, rest, OPTIONS, positionals);
   if (values.help) {
     process.stdout.write(`${TOPIC_HELP}\n`);
     return 0;
@@ -83,9 +83,11 @@ export async function topicCommand(argv: string[]): Promise<number> {
         await admin.createTopic({ name, partitions, replicationFactor, config });
         process.stdout.write(`Created topic ${name}.\n`);
         break;
-      case 'list':
-        for (const topic of await admin.listTopics()) process.stdout.write(`${topic}\n`);
+      case 'list': {
+        const topics = await admin.listTopics();
+        process.stdout.write(values.json ? `${JSON.stringify(topics)}\n` : topics.map((topic) => `${topic}\n`).join(''));
         break;
+      }
       case 'describe': {
         const d = await admin.describeTopic(name);
         process.stdout.write(values.json ? `${JSON.stringify(d)}\n` : `${describeText(d)}\n`);
