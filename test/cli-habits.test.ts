@@ -83,8 +83,8 @@ test.serial('consume --format prints kcat tokens: topic, partition, offset, key,
     'fmt|1|0|key1|4|v1|v1|2|a=1,b=x y|1700000000123|%\t.',
     'fmt|1|1||-1|||-1||1700000000200|%\t.',
   ]);
-  // -f is the short spelling; without \n in the template nothing separates records (as in kcat).
-  t.is(await ok(t, ['consume', 'fmt', '--partition', '1', '--offset', '0', '--max-messages', '1', '-f', '%k=%v']), 'key1=v1');
+  // -f is the short spelling; a template without \n gets one newline per record.
+  t.is(await ok(t, ['consume', 'fmt', '--partition', '1', '--offset', '0', '--max-messages', '2', '-f', '%k=%v']), 'key1=v1\n=\n');
   // With a subscription, %r is the redelivery count.
   const sub = await ok(t, ['consume', 'fmt', '--subscription', 'fmt-sub', '--initial-position', 'earliest', '--exit-at-end', '--format', '%p:%o r=%r\\n']);
   t.deepEqual(lines(sub).sort(), ['0:0 r=0', '1:0 r=0', '1:1 r=0']);
@@ -105,7 +105,7 @@ test.serial('consume writes value and key bytes unchanged: every byte value, inv
 
   const formatted = await runCliBytes(['consume', 'bin', '--from-beginning', '--max-messages', String(values.length), '--format', '%K:%k|%S:%v']);
   t.is(formatted.code, 0, formatted.stderr);
-  const expected = Buffer.concat(values.flatMap((v) => [Buffer.from(`4:`), key, Buffer.from(`|${v.length}:`), v]));
+  const expected = Buffer.concat(values.flatMap((v) => [Buffer.from(`4:`), key, Buffer.from(`|${v.length}:`), v, Buffer.from('\n')]));
   t.true(formatted.stdout.equals(expected), `--format %k and %v: the bytes as produced (got ${formatted.stdout.length} bytes, want ${expected.length})`);
 });
 

@@ -77,6 +77,9 @@ export function compileFormat(template: string, subscription: boolean): RecordFo
       parts.push(token);
     }
   }
+  // A template that never says where a line ends gets one per record (as the default output), so
+  // `--format '%k %v'` prints lines; one with a \n anywhere is printed exactly as written (kcat).
+  if (!/\\n/.test(template)) literal += '\n';
   flush();
   return (r) => Buffer.concat(parts.map((p) => p(r)));
 }

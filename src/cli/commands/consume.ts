@@ -32,7 +32,7 @@ Options:
   --exit-at-end      exit 0 once every partition read is at its end (kcat -e): the high watermark
                      it last heard of; an empty topic exits at once. With --subscription: once the
                      subscription has no backlog on any partition
-  -f, --format FMT   print each record by a template (kcat -f); no newline unless FMT has \\n:
+  -f, --format FMT   print each record by a template (kcat -f); a newline after each record unless FMT has \\n:
                        %t topic  %p partition  %o offset  %T timestamp (ms)
                        %k key  %K key length (-1: none)  %s or %v value  %S value length (-1: null)
                        %h headers as k=v,k2=v2  %r redelivery count (--subscription)  %% a %
