@@ -39,7 +39,7 @@ export interface Leader {
 interface Entry {
   topic: TopicMetadata;
   fetchedAtMs: number;
-  /** From a caught-up broker's reply: a partition missing from it does not exist. */
+  /** From a confirmed reply (the broker synced with the controller): a partition missing from it does not exist. */
   current: boolean;
 }
 
@@ -47,7 +47,9 @@ export class MetadataCache {
   private readonly entries = new Map<string, Entry>();
   /** Topics to ask for on refresh, oldest first (Set keeps insertion order). */
   private readonly wanted = new Set<string>();
-  /** Each resolves with the wanted topics a caught-up broker said do not exist. */
+  /** Topics found missing (or missing a partition) in an unconfirmed reply: the next refresh asks to confirm. */
+  private readonly confirmNext = new Set<string>();
+  /** Each resolves with the wanted topics a confirmed reply said do not exist. */
   private running: Promise<ReadonlySet<string>> | undefined;
   private queued: Promise<ReadonlySet<string>> | undefined;
   /** Newest metadata offset seen: requests ask brokers not to answer with older metadata. */
@@ -68,7 +70,13 @@ export class MetadataCache {
     const cached = this.cached(name);
     if (cached !== undefined) return cached;
     this.want(name);
-    const absent = await this.refresh();
+    let absent = await this.refresh();
+    if (!this.entries.has(name) && !absent.has(name)) {
+      // Missing from a broker that may lag (a topic created a moment ago): ask again at once,
+      // confirmed, so the answering broker first syncs with the controller.
+      this.confirmNext.add(name);
+      absent = await this.refresh();
+    }
     const entry = this.entries.get(name);
     if (entry === undefined) {
       const final = absent.has(name);
@@ -109,7 +117,11 @@ export class MetadataCache {
     const p = md.partitions.find((x) => x.partition === partition);
     if (p !== undefined) return p;
     const final = this.entries.get(md.name)?.current === true;
-    if (!final) this.invalidate(md.name);
+    if (!final) {
+      // The retry layer asks again, confirmed (see topic()).
+      this.confirmNext.add(md.name);
+      this.invalidate(md.name);
+    }
     throw new TidemarkError('UNKNOWN_TOPIC', `topic "${md.name}" has no partition ${partition}${final ? ` (it has ${md.partitions.length})` : ''}`, {
       context: { topic: md.name, partition },
       final,
@@ -132,9 +144,12 @@ export class MetadataCache {
     if (offset > this.minOffset) this.minOffset = offset;
   }
 
-  /** One uncached request (all topics when `topics` is absent); updates entries it returns. */
-  async fetch(topics?: string[]): Promise<MetadataReply> {
-    const body: MetadataRequest = { timeoutMs: this.options.requestTimeoutMs, topics, minOffset: this.minOffset };
+  /**
+   * One uncached request (all topics when `topics` is absent); updates entries it returns. With
+   * `confirm` the broker syncs with the controller first and says whether it has everything.
+   */
+  async fetch(topics?: string[], confirm = false): Promise<MetadataReply> {
+    const body: MetadataRequest = { timeoutMs: this.options.requestTimeoutMs, topics, minOffset: this.minOffset, ...(confirm ? { confirm } : {}) };
     const reply = await this.rpc.request(this.subjects.metadata(), body, metadataReply);
     this.observe(reply.offset);
     const now = this.clock.now();
@@ -152,6 +167,7 @@ export class MetadataCache {
       if (oldest !== undefined) {
         this.wanted.delete(oldest);
         this.entries.delete(oldest);
+        this.confirmNext.delete(oldest);
       }
     }
   }
@@ -177,8 +193,10 @@ export class MetadataCache {
 
   private run(): Promise<ReadonlySet<string>> {
     const topics = [...this.wanted];
+    const confirm = topics.some((name) => this.confirmNext.has(name));
+    if (confirm) for (const name of topics) this.confirmNext.delete(name);
     const run = (async () => {
-      const reply = await this.fetch(topics);
+      const reply = await this.fetch(topics, confirm);
       const present = new Set(reply.topics.map((t) => t.name));
       const absent = new Set<string>();
       for (const name of topics) {

@@ -7,17 +7,29 @@ export interface FollowedView extends MetadataView {
   /** Installs a newer image (the fetcher applied entries or a snapshot). */
   replace(image: MetadataImage, records: readonly MetadataRecord[]): void;
   /**
-   * The fetcher reached the controller's committed offset and keeps long-polling: until `untilMs`
-   * (node clock) this view may call its image current, so a topic missing from it does not exist.
+   * Asks the controller once, without waiting, for what the broker lacks (single flight: at most one
+   * sync running and one queued, which starts after it, so every caller's sync began after its
+   * call). Resolves true if the broker then has everything the controller had committed; false if
+   * not, if no fetcher runs, or on any failure.
    */
-  markCaughtUp(untilMs: number): void;
-  /** Whether the image was current as of `nowMs` (see markCaughtUp). */
-  caughtUp(nowMs: number): boolean;
+  sync(timeoutMs: number): Promise<boolean>;
+  /** The metadata fetcher plugs its one-shot fetch in here while it runs. */
+  setSyncer(syncer: ((timeoutMs: number) => Promise<boolean>) | undefined): void;
 }
 
 export function createFollowedView(): FollowedView {
   let image = emptyImage;
-  let caughtUpUntilMs = -1;
+  let syncer: ((timeoutMs: number) => Promise<boolean>) | undefined;
+  let running: Promise<boolean> | undefined;
+  let queued: Promise<boolean> | undefined;
+  const start = (timeoutMs: number): Promise<boolean> => {
+    const run = syncer === undefined ? Promise.resolve(false) : syncer(timeoutMs).catch(() => false);
+    running = run;
+    void run.then(() => {
+      if (running === run) running = undefined;
+    });
+    return run;
+  };
   const listeners = new Set<MetadataListener>();
   return {
     image: () => image,
@@ -25,10 +37,17 @@ export function createFollowedView(): FollowedView {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    markCaughtUp(untilMs) {
-      caughtUpUntilMs = Math.max(caughtUpUntilMs, untilMs);
+    setSyncer(next) {
+      syncer = next;
     },
-    caughtUp: (nowMs) => nowMs <= caughtUpUntilMs,
+    sync(timeoutMs) {
+      if (running === undefined) return start(timeoutMs);
+      queued ??= running.then(() => {
+        queued = undefined;
+        return start(timeoutMs);
+      });
+      return queued;
+    },
     replace(next, records) {
       image = next;
       for (const listener of listeners) listener(image, records);

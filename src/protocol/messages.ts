@@ -91,6 +91,12 @@ export const metadataRequest = object({
    * catches up (or the budget runs out), so a client never reads metadata older than it already had.
    */
   minOffset: optional(int(-1, Number.MAX_SAFE_INTEGER)),
+  /**
+   * The client found a topic or partition missing and asks whether that is so: the broker first
+   * fetches, without waiting, what the controller has committed, and says in `caughtUp` whether it
+   * then has all of it. Costs the broker one controller round trip; only sent after a miss.
+   */
+  confirm: optional(bool),
 });
 export type MetadataRequest = Infer<typeof metadataRequest>;
 
@@ -229,9 +235,9 @@ export interface MetadataReply {
   /** The answering broker's metadata offset. */
   offset: number;
   /**
-   * The answering broker had the controller's last committed offset moments ago and is following
-   * it: a topic or partition missing from this reply does not exist (the client fails at once
-   * instead of retrying). Absent or false: the broker may lag, so missing means "not yet known".
+   * Only in answer to `confirm`: the broker fetched from the controller after the request arrived
+   * and has everything it had committed, so a topic or partition missing from this reply does not
+   * exist (the client fails at once instead of retrying). Absent or false: the broker may lag.
    */
   caughtUp?: boolean;
   brokers: BrokerMetadata[];

@@ -167,7 +167,7 @@ export class FakeCluster implements Transport {
   maxPayloadBytes = 1 << 20;
   readonly brokers = new Set<number>([1, 2, 3]);
   readonly topics = new Map<string, FakeTopic>();
-  /** Whether metadata replies say the broker is caught up with the controller (a missing topic is then final). */
+  /** Whether a `confirm` metadata request is answered caught up (a topic missing from it is then final). */
   metadataCaughtUp = false;
   /** Every request and publish, in arrival order (a produce request: one call per batch). */
   readonly calls: FakeCall[] = [];
@@ -419,7 +419,7 @@ export class FakeCluster implements Transport {
           const t = this.topics.get(name);
           if (t !== undefined) topics.push(this.describe(t));
         }
-        return encodeMessage({ offset: 0, caughtUp: this.metadataCaughtUp, brokers: [...this.brokers].map((id) => ({ id, epoch: 1, rack: '', fenced: false })), topics });
+        return encodeMessage({ offset: 0, caughtUp: req.confirm === true && this.metadataCaughtUp, brokers: [...this.brokers].map((id) => ({ id, epoch: 1, rack: '', fenced: false })), topics });
       }
       case 'create-topic': {
         const req = decodeRequest(data, createTopicRequest);

@@ -10,7 +10,7 @@ import type { FollowedView } from '../../metadata/followed-view.js';
 import { applyRecords, emptyImage } from '../../metadata/image.js';
 import { decodeEntry, type MetadataRecord } from '../../metadata/records.js';
 import { applyEntry, followState, type FollowState } from '../../metadata/transactions.js';
-import { metadataFetchReply, type MetadataFetchRequest } from '../../protocol/controller-messages.js';
+import { metadataFetchReply, type MetadataFetchReply, type MetadataFetchRequest } from '../../protocol/controller-messages.js';
 import { decodeReply, encodeMessage } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
@@ -78,8 +78,16 @@ export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInp
       return;
     }
     reading = undefined;
+    applyEntries(reply);
+  };
+
+  /**
+   * Applies a non-snapshot reply's entries; returns whether the broker now has the answering
+   * controller's last committed offset (the reply's offset) with no transaction open.
+   */
+  const applyEntries = (reply: MetadataFetchReply): boolean => {
     // A deposed controller that has not noticed yet may answer with an older image: never go back.
-    if (reply.offset < follow.lastOffset) return;
+    if (reply.offset < follow.lastOffset) return false;
     const applied: MetadataRecord[] = [];
     let state = follow;
     for (const entry of reply.entries) {
@@ -91,10 +99,22 @@ export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInp
     const changed = state.image !== follow.image;
     follow = state;
     if (changed) view.replace(state.image, applied);
-    // A non-snapshot reply's offset is the controller's last committed offset: having it, the
-    // broker is current until its next long poll should have returned (twice the poll, for slack).
-    if (follow.open === undefined && follow.lastOffset >= reply.offset) view.markCaughtUp(clock.now() + 2 * input.fetchWaitMs);
+    return follow.open === undefined && follow.lastOffset >= reply.offset;
   };
+
+  /**
+   * One fetch that does not wait (a client asked to confirm that something is missing): resolves
+   * true once the broker has everything the controller had committed when it answered. A snapshot
+   * reply (too far behind) is left to the loop and answers false.
+   */
+  const syncOnce = async (timeoutMs: number): Promise<boolean> => {
+    if (follow.image !== view.image()) follow = followState(view.image());
+    const request: MetadataFetchRequest = { timeoutMs, brokerId: input.brokerId, fromOffset: follow.lastOffset, maxWaitMs: 0 };
+    const reply = decodeReply(await transport.request(subjects.controller('metadata-fetch'), encodeMessage(request), timeoutMs), metadataFetchReply);
+    if (stopped || reply.snapshot) return false;
+    return applyEntries(reply);
+  };
+  view.setSyncer(syncOnce);
 
   const loop = () => {
     if (stopped) return;
@@ -114,6 +134,7 @@ export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInp
   loop();
   return () => {
     stopped = true;
+    view.setSyncer(undefined);
     if (timer !== undefined) clock.clearTimeout(timer);
   };
 });

@@ -31,6 +31,8 @@ import { createProduceHandlers } from './produce-handler.js';
 
 /** Metadata requests held at once while this broker catches up. */
 const METADATA_WAITERS_MAX = 1024;
+/** Bound on the controller round trip a `confirm` metadata request waits for, ms. */
+const METADATA_SYNC_MS_MAX = 2_000;
 
 export interface RequestListenerInput {
   brokerId: number;
@@ -130,6 +132,8 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
 
   /** Metadata requests waiting for this broker to catch up with the client's minOffset. */
   const behind = new Set<{ minOffset: number; answer: () => void; timer: unknown }>();
+  /** Metadata requests with `confirm` waiting for the view's sync with the controller. */
+  let confirming = 0;
   const unsubscribeView = metadata.subscribe((image) => {
     for (const w of behind) {
       if (image.offset < w.minOffset) continue;
@@ -140,7 +144,19 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
   });
   const onMetadata: Handler = (msg) => {
     const request = decodeRequest(msg.data, metadataRequest);
-    const answer = () => msg.respond(encodeMessage(metadataReply(metadata.image(), request.topics, metadata.caughtUp(clock.now()))));
+    const answer = (caughtUp = false) => msg.respond(encodeMessage(metadataReply(metadata.image(), request.topics, caughtUp)));
+    if (request.confirm === true) {
+      // The view runs at most one sync and queues one; at most METADATA_WAITERS_MAX requests wait on
+      // them, beyond which the answer is "not confirmed" (the client asks again).
+      if (confirming >= METADATA_WAITERS_MAX) return answer(false);
+      confirming++;
+      const done = (caughtUp: boolean) => {
+        confirming--;
+        answer(caughtUp);
+      };
+      metadata.sync(Math.max(1, Math.min(METADATA_SYNC_MS_MAX, Math.floor(request.timeoutMs / 2)))).then(done, () => done(false));
+      return;
+    }
     const minOffset = request.minOffset ?? -1;
     if (metadata.image().offset >= minOffset || behind.size >= METADATA_WAITERS_MAX) {
       answer();
