@@ -73,6 +73,8 @@ export function createQuorumMetadataStore(propose: (payloads: readonly Uint8Arra
   const listeners = new Set<MetadataListener>();
   const recent: CommittedEntry[] = [];
   let recentBytes = 0;
+  /** The last proposal in flight: the next one starts after it settles. */
+  let proposing: Promise<unknown> | undefined;
   return {
     image: () => state.image,
     lastOffset: () => state.lastOffset,
@@ -113,15 +115,28 @@ export function createQuorumMetadataStore(propose: (payloads: readonly Uint8Arra
       recentBytes = 0;
       for (const listener of listeners) listener(state.image, records);
     },
-    async propose(records) {
+    propose(records) {
       // Resolves once committed and applied here, so the image includes the records. No records is
       // a barrier: an entry that only moves the offset, committed to prove this voter still leads.
-      // A change too large for one entry goes as a transaction; its parts are proposed in order by
-      // this one writer (the controller runs one job at a time), so only a leader change can come
-      // between them, and that aborts it.
-      const payloads = entryPayloads(records, entryBytesMax);
-      for (let i = 0; i < payloads.length; i += PROPOSAL_PAYLOADS_MAX) await propose(payloads.slice(i, i + PROPOSAL_PAYLOADS_MAX));
-      return state.image;
+      // A change too large for one entry goes as a transaction; its parts are proposed in order,
+      // and calls are serialized here (the controller's jobs and the metadata server's barriers
+      // both propose), so only a leader change can come between them, and that aborts it.
+      const go = async () => {
+        const payloads = entryPayloads(records, entryBytesMax);
+        for (let i = 0; i < payloads.length; i += PROPOSAL_PAYLOADS_MAX) await propose(payloads.slice(i, i + PROPOSAL_PAYLOADS_MAX));
+        return state.image;
+      };
+      // Idle: start now, in this call (callers and tests rely on a proposal being on its way).
+      const run = proposing === undefined ? go() : proposing.then(go);
+      const settled = run.then(
+        () => undefined,
+        () => undefined,
+      );
+      proposing = settled;
+      void settled.then(() => {
+        if (proposing === settled) proposing = undefined;
+      });
+      return run;
     },
   };
 }

@@ -49,6 +49,12 @@ export const metadataFetchRequest = object({
   fromOffset: offset,
   maxWaitMs: int(0, FETCH_WAIT_MS_MAX),
   snapshot: optional(object({ offset, chunk: int(1, SNAPSHOT_CHUNKS_MAX - 1) })),
+  /**
+   * Answer only after a barrier entry commits in this controller's term (no waiting otherwise):
+   * a deposed controller that has not noticed yet cannot commit one, so the reply has everything
+   * committed before the request. A broker's sync for a client's `confirm` sends it.
+   */
+  barrier: optional(bool),
 });
 export type MetadataFetchRequest = Infer<typeof metadataFetchRequest>;
 /**

@@ -103,13 +103,14 @@ export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInp
   };
 
   /**
-   * One fetch that does not wait (a client asked to confirm that something is missing): resolves
-   * true once the broker has everything the controller had committed when it answered. A snapshot
+   * One fetch that does not wait (a client asked to confirm that something is missing), answered
+   * after a barrier commits: resolves true once the broker has everything committed before it. A snapshot
    * reply (too far behind) is left to the loop and answers false.
    */
   const syncOnce = async (timeoutMs: number): Promise<boolean> => {
     if (follow.image !== view.image()) follow = followState(view.image());
-    const request: MetadataFetchRequest = { timeoutMs, brokerId: input.brokerId, fromOffset: follow.lastOffset, maxWaitMs: 0 };
+    // The barrier: a deposed controller (paused, cut off, not yet aware) cannot answer it.
+    const request: MetadataFetchRequest = { timeoutMs, brokerId: input.brokerId, fromOffset: follow.lastOffset, maxWaitMs: 0, barrier: true };
     const reply = decodeReply(await transport.request(subjects.controller('metadata-fetch'), encodeMessage(request), timeoutMs), metadataFetchReply);
     if (stopped || reply.snapshot) return false;
     return applyEntries(reply);

@@ -85,6 +85,40 @@ export const metadataServer = fromCallback<{ type: 'NONE' }, MetadataServerInput
     }
   };
 
+  /**
+   * Barrier entries for `barrier` fetches, single flight: one committing and one queued behind it
+   * (it starts after it, so every caller's barrier began after its request arrived); at most
+   * `waitersMax` fetches wait on them.
+   */
+  let barrierRunning: Promise<unknown> | undefined;
+  let barrierQueued: Promise<unknown> | undefined;
+  let barrierWaiters = 0;
+  const startBarrier = (): Promise<unknown> => {
+    const run = metadata.propose([]);
+    barrierRunning = run;
+    const clear = () => {
+      if (barrierRunning === run) barrierRunning = undefined;
+    };
+    run.then(clear, clear);
+    return run;
+  };
+  const barrier = (): Promise<unknown> => {
+    if (barrierRunning === undefined) return startBarrier();
+    barrierQueued ??= barrierRunning.then(
+      () => ((barrierQueued = undefined), startBarrier()),
+      () => ((barrierQueued = undefined), startBarrier()),
+    );
+    return barrierQueued;
+  };
+  const replyError = (replyTo: string, error: unknown) => {
+    const err = error instanceof TidemarkError ? error : new TidemarkError('NOT_CONTROLLER', 'the barrier did not commit', { cause: error });
+    try {
+      transport.publish(replyTo, encodeError(err.toWire()));
+    } catch (e) {
+      logger.warn({ err: e }, 'metadata reply dropped');
+    }
+  };
+
   const unsubscribeCommits = metadata.subscribe(() => {
     for (const w of waiters) {
       clock.clearTimeout(w.timer);
@@ -100,6 +134,21 @@ export const metadataServer = fromCallback<{ type: 'NONE' }, MetadataServerInput
         if (msg.reply === undefined) throw new TidemarkError('INVALID_REQUEST', 'metadata fetch needs a reply subject');
         const request = decodeRequest(msg.data, metadataFetchRequest);
         const replyTo = msg.reply;
+        if (request.barrier === true) {
+          if (barrierWaiters >= input.waitersMax) throw new TidemarkError('BUSY', 'too many metadata fetches wait for a barrier');
+          barrierWaiters++;
+          barrier().then(
+            () => {
+              barrierWaiters--;
+              reply(replyTo, request.fromOffset);
+            },
+            (error: unknown) => {
+              barrierWaiters--;
+              replyError(replyTo, error);
+            },
+          );
+          return;
+        }
         if (request.snapshot !== undefined || request.fromOffset < metadata.lastOffset() || request.maxWaitMs === 0 || waiters.size >= input.waitersMax) {
           reply(replyTo, request.fromOffset, request.snapshot);
           return;
