@@ -13,6 +13,8 @@ within a short wait are shown as unreachable: a voter with what the active contr
 ${GLOBAL_HELP}`;
 
 const OPTIONS = { ...GLOBAL_OPTIONS, json: { type: 'boolean' } } as const;
+/** Per-request timeout of `cluster status`, ms (see clusterCommand). */
+const STATUS_REQUEST_TIMEOUT_MS = 1_500;
 
 function text(c: ClusterDescription): string {
   const lines = [`Controller: ${c.controllerId < 0 ? 'none (no quorum, or an election is running)' : c.controllerId}`, 'Voters:'];
@@ -52,7 +54,9 @@ export async function clusterCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${CLUSTER_HELP}\n`);
     return 0;
   }
-  const client = await Tidemark.connect(connection(values));
+  // A short request timeout: a node that is frozen (SIGSTOP, a long pause) still holds its NATS
+  // subscriptions, so the metadata request may land on it; retry on another soon instead of waiting.
+  const client = await Tidemark.connect({ ...connection(values), requestTimeoutMs: STATUS_REQUEST_TIMEOUT_MS });
   try {
     const c = await client.admin().describeCluster();
     process.stdout.write(values.json ? `${JSON.stringify(c)}\n` : `${text(c)}\n`);
