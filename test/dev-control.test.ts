@@ -11,6 +11,7 @@ import { suggestedTopicCreate } from '../src/cli/commands/dev.js';
 import { devControlReply } from '../src/protocol/dev-messages.js';
 import { TidemarkError } from '../src/protocol/errors.js';
 import { decodeReply, encodeMessage } from '../src/protocol/messages.js';
+import { Subjects } from '../src/protocol/subjects.js';
 import { connectNats } from '../src/runtime/nats-transport.js';
 import { killAllCliProcesses, runCli, spawnCli, type CliProcess, type CliResult } from './helpers/cli.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
@@ -174,7 +175,7 @@ test.serial('bad control requests get error replies and dev keeps serving; an un
   const transport = await connectNats({ servers: nats!.url });
   try {
     for (const body of [new Uint8Array([0xc1, 0xff, 0x00]), encodeMessage({ timeoutMs: 1000, action: 'explode', node: 1 }), encodeMessage({ hello: 'world' })]) {
-      const reply = await transport.request('tm.tidemark.dev.control', body, 5_000);
+      const reply = await transport.request(new Subjects('tidemark').devControl(), body, 5_000);
       const error = t.throws(() => decodeReply(reply, devControlReply));
       t.true(error instanceof TidemarkError && error.code === 'INVALID_REQUEST', String(error));
     }

@@ -32,7 +32,7 @@ starts over once a node stayed up 30 s).
 
 From another terminal, with the same --nats and --cluster, control one node of the running
 tidemark dev (it answers on the NATS subject tm.<cluster>.dev.control):
-  tidemark dev stop N      SIGTERM (a clean, controlled shutdown), SIGKILL after ${15} s; stays
+  tidemark dev stop N      SIGTERM (a clean, controlled shutdown), SIGKILL after 15 s; stays
                            down, also with --restart, until started again
   tidemark dev start N     starts it again with the same flags; returns once it is registered
   tidemark dev restart N   stop, then start
