@@ -235,7 +235,8 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
     const out: NodeStatus = { nodeId: options.id, roles: [...roles] };
     if (raft !== undefined) {
       const s = raft.status();
-      out.voter = { role: s.role, term: s.term, leaderId: s.leaderId ?? -1, commitIndex: s.commitIndex, lastIndex: s.lastIndex };
+      out.voter = { role: s.role, term: s.term, leaderId: s.leaderId ?? -1, commitIndex: s.commitIndex, lastIndex: s.lastIndex, voters: [...s.voters] };
+      if (s.followers !== undefined) out.voter.followers = s.followers;
     }
     if (broker !== undefined) {
       const ctx = broker.getSnapshot().context;

@@ -54,6 +54,11 @@ async function client(t: ExecutionContext, cluster: string, options = PATIENT): 
   return c;
 }
 
+/** The voters that answered (describeCluster also lists the others, as unreachable). */
+function answering(c: ClusterDescription): ClusterDescription['voters'] {
+  return c.voters.filter((v) => v.reachable);
+}
+
 /** Every voter answers and follows the one leader in its term; every broker is reachable and unfenced. */
 function settled(c: ClusterDescription): boolean {
   const leader = soleLeader(c);
@@ -75,7 +80,7 @@ function converged(c: ClusterDescription): boolean {
   const leader = soleLeader(c);
   return (
     leader !== undefined &&
-    c.voters.every((v) => v.commitIndex === leader.commitIndex) &&
+    answering(c).every((v) => v.commitIndex === leader.commitIndex) &&
     c.brokers.filter((b) => b.reachable).every((b) => b.metadataOffset === leader.commitIndex)
   );
 }
@@ -148,7 +153,7 @@ test.serial('the active controller killed -9: a new one is active within the ele
     'survivors follow the new controller',
     (c) => {
       const l = soleLeader(c);
-      return l !== undefined && c.voters.length === 2 && c.voters.every((v) => v.term === l.term && v.leaderId === l.id);
+      return l !== undefined && answering(c).length === 2 && answering(c).every((v) => v.term === l.term && v.leaderId === l.id);
     },
     10_000,
   );
@@ -175,11 +180,11 @@ test.serial('killing two of three leaves no controller and no metadata change is
   const alone = await waitForCluster(
     admin,
     'the lone voter is not the controller',
-    (c) => c.controllerId === -1 && c.voters.length === 1 && c.voters[0]!.role !== 'leader',
+    (c) => c.controllerId === -1 && answering(c).length === 1 && answering(c)[0]!.role !== 'leader',
     10_000,
   );
   t.log(`followers ${f1},${f2} killed -9: controller ${leader.id} stepped down, seen ${ms(performance.now() - killedAt)} after the kill (check-quorum window ${ELECTION_TIMEOUT_MS_MAX} ms)`);
-  const lone = alone.cluster.voters[0]!;
+  const lone = answering(alone.cluster)[0]!;
   t.is(lone.id, leader.id);
 
   // A metadata change is refused, with a retriable code, within a short deadline.
@@ -192,10 +197,10 @@ test.serial('killing two of three leaves no controller and no metadata change is
   t.true((error as TidemarkError).retriable);
 
   // Nothing was committed and, thanks to pre-vote, the lone voter did not inflate its term.
-  const { cluster: still } = await waitForCluster(admin, 'one more look', (c) => c.voters.length === 1, 5_000);
+  const { cluster: still } = await waitForCluster(admin, 'one more look', (c) => answering(c).length === 1, 5_000);
   t.is(still.controllerId, -1);
-  t.is(still.voters[0]!.term, leader.term, 'pre-vote: the cut-off voter stays in its term');
-  t.is(still.voters[0]!.commitIndex, lone.commitIndex, 'nothing committed without a quorum');
+  t.is(answering(still)[0]!.term, leader.term, 'pre-vote: the cut-off voter stays in its term');
+  t.is(answering(still)[0]!.commitIndex, lone.commitIndex, 'nothing committed without a quorum');
   t.false((await admin.listTopics()).includes('no-quorum'));
 
   // Restart one follower: a quorum again, a controller, and a metadata change is accepted.
@@ -206,7 +211,7 @@ test.serial('killing two of three leaves no controller and no metadata change is
     'a controller again',
     (c) => {
       const l = soleLeader(c);
-      return l !== undefined && c.voters.length === 2 && c.voters.every((v) => v.term === l.term && v.leaderId === l.id);
+      return l !== undefined && answering(c).length === 2 && answering(c).every((v) => v.term === l.term && v.leaderId === l.id);
     },
     10_000,
   );

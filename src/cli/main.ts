@@ -16,7 +16,8 @@ const HELP = `Usage: tidemark <command> [options]
        tidemark --version
 
 Commands:
-  dev [--nodes N]             run a local Tidemark cluster (and nats-server if none answers)
+  dev [--nodes N] [--restart] run a local Tidemark cluster (and nats-server if none answers)
+  dev stop|start|restart N    stop, start or restart one node of the running tidemark dev
   node start                  run one node against an existing NATS server
   cluster status              controller voters, active controller, brokers
   topic create|list|describe|delete|alter

@@ -265,7 +265,24 @@ export interface Admin {
 export interface ClusterDescription {
   /** The active controller's id, -1 when none is known (an election is running, or no quorum). */
   controllerId: number;
-  voters: Array<{ id: number; role: string; term: number; leaderId: number; commitIndex: number; lastIndex: number }>;
+  /**
+   * Every configured voter (the voter set as the answering voters know it), sorted by id. A voter
+   * that did not answer within the short wait is there with `reachable: false`, role
+   * 'unreachable' and -1 for what only it could tell (term, indexes, leader). `matchIndex` and
+   * `heardMsAgo` are the active controller's view of a follower (its highest replicated index, ms
+   * since its last reply, at heartbeat granularity), when the active controller answered.
+   */
+  voters: Array<{
+    id: number;
+    role: string;
+    term: number;
+    leaderId: number;
+    commitIndex: number;
+    lastIndex: number;
+    reachable: boolean;
+    matchIndex?: number;
+    heardMsAgo?: number;
+  }>;
   brokers: Array<{ id: number; epoch: number; rack: string; fenced: boolean; metadataOffset: number; partitionsLed: number; reachable: boolean }>;
   /** The newest metadata offset any broker has applied. */
   metadataOffset: number;
@@ -557,11 +574,20 @@ export class AdminClient implements Admin {
       rpc.requestMany(subjects.status(), { timeoutMs: CLUSTER_STATUS_WAIT_MS } satisfies StatusRequest, nodeStatus, CLUSTER_NODES_MAX),
       this.retry(() => this.deps.metadata.fetch([])),
     ]);
-    const voters = statuses
-      .filter((s) => s.voter !== undefined)
-      .map((s) => ({ id: s.nodeId, ...s.voter! }))
-      .sort((a, b) => a.id - b.id);
-    const leader = voters.filter((v) => v.role === 'leader').sort((a, b) => b.term - a.term)[0];
+    const answered = statuses.filter((s) => s.voter !== undefined).map((s) => ({ id: s.nodeId, ...s.voter! }));
+    const leader = answered.filter((v) => v.role === 'leader').sort((a, b) => b.term - a.term)[0];
+    const seen = new Map(leader?.followers?.map((f) => [f.id, f]));
+    // The voter set as any answering voter knows it: a voter that does not answer still appears.
+    const ids = new Set([...answered.map((v) => v.id), ...answered.flatMap((v) => v.voters ?? [])]);
+    const voters: ClusterDescription['voters'] = [...ids]
+      .sort((a, b) => a - b)
+      .map((id) => {
+        const v = answered.find((a) => a.id === id);
+        const f = seen.get(id);
+        const known = f === undefined ? {} : { matchIndex: f.matchIndex, heardMsAgo: f.heardMsAgo };
+        if (v === undefined) return { id, role: 'unreachable', term: -1, leaderId: -1, commitIndex: -1, lastIndex: -1, reachable: false, ...known };
+        return { id, role: v.role, term: v.term, leaderId: v.leaderId, commitIndex: v.commitIndex, lastIndex: v.lastIndex, reachable: true, ...known };
+      });
     const byId = new Map(statuses.map((s) => [s.nodeId, s]));
     const brokers = metadata.brokers
       .map((b) => {

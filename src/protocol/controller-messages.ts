@@ -99,14 +99,29 @@ export type ControlledShutdownRequest = Infer<typeof controlledShutdownRequest>;
 export const controlledShutdownReply = object({ remainingLeaders: int(0, Number.MAX_SAFE_INTEGER), metadataOffset: offset });
 export type ControlledShutdownReply = Infer<typeof controlledShutdownReply>;
 
+/** Controller voters in a status reply's voter set, upper bound. */
+const VOTERS_MAX = 64;
+
 export const statusRequest = object({ timeoutMs });
 export type StatusRequest = Infer<typeof statusRequest>;
 
 export interface NodeStatus {
   nodeId: number;
   roles: Array<'broker' | 'controller'>;
-  /** Present on controller voters. */
-  voter?: { role: string; term: number; leaderId: number; commitIndex: number; lastIndex: number };
+  /**
+   * Present on controller voters. Optional fields (newer nodes): `voters` is the configured voter
+   * set; the active controller (Raft leader) adds `followers`, its view of each other voter (match
+   * index, ms since its last reply), so `cluster status` can show a voter that does not answer.
+   */
+  voter?: {
+    role: string;
+    term: number;
+    leaderId: number;
+    commitIndex: number;
+    lastIndex: number;
+    voters?: number[];
+    followers?: Array<{ id: number; matchIndex: number; heardMsAgo: number }>;
+  };
   /** Present on brokers. */
   broker?: { brokerEpoch: number; fenced: boolean; metadataOffset: number; partitionsLed: number };
 }
@@ -115,11 +130,26 @@ export const nodeStatus: Schema<NodeStatus> = (v, path) => {
   const o = object({
     nodeId: brokerId,
     roles: array(oneOf('broker', 'controller'), 2),
-    voter: optional(object({ role: str(32), term: epoch, leaderId: int(-1, 2 ** 31 - 1), commitIndex: int(0, Number.MAX_SAFE_INTEGER), lastIndex: int(0, Number.MAX_SAFE_INTEGER) })),
+    voter: optional(
+      object({
+        role: str(32),
+        term: epoch,
+        leaderId: int(-1, 2 ** 31 - 1),
+        commitIndex: int(0, Number.MAX_SAFE_INTEGER),
+        lastIndex: int(0, Number.MAX_SAFE_INTEGER),
+        voters: optional(array(brokerId, VOTERS_MAX)),
+        followers: optional(array(object({ id: brokerId, matchIndex: int(0, Number.MAX_SAFE_INTEGER), heardMsAgo: int(0, Number.MAX_SAFE_INTEGER) }), VOTERS_MAX)),
+      }),
+    ),
     broker: optional(object({ brokerEpoch: offset, fenced: bool, metadataOffset: offset, partitionsLed: int(0, 1e9) })),
   })(v, path);
   const out: NodeStatus = { nodeId: o.nodeId, roles: o.roles };
-  if (o.voter !== undefined) out.voter = o.voter;
+  if (o.voter !== undefined) {
+    const { voters, followers, ...voter } = o.voter;
+    out.voter = voter;
+    if (voters !== undefined) out.voter.voters = voters;
+    if (followers !== undefined) out.voter.followers = followers;
+  }
   if (o.broker !== undefined) out.broker = o.broker;
   return out;
 };

@@ -7,6 +7,7 @@
  *   tm.<cluster>.raft.<voter>                       Raft messages to one controller voter (one-way publishes)
  *   tm.<cluster>.status                             every node (no queue group): its role, term, epoch
  *   tm.<cluster>.metadata                           any node (queue group): brokers, topics, leaders
+ *   tm.<cluster>.dev.control                        a running `tidemark dev`: stop / start / restart one of its nodes
  *   tm.<cluster>.b.<broker>.produce.<topic>         batches for any of topic's partitions the broker leads
  *   tm.<cluster>.b.<broker>.fetch.<topic>.<p>       idem, for reads
  *   tm.<cluster>.b.<broker>.replica-fetch.<topic>.<p>  followers of partition p fetching from its leader
@@ -95,6 +96,11 @@ export class Subjects {
 
   metadata(): string {
     return `${this.prefix}.metadata`;
+  }
+
+  /** A running `tidemark dev` answers here (dev-messages.ts): stop / start / restart one of its nodes. */
+  devControl(): string {
+    return `${this.prefix}.dev.control`;
   }
 
   partition(op: PartitionOp, brokerId: number, topic: string, partition: number): string {

@@ -52,6 +52,14 @@ export interface RaftStatus {
   appliedIndex: number;
   /** Leader whose own no-op is applied here: every earlier committed entry has been delivered. */
   leaderReady: boolean;
+  /** The configured voter set, this voter included. */
+  voters: readonly number[];
+  /**
+   * Leader only: what it knows of each other voter, in `voters` order: the highest index known
+   * durable there, and how long since its last reply (in heartbeat ticks of this term, so at
+   * heartbeat granularity; since the leadership began when it never answered).
+   */
+  followers?: Array<{ id: number; matchIndex: number; heardMsAgo: number }>;
 }
 
 export interface RaftNodeOptions {
@@ -268,6 +276,15 @@ export function startRaftNode(options: RaftNodeOptions): RaftNode {
       snapshotIndex: c.log.snapshotIndex,
       appliedIndex,
       leaderReady: role === 'leader' && appliedIndex >= c.leaderStartIndex,
+      voters: options.voters,
+      ...(role === 'leader'
+        ? {
+            followers: c.peers.map((id) => {
+              const p = c.progress[id];
+              return { id, matchIndex: p?.match ?? 0, heardMsAgo: Math.max(0, c.ticks - (p?.heardTick ?? 0)) * timeouts.heartbeatIntervalMs };
+            }),
+          }
+        : {}),
     };
   };
 

@@ -3,11 +3,22 @@ import { NODE_PROCESS_FLAGS } from '../node-flags.js';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tidemark } from '../../client/client.js';
+import { Rpc } from '../../client/rpc.js';
+import { nodeStatus, type StatusRequest } from '../../protocol/controller-messages.js';
+import { devControlReply, devControlRequest, type DevAction, type DevControlRequest } from '../../protocol/dev-messages.js';
+import { TidemarkError } from '../../protocol/errors.js';
+import { decodeRequest, encodeError, encodeMessage } from '../../protocol/messages.js';
+import { Subjects } from '../../protocol/subjects.js';
+import { connectNats, type NatsTransport } from '../../runtime/nats-transport.js';
+import { systemRandom } from '../../runtime/ports.js';
+import { backoffMs, type BackoffPolicy } from '../../runtime/retry.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
+import { UsageError } from '../cli-error.js';
 import { ensureNats } from '../embedded-nats.js';
 import { onShutdownSignal } from '../signals.js';
 
-export const DEV_HELP = `Usage: tidemark dev [--nodes N] [--data-dir DIR] [--nats URL] [--cluster NAME]
+export const DEV_HELP = `Usage: tidemark dev [--nodes N] [--restart] [--data-dir DIR] [--nats URL] [--cluster NAME]
+       tidemark dev stop|start|restart N [--nats URL] [--cluster NAME]
 
 Starts a local Tidemark cluster for development: uses the NATS server at --nats if one answers
 there, otherwise runs nats-server (from PATH) itself on that port and stops it on exit. Then starts
@@ -15,22 +26,56 @@ N combined nodes (broker + controller voter), each its own process, with data in
 and waits until a controller is elected and every broker is registered. Ctrl-C stops everything
 cleanly; data stays for the next run.
 
+When a node process dies, tidemark dev prints one line on stderr and leaves it down, or, with
+--restart, starts it again after a backoff (full jitter, from 1 s doubling up to 30 s; the count
+starts over once a node stayed up 30 s).
+
+From another terminal, with the same --nats and --cluster, control one node of the running
+tidemark dev (it answers on the NATS subject tm.<cluster>.dev.control):
+  tidemark dev stop N      SIGTERM (a clean, controlled shutdown), SIGKILL after 15 s; stays
+                           down, also with --restart, until started again
+  tidemark dev start N     starts it again with the same flags; returns once it is registered
+  tidemark dev restart N   stop, then start
+These exit 1 when no tidemark dev answers, or when it refuses (unknown node, already running).
+
 Options:
   --nodes N         number of nodes, 1..9 (default 1; npm start uses 3)
+  --restart         restart a node that died, with backoff
   --data-dir DIR    default .tidemark/dev
   --log-level L     pino level for the nodes (default info)
 ${GLOBAL_HELP}`;
 
-const OPTIONS = { ...GLOBAL_OPTIONS, nodes: { type: 'string' }, 'data-dir': { type: 'string' }, 'log-level': { type: 'string' } } as const;
+const OPTIONS = {
+  ...GLOBAL_OPTIONS,
+  nodes: { type: 'string' },
+  restart: { type: 'boolean' },
+  'data-dir': { type: 'string' },
+  'log-level': { type: 'string' },
+} as const;
+const CONTROL_OPTIONS = { ...GLOBAL_OPTIONS } as const;
 
 const BIN = fileURLToPath(new URL('../../../../bin/tidemark.js', import.meta.url));
 /** Bound on the cluster becoming ready, ms. */
 const READY_TIMEOUT_MS = 60_000;
 /** Bound on each node's clean stop after SIGTERM, ms. */
 const STOP_TIMEOUT_MS = 15_000;
+/** Bound on a started node registering (unfenced), ms. */
+const NODE_READY_TIMEOUT_MS = 30_000;
+/** How long each status round waits for the started node's answer, ms. */
+const STATUS_WAIT_MS = 300;
+/** Bound on one control request as seen by `tidemark dev stop|start|restart`, ms: a stop and a start. */
+const CONTROL_TIMEOUT_MS = STOP_TIMEOUT_MS + NODE_READY_TIMEOUT_MS + 5_000;
+/** --restart: backoff before each restart of a node that died. */
+const RESTART_BACKOFF: BackoffPolicy = { backoffMsInitial: 1_000, backoffMsMax: 30_000 };
+/** --restart: a node that stayed up this long starts its restart count over, ms. */
+const RESTART_RESET_AFTER_MS = 30_000;
+
+function running(child: ChildProcess | undefined): boolean {
+  return child !== undefined && child.exitCode === null && child.signalCode === null;
+}
 
 function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  if (!running(child)) return Promise.resolve();
   return new Promise((done) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
     child.once('exit', () => {
@@ -39,6 +84,14 @@ function stopChild(child: ChildProcess): Promise<void> {
     });
     child.kill('SIGTERM');
   });
+}
+
+function exitText(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal !== null ? `signal ${signal}` : `code ${code}`;
+}
+
+function say(line: string): void {
+  process.stderr.write(`tidemark dev: ${line}\n`);
 }
 
 async function waitForCluster(servers: string, cluster: string, nodes: number): Promise<void> {
@@ -56,47 +109,178 @@ async function waitForCluster(servers: string, cluster: string, nodes: number): 
   }
 }
 
+/** The topic the banner suggests: replication factor 3 (and min.insync.replicas=2, as the README) with 3+ nodes, else one replica per node. */
+export function suggestedTopicCreate(nodes: number): string {
+  return nodes >= 3
+    ? 'npx tidemark topic create orders --partitions 3 --replication-factor 3 --config min.insync.replicas=2'
+    : `npx tidemark topic create orders --partitions 3 --replication-factor ${nodes}`;
+}
+
+/** One node process of the dev cluster. */
+interface DevNode {
+  readonly id: number;
+  child: ChildProcess | undefined;
+  /** False after `dev stop N`: its exit is expected and --restart leaves it down. */
+  wanted: boolean;
+  startedAtMs: number;
+  /** --restart: restarts since it last stayed up RESTART_RESET_AFTER_MS. */
+  restarts: number;
+  restartTimer: NodeJS.Timeout | undefined;
+}
+
 export async function devCommand(argv: string[]): Promise<number> {
+  const sub = argv[0];
+  if (sub === 'stop' || sub === 'start' || sub === 'restart') return devControlCommand(sub, argv.slice(1));
   const { values } = parse('dev', argv, OPTIONS, 0);
   if (values.help) {
     process.stdout.write(`${DEV_HELP}\n`);
     return 0;
   }
   const nodes = intFlag('nodes', values.nodes, 1, 9) ?? 1;
+  const autoRestart = values.restart === true;
   const dataDir = resolve(values['data-dir'] ?? '.tidemark/dev');
   const { servers, cluster } = connection(values);
+  const subjects = new Subjects(cluster);
   const nats = await ensureNats(servers, join(dataDir, 'nats'));
   const ids = Array.from({ length: nodes }, (_, i) => i + 1);
+  const devNodes = new Map<number, DevNode>(ids.map((id) => [id, { id, child: undefined, wanted: true, startedAtMs: 0, restarts: 0, restartTimer: undefined }]));
+  let ready = false;
+  let shuttingDown = false;
+
+  const onExit = (node: DevNode, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null) => {
+    if (node.child !== child) return;
+    node.child = undefined;
+    // Before the cluster is ready the start-up race reports it; after `dev stop N` or Ctrl-C it is expected.
+    if (!ready || shuttingDown || !node.wanted) return;
+    if (!autoRestart) {
+      say(`node ${node.id} exited (${exitText(code, signal)}); start it again with: tidemark dev start ${node.id}`);
+      return;
+    }
+    if (Date.now() - node.startedAtMs >= RESTART_RESET_AFTER_MS) node.restarts = 0;
+    node.restarts++;
+    const delay = backoffMs(node.restarts, RESTART_BACKOFF, systemRandom);
+    say(`node ${node.id} exited (${exitText(code, signal)}); restarting it in ${delay} ms (restart ${node.restarts})`);
+    node.restartTimer = setTimeout(() => {
+      node.restartTimer = undefined;
+      if (shuttingDown || !node.wanted || running(node.child)) return;
+      const restarted = spawnNode(node);
+      say(`node ${node.id} restarted (pid ${restarted.pid})`);
+    }, delay);
+  };
+
   // An IPC channel lets each node notice if this process dies, even by kill -9, and stop itself.
-  const children = ids.map((id) =>
-    spawn(
+  const spawnNode = (node: DevNode): ChildProcess => {
+    const id = node.id;
+    const child = spawn(
       process.execPath,
       [...NODE_PROCESS_FLAGS, BIN, 'node', 'start', '--id', String(id), '--data-dir', join(dataDir, `node-${id}`), '--controllers', ids.join(','), '--nats', nats.url, '--cluster', cluster, '--pretty', '--log-level', values['log-level'] ?? 'info'],
       { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
-    ),
-  );
+    );
+    node.child = child;
+    node.startedAtMs = Date.now();
+    child.once('exit', (code, signal) => onExit(node, child, code, signal));
+    return child;
+  };
+
+  for (const node of devNodes.values()) spawnNode(node);
+  let control: NatsTransport | undefined;
   const stopAll = async () => {
-    await Promise.all(children.map(stopChild));
+    shuttingDown = true;
+    for (const node of devNodes.values()) clearTimeout(node.restartTimer);
+    await control?.close().catch(() => {});
+    await Promise.all([...devNodes.values()].map((n) => (n.child === undefined ? undefined : stopChild(n.child))));
     await nats.stop();
   };
   try {
     await Promise.race([
       waitForCluster(nats.url, cluster, nodes),
-      ...children.map((child, i) => new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`node ${ids[i]} exited with code ${code} while starting`))))),
+      ...[...devNodes.values()].map(
+        (node) => new Promise<never>((_, reject) => node.child!.once('exit', (code, signal) => reject(new Error(`node ${node.id} exited (${exitText(code, signal)}) while starting`)))),
+      ),
     ]);
+    control = await connectNats({ servers: nats.url, name: 'tidemark dev' });
   } catch (error) {
     await stopAll();
     throw error;
   }
+  ready = true;
+
+  // ---- the control subject: `tidemark dev stop|start|restart N` from another terminal ----
+  const rpc = new Rpc(control);
+  /** Resolves once node `id` answers status as a registered, unfenced broker; rejects if its process exits first or after the bound. */
+  const waitForNode = async (node: DevNode, child: ChildProcess): Promise<void> => {
+    const deadline = Date.now() + NODE_READY_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if (!running(child)) throw new TidemarkError('INTERNAL', `node ${node.id} exited (${exitText(child.exitCode, child.signalCode)}) while starting`);
+      const statuses = await rpc.requestMany(subjects.status(), { timeoutMs: STATUS_WAIT_MS } satisfies StatusRequest, nodeStatus, 100);
+      const broker = statuses.find((s) => s.nodeId === node.id)?.broker;
+      if (broker !== undefined && !broker.fenced && broker.brokerEpoch >= 0) return;
+    }
+    throw new TidemarkError('TIMEOUT', `node ${node.id} (pid ${child.pid}) did not register within ${NODE_READY_TIMEOUT_MS} ms; it keeps starting`);
+  };
+  const stopNode = async (node: DevNode): Promise<string> => {
+    node.wanted = false;
+    clearTimeout(node.restartTimer);
+    node.restartTimer = undefined;
+    const child = node.child;
+    if (child === undefined || !running(child)) return `node ${node.id} was not running`;
+    await stopChild(child);
+    const text = `node ${node.id} stopped (${exitText(child.exitCode, child.signalCode)})`;
+    say(text);
+    return text;
+  };
+  const startNode = async (node: DevNode): Promise<string> => {
+    if (running(node.child)) throw new TidemarkError('INVALID_REQUEST', `node ${node.id} is running (pid ${node.child!.pid}); use: tidemark dev restart ${node.id}`);
+    clearTimeout(node.restartTimer);
+    node.restartTimer = undefined;
+    node.wanted = true;
+    node.restarts = 0;
+    const child = spawnNode(node);
+    say(`node ${node.id} started (pid ${child.pid})`);
+    await waitForNode(node, child);
+    return `node ${node.id} started (pid ${child.pid}) and registered`;
+  };
+  const act = async (request: DevControlRequest): Promise<string> => {
+    const node = devNodes.get(request.node);
+    if (node === undefined) throw new TidemarkError('INVALID_REQUEST', `this tidemark dev has no node ${request.node} (its nodes: ${ids.join(', ')})`);
+    if (shuttingDown) throw new TidemarkError('SHUTTING_DOWN', 'tidemark dev is stopping');
+    if (request.action === 'stop') return stopNode(node);
+    if (request.action === 'start') return startNode(node);
+    const stopped = await stopNode(node);
+    return `${stopped}; ${await startNode(node)}`;
+  };
+  // One action at a time: a start racing a stop of the same node would leave either outcome.
+  let queue: Promise<unknown> = Promise.resolve();
+  control.subscribe(subjects.devControl(), (msg) => {
+    const answer = (async () => {
+      try {
+        const request = decodeRequest(msg.data, devControlRequest);
+        const message = await (queue = queue.then(
+          () => act(request),
+          () => act(request),
+        ));
+        msg.respond(encodeMessage({ ok: true, message }));
+      } catch (error) {
+        const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', error instanceof Error ? error.message : String(error), { cause: error });
+        msg.respond(encodeError(err.toWire()));
+      }
+    })();
+    answer.catch((error: unknown) => say(`control request failed: ${error instanceof Error ? error.message : String(error)}`));
+  });
+  await control.connection.flush();
+
   const hint = nats.url === servers ? '' : `\n  NATS is on ${nats.url} (port taken); in other terminals: export TIDEMARK_NATS=${nats.url}`;
+  const pids = [...devNodes.values()].map((n) => `${n.id} (pid ${n.child?.pid ?? '-'})`).join(', ');
   process.stdout.write(
     `Tidemark dev is running: cluster "${cluster}", ${nodes} node(s), NATS ${nats.url} (${nats.owned ? 'started by tidemark dev' : 'existing server'}), data in ${dataDir}${hint}
+  Nodes: ${pids}${autoRestart ? '; a node that dies is restarted (--restart)' : ''}
   Try, in another terminal:
-    npx tidemark topic create orders --partitions 3
+    ${suggestedTopicCreate(nodes)}
     seq 1 1000 | npx tidemark produce orders
     npx tidemark consume orders --from-beginning --max-messages 1000
     npx tidemark topic describe orders
     npx tidemark cluster status
+    npx tidemark dev restart ${nodes}        # also: dev stop N, dev start N
   Ctrl-C to stop.
 `,
   );
@@ -104,4 +288,39 @@ export async function devCommand(argv: string[]): Promise<number> {
   process.stdout.write('stopping...\n');
   await stopAll();
   return 0;
+}
+
+/** `tidemark dev stop|start|restart N`: asks the running `tidemark dev` over NATS. */
+async function devControlCommand(action: DevAction, argv: string[]): Promise<number> {
+  const { values, positionals } = parse(`dev ${action}`, argv, CONTROL_OPTIONS, 1);
+  if (values.help) {
+    process.stdout.write(`${DEV_HELP}\n`);
+    return 0;
+  }
+  const text = positionals[0]!;
+  const node = /^[0-9]{1,9}$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(node)) throw new UsageError(`dev ${action}: the node must be a node id (an integer), got "${text}"`);
+  const { servers, cluster } = connection(values);
+  const subjects = new Subjects(cluster);
+  const absent = () => {
+    process.stderr.write(`tidemark: no tidemark dev answers for cluster "${cluster}" on ${servers} (is it running, with the same --nats and --cluster?)\n`);
+    return 1;
+  };
+  let transport: NatsTransport;
+  try {
+    transport = await connectNats({ servers, name: `tidemark dev ${action}` });
+  } catch (error) {
+    if (error instanceof TidemarkError && error.code === 'CONNECTION_FAILED') return absent();
+    throw error;
+  }
+  try {
+    const reply = await new Rpc(transport).request(subjects.devControl(), { timeoutMs: CONTROL_TIMEOUT_MS, action, node } satisfies DevControlRequest, devControlReply);
+    process.stdout.write(`${reply.message}\n`);
+    return 0;
+  } catch (error) {
+    if (error instanceof TidemarkError && error.code === 'NO_RESPONDERS') return absent();
+    throw error;
+  } finally {
+    await transport.close();
+  }
 }
