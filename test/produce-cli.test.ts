@@ -225,3 +225,16 @@ test('Ctrl-C mid-stream prints how many records were acknowledged and exits 130'
   t.is(status.code, 130, producer.stderrLines.join('\n'));
   t.deepEqual(producer.stderrLines, ['tidemark: 3 records acknowledged, 0 failed, 0 not sent']);
 });
+
+test("a record over the topic's max.message.bytes fails alone: the records around it are written", async (t) => {
+  await client.admin().createTopic({ name: 'small', partitions: 1, replicationFactor: 1, config: { 'max.message.bytes': '2000' } });
+  const big = 'y'.repeat(3_000);
+  // Record 2 is over the limit as read; record 4 fits it, but not with a batch's overhead.
+  const r = await tidemark(['produce', 'small', '--skip-errors'], { stdin: `a\n${big}\nb\n${'w'.repeat(1_990)}\n${'z'.repeat(1_500)}\n` });
+  t.is(r.code, 1, r.stderr);
+  t.deepEqual(
+    r.stderr.trim().split('\n').map((l) => l.replace(/: RECORD_TOO_LARGE: .*/, ': RECORD_TOO_LARGE')),
+    ['tidemark: record 2: RECORD_TOO_LARGE', 'tidemark: record 4: RECORD_TOO_LARGE', 'tidemark: 3 records acknowledged, 2 failed, 0 not sent'],
+  );
+  t.deepEqual(await values('small'), ['a', 'b', 'z'.repeat(1_500)]);
+});

@@ -2,6 +2,7 @@ import { Tidemark } from '../../client/client.js';
 import { codecs, fromUtf8, utf8 } from '../../client/codecs.js';
 import { PRODUCER_DEFAULTS, type Acks, type Producer } from '../../client/producer.js';
 import type { AccessMode } from '../../client/producer-access.js';
+import { BATCH_HEADER_BYTES } from '../../protocol/batch.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import { isValidProducerName } from '../../protocol/producer-messages.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
@@ -17,6 +18,8 @@ const SENDS_OUTSTANDING_MAX = 4_096;
  * skipped up to the next delimiter without being held in memory.
  */
 export const RECORD_BYTES_MAX = PRODUCER_DEFAULTS.batchBytesMax;
+/** How long the topic's max.message.bytes is looked up before the defaults are used, ms. */
+const TOPIC_LOOKUP_MS = 3_000;
 /** After Ctrl-C, how long sends already made may take to settle before the summary, ms. */
 const SIGNAL_SETTLE_MS = 5_000;
 
@@ -181,9 +184,13 @@ export async function produceCommand(argv: string[]): Promise<number> {
   const client = await Tidemark.connect(connection(values));
   let closeClient = true;
   try {
+    // Batches no larger than the topic's max.message.bytes, so a record over it fails alone
+    // (RECORD_TOO_LARGE from the producer) instead of failing the batch it shares with others.
+    const recordBytesMax = Math.min(RECORD_BYTES_MAX, (await topicMaxMessageBytes(client, topic)) ?? RECORD_BYTES_MAX);
     const producer = await client.createProducer({
       topic,
       codec: codecs.bytes(),
+      batchBytesMax: Math.max(BATCH_HEADER_BYTES + 1, recordBytesMax),
       acks,
       lingerMs,
       accessMode,
@@ -191,7 +198,8 @@ export async function produceCommand(argv: string[]): Promise<number> {
       timeoutMs: waitTimeoutMs,
     });
     const run = new ProduceRun(producer, {
-      splitter: new RecordSplitter({ delimiter, stripCr, recordBytesMax: RECORD_BYTES_MAX }),
+      splitter: new RecordSplitter({ delimiter, stripCr, recordBytesMax }),
+      recordBytesMax,
       valueFormat,
       headers,
       skipErrors,
@@ -213,8 +221,31 @@ export async function produceCommand(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * The topic's max.message.bytes when set; undefined when not set or not learned in time (the
+ * broker still refuses what is over it). A topic that does not exist is reported as such.
+ */
+async function topicMaxMessageBytes(client: Tidemark, topic: string): Promise<number | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const described = await Promise.race([
+      client.admin().describeTopic(topic),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), TOPIC_LOOKUP_MS))),
+    ]);
+    const text = described?.config['max.message.bytes'];
+    const bytes = text === undefined ? Number.NaN : Number(text);
+    return Number.isSafeInteger(bytes) && bytes > 0 ? bytes : undefined;
+  } catch (error) {
+    if (error instanceof TidemarkError && error.code === 'UNKNOWN_TOPIC' && !error.retriable) throw error;
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 interface RunOptions {
   splitter: RecordSplitter;
+  recordBytesMax: number;
   valueFormat: ValueFormat;
   headers: Record<string, string> | undefined;
   skipErrors: boolean;
@@ -341,7 +372,7 @@ class ProduceRun {
   private handle(event: SplitEvent): void {
     const number = ++this.recordNumber;
     if (event.kind === 'too-large') {
-      this.badRecord(number, new TidemarkError('RECORD_TOO_LARGE', `record of more than ${RECORD_BYTES_MAX} bytes (${event.bytesSeen} read); skipped to the next delimiter`));
+      this.badRecord(number, new TidemarkError('RECORD_TOO_LARGE', `record of more than ${this.options.recordBytesMax} bytes (${event.bytesSeen} read); skipped to the next delimiter`));
       return;
     }
     const { fixedKey, separator, valueFormat, headers, partition } = this.options;
