@@ -165,6 +165,16 @@ test('--value-format string refuses invalid UTF-8 per record; json refuses what 
   t.is(j.code, 1, j.stderr);
   t.regex(j.stderr, /^tidemark: record 2: INVALID_RECORD: value is not JSON/m);
   t.deepEqual(await values('json'), ['{"a":1}', '[2, 3]'], 'the bytes as read');
+
+  // Without --skip-errors the first bad record stops the command; what was read after it is not sent.
+  await createTopic('json-stop');
+  const stop = await tidemark(['produce', 'json-stop', '--value-format', 'json'], { stdin: '1\n{bad\n2\n3\n' });
+  t.is(stop.code, 1, stop.stderr);
+  t.deepEqual(stop.stderr.trim().split('\n').map((l) => l.replace(/: INVALID_RECORD: .*/, ': INVALID_RECORD')), [
+    'tidemark: record 2: INVALID_RECORD',
+    'tidemark: 1 records acknowledged, 1 failed, 2 not sent',
+  ]);
+  t.deepEqual(await values('json-stop'), ['1']);
 });
 
 test('-H key=value headers on every record, visible to a reader', async (t) => {
