@@ -22,7 +22,7 @@ Commands:
   cluster status              controller voters, active controller, brokers
   topic create|list|describe|delete|alter
   partition elect-leaders     preferred or unclean leader election
-  produce TOPIC               records from stdin, one per line
+  produce TOPIC               records from stdin, one per line (or --delimiter), bytes unchanged
   consume TOPIC               print records, one value per line (or --format '%k %v\\n', --json)
   subscription list|describe|create|reset|delete
   version                     print the version (also --version)

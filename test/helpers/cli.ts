@@ -16,8 +16,10 @@ export const TIDEMARK_BIN = fileURLToPath(new URL('../../../bin/tidemark.js', im
 export interface CliOptions {
   /** Sets TIDEMARK_NATS for the child. */
   nats?: string;
-  /** Text written to the child's stdin (then closed); without it stdin is empty. */
-  stdin?: string;
+  /** Text or bytes written to the child's stdin (then closed); without it stdin is empty. */
+  stdin?: string | Uint8Array;
+  /** spawnCli only: leave the child's stdin open after writing `stdin` (write more via child.stdin). */
+  keepStdinOpen?: boolean;
   /** Kill the child and fail after this long, ms. @default 20000 */
   timeoutMs?: number;
   /** Extra environment for the child. */
@@ -148,7 +150,11 @@ export async function killAllCliProcesses(): Promise<void> {
 export function spawnCli(args: string[], options: CliOptions = {}): CliProcess {
   const child = spawnTidemark(args, options, true);
   child.stdin!.on('error', () => {});
-  child.stdin!.end(options.stdin ?? '');
+  if (options.keepStdinOpen) {
+    if (options.stdin !== undefined) child.stdin!.write(options.stdin);
+  } else {
+    child.stdin!.end(options.stdin ?? '');
+  }
   running.add(child);
   const lines = { stdout: [] as string[], stderr: [] as string[] };
   const watchers = new Set<() => void>();
