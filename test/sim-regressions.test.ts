@@ -19,6 +19,7 @@ const REGRESSIONS: Array<{ seed: number; steps: number; bug: string }> = [
   { seed: 912648745, steps: 530, bug: 'a paused deposed leader, resumed, took fetch requests held while it was paused as fresh and handed out an acknowledged message (the lease counts from replies the follower received)' },
   { seed: 1816590254, steps: 1000, bug: "the subscription host's placeholder for a leadership being opened crashed partition actors (subscription/host.ts)" },
   { seed: 1678219992, steps: 2000, bug: "a consumer whose window (7) was split over two partitions on one broker polled with permits only for the idle partition while the busy one's share sat in its buffer; the leader held the poll and the busy partition drained 8 messages/s (consumer.ts starves)" },
+  { seed: 609765072, steps: 300, bug: "a broker that dropped a consumer's silent session numbered the new session's replies from 0 again; the first, lost, carried the number the consumer had confirmed from the old session, so its messages stayed out for good (subscription/host.ts)" },
   { seed: 40501044, steps: 1249, bug: 'a broker fenced by a deposed controller and unfenced by the new one restarted its leaders from stale metadata at the same leader epoch: the high watermark counted over an ISR older than the committed one (broker/machine.ts unfencedAtOffset)' },
   // Simulator of 016486e. A producer's first batches lost on the way, a later batch was taken as
   // its first by a partition that had never seen it; the lost ones, resent, landed after it.

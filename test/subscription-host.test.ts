@@ -171,6 +171,26 @@ test('a reply the consumer did not receive is delivered again, its redelivery co
   t.deepEqual(next.offsets, []);
 });
 
+test('a new session numbers its replies on from what the consumer says it received: its lost reply is delivered again (sim seed 609765072)', async (t) => {
+  const l = await leader({ subs: [subscription('s')] });
+  // An empty reply, received: the consumer now says `received: 1` to this broker.
+  const first = await poll(l, 's', request('a', 'Exclusive'));
+  t.deepEqual(first.offsets, []);
+  // Its next polls are lost: the broker drops the silent session (and detaches the consumer).
+  await l.clock.run(2500);
+  l.host.tick();
+  await l.produce(keys(3));
+  await settle();
+  // The consumer polls again, saying it last got reply `first.seq`; a new session delivers, and that reply is lost.
+  const lost = await poll(l, 's', request('a', 'Exclusive', { received: first.seq }));
+  t.is(lost.offsets.length, 3);
+  t.true(lost.seq > first.seq);
+  // Its next request still says `first.seq`: the lost reply's messages come back, count unchanged.
+  const again = await poll(l, 's', request('a', 'Exclusive', { received: first.seq }));
+  t.deepEqual(again.offsets, lost.offsets);
+  t.deepEqual(again.counts, [0, 0, 0]);
+});
+
 test('a consumer silent past its session timeout loses its messages to the others, counted as redeliveries', async (t) => {
   const l = await leader({ subs: [subscription('s')] });
   await l.produce(keys(4));

@@ -242,7 +242,10 @@ export class SubscriptionHost {
         partitions: new Set(),
         lastSeenMs: now,
         sessionTimeoutMs: request.sessionTimeoutMs,
-        seq: 0,
+        // Numbered on from the last reply the consumer says it got (from an earlier session here:
+        // one dropped as silent, or this broker's before a restart), never from 0: a lost reply of
+        // this session must not carry the number the consumer confirms from the old one.
+        seq: request.received ?? 0,
         unconfirmed: new Map(),
         poll: undefined,
       };
