@@ -259,6 +259,25 @@ test("a new leader whose high watermark has not caught up keeps a retried ack (i
   t.deepEqual(again.values, ['v-k2', 'v-k3']);
 });
 
+test('a deposed leader that has not heard refuses acks past its log end instead of calling them durable', async (t) => {
+  // A stale leader: its cursor is clean (every ack it took is durable), its log shorter than the
+  // real leader's, whose deliveries the consumer acknowledges here because its metadata is behind.
+  const stale = await leader({ subs: [subscription('s'), { ...subscription('f'), id: 8 }] });
+  await stale.produce(keys(3));
+  await settle();
+  const got = await poll(stale, 's', request('a', 'Shared'));
+  t.deepEqual((await ack(stale, 's', 'a', got.offsets)).partitions, [{ partition: 0 }]);
+  await settle();
+  const end = stale.store.logEndOffset();
+  // Offsets the real leader delivered, past this log's end: nothing here can make them durable.
+  const ranges = await ack(stale, 's', 'a', [end, end + 1]);
+  t.is(ranges.partitions[0]!.error?.code, 'NOT_LEADER');
+  const cumulative = await ack(stale, 'f', 'a', [], end + 2);
+  t.is(cumulative.partitions[0]!.error?.code, 'NOT_LEADER');
+  // Acks within the log are taken as before.
+  t.deepEqual((await ack(stale, 's', 'a', [got.offsets[0]!])).partitions, [{ partition: 0 }]);
+});
+
 test('the delivery lease: a new leader waits one lease; a leader its followers stopped copying from delivers nothing', async (t) => {
   const first = await leader({ subs: [subscription('s')] });
   await first.produce(keys(3));

@@ -538,12 +538,21 @@ export class SubscriptionHost {
         return { partition, error: wire('CUMULATIVE_ACK_NOT_ALLOWED', `subscription ${subscription} is ${d.type}`) };
       }
       let changed = false;
-      // Acks past the log end name no record. Not clamped to the high watermark: a new leader's
-      // starts low and climbs as followers report, while every record a consumer was ever given is
-      // committed, hence in this leader's log (clean elections), below its end.
+      // Every record a consumer was ever given is committed, hence in the current leader's log
+      // (clean elections), below its end; so is it checked against the log end, not the high
+      // watermark (a new leader's starts low and climbs as followers report). An ack naming an
+      // offset at or past the log end was given out by a leader this broker does not know of: this
+      // broker was deposed and has not heard yet. Dropping those offsets and answering would tell the
+      // consumer an ack is durable that no cursor record holds, and the real leader would hand the
+      // message out again (simulator, seed 709552399 at 77b9f3d). Refused whole: the consumer
+      // retries at the leader its metadata names next (acks are idempotent).
       const logEnd = ps.store.logEndOffset();
-      if (entry.cumulative !== undefined) changed = d.ackCumulative(Math.min(entry.cumulative, logEnd)) || changed;
-      if (entry.ranges !== undefined && entry.ranges.length > 0) changed = d.ack(clampRanges(entry.ranges, logEnd)) || changed;
+      const beyond = ackedEnd(entry.cumulative, entry.ranges);
+      if (beyond > logEnd) {
+        return { partition, error: wire('NOT_LEADER', `${topic}/${partition}: ack names offset ${beyond - 1}, past this broker's log end ${logEnd} (leader epoch ${ps.leaderEpoch}): not the leader that delivered it`) };
+      }
+      if (entry.cumulative !== undefined) changed = d.ackCumulative(entry.cumulative) || changed;
+      if (entry.ranges !== undefined && entry.ranges.length > 0) changed = d.ack(entry.ranges) || changed;
       if (entry.nacks !== undefined && entry.nacks.length > 0) {
         d.nack(request.consumerId, entry.nacks, entry.nackDelayMs ?? 0, now);
         this.wake(sub);
@@ -691,13 +700,9 @@ function wire(code: ErrorCode, message: string): WireError {
   return { code, message };
 }
 
-/** Acks past the log end name records that do not exist: they are dropped. */
-function clampRanges(flat: readonly number[], logEnd: number): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < flat.length; i += 2) {
-    const start = flat[i]!;
-    const end = Math.min(flat[i + 1]!, logEnd);
-    if (start < end) out.push(start, end);
-  }
-  return out;
+/** The end of what an ack entry names: past its cumulative offset's predecessor and its ranges' (0 when it names nothing). */
+function ackedEnd(cumulative: number | undefined, flat: readonly number[] | undefined): number {
+  let end = cumulative ?? 0;
+  if (flat !== undefined) for (let i = 0; i < flat.length; i += 2) if (flat[i]! < flat[i + 1]!) end = Math.max(end, flat[i + 1]!);
+  return end;
 }
