@@ -4,36 +4,14 @@
  * subscription, --version, topic list --json, and parse mistakes as one-line usage errors.
  */
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
-import { readFile, rm } from 'node:fs/promises';
-import { codecs, Tidemark } from '../src/index.js';
-import { killAllCliProcesses, runCli, startNodeProcess, TIDEMARK_BIN, type CliOptions, type CliProcess, type CliResult } from './helpers/cli.js';
-import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
-import { tempDir } from './helpers/node.js';
+import { readFile } from 'node:fs/promises';
+import { codecs } from '../src/index.js';
+import { runCli } from './helpers/cli.js';
+import { cliNodeFixture } from './helpers/cli-node-fixture.js';
 
-let nats: NatsServer;
-let dataDir: string;
-let node: CliProcess;
-let client: Tidemark;
+const f = cliNodeFixture(test, 'tm-cli-habits-');
 
-test.before(async () => {
-  nats = await startNatsServer();
-  dataDir = await tempDir('tm-cli-habits-');
-  node = await startNodeProcess({ nats: nats.url, dataDir });
-  client = await Tidemark.connect({ servers: nats.url, cluster: 'tidemark' });
-});
-
-test.after.always(async () => {
-  await client?.close();
-  await node?.kill('SIGTERM').catch(() => {});
-  await killAllCliProcesses();
-  await nats?.stop();
-  if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
-});
-
-function tidemark(args: string[], options: CliOptions = {}): Promise<CliResult> {
-  return runCli(args, { nats: nats.url, ...options });
-}
+const tidemark = f.tidemark;
 
 async function ok(t: ExecutionContext, args: string[]): Promise<string> {
   const r = await tidemark(args);
@@ -42,34 +20,13 @@ async function ok(t: ExecutionContext, args: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** Runs the CLI and keeps stdout as bytes (runCli decodes UTF-8, which would hide a mangled byte). */
-function runCliBytes(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, TIDEMARK_NATS: nats.url };
-  delete env['TIDEMARK_CLUSTER'];
-  delete env['NODE_OPTIONS'];
-  const child = spawn(process.execPath, [TIDEMARK_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const out: Buffer[] = [];
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`tidemark ${args.join(' ')} did not exit within ${timeoutMs} ms; stderr: ${stderr}`));
-    }, timeoutMs);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr });
-    });
-  });
-}
+const runCliBytes = f.tidemarkBytes;
 
 const lines = (text: string) => text.split('\n').filter((l) => l !== '');
 
 test.serial('consume --format prints kcat tokens: topic, partition, offset, key, lengths, value, headers, timestamp', async (t) => {
-  await client.admin().createTopic({ name: 'fmt', partitions: 2, replicationFactor: 1 });
-  const producer = client.producer<string>({ topic: 'fmt', codec: codecs.string() });
+  await f.client.admin().createTopic({ name: 'fmt', partitions: 2, replicationFactor: 1 });
+  const producer = f.client.producer<string>({ topic: 'fmt', codec: codecs.string() });
   await producer.send({ partition: 0, key: 'k0', value: 'hello', timestamp: 1_700_000_000_001 });
   await producer.send({ partition: 1, key: 'key1', value: 'v1', headers: { a: '1', b: 'x y' }, timestamp: 1_700_000_000_123 });
   await producer.send({ partition: 1, value: null, timestamp: 1_700_000_000_200 });
@@ -91,11 +48,11 @@ test.serial('consume --format prints kcat tokens: topic, partition, offset, key,
 });
 
 test.serial('consume writes value and key bytes unchanged: every byte value, invalid UTF-8, newlines, NUL', async (t) => {
-  await client.admin().createTopic({ name: 'bin', partitions: 1, replicationFactor: 1 });
+  await f.client.admin().createTopic({ name: 'bin', partitions: 1, replicationFactor: 1 });
   const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
   const values = [all, Buffer.from([0xff, 0xfe, 0x00, 0x0a, 0xc3]), Buffer.from([0xe2, 0x82]), Buffer.from('plain text')];
   const key = Buffer.from([0x00, 0x80, 0xff, 0x0a]);
-  const producer = client.producer<Uint8Array>({ topic: 'bin', codec: codecs.bytes() });
+  const producer = f.client.producer<Uint8Array>({ topic: 'bin', codec: codecs.bytes() });
   for (const value of values) await producer.send({ key, value });
   await producer.close();
 
@@ -110,8 +67,8 @@ test.serial('consume writes value and key bytes unchanged: every byte value, inv
 });
 
 test.serial('consume --exit-at-end without a subscription: exits 0 at the end of every partition, empty ones at once', async (t) => {
-  await client.admin().createTopic({ name: 'ends', partitions: 3, replicationFactor: 1 });
-  const producer = client.producer<string>({ topic: 'ends', codec: codecs.string() });
+  await f.client.admin().createTopic({ name: 'ends', partitions: 3, replicationFactor: 1 });
+  const producer = f.client.producer<string>({ topic: 'ends', codec: codecs.string() });
   const sent = ['a0', 'a1', 'a2', 'c0', 'c1'];
   for (const value of sent) await producer.send({ partition: value.startsWith('a') ? 0 : 2, value });
   await producer.close();
@@ -123,7 +80,7 @@ test.serial('consume --exit-at-end without a subscription: exits 0 at the end of
   t.is(one.code, 0, one.stderr);
   t.deepEqual(lines(one.stdout), ['a1', 'a2']);
 
-  await client.admin().createTopic({ name: 'ends-empty', partitions: 2, replicationFactor: 1 });
+  await f.client.admin().createTopic({ name: 'ends-empty', partitions: 2, replicationFactor: 1 });
   const empty = await tidemark(['consume', 'ends-empty', '--from-beginning', '--exit-at-end'], { timeoutMs: 10_000 });
   t.is(empty.code, 0, empty.stderr);
   t.is(empty.stdout, '');
@@ -140,11 +97,11 @@ test.serial('--version and topic list --json', async (t) => {
     t.is(r.code, 0);
     t.is(r.stdout, `tidemark ${pkg.version}\n`, `tidemark ${args.join(' ')}`);
   }
-  await client.admin().createTopic({ name: 'listed', partitions: 1, replicationFactor: 1 });
+  await f.client.admin().createTopic({ name: 'listed', partitions: 1, replicationFactor: 1 });
   const out = await ok(t, ['topic', 'list', '--json']);
   t.regex(out, /^\[.*\]\n$/, 'one line');
   const names = JSON.parse(out) as string[];
-  t.deepEqual([...names].sort(), [...(await client.admin().listTopics())].sort());
+  t.deepEqual([...names].sort(), [...(await f.client.admin().listTopics())].sort());
   t.true(names.includes('listed'));
 });
 

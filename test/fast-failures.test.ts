@@ -6,37 +6,16 @@
  * these took before.
  */
 import test from 'ava';
-import { rm } from 'node:fs/promises';
 import { codecs, Tidemark, TidemarkError } from '../src/index.js';
-import { killAllCliProcesses, runCli, startNodeProcess, type CliProcess } from './helpers/cli.js';
-import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
-import { tempDir } from './helpers/node.js';
+import { runCli } from './helpers/cli.js';
+import { cliNodeFixture } from './helpers/cli-node-fixture.js';
 
 /** What the SDK must answer within, ms (aim: well under 2 s; the old behaviour took 18-20 s). */
 const SDK_BOUND_MS = 3_000;
 /** The same through a CLI process (its own start costs about half a second). */
 const CLI_BOUND_MS = 5_000;
 
-let nats: NatsServer;
-let dataDir: string;
-let node: CliProcess;
-let client: Tidemark;
-
-test.before(async () => {
-  nats = await startNatsServer();
-  dataDir = await tempDir('tm-fast-');
-  node = await startNodeProcess({ nats: nats.url, dataDir });
-  client = await Tidemark.connect({ servers: nats.url });
-  await client.admin().createTopic({ name: 'one', partitions: 1 });
-});
-
-test.after.always(async () => {
-  await client?.close();
-  await node?.kill('SIGTERM').catch(() => {});
-  await killAllCliProcesses();
-  await nats?.stop();
-  if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
-});
+const f = cliNodeFixture(test, 'tm-fast-', (client) => client.admin().createTopic({ name: 'one', partitions: 1 }));
 
 async function timed<T>(run: () => Promise<T>): Promise<{ ms: number; error: unknown }> {
   const start = performance.now();
@@ -54,7 +33,7 @@ function finalCode(error: unknown): string {
 }
 
 test('the SDK fails a send to an unknown topic at once, UNKNOWN_TOPIC and not retriable', async (t) => {
-  const producer = client.producer({ topic: 'nosuch', codec: codecs.string() });
+  const producer = f.client.producer({ topic: 'nosuch', codec: codecs.string() });
   const r = await timed(() => producer.send({ value: 'x' }));
   await producer.close();
   t.is(finalCode(r.error), 'UNKNOWN_TOPIC');
@@ -63,7 +42,7 @@ test('the SDK fails a send to an unknown topic at once, UNKNOWN_TOPIC and not re
 });
 
 test('the SDK fails a send to a partition the topic does not have at once', async (t) => {
-  const producer = client.producer({ topic: 'one', codec: codecs.string() });
+  const producer = f.client.producer({ topic: 'one', codec: codecs.string() });
   const r = await timed(() => producer.send({ value: 'x', partition: 9 }));
   await producer.send({ value: 'still works', partition: 0 });
   await producer.close();
@@ -74,7 +53,7 @@ test('the SDK fails a send to a partition the topic does not have at once', asyn
 });
 
 test('a reader of an unknown topic fails at once', async (t) => {
-  const reader = client.reader({ topic: 'nosuch', partition: 0, from: 'earliest', codec: codecs.string() });
+  const reader = f.client.reader({ topic: 'nosuch', partition: 0, from: 'earliest', codec: codecs.string() });
   const r = await timed(() => reader.next());
   await reader.close();
   t.is(finalCode(r.error), 'UNKNOWN_TOPIC');
@@ -84,11 +63,11 @@ test('a reader of an unknown topic fails at once', async (t) => {
 
 test('a topic another client just created is not reported missing', async (t) => {
   // The fast failure must not turn metadata lag into a false "does not exist".
-  const other = await Tidemark.connect({ servers: nats.url });
+  const other = await Tidemark.connect({ servers: f.nats.url });
   try {
     for (let i = 0; i < 5; i++) {
       const name = `fresh-${i}`;
-      await client.admin().createTopic({ name, partitions: 2 });
+      await f.client.admin().createTopic({ name, partitions: 2 });
       const producer = other.producer({ topic: name, codec: codecs.string() });
       await producer.send({ value: 'first' });
       await producer.close();
@@ -101,7 +80,7 @@ test('a topic another client just created is not reported missing', async (t) =>
 
 test('the CLI fails produce to an unknown topic or partition within seconds, naming it', async (t) => {
   const start = performance.now();
-  const topic = await runCli(['produce', 'nosuch'], { nats: nats.url, stdin: 'hi\n' });
+  const topic = await runCli(['produce', 'nosuch'], { nats: f.nats.url, stdin: 'hi\n' });
   const topicMs = performance.now() - start;
   t.is(topic.code, 1, topic.stderr);
   t.regex(topic.stderr, /UNKNOWN_TOPIC: topic "nosuch" does not exist/);
@@ -109,7 +88,7 @@ test('the CLI fails produce to an unknown topic or partition within seconds, nam
   t.true(topicMs < CLI_BOUND_MS, `exited after ${Math.round(topicMs)} ms`);
 
   const start2 = performance.now();
-  const partition = await runCli(['produce', 'one', '--partition', '9'], { nats: nats.url, stdin: 'hi\n' });
+  const partition = await runCli(['produce', 'one', '--partition', '9'], { nats: f.nats.url, stdin: 'hi\n' });
   const partitionMs = performance.now() - start2;
   t.is(partition.code, 1, partition.stderr);
   t.regex(partition.stderr, /UNKNOWN_TOPIC: topic "one" has no partition 9/);
@@ -118,13 +97,13 @@ test('the CLI fails produce to an unknown topic or partition within seconds, nam
 });
 
 test('a cluster name nobody answers for fails connect with a message naming it', async (t) => {
-  const r = await timed(() => Tidemark.connect({ servers: nats.url, cluster: 'other', clusterWaitMs: 1_500 }));
+  const r = await timed(() => Tidemark.connect({ servers: f.nats.url, cluster: 'other', clusterWaitMs: 1_500 }));
   t.is(finalCode(r.error), 'NO_RESPONDERS');
   t.regex((r.error as Error).message, /no Tidemark cluster named "other" answers on/);
   t.true(r.ms < 1_500 + SDK_BOUND_MS, `failed after ${Math.round(r.ms)} ms`);
 
   const start = performance.now();
-  const cli = await runCli(['topic', 'list', '--cluster', 'other'], { nats: nats.url });
+  const cli = await runCli(['topic', 'list', '--cluster', 'other'], { nats: f.nats.url });
   const cliMs = performance.now() - start;
   t.is(cli.code, 1);
   t.regex(cli.stderr, /^tidemark: NO_RESPONDERS: no Tidemark cluster named "other" answers on nats:\/\/127\.0\.0\.1:\d+ /);

@@ -7,38 +7,16 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { codecs, Tidemark } from '../src/index.js';
-import { killAllCliProcesses, runCli, spawnCli, startNodeProcess, type CliOptions, type CliProcess, type CliResult } from './helpers/cli.js';
-import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
-import { tempDir } from './helpers/node.js';
+import { codecs } from '../src/index.js';
+import { spawnCli, type CliResult } from './helpers/cli.js';
+import { cliNodeFixture } from './helpers/cli-node-fixture.js';
 
-let nats: NatsServer;
-let dataDir: string;
-let node: CliProcess;
-let client: Tidemark;
+const f = cliNodeFixture(test, 'tm-produce-cli-');
 
-test.before(async () => {
-  nats = await startNatsServer();
-  dataDir = await tempDir('tm-produce-cli-');
-  node = await startNodeProcess({ nats: nats.url, dataDir });
-  client = await Tidemark.connect({ servers: nats.url, cluster: 'tidemark' });
-});
-
-test.after.always(async () => {
-  await client?.close();
-  await node?.kill('SIGTERM').catch(() => {});
-  await killAllCliProcesses();
-  await nats?.stop();
-  if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
-});
-
-function tidemark(args: string[], options: CliOptions = {}): Promise<CliResult> {
-  return runCli(args, { nats: nats.url, ...options });
-}
+const tidemark = f.tidemark;
 
 async function createTopic(name: string): Promise<void> {
-  await client.admin().createTopic({ name, partitions: 1, replicationFactor: 1 });
+  await f.client.admin().createTopic({ name, partitions: 1, replicationFactor: 1 });
 }
 
 interface Stored {
@@ -49,11 +27,11 @@ interface Stored {
 
 /** Every record of partition 0, in offset order, up to its high watermark (bounded). */
 async function readAll(topic: string, headerNames: string[] = []): Promise<Stored[]> {
-  const described = await client.admin().describeTopic(topic);
+  const described = await f.client.admin().describeTopic(topic);
   const end = described.partitions[0]!.highWatermark;
   const out: Stored[] = [];
   if (end <= 0) return out;
-  const reader = client.reader({ topic, partition: 0, from: 'earliest', codec: codecs.bytes(), maxWaitMs: 100 });
+  const reader = f.client.reader({ topic, partition: 0, from: 'earliest', codec: codecs.bytes(), maxWaitMs: 100 });
   const timer = setTimeout(() => void reader.close(), 15_000);
   try {
     for await (const r of reader) {
@@ -79,7 +57,7 @@ async function values(topic: string): Promise<string[]> {
 async function waitForRecords(topic: string, count: number, timeoutMs = 15_000): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const hw = (await client.admin().describeTopic(topic)).partitions[0]!.highWatermark;
+    const hw = (await f.client.admin().describeTopic(topic)).partitions[0]!.highWatermark;
     if (hw >= count) return;
     if (performance.now() > deadline) throw new Error(`${topic}: ${hw} records after ${timeoutMs} ms, expected ${count}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -229,7 +207,7 @@ test('a record too large stops the command with a summary; --skip-errors sends t
 
 test('Ctrl-C mid-stream prints how many records were acknowledged and exits 130', async (t) => {
   await createTopic('interrupted');
-  const producer = spawnCli(['produce', 'interrupted'], { nats: nats.url, stdin: 'r1\nr2\nr3\n', keepStdinOpen: true });
+  const producer = spawnCli(['produce', 'interrupted'], { nats: f.nats.url, stdin: 'r1\nr2\nr3\n', keepStdinOpen: true });
   await waitForRecords('interrupted', 3);
   const status = await producer.kill('SIGINT', 15_000);
   t.is(status.code, 130, producer.stderrLines.join('\n'));
@@ -237,7 +215,7 @@ test('Ctrl-C mid-stream prints how many records were acknowledged and exits 130'
 });
 
 test("a record over the topic's max.message.bytes fails alone: the records around it are written", async (t) => {
-  await client.admin().createTopic({ name: 'small', partitions: 1, replicationFactor: 1, config: { 'max.message.bytes': '2000' } });
+  await f.client.admin().createTopic({ name: 'small', partitions: 1, replicationFactor: 1, config: { 'max.message.bytes': '2000' } });
   const big = 'y'.repeat(3_000);
   // Record 2 is over the limit as read; record 4 fits it, but not with a batch's overhead.
   const r = await tidemark(['produce', 'small', '--skip-errors'], { stdin: `a\n${big}\nb\n${'w'.repeat(1_990)}\n${'z'.repeat(1_500)}\n` });
