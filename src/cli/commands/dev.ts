@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { Tidemark } from '../../client/client.js';
 import { Rpc } from '../../client/rpc.js';
 import { nodeStatus, type StatusRequest } from '../../protocol/controller-messages.js';
-import { devControlReply, devControlRequest, type DevAction, type DevControlRequest } from '../../protocol/dev-messages.js';
+import { devControlRequest, type DevControlRequest } from '../../protocol/dev-messages.js';
+import { devControlCommand, NODE_READY_TIMEOUT_MS, STOP_TIMEOUT_MS } from './dev-control.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import { decodeRequest, encodeError, encodeMessage } from '../../protocol/messages.js';
 import { Subjects } from '../../protocol/subjects.js';
@@ -13,7 +14,6 @@ import { connectNats, type NatsTransport } from '../../runtime/nats-transport.js
 import { systemRandom } from '../../runtime/ports.js';
 import { backoffMs, type BackoffPolicy } from '../../runtime/retry.js';
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
-import { UsageError } from '../cli-error.js';
 import { ensureNats } from '../embedded-nats.js';
 import { onShutdownSignal } from '../signals.js';
 
@@ -52,19 +52,14 @@ const OPTIONS = {
   'data-dir': { type: 'string' },
   'log-level': { type: 'string' },
 } as const;
-const CONTROL_OPTIONS = { ...GLOBAL_OPTIONS } as const;
 
 const BIN = fileURLToPath(new URL('../../../../bin/tidemark.js', import.meta.url));
 /** Bound on the cluster becoming ready, ms. */
 const READY_TIMEOUT_MS = 60_000;
-/** Bound on each node's clean stop after SIGTERM, ms. */
-const STOP_TIMEOUT_MS = 15_000;
-/** Bound on a started node registering (unfenced), ms. */
-const NODE_READY_TIMEOUT_MS = 30_000;
+/** Control requests waiting for the one running, at most. */
+const CONTROL_QUEUE_MAX = 16;
 /** How long each status round waits for the started node's answer, ms. */
 const STATUS_WAIT_MS = 300;
-/** Bound on one control request as seen by `tidemark dev stop|start|restart`, ms: a stop and a start. */
-const CONTROL_TIMEOUT_MS = STOP_TIMEOUT_MS + NODE_READY_TIMEOUT_MS + 5_000;
 /** --restart: backoff before each restart of a node that died. */
 const RESTART_BACKOFF: BackoffPolicy = { backoffMsInitial: 1_000, backoffMsMax: 30_000 };
 /** --restart: a node that stayed up this long starts its restart count over, ms. */
@@ -130,7 +125,13 @@ interface DevNode {
 
 export async function devCommand(argv: string[]): Promise<number> {
   const sub = argv[0];
-  if (sub === 'stop' || sub === 'start' || sub === 'restart') return devControlCommand(sub, argv.slice(1));
+  if (sub === 'stop' || sub === 'start' || sub === 'restart') {
+    if (argv.includes('--help') || argv.includes('-h')) {
+      process.stdout.write(`${DEV_HELP}\n`);
+      return 0;
+    }
+    return devControlCommand(sub, argv.slice(1));
+  }
   const { values } = parse('dev', argv, OPTIONS, 0);
   if (values.help) {
     process.stdout.write(`${DEV_HELP}\n`);
@@ -249,16 +250,20 @@ export async function devCommand(argv: string[]): Promise<number> {
     const stopped = await stopNode(node);
     return `${stopped}; ${await startNode(node)}`;
   };
-  // One action at a time: a start racing a stop of the same node would leave either outcome.
+  // One action at a time: a start racing a stop of the same node would leave either outcome. At
+  // most CONTROL_QUEUE_MAX wait; more are refused BUSY.
   let queue: Promise<unknown> = Promise.resolve();
+  let queued = 0;
   control.subscribe(subjects.devControl(), (msg) => {
     const answer = (async () => {
       try {
         const request = decodeRequest(msg.data, devControlRequest);
+        if (queued >= CONTROL_QUEUE_MAX) throw new TidemarkError('BUSY', `${queued} control requests are waiting`);
+        queued++;
         const message = await (queue = queue.then(
           () => act(request),
           () => act(request),
-        ));
+        )).finally(() => queued--);
         msg.respond(encodeMessage({ ok: true, message }));
       } catch (error) {
         const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', error instanceof Error ? error.message : String(error), { cause: error });
@@ -288,39 +293,4 @@ export async function devCommand(argv: string[]): Promise<number> {
   process.stdout.write('stopping...\n');
   await stopAll();
   return 0;
-}
-
-/** `tidemark dev stop|start|restart N`: asks the running `tidemark dev` over NATS. */
-async function devControlCommand(action: DevAction, argv: string[]): Promise<number> {
-  const { values, positionals } = parse(`dev ${action}`, argv, CONTROL_OPTIONS, 1);
-  if (values.help) {
-    process.stdout.write(`${DEV_HELP}\n`);
-    return 0;
-  }
-  const text = positionals[0]!;
-  const node = /^[0-9]{1,9}$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isSafeInteger(node)) throw new UsageError(`dev ${action}: the node must be a node id (an integer), got "${text}"`);
-  const { servers, cluster } = connection(values);
-  const subjects = new Subjects(cluster);
-  const absent = () => {
-    process.stderr.write(`tidemark: no tidemark dev answers for cluster "${cluster}" on ${servers} (is it running, with the same --nats and --cluster?)\n`);
-    return 1;
-  };
-  let transport: NatsTransport;
-  try {
-    transport = await connectNats({ servers, name: `tidemark dev ${action}` });
-  } catch (error) {
-    if (error instanceof TidemarkError && error.code === 'CONNECTION_FAILED') return absent();
-    throw error;
-  }
-  try {
-    const reply = await new Rpc(transport).request(subjects.devControl(), { timeoutMs: CONTROL_TIMEOUT_MS, action, node } satisfies DevControlRequest, devControlReply);
-    process.stdout.write(`${reply.message}\n`);
-    return 0;
-  } catch (error) {
-    if (error instanceof TidemarkError && error.code === 'NO_RESPONDERS') return absent();
-    throw error;
-  } finally {
-    await transport.close();
-  }
 }
