@@ -96,6 +96,14 @@ test.serial('injected bug caught: partition leaders ignore producer epochs (a fe
   t.log(`caught on seed ${r?.config.seed} at ${r?.simMs} simulated ms: ${r?.violations[0]}`);
 });
 
+test.serial('injected bug caught: a broker confirms a missing topic without syncing (a new topic fails UNKNOWN_TOPIC, final)', async (t) => {
+  t.timeout(60_000);
+  const r = await firstFailure('confirmBlind', 5, 600);
+  t.truthy(r, 'the simulator failed within 5 seeds');
+  t.regex(r?.violations[0] ?? '', /fast failures: .* failed with a final UNKNOWN_TOPIC/);
+  t.log(`caught on seed ${r?.config.seed} at ${r?.simMs} simulated ms: ${r?.violations[0]}`);
+});
+
 test.serial('injected bug caught: Raft grants votes without comparing logs (the election restriction)', async (t) => {
   t.timeout(60_000);
   const r = await firstFailure('staleVote', 30, STEPS);

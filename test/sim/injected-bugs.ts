@@ -13,10 +13,13 @@
  * - `epochBlindFollower`: followers never send the epoch of their last batch (replication before
  *   KIP-101/KIP-320), so a suffix a deposed leader wrote is never found diverging and stays;
  * - `fenceBlind`: partition leaders ignore producer epochs (issue 12), so a producer fenced by an
- *   ExclusiveWithFencing successor keeps writing.
+ *   ExclusiveWithFencing successor keeps writing;
+ * - `confirmBlind`: a broker confirms that a topic is missing without syncing with the controller
+ *   (issue 13), so a topic created a moment ago is reported as not existing, finally.
  */
-import { enqueueActions, fromPromise } from 'xstate';
+import { enqueueActions, fromCallback, fromPromise } from 'xstate';
 import { brokerMachine } from '../../src/actors/broker/machine.js';
+import { followMetadata } from '../../src/actors/broker/metadata-fetcher.js';
 import { followerMachine, type FollowerInput } from '../../src/actors/partition/follower.js';
 import { partitionMachine } from '../../src/actors/partition/machine.js';
 import { recordAppend } from '../../src/actors/partition/producer-state.js';
@@ -103,6 +106,11 @@ const staleVoteElection = electionMachine.provide({
 /** The partition leader without its producer-epoch check. */
 const fenceBlindPartition = partitionMachine.provide({ guards: { accessRefused: () => false } });
 
+// The bug: the sync a confirm waits for answers "caught up" without asking the controller.
+const confirmBlindFetcher = fromCallback<{ type: 'NONE' }, Parameters<typeof followMetadata>[0]>(({ input }) =>
+  followMetadata({ ...input, view: { ...input.view, setSyncer: (syncer) => input.view.setSyncer(syncer && (async () => true)) } }),
+);
+
 export const INJECTED_BUGS = {
   eagerAck: { broker: brokerMachine.provide({ actors: { partition: eagerPartition } }) },
   staleVote: { election: staleVoteElection },
@@ -110,6 +118,7 @@ export const INJECTED_BUGS = {
   eagerFollowers: { broker: brokerMachine.provide({ actors: { partition: eagerFollowerPartition } }) },
   epochBlindFollower: { broker: brokerMachine.provide({ actors: { follower: epochBlindFollower } }) },
   fenceBlind: { broker: brokerMachine.provide({ actors: { partition: fenceBlindPartition } }) },
+  confirmBlind: { broker: brokerMachine.provide({ actors: { metadataFetcher: confirmBlindFetcher } }) },
 } satisfies Record<string, NonNullable<NodeTestSeam['machines']>>;
 
 export type InjectedBug = keyof typeof INJECTED_BUGS;

@@ -30,7 +30,10 @@ export interface MetadataFetcherInput {
   backoff: BackoffPolicy;
 }
 
-export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInput>(({ input }) => {
+export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInput>(({ input }) => followMetadata(input));
+
+/** The fetcher's loop (and its one-shot sync for confirms); returns its stop function. */
+export function followMetadata(input: MetadataFetcherInput): () => void {
   const { subjects, transport, view, clock, logger } = input;
   let stopped = false;
   let timer: unknown;
@@ -138,4 +141,4 @@ export const metadataFetcher = fromCallback<{ type: 'NONE' }, MetadataFetcherInp
     view.setSyncer(undefined);
     if (timer !== undefined) clock.clearTimeout(timer);
   };
-});
+}
