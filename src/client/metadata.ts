@@ -3,7 +3,9 @@
  * Asked on `subjects.metadata()` (any node answers). An entry is dropped when a call fails in a way
  * that says it is stale (see {@link isStaleMetadataError}) or when it is older than maxAgeMs; the
  * next lookup refreshes it. Refreshes are single-flight. This cache never retries: its callers'
- * retry layer does.
+ * retry layer does. A topic or partition missing from a reply is asked for once more with
+ * `confirm` (the broker syncs with the controller first); only a confirmed ("caught-up") reply
+ * makes the UNKNOWN_TOPIC final.
  */
 import { TidemarkError, type ErrorCode } from '../protocol/errors.js';
 import { metadataReply, type MetadataReply, type MetadataRequest, type TopicMetadata } from '../protocol/messages.js';
