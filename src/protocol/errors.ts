@@ -87,6 +87,11 @@ export const ErrorCodes = {
    * or reply was lost, late or duplicated). The follower starts a new full session.
    */
   INVALID_FETCH_SESSION_EPOCH: { retriable: true, message: 'fetch session epoch is not the expected one' },
+  /**
+   * NATS refused the request: this connection's user may not publish on the subject (or subscribe
+   * to its reply inbox). Only the operator's permissions can change that (docs/security.md).
+   */
+  NOT_AUTHORIZED: { retriable: false, message: 'not authorized by the NATS permissions of this connection' },
   /** The node is shutting down. */
   SHUTTING_DOWN: { retriable: true, message: 'node is shutting down' },
   /** A storage or internal failure on the node. */
