@@ -4,8 +4,13 @@ import { NODE_PROCESS_FLAGS, PRODUCER_SESSION_FLAG_HELP, PRODUCER_SESSION_FLAG_O
 import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
 import { UsageError } from '../cli-error.js';
 import { onShutdownSignal } from '../signals.js';
+import { applyNodeConfig, formatNodeConfig, readNodeConfig, type EffectiveSetting } from '../node-config.js';
+import { DEFAULT_PARTITION_LIMITS } from '../../actors/partition/types.js';
+import { DEFAULT_RAFT_LIMITS } from '../../quorum/types.js';
+import { NODE_TAIL_CACHE_BYTES_MAX } from '../../storage/tail-cache.js';
 
 export const NODE_HELP = `Usage: tidemark node start --id N --data-dir DIR [--roles broker,controller] [--controllers 1,2,3]
+       tidemark node start --config FILE [flags that override it] [--print-config]
 
 Runs one Tidemark node against an existing NATS server. By default it is both a broker and a
 controller voter (combined mode); --roles broker or --roles controller separate them. The voters
@@ -13,6 +18,10 @@ are static configuration, the same list on every node (like KRaft's controller.q
 SIGINT / SIGTERM stop it cleanly: requests stop, pending writes finish, storage closes.
 
 Options:
+  --config FILE        read settings from FILE: one "key = value" per line, the keys being these
+                       options' names without "--" (docs/operations.md); flags override the file,
+                       the file overrides environment variables
+  --print-config       print the effective settings (as a config file) and exit
   --id N               node id: the broker id and the voter id (0..2147483647)
   --data-dir DIR       where the node keeps its RocksDB
   --roles R            broker, controller, or broker,controller (default)
@@ -37,6 +46,8 @@ ${GLOBAL_HELP}`;
 
 const OPTIONS = {
   ...GLOBAL_OPTIONS,
+  config: { type: 'string' },
+  'print-config': { type: 'boolean' },
   id: { type: 'string' },
   'data-dir': { type: 'string' },
   roles: { type: 'string' },
@@ -71,11 +82,12 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     return sub === undefined ? 2 : 0;
   }
   if (sub !== 'start') throw new UsageError(`unknown node command "${sub}"`);
-  const { values } = parse(`node ${sub}`, rest, OPTIONS, 0);
-  if (values.help) {
+  const parsed = parse(`node ${sub}`, rest, OPTIONS, 0).values;
+  if (parsed.help) {
     process.stdout.write(`${NODE_HELP}\n`);
     return 0;
   }
+  const { values, sources } = applyNodeConfig(parsed, parsed.config === undefined ? {} : await readNodeConfig(parsed.config, OPTIONS));
   const id = intFlag('id', values.id, 0, 2 ** 31 - 1);
   if (id === undefined) throw new UsageError('--id is required');
   const dataDir = values['data-dir'];
@@ -88,6 +100,10 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const appendBytesMax = intFlag('raft-append-bytes-max', values['raft-append-bytes-max'], 4096, 1024 * 1024);
   const tailCacheBytesMax = intFlag('tail-cache-bytes-max', values['tail-cache-bytes-max'], 0, 2 ** 40);
   const { servers, cluster } = connection(values);
+  if (values['print-config']) {
+    process.stdout.write(formatNodeConfig(effectiveSettings(values, sources, id)));
+    return 0;
+  }
   const logger = createLogger({ pretty: values.pretty ?? false, ...(values['log-level'] === undefined ? {} : { level: values['log-level'] }) });
   const missing = NODE_PROCESS_FLAGS.filter((flag) => !process.execArgv.includes(flag));
   if (missing.length > 0) {
@@ -120,4 +136,37 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   logger.flush();
   if (process.connected) process.disconnect();
   return 0;
+}
+
+/** Defaults of the node start options that have one, as the file would write them. */
+function nodeDefaults(id: number): Record<string, string | boolean> {
+  return {
+    nats: 'nats://127.0.0.1:4222',
+    cluster: 'tidemark',
+    roles: 'broker,controller',
+    controllers: String(id),
+    'preferred-election-interval-ms': '10000',
+    'retention-check-interval-ms': String(DEFAULT_PARTITION_LIMITS.retentionCheckIntervalMs),
+    'raft-append-bytes-max': String(DEFAULT_RAFT_LIMITS.appendBytesMax),
+    'tail-cache-bytes-max': String(NODE_TAIL_CACHE_BYTES_MAX),
+    'producer-session-timeout-ms': '10000',
+    'log-level': 'info',
+    pretty: false,
+  };
+}
+
+/** Options read from an environment variable when neither flag nor file sets them. */
+const OPTION_ENV: Record<string, string> = { nats: 'TIDEMARK_NATS', cluster: 'TIDEMARK_CLUSTER', 'log-level': 'TIDEMARK_LOG_LEVEL' };
+
+function effectiveSettings(values: Record<string, unknown>, sources: Map<string, 'flag' | 'file' | 'env' | 'default'>, id: number): EffectiveSetting[] {
+  const defaults = nodeDefaults(id);
+  return Object.keys(OPTIONS)
+    .filter((key) => key !== 'help' && key !== 'config' && key !== 'print-config')
+    .map((key): EffectiveSetting => {
+      const given = values[key] as string | boolean | undefined;
+      if (given !== undefined) return { key, value: given, source: sources.get(key) ?? 'flag' };
+      const env = OPTION_ENV[key];
+      if (env !== undefined && process.env[env] !== undefined) return { key, value: process.env[env], source: `env ${env}` };
+      return { key, value: defaults[key], source: 'default' };
+    });
 }
