@@ -183,7 +183,7 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
   };
   let http: HttpServer | undefined;
   if (metrics !== undefined) {
-    metrics.setView(() => node.scrapeView());
+    metrics.setView(() => node.scrapeView(), { broker: (options.roles ?? ['broker', 'controller']).includes('broker'), controller: (options.roles ?? ['broker', 'controller']).includes('controller') });
     const readyNow = () => nodeReadiness(node.scrapeView(), metrics.session(), systemClock.now());
     // The node's one HTTP server; the JSON API mounts here too, as one more handler.
     const handlers: HttpHandler[] = [metricsHandler(metrics), healthHandler(options.id, readyNow)];

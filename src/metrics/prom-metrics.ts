@@ -98,8 +98,8 @@ export interface PromMetrics {
   readonly registry: Registry;
   /** The port the node's I/O edges report to. */
   readonly port: NodeMetrics;
-  /** Where scrape-time gauges read the node's state; set once the actors exist. */
-  setView(view: () => ScrapeView): void;
+  /** Where scrape-time gauges read the node's state, and which roles it has; called once, when the actors exist. */
+  setView(view: () => ScrapeView, roles: { broker: boolean; controller: boolean }): void;
   session(): SessionSeen;
   /** The Prometheus text exposition of every metric of the node. */
   text(): Promise<string>;
@@ -192,10 +192,16 @@ export function createPromMetrics(options: PromMetricsOptions): PromMetrics {
       },
     });
 
-  /** Partitions this broker leads, with their topic's name and config. */
-  const led = (v: ScrapeView) => {
+  type Led = { topic: string; topicId: string; partition: number; replicas: number; isr: number; minIsr: number };
+  let ledScrape: { id: number; list: readonly Led[] } | undefined;
+  /** Partitions this broker leads, with their topic's name and config; computed once per scrape. */
+  const led = (v: ScrapeView): readonly Led[] => {
+    if (ledScrape?.id !== scrapeId) ledScrape = { id: scrapeId, list: ledBy(v) };
+    return ledScrape.list;
+  };
+  const ledBy = (v: ScrapeView): Led[] => {
     const b = v.broker;
-    const out: Array<{ topic: string; topicId: string; partition: number; replicas: number; isr: number; minIsr: number }> = [];
+    const out: Led[] = [];
     if (b === undefined) return out;
     for (const t of b.image.topicsById.values()) {
       let minIsr: number | undefined;
@@ -208,127 +214,136 @@ export function createPromMetrics(options: PromMetricsOptions): PromMetrics {
     return out;
   };
 
-  gauge('tidemark_broker_registered', 'Whether this broker holds a registration (broker epoch) from the controller.', [], (g, v) => {
-    if (v.broker !== undefined) g.set(v.broker.brokerEpoch >= 0 ? 1 : 0);
-  });
-  gauge('tidemark_broker_fenced', 'Whether the controller has this broker fenced (it leads nothing).', [], (g, v) => {
-    if (v.broker !== undefined) g.set(v.broker.fenced ? 1 : 0);
-  });
-  gauge('tidemark_broker_metadata_offset', 'Offset of the committed metadata this broker has applied.', [], (g, v) => {
-    if (v.broker !== undefined) g.set(v.broker.image.offset);
-  });
-  gauge('tidemark_broker_metadata_offset_lag', "Committed metadata entries this broker lacks, against the controller's offset in its last heartbeat answer.", [], (g, v) => {
-    if (v.broker !== undefined && seen.controllerOffset !== undefined) g.set(Math.max(0, seen.controllerOffset - v.broker.image.offset));
-  });
-  gauge('tidemark_partitions_led', 'Partitions this broker leads.', [], (g, v) => {
-    if (v.broker !== undefined) g.set(led(v).length);
-  });
-  gauge('tidemark_partition_replicas_hosted', 'Partition replicas (leaders and followers) metadata places on this broker.', [], (g, v) => {
-    const b = v.broker;
-    if (b === undefined) return;
-    let n = 0;
-    for (const t of b.image.topicsById.values()) for (const p of t.partitions) if (p?.replicas.includes(b.brokerId)) n++;
-    g.set(n);
-  });
-  gauge('tidemark_under_replicated_partitions', 'Partitions this broker leads whose ISR is smaller than their replica set.', [], (g, v) => {
-    if (v.broker !== undefined) g.set(led(v).filter((p) => p.isr < p.replicas).length);
-  });
-  gauge('tidemark_under_min_isr_partitions', "Partitions this broker leads whose ISR is below the topic's min.insync.replicas (acks=all produce fails).", [], (g, v) => {
-    if (v.broker !== undefined) g.set(led(v).filter((p) => p.isr < p.minIsr).length);
-  });
-  gauge('tidemark_partitions_by_isr_size', `Partitions this broker leads, by the size of their ISR (${ISR_SIZE_BUCKETS_MAX} stands for ${ISR_SIZE_BUCKETS_MAX} or more).`, ['isr_size'], (g, v) => {
-    if (v.broker === undefined) return;
-    const counts = new Map<number, number>();
-    for (const p of led(v)) {
-      const size = Math.min(p.isr, ISR_SIZE_BUCKETS_MAX);
-      counts.set(size, (counts.get(size) ?? 0) + 1);
+  /** Gauges of the broker role: registered once a node with it is wired (an absent role has no series, not zeros). */
+  const brokerGauges = () => {
+    gauge('tidemark_broker_registered', 'Whether this broker holds a registration (broker epoch) from the controller.', [], (g, v) => {
+      if (v.broker !== undefined) g.set(v.broker.brokerEpoch >= 0 ? 1 : 0);
+    });
+    gauge('tidemark_broker_fenced', 'Whether the controller has this broker fenced (it leads nothing).', [], (g, v) => {
+      if (v.broker !== undefined) g.set(v.broker.fenced ? 1 : 0);
+    });
+    gauge('tidemark_broker_metadata_offset', 'Offset of the committed metadata this broker has applied.', [], (g, v) => {
+      if (v.broker !== undefined) g.set(v.broker.image.offset);
+    });
+    gauge('tidemark_broker_metadata_offset_lag', "Committed metadata entries this broker lacks, against the controller's offset in its last heartbeat answer.", [], (g, v) => {
+      if (v.broker !== undefined && seen.controllerOffset !== undefined) g.set(Math.max(0, seen.controllerOffset - v.broker.image.offset));
+    });
+    gauge('tidemark_partitions_led', 'Partitions this broker leads.', [], (g, v) => {
+      if (v.broker !== undefined) g.set(led(v).length);
+    });
+    gauge('tidemark_partition_replicas_hosted', 'Partition replicas (leaders and followers) metadata places on this broker.', [], (g, v) => {
+      const b = v.broker;
+      if (b === undefined) return;
+      let n = 0;
+      for (const t of b.image.topicsById.values()) for (const p of t.partitions) if (p?.replicas.includes(b.brokerId)) n++;
+      g.set(n);
+    });
+    gauge('tidemark_under_replicated_partitions', 'Partitions this broker leads whose ISR is smaller than their replica set.', [], (g, v) => {
+      if (v.broker !== undefined) g.set(led(v).filter((p) => p.isr < p.replicas).length);
+    });
+    gauge('tidemark_under_min_isr_partitions', "Partitions this broker leads whose ISR is below the topic's min.insync.replicas (acks=all produce fails).", [], (g, v) => {
+      if (v.broker !== undefined) g.set(led(v).filter((p) => p.isr < p.minIsr).length);
+    });
+    gauge('tidemark_partitions_by_isr_size', `Partitions this broker leads, by the size of their ISR (${ISR_SIZE_BUCKETS_MAX} stands for ${ISR_SIZE_BUCKETS_MAX} or more).`, ['isr_size'], (g, v) => {
+      if (v.broker === undefined) return;
+      const counts = new Map<number, number>();
+      for (const p of led(v)) {
+        const size = Math.min(p.isr, ISR_SIZE_BUCKETS_MAX);
+        counts.set(size, (counts.get(size) ?? 0) + 1);
+      }
+      for (const [size, n] of counts) g.set({ isr_size: String(size) }, n);
+    });
+    // Subscriptions: one read of the host per scrape, shared by both gauges.
+    let subsScrape: { id: number; kept: Array<[string, { backlog: number; unacked: number }]>; other: { backlog: number; unacked: number } | undefined } | undefined;
+    const subscriptionSeries = (v: ScrapeView) => {
+      if (subsScrape?.id === scrapeId) return subsScrape;
+      const sums = new Map<string, { backlog: number; unacked: number }>();
+      for (const s of v.broker?.subscriptions() ?? []) {
+        const key = JSON.stringify([s.topic, s.subscription]);
+        const sum = sums.get(key) ?? { backlog: 0, unacked: 0 };
+        sum.backlog += s.backlog;
+        sum.unacked += s.unacked;
+        sums.set(key, sum);
+      }
+      const capped = capEntries(sums, SUBSCRIPTION_SERIES_MAX, (a, b) => ({ backlog: a.backlog + b.backlog, unacked: a.unacked + b.unacked }));
+      subsScrape = { id: scrapeId, ...capped };
+      return subsScrape;
+    };
+    for (const [name, field, help] of [
+      ['tidemark_subscription_backlog', 'backlog', 'Records up to the high watermark not acknowledged, per subscription, over the partitions this broker leads.'],
+      ['tidemark_subscription_unacked', 'unacked', 'Records delivered to consumers and not yet acknowledged, per subscription, over the partitions this broker leads.'],
+    ] as const) {
+      gauge(name, help, ['topic', 'subscription'], (g, v) => {
+        const { kept, other } = subscriptionSeries(v);
+        for (const [key, sum] of kept) {
+          const [topic, subscription] = JSON.parse(key) as [string, string];
+          g.set({ topic, subscription }, sum[field]);
+        }
+        if (other !== undefined) g.set({ topic: OTHER_LABEL, subscription: OTHER_LABEL }, other[field]);
+      });
     }
-    for (const [size, n] of counts) g.set({ isr_size: String(size) }, n);
-  });
-  gauge('tidemark_offline_partitions', 'Partitions without a leader (reported by the active controller only; 0 elsewhere).', [], (g, v) => {
-    const c = v.controller;
-    if (c === undefined) return;
-    let n = 0;
-    if (c.active) for (const t of c.image.topicsById.values()) for (const p of t.partitions) if (p !== undefined && p.leader < 0) n++;
-    g.set(n);
-  });
-  gauge('tidemark_controller_active', 'Whether this node is the active controller (the Raft leader of the controller quorum).', [], (g, v) => {
-    if (v.controller !== undefined) g.set(v.controller.active ? 1 : 0);
-  });
-  gauge('tidemark_controller_raft_term', 'The Raft term this controller voter is in.', [], (g, v) => {
-    if (v.controller !== undefined) g.set(v.controller.term);
-  });
-  gauge('tidemark_controller_metadata_offset', 'Index of the last metadata entry this controller voter knows committed.', [], (g, v) => {
-    if (v.controller !== undefined) g.set(v.controller.commitIndex);
-  });
-  gauge('tidemark_controller_brokers', 'Registered brokers by state (active controller only).', ['state'], (g, v) => {
-    const c = v.controller;
-    if (c === undefined || !c.active) return;
-    let fenced = 0;
-    for (const b of c.image.brokers.values()) if (b.fenced) fenced++;
-    g.set({ state: 'fenced' }, fenced);
-    g.set({ state: 'unfenced' }, c.image.brokers.size - fenced);
-  });
 
-  // Subscriptions: one read of the host per scrape, shared by both gauges.
-  let subsScrape: { id: number; kept: Array<[string, { backlog: number; unacked: number }]>; other: { backlog: number; unacked: number } | undefined } | undefined;
-  const subscriptionSeries = (v: ScrapeView) => {
-    if (subsScrape?.id === scrapeId) return subsScrape;
-    const sums = new Map<string, { backlog: number; unacked: number }>();
-    for (const s of v.broker?.subscriptions() ?? []) {
-      const key = JSON.stringify([s.topic, s.subscription]);
-      const sum = sums.get(key) ?? { backlog: 0, unacked: 0 };
-      sum.backlog += s.backlog;
-      sum.unacked += s.unacked;
-      sums.set(key, sum);
+    if (options.partitionSeries === true) {
+      const partitionsOf = (v: ScrapeView) => [...led(v)].sort((a, b) => (a.topic === b.topic ? a.partition - b.partition : a.topic < b.topic ? -1 : 1)).slice(0, PARTITION_SERIES_MAX);
+      const labels = (p: { topic: string; partition: number }) => ({ topic: p.topic, partition: String(p.partition) });
+      gauge('tidemark_partition_isr_size', `ISR size of each partition this broker leads (the first ${PARTITION_SERIES_MAX} by name).`, ['topic', 'partition'], (g, v) => {
+        for (const p of partitionsOf(v)) g.set(labels(p), p.isr);
+      });
+      gauge('tidemark_partition_replicas', `Replica count of each partition this broker leads (the first ${PARTITION_SERIES_MAX} by name).`, ['topic', 'partition'], (g, v) => {
+        for (const p of partitionsOf(v)) g.set(labels(p), p.replicas);
+      });
+      gauge('tidemark_partition_high_watermark', `High watermark of each partition this broker leads (the first ${PARTITION_SERIES_MAX} by name).`, ['topic', 'partition'], (g, v) => {
+        for (const p of partitionsOf(v)) {
+          const offsets = v.broker?.leaderOffsets(p.topicId, p.partition);
+          if (offsets !== undefined) g.set(labels(p), offsets.highWatermark);
+        }
+      });
+      gauge('tidemark_partition_log_end_offset', `Log end offset of each partition this broker leads (the first ${PARTITION_SERIES_MAX} by name).`, ['topic', 'partition'], (g, v) => {
+        for (const p of partitionsOf(v)) {
+          const offsets = v.broker?.leaderOffsets(p.topicId, p.partition);
+          if (offsets !== undefined) g.set(labels(p), offsets.logEndOffset);
+        }
+      });
     }
-    const capped = capEntries(sums, SUBSCRIPTION_SERIES_MAX, (a, b) => ({ backlog: a.backlog + b.backlog, unacked: a.unacked + b.unacked }));
-    subsScrape = { id: scrapeId, ...capped };
-    return subsScrape;
   };
-  for (const [name, field, help] of [
-    ['tidemark_subscription_backlog', 'backlog', 'Records up to the high watermark not acknowledged, per subscription, over the partitions this broker leads.'],
-    ['tidemark_subscription_unacked', 'unacked', 'Records delivered to consumers and not yet acknowledged, per subscription, over the partitions this broker leads.'],
-  ] as const) {
-    gauge(name, help, ['topic', 'subscription'], (g, v) => {
-      const { kept, other } = subscriptionSeries(v);
-      for (const [key, sum] of kept) {
-        const [topic, subscription] = JSON.parse(key) as [string, string];
-        g.set({ topic, subscription }, sum[field]);
-      }
-      if (other !== undefined) g.set({ topic: OTHER_LABEL, subscription: OTHER_LABEL }, other[field]);
-    });
-  }
 
-  if (options.partitionSeries === true) {
-    const partitionsOf = (v: ScrapeView) => led(v).sort((a, b) => (a.topic === b.topic ? a.partition - b.partition : a.topic < b.topic ? -1 : 1)).slice(0, PARTITION_SERIES_MAX);
-    const labels = (p: { topic: string; partition: number }) => ({ topic: p.topic, partition: String(p.partition) });
-    gauge('tidemark_partition_isr_size', `ISR size of each partition this broker leads (the first ${PARTITION_SERIES_MAX} by name).`, ['topic', 'partition'], (g, v) => {
-      for (const p of partitionsOf(v)) g.set(labels(p), p.isr);
+  /** Gauges of the controller role. */
+  const controllerGauges = () => {
+    gauge('tidemark_offline_partitions', 'Partitions without a leader (reported by the active controller only; 0 elsewhere).', [], (g, v) => {
+      const c = v.controller;
+      if (c === undefined) return;
+      let n = 0;
+      if (c.active) for (const t of c.image.topicsById.values()) for (const p of t.partitions) if (p !== undefined && p.leader < 0) n++;
+      g.set(n);
     });
-    gauge('tidemark_partition_replicas', `Replica count of each partition this broker leads (the first ${PARTITION_SERIES_MAX} by name).`, ['topic', 'partition'], (g, v) => {
-      for (const p of partitionsOf(v)) g.set(labels(p), p.replicas);
+    gauge('tidemark_controller_active', 'Whether this node is the active controller (the Raft leader of the controller quorum).', [], (g, v) => {
+      if (v.controller !== undefined) g.set(v.controller.active ? 1 : 0);
     });
-    gauge('tidemark_partition_high_watermark', `High watermark of each partition this broker leads (the first ${PARTITION_SERIES_MAX} by name).`, ['topic', 'partition'], (g, v) => {
-      for (const p of partitionsOf(v)) {
-        const offsets = v.broker?.leaderOffsets(p.topicId, p.partition);
-        if (offsets !== undefined) g.set(labels(p), offsets.highWatermark);
-      }
+    gauge('tidemark_controller_raft_term', 'The Raft term this controller voter is in.', [], (g, v) => {
+      if (v.controller !== undefined) g.set(v.controller.term);
     });
-    gauge('tidemark_partition_log_end_offset', `Log end offset of each partition this broker leads (the first ${PARTITION_SERIES_MAX} by name).`, ['topic', 'partition'], (g, v) => {
-      for (const p of partitionsOf(v)) {
-        const offsets = v.broker?.leaderOffsets(p.topicId, p.partition);
-        if (offsets !== undefined) g.set(labels(p), offsets.logEndOffset);
-      }
+    gauge('tidemark_controller_metadata_offset', 'Index of the last metadata entry this controller voter knows committed.', [], (g, v) => {
+      if (v.controller !== undefined) g.set(v.controller.commitIndex);
     });
-  }
+    gauge('tidemark_controller_brokers', 'Registered brokers by state (active controller only).', ['state'], (g, v) => {
+      const c = v.controller;
+      if (c === undefined || !c.active) return;
+      let fenced = 0;
+      for (const b of c.image.brokers.values()) if (b.fenced) fenced++;
+      g.set({ state: 'fenced' }, fenced);
+      g.set({ state: 'unfenced' }, c.image.brokers.size - fenced);
+    });
+  };
 
   return {
     registry,
     port,
     contentType: registry.contentType,
-    setView(next) {
+    setView(next, roles) {
+      if (viewOf !== undefined) throw new Error('setView is called once');
       viewOf = next;
+      if (roles.broker) brokerGauges();
+      if (roles.controller) controllerGauges();
     },
     session: () => ({ ...seen }),
     text() {
