@@ -4,6 +4,8 @@
  * escaped quotes, backslashes and newlines.
  */
 
+import { logLine, type CliProcess } from './cli.js';
+
 export interface Sample {
   name: string;
   labels: Record<string, string>;
@@ -77,4 +79,15 @@ export async function scrape(url: string, timeoutMs = 5_000): Promise<Scrape> {
   const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
   if (res.status !== 200) throw new Error(`${url}: HTTP ${res.status}`);
   return parsePromText(await res.text());
+}
+
+/**
+ * The port a node started with `--metrics-port 0` listens on, from its "http server listening" log
+ * line (awaited, bounded).
+ */
+export async function metricsPortOf(proc: CliProcess, timeoutMs = 20_000): Promise<number> {
+  const line = await proc.waitForLine('stderr', (l) => logLine(l)?.msg === 'http server listening', timeoutMs);
+  const port = logLine(line)?.['port'];
+  if (typeof port !== 'number') throw new Error(`no port in ${line}`);
+  return port;
 }
