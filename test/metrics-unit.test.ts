@@ -4,7 +4,7 @@
  * parser itself.
  */
 import test from 'ava';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { applyRecords, emptyImage, type MetadataImage } from '../src/metadata/image.js';
 import type { MetadataRecord } from '../src/metadata/records.js';
@@ -252,4 +252,45 @@ test('the text parser reads labels with escapes, special values and comments', (
   t.is(s.samples[2]!.value, 0.001);
   t.is(s.types.get('x_total'), 'counter');
   t.throws(() => parsePromText('not a metric line at all {'));
+});
+
+/** Every metric family of a node with both roles and per-partition series. */
+async function allFamilies(): Promise<Set<string>> {
+  const m = createPromMetrics({ nodeId: 1, clock: clock(), partitionSeries: true });
+  m.setView(() => ({}), { broker: true, controller: true });
+  return new Set(parsePromText(await m.text()).types.keys());
+}
+
+/** `tidemark_x_bucket` etc. name the histogram `tidemark_x`. */
+const familyOf = (name: string, families: Set<string>) => (families.has(name) ? name : name.replace(/_(bucket|sum|count)$/, ''));
+
+test('the Grafana dashboard is valid JSON over metric names the node exports, with panels that do not overlap', async (t) => {
+  const families = await allFamilies();
+  const dashboard = JSON.parse(await readFile(new URL('../../docs/grafana-dashboard.json', import.meta.url), 'utf8')) as {
+    panels: Array<{ type: string; title: string; gridPos: { x: number; y: number; w: number; h: number }; targets?: Array<{ expr: string }> }>;
+  };
+  const exprs = dashboard.panels.flatMap((p) => p.targets ?? []).map((x) => x.expr);
+  t.true(exprs.length > 20);
+  const used = new Set(exprs.flatMap((e) => e.match(/tidemark_[a-z0-9_]+/g) ?? []).map((n) => familyOf(n, families)));
+  t.deepEqual([...used].filter((n) => !families.has(n)), [], 'every name in the dashboard is exported');
+  const cells = new Set<string>();
+  for (const p of dashboard.panels) {
+    t.true(p.gridPos.x + p.gridPos.w <= 24, p.title);
+    for (let x = p.gridPos.x; x < p.gridPos.x + p.gridPos.w; x++) {
+      for (let y = p.gridPos.y; y < p.gridPos.y + p.gridPos.h; y++) {
+        t.false(cells.has(`${x},${y}`), `${p.title} overlaps another panel at ${x},${y}`);
+        cells.add(`${x},${y}`);
+      }
+    }
+  }
+});
+
+test('docs/operations.md lists every metric the node exports, and only those', async (t) => {
+  const families = await allFamilies();
+  const ours = [...families].filter((n) => !n.startsWith('tidemark_process_') && !n.startsWith('tidemark_nodejs_'));
+  const doc = await readFile(new URL('../../docs/operations.md', import.meta.url), 'utf8');
+  const table = [...doc.matchAll(/^\| `(tidemark_[a-z0-9_]+)` \|/gm)].map((m) => m[1]!);
+  t.deepEqual([...table].sort(), [...ours].sort());
+  const named = new Set((doc.match(/tidemark_[a-z0-9_]+/g) ?? []).map((n) => familyOf(n, families)));
+  t.deepEqual([...named].filter((n) => !families.has(n) && !/^tidemark_(process|nodejs)_$/.test(n)), [], 'the alerts and prose name exported metrics');
 });
