@@ -143,7 +143,7 @@ test('prom metrics: per-topic counters are capped, histograms labelled by acks, 
   m.port.produceStarted('b', 1, 50)();
   m.port.produceStarted('c', 0, 10)();
   m.port.produceStarted('d', 0, 5)();
-  m.port.appended('a', 12, 100);
+  m.port.appended('a', 12);
   m.port.fetchRequested('b');
   m.port.fetchAnswered('b', 40);
   m.port.fsyncStarted(3)();
@@ -240,7 +240,7 @@ test('prom metrics: subscription and partition series are bounded', async (t) =>
 test('two nodes in one process keep separate registries', async (t) => {
   const a = createPromMetrics({ nodeId: 1, clock: clock() });
   const b = createPromMetrics({ nodeId: 2, clock: clock() });
-  a.port.appended('x', 5, 1);
+  a.port.appended('x', 5);
   t.is(sumOf(parsePromText(await a.text()), 'tidemark_records_appended_total'), 5);
   t.is(sumOf(parsePromText(await b.text()), 'tidemark_records_appended_total'), 0);
 });

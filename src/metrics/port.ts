@@ -22,8 +22,8 @@ export interface NodeMetrics {
   fetchRequested(topic: string): void;
   /** A client fetch of `topic` was answered with `bytes` of record batches. */
   fetchAnswered(topic: string, bytes: number): void;
-  /** A partition leader of `topic` wrote `records` records in `bytes` of batches to its log. */
-  appended(topic: string, records: number, bytes: number): void;
+  /** A partition leader of `topic` wrote `records` records to its log. */
+  appended(topic: string, records: number): void;
   /** The node's shared WAL fsync started for `groupSize` waiting callers; call `done` when it ends. */
   fsyncStarted(groupSize: number): () => void;
   /**

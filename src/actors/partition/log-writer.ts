@@ -42,9 +42,7 @@ export const logWriter = fromCallback<WriterEvent, WriterInput>(({ input, receiv
           await store.append(group.map((a) => a.batch));
           const last = group[group.length - 1]!;
           const logEndOffset = last.baseOffset + readBatchHeader(last.batch).recordCount;
-          let bytes = 0;
-          for (const a of group) bytes += a.batch.length;
-          input.metrics.appended(input.topic, logEndOffset - group[0]!.baseOffset, bytes);
+          input.metrics.appended(input.topic, logEndOffset - group[0]!.baseOffset);
           // Written: followers may fetch it now, while the fsync runs.
           report({ type: 'WRITTEN', logEndOffset });
           if (!group.some((a) => a.sync)) {
