@@ -36,7 +36,6 @@ export function parseListen(text: string): { host: string; port: number } {
 }
 
 export async function httpCommand(argv: string[]): Promise<number> {
-  if (argv[0] === 'help') argv = ['--help'];
   const { values } = parse('http', argv, OPTIONS, 0);
   if (values.help) {
     process.stdout.write(`${HTTP_HELP}\n`);
