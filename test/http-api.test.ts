@@ -29,7 +29,8 @@ const fx = cliNodeFixture(test, 'tm-http-api-', async (client) => {
 interface Answer {
   status: number;
   headers: Headers;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** The parsed JSON answer (shapes in docs/openapi.json); undefined for an empty body. */
+  body: any;
 }
 
 /** One request to the API, bounded in time; the body is parsed as JSON when there is one. */
@@ -308,6 +309,91 @@ test('every route of docs/openapi.json is served, and its other methods are 405'
     t.is(refused.status, 405, `${unlisted} ${template}`);
     t.deepEqual(refused.headers.get('allow')?.split(', ').sort(), [...listed].sort());
   }
+});
+
+type Schema = {
+  $ref?: string;
+  allOf?: Schema[];
+  oneOf?: Schema[];
+  type?: string;
+  enum?: unknown[];
+  nullable?: boolean;
+  properties?: Record<string, Schema>;
+  required?: string[];
+  additionalProperties?: boolean | Schema;
+  items?: Schema;
+};
+
+/** What in `value` breaks `schema` (the subset of OpenAPI 3.0 docs/openapi.json uses), as messages. */
+function violations(doc: unknown, schema: Schema, value: unknown, at: string): string[] {
+  if (schema.$ref !== undefined) {
+    const target = schema.$ref.slice(2).split('/').reduce<unknown>((node, key) => (node as Record<string, unknown>)[key], doc) as Schema;
+    return violations(doc, target, value, at);
+  }
+  if (schema.allOf !== undefined) return schema.allOf.flatMap((s) => violations(doc, { ...s, additionalProperties: true }, value, at));
+  if (schema.oneOf !== undefined) {
+    const fits = schema.oneOf.filter((s) => violations(doc, s, value, at).length === 0).length;
+    return fits === 1 ? [] : [`${at}: fits ${fits} of oneOf`];
+  }
+  if (value === null) return schema.nullable ? [] : [`${at}: null`];
+  if (schema.enum !== undefined && !schema.enum.includes(value)) return [`${at}: ${JSON.stringify(value)} not in enum`];
+  switch (schema.type) {
+    case 'integer':
+      return Number.isInteger(value) ? [] : [`${at}: not an integer`];
+    case 'number':
+    case 'string':
+    case 'boolean':
+      return typeof value === schema.type ? [] : [`${at}: not a ${schema.type}`];
+    case 'array':
+      return Array.isArray(value) ? value.flatMap((v, i) => violations(doc, schema.items!, v, `${at}[${i}]`)) : [`${at}: not an array`];
+    case 'object': {
+      if (typeof value !== 'object' || Array.isArray(value)) return [`${at}: not an object`];
+      const o = value as Record<string, unknown>;
+      const found = (schema.required ?? []).filter((k) => !(k in o)).map((k) => `${at}.${k}: missing`);
+      for (const [k, v] of Object.entries(o)) {
+        const property = schema.properties?.[k];
+        if (property !== undefined) found.push(...violations(doc, property, v, `${at}.${k}`));
+        else if (typeof schema.additionalProperties === 'object') found.push(...violations(doc, schema.additionalProperties, v, `${at}.${k}`));
+        else if (schema.additionalProperties === false) found.push(`${at}.${k}: not in the schema`);
+      }
+      return found;
+    }
+    default:
+      return [];
+  }
+}
+
+test('answers have the shapes docs/openapi.json gives them', async (t) => {
+  const doc = JSON.parse(await readFile(new URL('../../docs/openapi.json', import.meta.url), 'utf8')) as {
+    paths: Record<string, Record<string, { responses: Record<string, { content?: { 'application/json': { schema: Schema } }; $ref?: string }> }>>;
+  };
+  const check = (method: string, template: string, answer: Answer) => {
+    const responses = doc.paths[template]![method.toLowerCase()]!.responses;
+    const response = responses[String(answer.status)] ?? responses['default']!;
+    const schema = response.$ref === undefined ? response.content?.['application/json'].schema : { $ref: `${response.$ref}/content/application~1json/schema` };
+    if (schema === undefined) return t.is(answer.body, undefined, `${method} ${template} ${answer.status}: no body`);
+    const resolved = schema.$ref?.includes('~1') ? (schema.$ref.slice(2).split('/').reduce<unknown>((n, k) => (n as Record<string, unknown>)[k.replace('~1', '/')], doc) as Schema) : schema;
+    t.deepEqual(violations(doc, resolved, answer.body, 'body'), [], `${method} ${template} ${answer.status}`);
+  };
+  const created = await call('POST', '/v1/topics', { name: 'shapes', partitions: 2, config: { 'retention.ms': 60_000 } });
+  check('POST', '/v1/topics', created);
+  check('POST', '/v1/topics', await call('POST', '/v1/topics', { name: 'shapes' }));
+  check('GET', '/v1/topics', await call('GET', '/v1/topics'));
+  check('GET', '/v1/cluster', await call('GET', '/v1/cluster'));
+  check('POST', '/v1/topics/{topic}/records', await call('POST', '/v1/topics/shapes/records', [{ value: 'a' }, { value: 'b', partition: 5 }]));
+  check('GET', '/v1/topics/{topic}', await call('GET', '/v1/topics/shapes'));
+  check('GET', '/v1/topics/{topic}', await call('GET', '/v1/topics/never-made'));
+  check('GET', '/v1/topics/{topic}/partitions', await call('GET', '/v1/topics/shapes/partitions'));
+  check('GET', '/v1/topics/{topic}/partitions/{partition}', await call('GET', '/v1/topics/shapes/partitions/1'));
+  check('GET', '/v1/topics/{topic}/partitions/{partition}/leader', await call('GET', '/v1/topics/shapes/partitions/1/leader'));
+  check('PATCH', '/v1/topics/{topic}/config', await call('PATCH', '/v1/topics/shapes/config', { set: { 'retention.ms': 120_000 } }));
+  check('POST', '/v1/topics/{topic}/partitions', await call('POST', '/v1/topics/shapes/partitions', { totalCount: 3 }));
+  check('POST', '/v1/topics/{topic}/subscriptions', await call('POST', '/v1/topics/shapes/subscriptions', { name: 's' }));
+  check('GET', '/v1/topics/{topic}/subscriptions', await call('GET', '/v1/topics/shapes/subscriptions'));
+  check('GET', '/v1/topics/{topic}/subscriptions/{subscription}', await call('GET', '/v1/topics/shapes/subscriptions/s'));
+  check('POST', '/v1/topics/{topic}/subscriptions/{subscription}/reset', await call('POST', '/v1/topics/shapes/subscriptions/s/reset', { to: { offset: 0 } }));
+  check('DELETE', '/v1/topics/{topic}/subscriptions/{subscription}', await call('DELETE', '/v1/topics/shapes/subscriptions/s'));
+  check('DELETE', '/v1/topics/{topic}', await call('DELETE', '/v1/topics/shapes'));
 });
 
 /** A port something listens on, for the "in use" case. */
