@@ -6,6 +6,7 @@ import { UsageError } from './cli-error.js';
 import { clusterCommand } from './commands/cluster.js';
 import { consumeCommand } from './commands/consume.js';
 import { devCommand } from './commands/dev.js';
+import { httpCommand } from './commands/http.js';
 import { nodeCommand } from './commands/node.js';
 import { partitionCommand } from './commands/partition.js';
 import { produceCommand } from './commands/produce.js';
@@ -25,6 +26,7 @@ Commands:
   produce TOPIC               records from stdin, one per line (or --delimiter), bytes unchanged
   consume TOPIC               print records, one value per line (or --format '%k %v\\n', --json)
   subscription list|describe|create|reset|delete
+  http [--listen HOST:PORT]   serve the JSON API (/v1: lookup, admin, produce) over HTTP
   version                     print the version (also --version)
 
 Run "tidemark <command> --help" for a command's options.
@@ -39,6 +41,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   produce: produceCommand,
   consume: consumeCommand,
   subscription: subscriptionCommand,
+  http: httpCommand,
 };
 
 /** package.json's version, read from the package root (dist/src/cli/main.js is three levels down). */

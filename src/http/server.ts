@@ -83,22 +83,30 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 
 /**
  * Reads a request body, refusing (INVALID_REQUEST, answered 413) one over `bytesMax` without
- * buffering the rest of it.
+ * buffering the rest of it. The rest is still read and dropped, not left in the socket: closing a
+ * socket with unread bytes sends a reset that can destroy the 413 answer before the client reads
+ * it. The server's requestTimeout bounds how long a client may keep sending.
  */
-export async function readBody(req: IncomingMessage, bytesMax = HTTP_BODY_BYTES_MAX): Promise<Buffer> {
+export function readBody(req: IncomingMessage, bytesMax = HTTP_BODY_BYTES_MAX): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > bytesMax) throw bodyTooLarge(bytesMax);
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    bytes += chunk.length;
-    if (bytes > bytesMax) {
-      req.destroy();
-      throw bodyTooLarge(bytesMax);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, bytes);
+  // Not read at all: node drops the declared bytes itself once the answer is sent.
+  if (declared > bytesMax) return Promise.reject(bodyTooLarge(bytesMax));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    req.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes <= bytesMax) {
+        chunks.push(chunk);
+      } else if (bytes - chunk.length <= bytesMax) {
+        chunks.length = 0;
+        reject(bodyTooLarge(bytesMax));
+      }
+    });
+    req.once('end', () => (bytes <= bytesMax ? resolve(Buffer.concat(chunks, bytes)) : undefined));
+    req.once('error', reject);
+    req.once('close', () => reject(new TidemarkError('INVALID_REQUEST', 'the client closed the request before its body ended')));
+  });
 }
 
 function bodyTooLarge(bytesMax: number): TidemarkError {
