@@ -6,7 +6,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createActor, toPromise, waitFor, type Actor } from 'xstate';
+import { createActor, toPromise, waitFor, type Actor, type AnyActorRef } from 'xstate';
 import { brokerMachine, DEFAULT_BROKER_TIMEOUTS, type BrokerTimeouts } from './actors/broker/machine.js';
 import { controllerMachine } from './actors/controller/machine.js';
 import { createPendingBytesBudget, NODE_PENDING_APPEND_BYTES_MAX_DEFAULT } from './actors/partition/pending-budget.js';
@@ -25,6 +25,15 @@ import { createLogger } from './runtime/logger.js';
 import { systemClock, systemRandom, type Clock, type Logger, type Random, type Transport } from './runtime/ports.js';
 import type { NodeStorage } from './storage/partition-store.js';
 import { openRocksNodeStorage } from './storage/rocksdb-storage.js';
+import { partitionActorId } from './actors/broker/metadata-view.js';
+import type { PartitionContext } from './actors/partition/machine.js';
+import { healthHandler } from './http/health.js';
+import { startHttpServer, type HttpHandler, type HttpServer } from './http/server.js';
+import { metricsHandler } from './metrics/http.js';
+import { noMetrics, type NodeMetrics } from './metrics/port.js';
+import { createPromMetrics, type ScrapeView, type SessionSeen } from './metrics/prom-metrics.js';
+import { readiness, type Readiness } from './metrics/readiness.js';
+import { watchPartitionChanges } from './metrics/metadata-changes.js';
 
 export type NodeRole = 'broker' | 'controller';
 
@@ -74,6 +83,20 @@ export interface NodeOptions {
    * claim; a new controller waits this long before an Exclusive grant (issue 12), ms. @default 10000
    */
   producerSessionTimeoutMs?: number;
+  /**
+   * Port of the node's HTTP server: `GET /metrics` (Prometheus), `/healthz`, `/readyz`; 0 picks a
+   * free one (see `http`). Absent: no server, and no metrics are kept. @default undefined (off)
+   */
+  metricsPort?: number;
+  /** Address the HTTP server listens on; 0.0.0.0 lets a scraper on another host in. @default "127.0.0.1" */
+  metricsHost?: string;
+  /**
+   * Per-partition series (ISR size, replicas, high watermark, log end) for the partitions this node
+   * leads, at most PARTITION_SERIES_MAX of them. @default false
+   */
+  metricsPartitionSeries?: boolean;
+  /** Topics with their own series in the per-topic metrics; later ones count as "_other". @default 100 */
+  metricsTopicSeriesMax?: number;
 }
 
 export interface TidemarkNode {
@@ -86,6 +109,8 @@ export interface TidemarkNode {
   ready(timeoutMs?: number): Promise<void>;
   /** Stops taking requests, finishes pending writes, closes storage and NATS. Idempotent. */
   close(): Promise<void>;
+  /** Where the node's HTTP server (metrics, health) listens; absent when it runs none. */
+  readonly http?: { host: string; port: number };
 }
 
 /** Everything a node needs from the world. `startNode` builds the real ones; the simulator its own. */
@@ -96,9 +121,17 @@ export interface NodePorts {
   clock: Clock;
   random: Random;
   logger: Logger;
+  /** Where the I/O edges report (metrics/port.ts). @default noMetrics */
+  metrics?: NodeMetrics;
 }
 
-export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'logger'>;
+export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'logger' | 'metricsPort' | 'metricsHost' | 'metricsPartitionSeries' | 'metricsTopicSeriesMax'>;
+
+/** What composeNode returns: the node, and what its metrics and health read at scrape time. */
+export interface ComposedNode extends TidemarkNode {
+  /** The actors' state as the scrape-time gauges and /readyz read it. */
+  scrapeView(): ScrapeView;
+}
 
 /** A node's parts, as the test seam shows them. */
 export interface NodeParts {
@@ -120,8 +153,21 @@ export interface NodeTestSeam {
 
 export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
   const logger = options.logger ?? createLogger();
+  // Metrics only when they can be scraped: without a port the node keeps none.
+  const metrics =
+    options.metricsPort === undefined
+      ? undefined
+      : createPromMetrics({
+          nodeId: options.id,
+          clock: systemClock,
+          partitionSeries: options.metricsPartitionSeries ?? false,
+          ...(options.metricsTopicSeriesMax === undefined ? {} : { topicSeriesMax: options.metricsTopicSeriesMax }),
+        });
   await mkdir(options.dataDir, { recursive: true });
-  const storage = await openRocksNodeStorage(join(options.dataDir, 'rocksdb'), options.tailCacheBytesMax === undefined ? {} : { tailCacheBytesMax: options.tailCacheBytesMax });
+  const storage = await openRocksNodeStorage(join(options.dataDir, 'rocksdb'), {
+    ...(options.tailCacheBytesMax === undefined ? {} : { tailCacheBytesMax: options.tailCacheBytesMax }),
+    ...(metrics === undefined ? {} : { observeSync: (groupSize: number) => metrics.port.fsyncStarted(groupSize) }),
+  });
   let transport: NatsTransport;
   try {
     transport = await connectNats({ servers: options.natsUrl ?? 'nats://127.0.0.1:4222', name: `tidemark-node-${options.id}` });
@@ -129,18 +175,55 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
     await storage.close();
     throw error;
   }
-  const node = await composeNode({ transport, storage, clock: systemClock, random: systemRandom, logger }, options);
+  const node = await composeNode({ transport, storage, clock: systemClock, random: systemRandom, logger, ...(metrics === undefined ? {} : { metrics: metrics.port }) }, options);
+  const close = async () => {
+    await node.close();
+    await transport.close();
+    await storage.close();
+  };
+  let http: HttpServer | undefined;
+  if (metrics !== undefined) {
+    metrics.setView(() => node.scrapeView(), { broker: (options.roles ?? ['broker', 'controller']).includes('broker'), controller: (options.roles ?? ['broker', 'controller']).includes('controller') });
+    const readyNow = () => nodeReadiness(node.scrapeView(), metrics.session(), systemClock.now());
+    // The node's one HTTP server; the JSON API mounts here too, as one more handler.
+    const handlers: HttpHandler[] = [metricsHandler(metrics), healthHandler(options.id, readyNow)];
+    try {
+      http = await startHttpServer({ host: options.metricsHost ?? '127.0.0.1', port: options.metricsPort!, handlers, logger: logger.child({ node: options.id, actor: 'http' }) });
+    } catch (error) {
+      await close();
+      throw new TidemarkError('INVALID_REQUEST', `cannot listen on ${options.metricsHost ?? '127.0.0.1'}:${options.metricsPort}: ${(error as Error).message}`, { cause: error });
+    }
+  }
   await transport.connection.flush();
-  logger.info({ node: options.id, nats: options.natsUrl, dataDir: options.dataDir }, 'node started');
+  logger.info({ node: options.id, nats: options.natsUrl, dataDir: options.dataDir, ...(http === undefined ? {} : { http: http.address() }) }, 'node started');
   return {
-    ...node,
+    id: node.id,
+    cluster: node.cluster,
+    ...(http === undefined ? {} : { http: http.address() }),
     ready: (timeoutMs) => node.ready(timeoutMs),
     async close() {
-      await node.close();
-      await transport.close();
-      await storage.close();
+      await http?.close();
+      await close();
     },
   };
+}
+
+/** /readyz from the actors' state and the last heartbeat answer. */
+function nodeReadiness(view: ScrapeView, session: SessionSeen, nowMs: number): Readiness {
+  return readiness({
+    ...(view.broker === undefined
+      ? {}
+      : {
+          broker: {
+            brokerEpoch: view.broker.brokerEpoch,
+            fenced: view.broker.fenced,
+            metadataOffset: view.broker.image.offset,
+            controllerOffset: session.controllerOffset,
+            heartbeatAgeMs: session.heartbeatOkAtMs === undefined ? undefined : Math.max(0, nowMs - session.heartbeatOkAtMs),
+          },
+        }),
+    ...(view.controller === undefined ? {} : { voter: { leaderId: view.controller.leaderId } }),
+  });
 }
 
 /**
@@ -148,7 +231,7 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
  * the controller role), the broker (with the broker role), and the status responder. Nothing here
  * touches the real clock, randomness, network or disk, so the simulator runs many nodes in one process.
  */
-export async function composeNode(ports: NodePorts, options: ComposeOptions, seam: NodeTestSeam = {}): Promise<TidemarkNode> {
+export async function composeNode(ports: NodePorts, options: ComposeOptions, seam: NodeTestSeam = {}): Promise<ComposedNode> {
   const { transport, storage, clock, random } = ports;
   const cluster = options.cluster ?? 'tidemark';
   const roles = options.roles ?? ['broker', 'controller'];
@@ -208,6 +291,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
   }
 
   let broker: Actor<typeof brokerMachine> | undefined;
+  const followed = createFollowedView();
   if (roles.includes('broker')) {
     broker = createActor(seam.machines?.broker ?? brokerMachine, {
       systemId: `broker:${options.id}`,
@@ -218,7 +302,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
         incarnation: Array.from({ length: 4 }, () => Math.floor(random.next() * 0x1_0000).toString(16).padStart(4, '0')).join(''),
         subjects,
         transport,
-        metadata: createFollowedView(),
+        metadata: followed,
         storage,
         clock,
         random,
@@ -227,9 +311,11 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
         // One per node, shared by all its leaders (two nodes in one process each get their own).
         pendingBudget: createPendingBytesBudget(nodePendingAppendBytesMax),
         timeouts: { ...DEFAULT_BROKER_TIMEOUTS, ...options.brokerTimeouts },
+        metrics: ports.metrics ?? noMetrics,
       },
     });
   }
+  const unwatchChanges = ports.metrics === undefined || broker === undefined ? undefined : watchPartitionChanges(followed, options.id, ports.metrics);
 
   const status = (): NodeStatus => {
     const out: NodeStatus = { nodeId: options.id, roles: [...roles] };
@@ -259,10 +345,41 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
   broker?.start();
   logger.debug({ cluster, roles, controllers }, 'actors started');
 
+  const scrapeView = (): ScrapeView => {
+    const view: ScrapeView = {};
+    if (broker !== undefined) {
+      const ctx = broker.getSnapshot().context;
+      view.broker = {
+        brokerId: options.id,
+        brokerEpoch: ctx.brokerEpoch,
+        fenced: ctx.fenced,
+        image: ctx.image,
+        subscriptions: () => ctx.subscriptionHub.host?.stats() ?? [],
+        leaderOffsets: (topicId, partition) => {
+          const leader = broker!.system.get(partitionActorId(topicId, partition)) as AnyActorRef | undefined;
+          const c = (leader?.getSnapshot() as { context?: PartitionContext } | undefined)?.context;
+          return c === undefined ? undefined : { highWatermark: c.highWatermark, logEndOffset: c.logEndOffset };
+        },
+      };
+    }
+    if (raft !== undefined && controller !== undefined && metadata !== undefined) {
+      const s = raft.status();
+      view.controller = {
+        active: controller.getSnapshot().matches({ running: 'active' }),
+        term: s.term,
+        leaderId: s.leaderId ?? undefined,
+        commitIndex: s.commitIndex,
+        image: metadata.image(),
+      };
+    }
+    return view;
+  };
+
   let closing: Promise<void> | undefined;
   return {
     id: options.id,
     cluster,
+    scrapeView,
     async ready(timeoutMs = 30_000) {
       if (broker !== undefined) {
         await waitFor(broker, (s) => !s.context.fenced && s.context.brokerEpoch >= 0, { timeout: timeoutMs });
@@ -277,6 +394,7 @@ export async function composeNode(ports: NodePorts, options: ComposeOptions, sea
     close() {
       closing ??= (async () => {
         statusSub.unsubscribe();
+        unwatchChanges?.();
         if (broker !== undefined) {
           const stopped = toPromise(broker);
           broker.send({ type: 'STOP' });

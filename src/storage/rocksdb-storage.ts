@@ -11,7 +11,7 @@ import { checkAppend, checkPartitionKey, checkStartOffset, endOffsetForEpoch, ep
 import { outOfRange, partitionDeleted, retentionTakes, storageClosed } from './memory-storage.js';
 import type { EpochEntry, NodeStorage, PartitionKey, PartitionStore, RetentionPolicy } from './partition-store.js';
 import { NODE_TAIL_CACHE_BYTES_MAX, TailCache, TailCacheBudget } from './tail-cache.js';
-import { createWalSync } from './wal-sync.js';
+import { createWalSync, type SyncObserver } from './wal-sync.js';
 import { compactView, termAt, truncateView, type LogView, type TermStart } from '../quorum/log-view.js';
 import { checkRaftAppend, checkSnapshot, INITIAL_STATE, type LogEntry, type PersistentState, type RaftStore, type Snapshot, type WithRaftLog } from '../quorum/raft-store.js';
 
@@ -541,6 +541,8 @@ export interface RocksStorageOptions {
    * @default 67108864 (64 MiB)
    */
   tailCacheBytesMax?: number;
+  /** Told of every shared WAL fsync (wal-sync.ts): the node's metrics. */
+  observeSync?: SyncObserver;
 }
 
 export type RocksNodeStorage = NodeStorage & WithRaftLog & {
@@ -554,7 +556,7 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
   // WAL compression runs on the JS thread with this binding and costs more than it saves on
   // record batches (see the benchmark); SST files are still compressed in the background.
   await db.open({ createIfMissing: true, walCompression: false, compression: false, compaction: 'universal' });
-  const walSync = createWalSync(dir, () => db.getProperty('rocksdb.current-super-version-number'));
+  const walSync = createWalSync(dir, () => db.getProperty('rocksdb.current-super-version-number'), options.observeSync);
   let closed = false;
   const live = () => {
     if (closed) throw storageClosed();

@@ -20,10 +20,18 @@ export interface WalSync {
   close(): Promise<void>;
 }
 
-export function createWalSync(dir: string, version: () => unknown): WalSync {
+/**
+ * Told when a sync starts, with how many `sync()` calls it covers (the group commit's size);
+ * returns what to call when it ends (metrics time it).
+ */
+export type SyncObserver = (groupSize: number) => () => void;
+
+export function createWalSync(dir: string, version: () => unknown, observe?: SyncObserver): WalSync {
   const files = new Map<string, FileHandle>();
   let running: Promise<void> | undefined;
   let queued: Promise<void> | undefined;
+  /** Calls waiting for the queued sync. */
+  let joined = 0;
   let closed = false;
   let names: string[] = [];
   let listedAt: unknown = Symbol('never');
@@ -57,9 +65,11 @@ export function createWalSync(dir: string, version: () => unknown): WalSync {
     }
   };
 
-  const start = (): Promise<void> => {
+  const start = (groupSize: number): Promise<void> => {
+    const done = observe?.(groupSize);
     running = syncOnce().finally(() => {
       running = undefined;
+      done?.();
     });
     return running;
   };
@@ -68,17 +78,15 @@ export function createWalSync(dir: string, version: () => unknown): WalSync {
     sync() {
       if (closed) return Promise.resolve();
       // A sync already running may have started before the caller's write: join the next one.
-      if (running === undefined) return start();
-      queued ??= running.then(
-        () => {
-          queued = undefined;
-          return start();
-        },
-        () => {
-          queued = undefined;
-          return start();
-        },
-      );
+      if (running === undefined) return start(1);
+      joined++;
+      const next = () => {
+        queued = undefined;
+        const group = joined;
+        joined = 0;
+        return start(group);
+      };
+      queued ??= running.then(next, next);
       return queued;
     },
     async close() {

@@ -83,6 +83,8 @@ export interface ProcessClusterOptions {
   timeoutMs?: number;
   /** @default 'info' */
   logLevel?: 'info' | 'debug' | 'trace';
+  /** More `node start` flags for node `id`, on every (re)start, e.g. `['--metrics-port', '0']`. */
+  extraArgs?: (id: number) => readonly string[];
 }
 
 /** Combined nodes (broker + controller voter), one process each, each on its own temp data dir. */
@@ -94,12 +96,13 @@ export class ProcessCluster {
     readonly cluster: string,
     readonly ids: readonly number[],
     private readonly logLevel: 'info' | 'debug' | 'trace' = 'info',
+    private readonly extraArgs?: (id: number) => readonly string[],
   ) {}
 
   /** Starts every node at once and waits until each logged the awaited line. */
   static async start(options: ProcessClusterOptions): Promise<ProcessCluster> {
     const ids = options.ids ?? [1, 2, 3];
-    const c = new ProcessCluster(options.nats, options.cluster, ids, options.logLevel);
+    const c = new ProcessCluster(options.nats, options.cluster, ids, options.logLevel, options.extraArgs);
     for (const id of ids) c.members.set(id, { id, dataDir: await tempDir(`tm-q${id}-`), proc: undefined });
     try {
       await Promise.all(ids.map((id) => c.start(id, options.waitFor ?? 'ready', options.timeoutMs)));
@@ -129,6 +132,7 @@ export class ProcessCluster {
       waitFor,
       logLevel: this.logLevel,
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      ...(this.extraArgs === undefined ? {} : { extraArgs: this.extraArgs(id) }),
     });
     return m.proc;
   }

@@ -14,6 +14,7 @@ import { decodeReply, encodeMessage } from '../../protocol/messages.js';
 import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Transport } from '../../runtime/ports.js';
 import type { NodeStorage } from '../../storage/partition-store.js';
+import { noMetrics, type NodeMetrics } from '../../metrics/port.js';
 
 export interface ControllerSessionInput {
   brokerId: number;
@@ -26,6 +27,8 @@ export interface ControllerSessionInput {
   view: MetadataView;
   clock: Clock;
   logger: Logger;
+  /** Counts heartbeats answered and missed. @default noMetrics */
+  metrics?: NodeMetrics;
   heartbeatIntervalMs: number;
 }
 
@@ -34,6 +37,7 @@ export type SessionEvent = { type: 'SESSION'; brokerEpoch: number; fenced: boole
 
 export const controllerSession = fromCallback<{ type: 'NONE' }, ControllerSessionInput>(({ input, sendBack }) => {
   const { subjects, transport, clock, logger } = input;
+  const metrics = input.metrics ?? noMetrics;
   let stopped = false;
   let timer: unknown;
   let epoch: number | undefined;
@@ -76,6 +80,7 @@ export const controllerSession = fromCallback<{ type: 'NONE' }, ControllerSessio
       logEnds: await logEnds(),
     };
     const reply = decodeReply(await transport.request(subjects.controller('heartbeat'), encodeMessage(request), requestTimeoutMs), heartbeatReply);
+    metrics.heartbeat('ok', reply.metadataOffset);
     // A controller that knows less metadata than this broker is a deposed one that has not noticed
     // (paused, cut off): its word on fencing is stale, and would stop this broker's actors for nothing.
     if (reply.metadataOffset !== undefined && reply.metadataOffset < request.metadataOffset) {
@@ -95,6 +100,7 @@ export const controllerSession = fromCallback<{ type: 'NONE' }, ControllerSessio
           logger.warn('broker epoch is stale; registering again');
           epoch = undefined;
         } else {
+          metrics.heartbeat('missed');
           logger.debug({ err: error }, epoch === undefined ? 'registration failed; retrying' : 'heartbeat failed');
         }
         schedule();

@@ -32,6 +32,7 @@ import { metadataFetcher } from './metadata-fetcher.js';
 import { partitionActorId } from './metadata-view.js';
 import { requestListener } from './request-listener.js';
 import { SubscriptionHub, subscriptionListener } from '../subscription/listener.js';
+import { noMetrics, type NodeMetrics } from '../../metrics/port.js';
 
 export interface BrokerTimeouts {
   /** Between heartbeats to the controller, ms. @default 250 */
@@ -62,6 +63,8 @@ export interface BrokerInput {
   /** The node-wide pending-append bytes bound, shared by every leader this broker runs. */
   pendingBudget: PendingBytesBudget;
   timeouts: BrokerTimeouts;
+  /** Where the request listener, the controller session and the partition leaders report. @default noMetrics */
+  metrics?: NodeMetrics;
 }
 
 interface RunningPartition {
@@ -78,6 +81,7 @@ interface RunningPartition {
 }
 
 export interface BrokerContext extends BrokerInput {
+  metrics: NodeMetrics;
   /**
    * Reply subjects answered in-process (the produce handler gathers its partitions' answers on
    * them; the fetch sessions route theirs by prefix); `transport` is the input's, wrapped so that
@@ -205,6 +209,7 @@ export const brokerMachine = setup({
                   pendingBudget: context.pendingBudget,
                   transport: context.transport,
                   replicaWatch: context.leaderWatch,
+                  metrics: context.metrics,
                 },
               });
             } else {
@@ -306,6 +311,7 @@ export const brokerMachine = setup({
     );
     return {
       ...input,
+      metrics: input.metrics ?? noMetrics,
       transport,
       local,
       partitions: {},
@@ -341,6 +347,7 @@ export const brokerMachine = setup({
             local: context.local,
             metadata: context.metadata,
             logger: context.logger,
+            metrics: context.metrics,
           }),
         },
         {
@@ -408,6 +415,7 @@ export const brokerMachine = setup({
             view: context.metadata,
             clock: context.clock,
             logger: context.logger,
+            metrics: context.metrics,
             heartbeatIntervalMs: context.timeouts.heartbeatIntervalMs,
           }),
         },

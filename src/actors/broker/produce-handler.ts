@@ -30,6 +30,8 @@ import { encodeFenceBatch } from '../partition/fence-records.js';
 import { FETCH_REPLY_ENVELOPE_BYTES } from '../partition/log-reader.js';
 import type { PartitionEvent } from '../partition/types.js';
 import { leaderActorOf, type ActorLookup } from './metadata-view.js';
+import { noMetrics, type NodeMetrics } from '../../metrics/port.js';
+import { OTHER_LABEL } from '../../metrics/topic-labels.js';
 
 /** Produce requests a node holds open while their partitions answer. Beyond it: BUSY. */
 export const PRODUCE_REQUESTS_OPEN_MAX = 4096;
@@ -43,6 +45,8 @@ export interface ProduceHandlerDeps {
   system: ActorLookup;
   clock: Clock;
   logger: Logger;
+  /** @default noMetrics */
+  metrics?: NodeMetrics;
 }
 
 type Outcome = ProduceResponse['partitions'][number];
@@ -69,12 +73,14 @@ export interface ProduceHandlers {
 /** The produce and fence handlers of a broker; they share one bound on requests held open. */
 export function createProduceHandlers(deps: ProduceHandlerDeps): ProduceHandlers {
   const { subjects, transport, local, metadata, system, clock, logger, brokerId } = deps;
+  const metrics = deps.metrics ?? noMetrics;
   let open = 0;
 
   /**
    * Sends each entry's PRODUCE (`prepare` makes it, or throws to refuse the entry here) to the
    * partition actor leading it and, when `answer`, answers `msg` with one ProduceResponse: one
    * outcome per entry, in order, the unanswered ones REQUEST_TIMED_OUT once the deadline passes.
+   * `answered` is called once the answer went out (at once when there is none to send).
    */
   const dispatch = <E extends { partition: number }>(
     msg: InboundMessage,
@@ -82,6 +88,7 @@ export function createProduceHandlers(deps: ProduceHandlerDeps): ProduceHandlers
     entries: readonly E[],
     request: { timeoutMs: number; answer: boolean },
     prepare: (entry: E) => Omit<ProduceEvent, 'type' | 'replyTo'>,
+    answered?: () => void,
   ) => {
     const { timeoutMs, answer } = request;
     if (answer && open >= PRODUCE_REQUESTS_OPEN_MAX) {
@@ -102,6 +109,7 @@ export function createProduceHandlers(deps: ProduceHandlerDeps): ProduceHandlers
       // Not outcomes.map: it skips the holes of entries never answered.
       const body: ProduceResponse = { partitions: entries.map((e, i) => outcomes[i] ?? { partition: e.partition, error: timedOut(timeoutMs) }) };
       msg.respond(encodeMessage(body));
+      answered?.();
     };
     const settle = (i: number, outcome: Outcome) => {
       if (finished || outcomes[i] !== undefined) return;
@@ -127,7 +135,10 @@ export function createProduceHandlers(deps: ProduceHandlerDeps): ProduceHandlers
         else logger.debug({ err: error, topic, partition: entry.partition }, 'acks=0 batch refused');
       }
     }
-    if (!answer) return;
+    if (!answer) {
+      answered?.();
+      return;
+    }
     if (entries.length === 0) {
       finish();
       return;
@@ -147,6 +158,10 @@ export function createProduceHandlers(deps: ProduceHandlerDeps): ProduceHandlers
     const batchBytesMax = transport.maxPayloadBytes - FETCH_REPLY_ENVELOPE_BYTES;
     const access = { epoch: request.accessEpoch ?? 0, known: knownEpoch(topic) };
     const answer = request.acks !== 0 && msg.reply !== undefined;
+    let bytes = 0;
+    for (const entry of request.partitions) bytes += entry.batch.length;
+    // A topic this broker does not know gets no series of its own (anyone may name any topic).
+    const done = metrics.produceStarted(topicByName(metadata.image(), topic) === undefined ? OTHER_LABEL : topic, request.acks, bytes);
     dispatch(msg, topic, request.partitions, { timeoutMs: request.timeoutMs, answer }, (entry) => {
       const header = verifyBatch(entry.batch);
       if (isControlBatch(entry.batch)) throw new TidemarkError('INVALID_RECORD', 'control batches are the broker\'s own; a client may not write one');
@@ -163,7 +178,7 @@ export function createProduceHandlers(deps: ProduceHandlerDeps): ProduceHandlers
         leaderEpoch: entry.leaderEpoch,
         access,
       };
-    });
+    }, done);
   };
 
   const fence: Handler = (msg) => {

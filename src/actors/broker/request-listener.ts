@@ -28,6 +28,7 @@ import type { PartitionContext } from '../partition/machine.js';
 import type { PartitionEvent } from '../partition/types.js';
 import { leaderActorOf, metadataReply, partitionActorId } from './metadata-view.js';
 import { createProduceHandlers } from './produce-handler.js';
+import { noMetrics, type NodeMetrics } from '../../metrics/port.js';
 
 /** Metadata requests held at once while this broker catches up. */
 const METADATA_WAITERS_MAX = 1024;
@@ -43,12 +44,15 @@ export interface RequestListenerInput {
   local: LocalReplies;
   metadata: FollowedView;
   logger: Logger;
+  /** @default noMetrics */
+  metrics?: NodeMetrics;
 }
 
 type Handler = (msg: InboundMessage) => void;
 
 export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInput>(({ input, system }) => {
   const { brokerId, subjects, transport, metadata, logger, clock } = input;
+  const metrics = input.metrics ?? noMetrics;
 
   const answerError = (msg: InboundMessage, error: unknown) => {
     const err = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'internal error', { cause: error });
@@ -68,20 +72,27 @@ export const requestListener = fromCallback<{ type: 'NONE' }, RequestListenerInp
       }
     };
 
+  const target = (subject: string) => {
+    const parsed = subjects.parsePartition(subject);
+    if (parsed === undefined) throw new TidemarkError('INVALID_REQUEST', `malformed subject ${subject}`);
+    return parsed;
+  };
   const leaderActor = (subject: string): AnyActorRef => {
-    const target = subjects.parsePartition(subject);
-    if (target === undefined) throw new TidemarkError('INVALID_REQUEST', `malformed subject ${subject}`);
-    return leaderActorOf(metadata.image(), system, brokerId, target.topic, target.partition);
+    const { topic, partition } = target(subject);
+    return leaderActorOf(metadata.image(), system, brokerId, topic, partition);
   };
 
-  const produceHandlers = createProduceHandlers({ brokerId, subjects, transport, local: input.local, metadata, system, clock, logger });
+  const produceHandlers = createProduceHandlers({ brokerId, subjects, transport, local: input.local, metadata, system, clock, logger, metrics });
 
   const onFetch: Handler = (msg) => {
+    const { topic, partition } = target(msg.subject);
     const request = decodeRequest(msg.data, fetchRequest);
     if (msg.reply === undefined) throw new TidemarkError('INVALID_REQUEST', 'fetch needs a reply subject');
     const maxWaitMs = Math.min(request.maxWaitMs, request.timeoutMs);
     const event: PartitionEvent = { type: 'FETCH', replyTo: msg.reply, offset: request.offset, maxBytes: request.maxBytes, maxWaitMs };
-    leaderActor(msg.subject).send(event);
+    // Counted once it reaches a leader, so a topic label is always a topic that exists.
+    leaderActorOf(metadata.image(), system, brokerId, topic, partition).send(event);
+    metrics.fetchRequested(topic);
   };
 
   const onReplicaFetch: Handler = (msg) => {

@@ -5,6 +5,7 @@
 import { fromCallback } from 'xstate';
 import { TidemarkError } from '../../protocol/errors.js';
 import { encodeError, encodeMessage, type FetchReply } from '../../protocol/messages.js';
+import type { NodeMetrics } from '../../metrics/port.js';
 import type { Logger, Transport } from '../../runtime/ports.js';
 import type { PartitionStore } from '../../storage/partition-store.js';
 import type { ReaderEvent } from './types.js';
@@ -15,6 +16,9 @@ export interface ReaderInput {
   logger: Logger;
   readsInFlightMax: number;
   readQueueMax: number;
+  /** The partition's topic, for the metrics. */
+  topic: string;
+  metrics: NodeMetrics;
 }
 
 /** Room left in a NATS message for the fetch reply's envelope around the records, bytes. */
@@ -48,6 +52,7 @@ export const logReader = fromCallback<ReaderEvent, ReaderInput>(({ input, receiv
         records: batches.length === 1 ? batches[0]! : Buffer.concat(batches),
       };
       publish(read.replyTo, encodeMessage(reply));
+      if (read.replica !== true) input.metrics.fetchAnswered(input.topic, reply.records.length);
     } catch (error) {
       // A read racing retention or truncation fails with the store's typed error; pass it on.
       const typed = error instanceof TidemarkError ? error : new TidemarkError('INTERNAL', 'read failed');

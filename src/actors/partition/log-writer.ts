@@ -7,6 +7,7 @@
  */
 import { fromCallback } from 'xstate';
 import { readBatchHeader, stampBatch } from '../../protocol/batch.js';
+import type { NodeMetrics } from '../../metrics/port.js';
 import type { Clock } from '../../runtime/ports.js';
 import type { PartitionStore } from '../../storage/partition-store.js';
 import type { PartitionEvent, WriterEvent } from './types.js';
@@ -15,6 +16,9 @@ export interface WriterInput {
   store: PartitionStore;
   clock: Clock;
   groupCommitBatchesMax: number;
+  /** The partition's topic, for the metrics. */
+  topic: string;
+  metrics: NodeMetrics;
 }
 
 export const logWriter = fromCallback<WriterEvent, WriterInput>(({ input, receive, sendBack }) => {
@@ -38,6 +42,7 @@ export const logWriter = fromCallback<WriterEvent, WriterInput>(({ input, receiv
           await store.append(group.map((a) => a.batch));
           const last = group[group.length - 1]!;
           const logEndOffset = last.baseOffset + readBatchHeader(last.batch).recordCount;
+          input.metrics.appended(input.topic, logEndOffset - group[0]!.baseOffset);
           // Written: followers may fetch it now, while the fsync runs.
           report({ type: 'WRITTEN', logEndOffset });
           if (!group.some((a) => a.sync)) {

@@ -37,6 +37,7 @@ import {
 } from './leader-state.js';
 import { logReader } from './log-reader.js';
 import { logWriter } from './log-writer.js';
+import { noMetrics } from '../../metrics/port.js';
 import type { PendingBytesLease } from './pending-budget.js';
 import { rebuildProducerStates, recordAppend, recordRefusal, type ProducerRebuild } from './producer-state.js';
 import { caughtUpUntil, joinsIsr, recordFetch } from './replication.js';
@@ -330,6 +331,7 @@ export const partitionMachine = setup({
       return {
         type: 'READ' as const,
         replyTo: event.replyTo,
+        replica: true,
         offset: event.fetchOffset,
         maxBytes: event.maxBytes,
         endOffset: context.writtenEnd,
@@ -565,7 +567,13 @@ export const partitionMachine = setup({
         {
           id: 'writer',
           src: 'logWriter',
-          input: ({ context }) => ({ store: context.store!, clock: context.clock, groupCommitBatchesMax: context.limits.groupCommitBatchesMax }),
+          input: ({ context }) => ({
+            store: context.store!,
+            clock: context.clock,
+            groupCommitBatchesMax: context.limits.groupCommitBatchesMax,
+            topic: context.topic,
+            metrics: context.metrics ?? noMetrics,
+          }),
         },
         {
           id: 'reader',
@@ -576,6 +584,8 @@ export const partitionMachine = setup({
             logger: context.logger,
             readsInFlightMax: context.limits.readsInFlightMax,
             readQueueMax: context.limits.readQueueMax,
+            topic: context.topic,
+            metrics: context.metrics ?? noMetrics,
           }),
         },
       ],

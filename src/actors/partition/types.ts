@@ -4,6 +4,7 @@ import type { Subjects } from '../../protocol/subjects.js';
 import type { Clock, Logger, Random, Transport } from '../../runtime/ports.js';
 import type { NodeStorage, PartitionStore } from '../../storage/partition-store.js';
 import type { PendingBytesBudget } from './pending-budget.js';
+import type { NodeMetrics } from '../../metrics/port.js';
 
 /** Per-partition bounds; every queue a client can fill has one. */
 export interface PartitionLimits {
@@ -92,6 +93,8 @@ export interface PartitionInput extends PartitionAssignment {
    * sessions (replica-fetcher/sessions.ts) wake a follower waiting past its fetch offset. Absent: nobody listens.
    */
   replicaWatch?: ReplicaWatch;
+  /** Where the writer counts appended records and the reader fetched bytes. @default noMetrics */
+  metrics?: NodeMetrics;
 }
 
 /** What the leader tells its node about its log: the followers' fetch sessions and the subscriptions listen. */
@@ -193,6 +196,8 @@ export type WriterEvent =
 export type ReaderEvent = {
   type: 'READ';
   replyTo: string;
+  /** A follower's fetch (not counted as a client fetch). @default false */
+  replica?: boolean;
   offset: number;
   maxBytes: number;
   endOffset: number;

@@ -634,6 +634,19 @@ export class SubscriptionHost {
     return { partitions };
   }
 
+  /**
+   * Backlog and unacknowledged records of every subscription on the partitions led here whose
+   * cursors are recovered: what the metrics read when scraped.
+   */
+  stats(): Array<{ topic: string; partition: number; subscription: string; backlog: number; unacked: number }> {
+    const out: Array<{ topic: string; partition: number; subscription: string; backlog: number; unacked: number }> = [];
+    for (const ps of this.partitions.values()) {
+      if (!ps.recovered) continue;
+      for (const [name, sub] of ps.subs) out.push({ topic: ps.topic, partition: ps.partition, subscription: name, backlog: ps.backlog(sub), unacked: sub.dispatcher.unackedCount() });
+    }
+    return out;
+  }
+
   /** What a subscription looks like on a partition led here, for the simulator's failure reports. */
   inspect(topicId: string, partition: number, subscription: string): string {
     const ps = this.live(topicId, partition);

@@ -43,6 +43,9 @@ Options:
   --restart         restart a node that died, with backoff
   --data-dir DIR    default .tidemark/dev
   --log-level L     pino level for the nodes (default info)
+  --metrics-port BASE
+                    node i serves /metrics, /healthz and /readyz on 127.0.0.1:BASE+i-1
+                    (default: off; npm start uses 9641, so nodes 1..3 on 9641..9643)
 ${GLOBAL_HELP}`;
 
 const OPTIONS = {
@@ -51,6 +54,7 @@ const OPTIONS = {
   restart: { type: 'boolean' },
   'data-dir': { type: 'string' },
   'log-level': { type: 'string' },
+  'metrics-port': { type: 'string' },
 } as const;
 
 const BIN = fileURLToPath(new URL('../../../../bin/tidemark.js', import.meta.url));
@@ -138,6 +142,9 @@ export async function devCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const nodes = intFlag('nodes', values.nodes, 1, 9) ?? 1;
+  // Node ids start at 1: node i gets BASE + i - 1.
+  const metricsBase = intFlag('metrics-port', values['metrics-port'], 1, 65_535 - 8);
+  const metricsPortOf = (id: number) => (metricsBase === undefined ? undefined : metricsBase + id - 1);
   const autoRestart = values.restart === true;
   const dataDir = resolve(values['data-dir'] ?? '.tidemark/dev');
   const { servers, cluster } = connection(values);
@@ -174,7 +181,7 @@ export async function devCommand(argv: string[]): Promise<number> {
     const id = node.id;
     const child = spawn(
       process.execPath,
-      [...NODE_PROCESS_FLAGS, BIN, 'node', 'start', '--id', String(id), '--data-dir', join(dataDir, `node-${id}`), '--controllers', ids.join(','), '--nats', nats.url, '--cluster', cluster, '--pretty', '--log-level', values['log-level'] ?? 'info'],
+      [...NODE_PROCESS_FLAGS, BIN, 'node', 'start', '--id', String(id), '--data-dir', join(dataDir, `node-${id}`), '--controllers', ids.join(','), '--nats', nats.url, '--cluster', cluster, '--pretty', '--log-level', values['log-level'] ?? 'info', ...(metricsBase === undefined ? [] : ['--metrics-port', String(metricsPortOf(id))])],
       { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
     );
     node.child = child;
@@ -275,10 +282,11 @@ export async function devCommand(argv: string[]): Promise<number> {
   await control.connection.flush();
 
   const hint = nats.url === servers ? '' : `\n  NATS is on ${nats.url} (port taken); in other terminals: export TIDEMARK_NATS=${nats.url}`;
+  const metricsLine = metricsBase === undefined ? '' : `\n  Metrics: ${ids.map((id) => `node ${id} http://127.0.0.1:${metricsPortOf(id)}/metrics`).join(', ')} (also /healthz, /readyz)`;
   const pids = [...devNodes.values()].map((n) => `${n.id} (pid ${n.child?.pid ?? '-'})`).join(', ');
   process.stdout.write(
     `Tidemark dev is running: cluster "${cluster}", ${nodes} node(s), NATS ${nats.url} (${nats.owned ? 'started by tidemark dev' : 'existing server'}), data in ${dataDir}${hint}
-  Nodes: ${pids}${autoRestart ? '; a node that dies is restarted (--restart)' : ''}
+  Nodes: ${pids}${autoRestart ? '; a node that dies is restarted (--restart)' : ''}${metricsLine}
   Try, in another terminal:
     ${suggestedTopicCreate(nodes)}
     seq 1 1000 | npx tidemark produce orders

@@ -40,6 +40,13 @@ Options:
                        bytes of recent batches all partitions keep in memory together, for
                        reads right behind the writers (default 67108864; 0 caches nothing)
 ${PRODUCER_SESSION_FLAG_HELP}
+  --metrics-port N     serve GET /metrics (Prometheus), /healthz and /readyz on this port
+                       (default: off; 0 picks a free port, logged as "http server listening")
+  --metrics-host H     address for that server (default 127.0.0.1; 0.0.0.0 for a scraper on
+                       another host)
+  --metrics-partition-series
+                       also export per-partition series for the partitions this node leads
+                       (at most 1000; docs/operations.md, "Metrics")
   --log-level L        pino level (default info; env TIDEMARK_LOG_LEVEL)
   --pretty             human-readable logs instead of JSON lines
 ${GLOBAL_HELP}`;
@@ -58,6 +65,9 @@ const OPTIONS = {
   'tail-cache-bytes-max': { type: 'string' },
   'raft-append-bytes-max': { type: 'string' },
   ...PRODUCER_SESSION_FLAG_OPTIONS,
+  'metrics-port': { type: 'string' },
+  'metrics-host': { type: 'string' },
+  'metrics-partition-series': { type: 'boolean' },
   'log-level': { type: 'string' },
   pretty: { type: 'boolean' },
 } as const;
@@ -99,6 +109,10 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const retentionCheckIntervalMs = intFlag('retention-check-interval-ms', values['retention-check-interval-ms'], 1, 86_400_000);
   const appendBytesMax = intFlag('raft-append-bytes-max', values['raft-append-bytes-max'], 4096, 1024 * 1024);
   const tailCacheBytesMax = intFlag('tail-cache-bytes-max', values['tail-cache-bytes-max'], 0, 2 ** 40);
+  const metricsPort = intFlag('metrics-port', values['metrics-port'], 0, 65_535);
+  const metricsHost = values['metrics-host'];
+  if (metricsHost !== undefined && metricsPort === undefined) throw new UsageError('--metrics-host needs --metrics-port');
+  if (values['metrics-partition-series'] === true && metricsPort === undefined) throw new UsageError('--metrics-partition-series needs --metrics-port');
   const { servers, cluster } = connection(values);
   if (values['print-config']) {
     process.stdout.write(formatNodeConfig(effectiveSettings(values, sources, id)));
@@ -120,6 +134,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     ...(tailCacheBytesMax === undefined ? {} : { tailCacheBytesMax }),
     ...(appendBytesMax === undefined ? {} : { raftLimits: { appendBytesMax } }),
     ...producerSessionFlags(values),
+    ...(metricsPort === undefined ? {} : { metricsPort, metricsHost: metricsHost ?? '127.0.0.1', metricsPartitionSeries: values['metrics-partition-series'] ?? false }),
     natsUrl: servers,
     cluster,
     logger,
@@ -150,6 +165,8 @@ function nodeDefaults(id: number): Record<string, string | boolean> {
     'raft-append-bytes-max': String(DEFAULT_RAFT_LIMITS.appendBytesMax),
     'tail-cache-bytes-max': String(NODE_TAIL_CACHE_BYTES_MAX),
     'producer-session-timeout-ms': '10000',
+    'metrics-host': '127.0.0.1',
+    'metrics-partition-series': false,
     'log-level': 'info',
     pretty: false,
   };
