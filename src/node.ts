@@ -28,6 +28,8 @@ import { openRocksNodeStorage } from './storage/rocksdb-storage.js';
 import { partitionActorId } from './actors/broker/metadata-view.js';
 import type { PartitionContext } from './actors/partition/machine.js';
 import { healthHandler } from './http/health.js';
+import { createApiHandler, type ApiHandler } from './http/api.js';
+import { Tidemark } from './client/client.js';
 import { startHttpServer, type HttpHandler, type HttpServer } from './http/server.js';
 import { metricsHandler } from './metrics/http.js';
 import { noMetrics, type NodeMetrics } from './metrics/port.js';
@@ -95,6 +97,12 @@ export interface NodeOptions {
    * leads, at most PARTITION_SERIES_MAX of them. @default false
    */
   metricsPartitionSeries?: boolean;
+  /**
+   * Serve the /v1 JSON API (docs/http-api.md) on the same HTTP server, acting with this node's NATS
+   * connection (so with its permissions: bind the server to a private address). Needs `metricsPort`.
+   * @default true
+   */
+  httpApi?: boolean;
   /** Topics with their own series in the per-topic metrics; later ones count as "_other". @default 100 */
   metricsTopicSeriesMax?: number;
 }
@@ -125,7 +133,7 @@ export interface NodePorts {
   metrics?: NodeMetrics;
 }
 
-export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'logger' | 'metricsPort' | 'metricsHost' | 'metricsPartitionSeries' | 'metricsTopicSeriesMax'>;
+export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'logger' | 'metricsPort' | 'metricsHost' | 'metricsPartitionSeries' | 'metricsTopicSeriesMax' | 'httpApi'>;
 
 /** What composeNode returns: the node, and what its metrics and health read at scrape time. */
 export interface ComposedNode extends TidemarkNode {
@@ -182,14 +190,24 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
     await storage.close();
   };
   let http: HttpServer | undefined;
+  let api: ApiHandler | undefined;
+  let apiClient: Tidemark | undefined;
   if (metrics !== undefined) {
     metrics.setView(() => node.scrapeView(), { broker: (options.roles ?? ['broker', 'controller']).includes('broker'), controller: (options.roles ?? ['broker', 'controller']).includes('controller') });
     const readyNow = () => nodeReadiness(node.scrapeView(), metrics.session(), systemClock.now());
     // The node's one HTTP server; the JSON API mounts here too, as one more handler.
     const handlers: HttpHandler[] = [metricsHandler(metrics), healthHandler(options.id, readyNow)];
+    if (options.httpApi ?? true) {
+      // An SDK client over the node's own NATS connection: the API adds no connection of its own.
+      apiClient = Tidemark.fromTransport(transport, { cluster: node.cluster });
+      api = createApiHandler(apiClient, { logger: logger.child({ node: options.id, actor: 'http-api' }) });
+      handlers.push(api);
+    }
     try {
       http = await startHttpServer({ host: options.metricsHost ?? '127.0.0.1', port: options.metricsPort!, handlers, logger: logger.child({ node: options.id, actor: 'http' }) });
     } catch (error) {
+      await api?.close();
+      await apiClient?.close();
       await close();
       throw new TidemarkError('INVALID_REQUEST', `cannot listen on ${options.metricsHost ?? '127.0.0.1'}:${options.metricsPort}: ${(error as Error).message}`, { cause: error });
     }
@@ -202,7 +220,9 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
     ...(http === undefined ? {} : { http: http.address() }),
     ready: (timeoutMs) => node.ready(timeoutMs),
     async close() {
+      await api?.close();
       await http?.close();
+      await apiClient?.close();
       await close();
     },
   };

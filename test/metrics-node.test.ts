@@ -154,3 +154,41 @@ test('metrics flags are checked, and a port in use stops the node with a clear e
   t.regex(help.stdout, /--metrics-port N/);
   t.regex(help.stdout, /--metrics-partition-series/);
 });
+
+test("the node's server also serves the /v1 JSON API over the node's own connection, unless --http-api off", async (t) => {
+  // Its own cluster prefix, so its partitions do not move the other tests' gauges.
+  const apiNode = await startClusterNode({ nats: nats.url, cluster: 'apinode', id: 31, controllers: [31], dataDir: await dir('tm-metrics-api-'), extraArgs: ['--metrics-port', '0'] });
+  const apiBase = `http://127.0.0.1:${await metricsPortOf(apiNode)}`;
+  const apiClient = await Tidemark.connect({ servers: nats.url, cluster: 'apinode' });
+  try {
+    await apiClient.admin().createTopic({ name: 'via-node-api', partitions: 2 });
+    const lookup = await get(`${apiBase}/v1/topics/via-node-api/partitions/1/leader`);
+    t.is(lookup.status, 200);
+    t.like(await lookup.json(), { topic: 'via-node-api', partition: 1, leader: 31 });
+    const produced = await get(`${apiBase}/v1/topics/via-node-api/records?acks=all`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify([{ key: 'k', value: 'through the node', partition: 1 }]),
+    });
+    t.is(produced.status, 200);
+    t.deepEqual(await produced.json(), { offsets: [{ partition: 1, offset: 0 }] });
+    const reader = apiClient.reader<string>({ topic: 'via-node-api', partition: 1, codec: codecs.string() });
+    for await (const record of reader) {
+      t.is(record.value, 'through the node');
+      break;
+    }
+    await reader.close();
+  } finally {
+    await apiClient.close();
+    await apiNode.kill('SIGTERM');
+  }
+
+  const quiet = await startClusterNode({ nats: nats.url, cluster: 'noapi', id: 21, controllers: [21], dataDir: await dir('tm-metrics-noapi-'), waitFor: 'started', extraArgs: ['--metrics-port', '0', '--http-api', 'off'] });
+  const quietBase = `http://127.0.0.1:${await metricsPortOf(quiet)}`;
+  t.is((await get(`${quietBase}/v1/cluster`)).status, 404);
+  t.is((await get(`${quietBase}/healthz`)).status, 200, 'metrics and health stay on');
+  await quiet.kill('SIGTERM');
+  const apiWithoutPort = await runCli(['node', 'start', '--id', '5', '--data-dir', await dir('tm-metrics-f-'), '--nats', nats.url, '--http-api', 'off']);
+  t.is(apiWithoutPort.code, 2);
+  t.regex(apiWithoutPort.stderr, /--http-api needs --metrics-port/);
+});

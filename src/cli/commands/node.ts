@@ -44,6 +44,8 @@ ${PRODUCER_SESSION_FLAG_HELP}
                        (default: off; 0 picks a free port, logged as "http server listening")
   --metrics-host H     address for that server (default 127.0.0.1; 0.0.0.0 for a scraper on
                        another host)
+  --http-api on|off    also serve the /v1 JSON API on that server (default on; it acts with this
+                       node's NATS permissions, docs/http-api.md)
   --metrics-partition-series
                        also export per-partition series for the partitions this node leads
                        (at most 1000; docs/operations.md, "Metrics")
@@ -68,6 +70,7 @@ const OPTIONS = {
   'metrics-port': { type: 'string' },
   'metrics-host': { type: 'string' },
   'metrics-partition-series': { type: 'boolean' },
+  'http-api': { type: 'string' },
   'log-level': { type: 'string' },
   pretty: { type: 'boolean' },
 } as const;
@@ -113,6 +116,9 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const metricsHost = values['metrics-host'];
   if (metricsHost !== undefined && metricsPort === undefined) throw new UsageError('--metrics-host needs --metrics-port');
   if (values['metrics-partition-series'] === true && metricsPort === undefined) throw new UsageError('--metrics-partition-series needs --metrics-port');
+  const httpApi = values['http-api'];
+  if (httpApi !== undefined && httpApi !== 'on' && httpApi !== 'off') throw new UsageError(`--http-api takes on or off, got "${httpApi}"`);
+  if (httpApi !== undefined && metricsPort === undefined) throw new UsageError('--http-api needs --metrics-port');
   const { servers, cluster } = connection(values);
   if (values['print-config']) {
     process.stdout.write(formatNodeConfig(effectiveSettings(values, sources, id)));
@@ -134,7 +140,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     ...(tailCacheBytesMax === undefined ? {} : { tailCacheBytesMax }),
     ...(appendBytesMax === undefined ? {} : { raftLimits: { appendBytesMax } }),
     ...producerSessionFlags(values),
-    ...(metricsPort === undefined ? {} : { metricsPort, metricsHost: metricsHost ?? '127.0.0.1', metricsPartitionSeries: values['metrics-partition-series'] ?? false }),
+    ...(metricsPort === undefined ? {} : { metricsPort, metricsHost: metricsHost ?? '127.0.0.1', metricsPartitionSeries: values['metrics-partition-series'] ?? false, httpApi: httpApi !== 'off' }),
     natsUrl: servers,
     cluster,
     logger,
@@ -167,6 +173,7 @@ function nodeDefaults(id: number): Record<string, string | boolean> {
     'producer-session-timeout-ms': '10000',
     'metrics-host': '127.0.0.1',
     'metrics-partition-series': false,
+    'http-api': 'on',
     'log-level': 'info',
     pretty: false,
   };
