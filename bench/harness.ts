@@ -22,7 +22,9 @@ export async function startNodeProcess(natsUrl: string, id = 1): Promise<NodePro
   const dataDir = await mkdtemp(join(tmpdir(), 'tm-bench-'));
   // BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the node process.
   const nodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...NODE_PROCESS_FLAGS, ...nodeArgs, BIN, 'node', 'start', '--id', String(id), '--data-dir', dataDir, '--nats', natsUrl, '--log-level', 'info'], {
+  // BENCH_TIDEMARK_ARGS (e.g. "--metrics-port 0") adds `tidemark node start` flags, to measure what they cost.
+  const tidemarkArgs = (process.env['BENCH_TIDEMARK_ARGS'] ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...NODE_PROCESS_FLAGS, ...nodeArgs, BIN, 'node', 'start', '--id', String(id), '--data-dir', dataDir, '--nats', natsUrl, '--log-level', 'info', ...tidemarkArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   await new Promise<void>((resolve, reject) => {
