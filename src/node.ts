@@ -20,7 +20,8 @@ import { Subjects } from './protocol/subjects.js';
 import type { ElectionMachine } from './quorum/election-machine.js';
 import { entryBytesMaxOf, startRaftNode, type RaftNode } from './quorum/raft-node.js';
 import type { RaftLimits, RaftTimeouts } from './quorum/types.js';
-import { connectNats, type NatsTransport } from './runtime/nats-transport.js';
+import { connectNats, logConnectionEvents, type NatsTransport } from './runtime/nats-transport.js';
+import { redactServers, type NatsSecurity } from './runtime/nats-security.js';
 import { createLogger } from './runtime/logger.js';
 import { systemClock, systemRandom, type Clock, type Logger, type Random, type Transport } from './runtime/ports.js';
 import type { NodeStorage } from './storage/partition-store.js';
@@ -41,6 +42,8 @@ export interface NodeOptions {
   rack?: string;
   /** @default "nats://127.0.0.1:4222" */
   natsUrl?: string;
+  /** The node's NATS credentials, TLS and inbox prefix (docs/security.md). @default none */
+  natsSecurity?: NatsSecurity;
   /** Subject prefix; several clusters can share one NATS. @default "tidemark" */
   cluster?: string;
   /** @default a JSON pino logger on stderr */
@@ -98,7 +101,7 @@ export interface NodePorts {
   logger: Logger;
 }
 
-export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'logger'>;
+export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'natsSecurity' | 'logger'>;
 
 /** A node's parts, as the test seam shows them. */
 export interface NodeParts {
@@ -124,14 +127,15 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
   const storage = await openRocksNodeStorage(join(options.dataDir, 'rocksdb'), options.tailCacheBytesMax === undefined ? {} : { tailCacheBytesMax: options.tailCacheBytesMax });
   let transport: NatsTransport;
   try {
-    transport = await connectNats({ servers: options.natsUrl ?? 'nats://127.0.0.1:4222', name: `tidemark-node-${options.id}` });
+    transport = await connectNats({ ...options.natsSecurity, servers: options.natsUrl ?? 'nats://127.0.0.1:4222', name: `tidemark-node-${options.id}` });
   } catch (error) {
     await storage.close();
     throw error;
   }
+  logConnectionEvents(transport, logger.child({ node: options.id, actor: 'nats' }));
   const node = await composeNode({ transport, storage, clock: systemClock, random: systemRandom, logger }, options);
   await transport.connection.flush();
-  logger.info({ node: options.id, nats: options.natsUrl, dataDir: options.dataDir }, 'node started');
+  logger.info({ node: options.id, nats: redactServers(options.natsUrl ?? 'nats://127.0.0.1:4222'), dataDir: options.dataDir }, 'node started');
   return {
     ...node,
     ready: (timeoutMs) => node.ready(timeoutMs),

@@ -87,7 +87,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const retentionCheckIntervalMs = intFlag('retention-check-interval-ms', values['retention-check-interval-ms'], 1, 86_400_000);
   const appendBytesMax = intFlag('raft-append-bytes-max', values['raft-append-bytes-max'], 4096, 1024 * 1024);
   const tailCacheBytesMax = intFlag('tail-cache-bytes-max', values['tail-cache-bytes-max'], 0, 2 ** 40);
-  const { servers, cluster } = connection(values);
+  const { servers, cluster, ...natsSecurity } = connection(values);
   const logger = createLogger({ pretty: values.pretty ?? false, ...(values['log-level'] === undefined ? {} : { level: values['log-level'] }) });
   const missing = NODE_PROCESS_FLAGS.filter((flag) => !process.execArgv.includes(flag));
   if (missing.length > 0) {
@@ -105,6 +105,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     ...(appendBytesMax === undefined ? {} : { raftLimits: { appendBytesMax } }),
     ...producerSessionFlags(values),
     natsUrl: servers,
+    natsSecurity,
     cluster,
     logger,
   });
