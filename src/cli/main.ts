@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { TidemarkError } from '../protocol/errors.js';
 import { GLOBAL_HELP } from './args.js';
 import { UsageError } from './cli-error.js';
+import { aclCommand } from './commands/acl.js';
 import { clusterCommand } from './commands/cluster.js';
 import { consumeCommand } from './commands/consume.js';
 import { devCommand } from './commands/dev.js';
@@ -25,6 +26,7 @@ Commands:
   produce TOPIC               records from stdin, one per line (or --delimiter), bytes unchanged
   consume TOPIC               print records, one value per line (or --format '%k %v\\n', --json)
   subscription list|describe|create|reset|delete
+  acl print --user NAME ...   the nats-server permissions for a client (--produce, --consume, ...)
   version                     print the version (also --version)
 
 Run "tidemark <command> --help" for a command's options.
@@ -39,6 +41,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   produce: produceCommand,
   consume: consumeCommand,
   subscription: subscriptionCommand,
+  acl: aclCommand,
 };
 
 /** package.json's version, read from the package root (dist/src/cli/main.js is three levels down). */
