@@ -82,6 +82,7 @@ async function refused(t: import('ava').ExecutionContext, what: string, call: ()
   t.is(error?.code, 'NOT_AUTHORIZED', `${what}: ${error?.message}`);
   t.false(error?.retriable, `${what}: final`);
   t.true(ms < REFUSED_WITHIN_MS, `${what}: refused in ${ms.toFixed(0)} ms`);
+  t.log(`${what}: NOT_AUTHORIZED after ${ms.toFixed(0)} ms`);
 }
 
 test.before(async () => {

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { nkeys } from '@nats-io/transport-node';
 import test from 'ava';
+import { Tidemark } from '../src/client/client.js';
+import { codecs } from '../src/client/codecs.js';
 import { TidemarkError } from '../src/protocol/errors.js';
 import { connectNats } from '../src/runtime/nats-transport.js';
 import { redactServers } from '../src/runtime/nats-security.js';
@@ -58,7 +60,14 @@ tls {
 authorization {
   users: [
     { nkey: ${nodeKey.getPublicKey()} }
-    { nkey: ${clientKey.getPublicKey()} }
+    {
+      nkey: ${clientKey.getPublicKey()}
+      # Everything but the data path of topic "denied": each SDK path must stop at that step.
+      permissions: {
+        publish: { allow: ["tm.tidemark.>"], deny: ["tm.tidemark.b.*.produce.denied", "tm.tidemark.b.*.fetch.denied.*", "tm.tidemark.b.*.consume.denied.*"] }
+        subscribe: { allow: ["_INBOX.>"] }
+      }
+    }
   ]
 }
 `,
@@ -137,4 +146,37 @@ test('inconsistent or unreadable credentials are refused before connecting, with
   await invalid({ servers, token: TOKEN, inboxPrefix: 'replies.alice' }, /must start with _INBOX/);
   await invalid({ servers, token: TOKEN, inboxPrefix: '_INBOX_a.>' }, /must start with _INBOX/);
   t.is(redactServers(['nats://u:secret@h:4222', 'nats://tokenonly@h2']), 'nats://u:***@h:4222,nats://***@h2');
+});
+
+test('the SDK paths end promptly in NOT_AUTHORIZED at the step NATS denies: produce channel, reader fetch, consumer poll', async (t) => {
+  const client = await Tidemark.connect({
+    servers: secure.url,
+    nkeySeedFile: file('client.nk'),
+    tls: { caFile: file('ca.pem'), certFile: file('client.pem'), keyFile: file('client-key.pem') },
+  });
+  t.teardown(() => client.close());
+  await client.admin().createTopic({ name: 'denied', partitions: 1 });
+  const codec = codecs.string();
+  const refused = async (what: string, call: () => Promise<unknown>) => {
+    const started = performance.now();
+    const error = await t.throwsAsync(call(), { instanceOf: TidemarkError }, what);
+    const ms = performance.now() - started;
+    t.is(error?.code, 'NOT_AUTHORIZED', `${what}: ${error?.message}`);
+    t.true(ms < 2_000, `${what}: refused in ${ms.toFixed(0)} ms (the retry budget is 30 s)`);
+    t.log(`${what}: NOT_AUTHORIZED after ${ms.toFixed(0)} ms`);
+  };
+  // The producer attaches (allowed), then its batch's produce request is denied: the pipeline gives it up at once.
+  const producer = client.producer({ topic: 'denied', codec });
+  await refused('a send through the produce channel', () => producer.send({ value: 'x' }));
+  await producer.close();
+  const reader = client.reader({ topic: 'denied', partition: 0, from: 'earliest', codec, maxWaitMs: 200 });
+  await refused('a reader fetch', () => reader.next());
+  await reader.close();
+  // The subscription is created (allowed), then the first poll is denied.
+  await refused('a consumer start', () => client.consumer({ topic: 'denied', subscription: 'sub', codec }));
+  // The same client still works where it is allowed.
+  await client.admin().createTopic({ name: 'allowed', partitions: 1 });
+  const ok = client.producer({ topic: 'allowed', codec });
+  t.true((await ok.send({ value: 'fine' })).offset >= 0);
+  await ok.close();
 });
