@@ -52,7 +52,7 @@ const RUN_DEADLINE_MS = 20_000;
 
 /** Raw create-topic requests until one is answered with success; NO_RESPONDERS / TIMEOUT / NOT_CONTROLLER are retried. */
 async function commitProbe(transport: NatsTransport, cluster: string, name: string, deadlineMs: number): Promise<number> {
-  const subject = new Subjects(cluster).admin('create-topic');
+  const subject = new Subjects(cluster).admin('create-topic', name);
   const request: CreateTopicRequest = { timeoutMs: 1000, name, partitions: 1, replicationFactor: 1, config: {} };
   let lastError: unknown;
   while (performance.now() < deadlineMs) {

@@ -25,6 +25,7 @@ export type { AccessMode } from './client/producer-access.js';
 export type { Reader, ReaderOptions, ReaderRecord, StartFrom } from './client/reader.js';
 export type { Consumer, ConsumerMessage, ConsumerOptions, DeadLetterPolicy, InitialPosition, SubscriptionType } from './client/consumer.js';
 export type { RetryOptions } from './runtime/retry.js';
+export type { NatsSecurity, NatsTls } from './runtime/nats-security.js';
 export { murmur2, partitionForKey, toPositive } from './client/partitioner.js';
 export { ErrorCodes, TidemarkError, type ErrorCode } from './protocol/errors.js';
 export type { RecordHeaders } from './protocol/batch.js';

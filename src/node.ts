@@ -20,7 +20,8 @@ import { Subjects } from './protocol/subjects.js';
 import type { ElectionMachine } from './quorum/election-machine.js';
 import { entryBytesMaxOf, startRaftNode, type RaftNode } from './quorum/raft-node.js';
 import type { RaftLimits, RaftTimeouts } from './quorum/types.js';
-import { connectNats, type NatsTransport } from './runtime/nats-transport.js';
+import { connectNats, logConnectionEvents, type NatsTransport } from './runtime/nats-transport.js';
+import { redactServers, type NatsSecurity } from './runtime/nats-security.js';
 import { createLogger } from './runtime/logger.js';
 import { systemClock, systemRandom, type Clock, type Logger, type Random, type Transport } from './runtime/ports.js';
 import type { NodeStorage } from './storage/partition-store.js';
@@ -52,6 +53,8 @@ export interface NodeOptions {
   rack?: string;
   /** @default "nats://127.0.0.1:4222" */
   natsUrl?: string;
+  /** The node's NATS credentials, TLS and inbox prefix (docs/security.md). @default none */
+  natsSecurity?: NatsSecurity;
   /** Subject prefix; several clusters can share one NATS. @default "tidemark" */
   cluster?: string;
   /** @default a JSON pino logger on stderr */
@@ -133,7 +136,7 @@ export interface NodePorts {
   metrics?: NodeMetrics;
 }
 
-export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'logger' | 'metricsPort' | 'metricsHost' | 'metricsPartitionSeries' | 'metricsTopicSeriesMax' | 'httpApi'>;
+export type ComposeOptions = Omit<NodeOptions, 'dataDir' | 'natsUrl' | 'natsSecurity' | 'logger' | 'metricsPort' | 'metricsHost' | 'metricsPartitionSeries' | 'metricsTopicSeriesMax' | 'httpApi'>;
 
 /** What composeNode returns: the node, and what its metrics and health read at scrape time. */
 export interface ComposedNode extends TidemarkNode {
@@ -178,11 +181,12 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
   });
   let transport: NatsTransport;
   try {
-    transport = await connectNats({ servers: options.natsUrl ?? 'nats://127.0.0.1:4222', name: `tidemark-node-${options.id}` });
+    transport = await connectNats({ ...options.natsSecurity, servers: options.natsUrl ?? 'nats://127.0.0.1:4222', name: `tidemark-node-${options.id}` });
   } catch (error) {
     await storage.close();
     throw error;
   }
+  logConnectionEvents(transport, logger.child({ node: options.id, actor: 'nats' }));
   const node = await composeNode({ transport, storage, clock: systemClock, random: systemRandom, logger, ...(metrics === undefined ? {} : { metrics: metrics.port }) }, options);
   const close = async () => {
     await node.close();
@@ -213,7 +217,7 @@ export async function startNode(options: NodeOptions): Promise<TidemarkNode> {
     }
   }
   await transport.connection.flush();
-  logger.info({ node: options.id, nats: options.natsUrl, dataDir: options.dataDir, ...(http === undefined ? {} : { http: http.address() }) }, 'node started');
+  logger.info({ node: options.id, nats: redactServers(options.natsUrl ?? 'nats://127.0.0.1:4222'), dataDir: options.dataDir, ...(http === undefined ? {} : { http: http.address() }) }, 'node started');
   return {
     id: node.id,
     cluster: node.cluster,

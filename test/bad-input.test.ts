@@ -2,7 +2,7 @@
  * Bad input never hurts: every malformed or out-of-bounds request gets a typed error reply,
  * nothing is written, and the node keeps serving.
  */
-import { encode } from '@msgpack/msgpack';
+import { decode, encode } from '@msgpack/msgpack';
 import test from 'ava';
 import { encodeBatch, type BatchRecord } from '../src/protocol/batch.js';
 import { crc32c } from '../src/protocol/crc32c.js';
@@ -10,6 +10,7 @@ import { TidemarkError, type ErrorCode } from '../src/protocol/errors.js';
 import {
   createTopicReply,
   decodeReply,
+  deleteTopicReply,
   encodeMessage,
   fetchReply,
   metadataReply,
@@ -19,7 +20,7 @@ import {
 import type { Schema } from '../src/protocol/validate.js';
 import { ackReply, consumeReply, createSubscriptionReply, subscriptionAdminReply } from '../src/protocol/subscription-messages.js';
 import { producerAttachReply, producerDetachReply, producerHeartbeatReply } from '../src/protocol/producer-messages.js';
-import { Subjects } from '../src/protocol/subjects.js';
+import { isValidTopicName, Subjects } from '../src/protocol/subjects.js';
 import { connectNats, type NatsTransport } from '../src/runtime/nats-transport.js';
 import { startNatsServer, type NatsServer } from './helpers/nats-server.js';
 import { startTestNode, type TestNode } from './helpers/node.js';
@@ -68,7 +69,7 @@ test.before(async () => {
   node = await startTestNode(nats.url);
   t0 = await connectNats({ servers: nats.url });
   await call(
-    s.admin('create-topic'),
+    s.admin('create-topic', 'orders'),
     encodeMessage({ timeoutMs: 5000, name: 'orders', partitions: 2, replicationFactor: 1, config: { 'max.message.bytes': '4096' } }),
     createTopicReply,
   );
@@ -169,8 +170,12 @@ test.serial('bad fetches: negative and out-of-range offsets, wrong types, unknow
 
 test.serial('bad admin requests: illegal names, bounds, config, duplicates', async (t) => {
   const create = (body: object) => encode({ timeoutMs: 5000, partitions: 1, replicationFactor: 1, config: {}, ...body });
-  const subject = s.admin('create-topic');
-  const err = async (body: Uint8Array, code: ErrorCode) => {
+  // The subject names the topic; an illegal name cannot be a subject token, so those go on another topic's subject.
+  const subjectOf = (body: Uint8Array) => {
+    const name = (decode(body) as { name?: unknown } | undefined)?.name;
+    return s.admin('create-topic', typeof name === 'string' && isValidTopicName(name) ? name : 'ok');
+  };
+  const err = async (body: Uint8Array, code: ErrorCode, subject = subjectOf(body)) => {
     const e = await t.throwsAsync(call(subject, body, createTopicReply), { instanceOf: TidemarkError });
     t.is(e?.code, code, e?.message);
   };
@@ -182,13 +187,24 @@ test.serial('bad admin requests: illegal names, bounds, config, duplicates', asy
   await err(create({ name: 'ok', config: { 'retention.ms': 'soon' } }), 'INVALID_CONFIG');
   await err(create({ name: 'ok', config: { 'no.such.key': '1' } }), 'INVALID_CONFIG');
   await err(create({ name: 'orders' }), 'TOPIC_ALREADY_EXISTS');
-  await err(new Uint8Array([0xc1]), 'INVALID_REQUEST');
-  const e = await t.throwsAsync(call(s.admin('delete-topic'), encode({ timeoutMs: 1000, name: 'nope' }), createTopicReply), { instanceOf: TidemarkError });
+  await err(new Uint8Array([0xc1]), 'INVALID_REQUEST', s.admin('create-topic', 'ok'));
+  const e = await t.throwsAsync(call(s.admin('delete-topic', 'nope'), encode({ timeoutMs: 1000, name: 'nope' }), createTopicReply), { instanceOf: TidemarkError });
   t.is(e?.code, 'UNKNOWN_TOPIC');
+  // The subject's topic is what NATS permissions see: a body naming another topic is refused, and nothing happens to either.
+  await err(create({ name: 'elsewhere' }), 'INVALID_REQUEST', s.admin('create-topic', 'allowed'));
+  await err(encode({ timeoutMs: 1000, name: 'orders' }), 'INVALID_REQUEST', s.admin('delete-topic', 'allowed'));
+  await err(encode({ timeoutMs: 1000, name: 'orders', totalCount: 5 }), 'INVALID_REQUEST', s.admin('create-partitions', 'allowed'));
+  await err(encode({ timeoutMs: 1000, name: 'orders', set: { 'retention.ms': '1' }, delete: [] }), 'INVALID_REQUEST', s.admin('alter-config', 'allowed'));
+  const metadata = await call(s.metadata(), encodeMessage({ timeoutMs: 1000 }), metadataReply);
+  const names = metadata.topics.map((topic) => topic.name);
+  t.false(names.includes('elsewhere') || names.includes('allowed'));
+  const orders = metadata.topics.find((topic) => topic.name === 'orders');
+  t.is(orders?.partitions.length, 2, 'orders kept its partitions');
+  t.is(orders?.config['retention.ms'], undefined, 'orders kept its config');
 });
 
 test.serial('bad subscription requests: consume, ack, sub-admin and the registry refuse with typed errors, write nothing, and the node keeps serving', async (t) => {
-  await call(s.admin('create-subscription'), encodeMessage({ timeoutMs: 5000, topic: 'orders', name: 'bad-input', initialPosition: 'earliest' }), createSubscriptionReply);
+  await call(s.admin('create-subscription', 'orders', 'bad-input'), encodeMessage({ timeoutMs: 5000, topic: 'orders', name: 'bad-input', initialPosition: 'earliest' }), createSubscriptionReply);
   const consume = s.consumer('consume', 1, 'orders', 'bad-input');
   const ack = s.consumer('ack', 1, 'orders', 'bad-input');
   const goodPoll = { timeoutMs: 2000, consumerId: 'c1', consumerName: 'c1', priorityLevel: 0, type: 'Shared', sessionTimeoutMs: 5000, ackTimeoutMs: 0, partitions: [{ partition: 0, permits: 5 }], maxBytes: 1 << 20, maxWaitMs: 0 };
@@ -216,8 +232,11 @@ test.serial('bad subscription requests: consume, ack, sub-admin and the registry
   await err(s.subscriptionAdmin(1, 'orders'), encode({ timeoutMs: 1000, op: 'drop', partitions: [0] }), subscriptionAdminReply, 'INVALID_REQUEST');
   const reset = await call(s.subscriptionAdmin(1, 'orders'), encode({ timeoutMs: 1000, op: 'reset', subscription: 'bad-input', partitions: [0], target: { kind: 'offset' } }), subscriptionAdminReply);
   t.is(reset.partitions[0]?.error?.code, 'INVALID_REQUEST', 'a reset to an offset needs one');
-  await err(s.admin('create-subscription'), encode({ timeoutMs: 1000, topic: 'orders', name: 'bad name', initialPosition: 'earliest' }), createSubscriptionReply, 'INVALID_REQUEST');
-  await err(s.admin('create-subscription'), encode({ timeoutMs: 1000, topic: 'nope', name: 'x', initialPosition: 'earliest' }), createSubscriptionReply, 'UNKNOWN_TOPIC');
+  await err(s.admin('create-subscription', 'orders', 'x'), encode({ timeoutMs: 1000, topic: 'orders', name: 'bad name', initialPosition: 'earliest' }), createSubscriptionReply, 'INVALID_REQUEST');
+  await err(s.admin('create-subscription', 'nope', 'x'), encode({ timeoutMs: 1000, topic: 'nope', name: 'x', initialPosition: 'earliest' }), createSubscriptionReply, 'UNKNOWN_TOPIC');
+  // Subject and body must name the same subscription (of the same topic).
+  await err(s.admin('create-subscription', 'orders', 'mine'), encode({ timeoutMs: 1000, topic: 'orders', name: 'theirs', initialPosition: 'earliest' }), createSubscriptionReply, 'INVALID_REQUEST');
+  await err(s.admin('delete-subscription', 'other', 'bad-input'), encode({ timeoutMs: 1000, topic: 'orders', name: 'bad-input' }), deleteTopicReply, 'INVALID_REQUEST');
   // A client may not write control batches (the broker's cursor records).
   await refused(t, s.produce(1, 'orders'), produce(encodeBatch([record('fake cursor')], undefined, 0x20)), 'INVALID_RECORD');
   // Nothing above wrote a record or a cursor: the log end is where it was, bar cursor records the
@@ -238,9 +257,9 @@ test.serial('bad producer-access requests: attach, heartbeat and detach refuse w
     const e = await t.throwsAsync(call(subject, body, schema), { instanceOf: TidemarkError });
     t.is(e?.code, code, `${subject}: ${e?.message}`);
   };
-  const a = s.admin('producer-attach');
-  const h = s.admin('producer-heartbeat');
-  const d = s.admin('producer-detach');
+  const a = s.admin('producer-attach', 'orders');
+  const h = s.admin('producer-heartbeat', 'orders');
+  const d = s.admin('producer-detach', 'orders');
   const before = (await call(s.metadata(), encodeMessage({ timeoutMs: 1000 }), metadataReply)).offset;
   for (const subject of [a, h, d]) await err(subject, new Uint8Array([0xc1, 0xff]), producerDetachReply, 'INVALID_REQUEST'); // not msgpack
   await err(a, encode({ ...attach, accessMode: 'Exclusiveish' }), producerAttachReply, 'INVALID_REQUEST');
@@ -249,10 +268,12 @@ test.serial('bad producer-access requests: attach, heartbeat and detach refuse w
   await err(a, encode({ ...attach, maxWaitMs: 10 ** 9 }), producerAttachReply, 'INVALID_REQUEST');
   await err(a, encode({ ...attach, waitingSince: -1 }), producerAttachReply, 'INVALID_REQUEST');
   await err(a, encode({ ...attach, timeoutMs: 0 }), producerAttachReply, 'INVALID_REQUEST');
-  await err(a, encode({ ...attach, topic: 'nope' }), producerAttachReply, 'UNKNOWN_TOPIC');
+  await err(s.admin('producer-attach', 'nope'), encode({ ...attach, topic: 'nope' }), producerAttachReply, 'UNKNOWN_TOPIC');
+  await err(s.admin('producer-attach', 'other'), encode(attach), producerAttachReply, 'INVALID_REQUEST'); // the subject names another topic
   await err(h, encode({ ...beat, epoch: -1 }), producerHeartbeatReply, 'INVALID_REQUEST');
   await err(h, encode({ ...beat, epoch: '0' }), producerHeartbeatReply, 'INVALID_REQUEST');
-  await err(h, encode({ ...beat, topic: 'nope' }), producerHeartbeatReply, 'UNKNOWN_TOPIC');
+  await err(s.admin('producer-heartbeat', 'nope'), encode({ ...beat, topic: 'nope' }), producerHeartbeatReply, 'UNKNOWN_TOPIC');
+  await err(s.admin('producer-detach', 'other'), encode({ timeoutMs: 1000, topic: 'orders', sessionId: 'b1' }), producerDetachReply, 'INVALID_REQUEST');
   await err(h, encode({ ...beat, accessMode: 'Exclusive' }), producerHeartbeatReply, 'PRODUCER_FENCED'); // claims a topic it does not hold
   await err(d, encode({ timeoutMs: 1000, topic: 'orders' }), producerDetachReply, 'INVALID_REQUEST'); // no session id
   await err(d, encode({ timeoutMs: 1000, topic: 'orders', sessionId: 7 }), producerDetachReply, 'INVALID_REQUEST');

@@ -88,7 +88,7 @@ class FakeLeader implements Transport {
 
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     const subjects = this.cluster.subjects;
-    if (subject === subjects.admin('create-subscription')) {
+    if (subjects.parseAdmin(subject)?.op === 'create-subscription') {
       const req = decodeRequest(data, createSubscriptionRequest);
       this.createSubscriptionCalls.push(req);
       const partitions = this.cluster.topics.get(req.topic)?.partitions.length ?? 1;

@@ -43,14 +43,14 @@ async function start() {
   };
   const attach = (sessionId: string, accessMode: AccessMode, extra: object = {}) =>
     transport
-      .request(subjects.admin('producer-attach'), encodeMessage({ timeoutMs: 10_000, topic: 'orders', accessMode, producerName: `p-${sessionId}`, sessionId, maxWaitMs: 0, ...extra }), 10_000)
+      .request(subjects.admin('producer-attach', 'orders'), encodeMessage({ timeoutMs: 10_000, topic: 'orders', accessMode, producerName: `p-${sessionId}`, sessionId, maxWaitMs: 0, ...extra }), 10_000)
       .then((d) => decodeReply(d, producerAttachReply));
   const heartbeat = (sessionId: string, accessMode: AccessMode, epoch: number) =>
     transport
-      .request(subjects.admin('producer-heartbeat'), encodeMessage({ timeoutMs: 1000, topic: 'orders', accessMode, producerName: `p-${sessionId}`, sessionId, epoch }), 1000)
+      .request(subjects.admin('producer-heartbeat', 'orders'), encodeMessage({ timeoutMs: 1000, topic: 'orders', accessMode, producerName: `p-${sessionId}`, sessionId, epoch }), 1000)
       .then((d) => decodeReply(d, producerHeartbeatReply));
   const detach = (sessionId: string) =>
-    transport.request(subjects.admin('producer-detach'), encodeMessage({ timeoutMs: 1000, topic: 'orders', sessionId }), 1000).then((d) => decodeReply(d, producerDetachReply));
+    transport.request(subjects.admin('producer-detach', 'orders'), encodeMessage({ timeoutMs: 1000, topic: 'orders', sessionId }), 1000).then((d) => decodeReply(d, producerDetachReply));
   const access = () => topicByName(metadata.image(), 'orders')!.producerAccess;
   await advance(100);
   return { clock, transport, metadata, raft, controller, advance, attach, heartbeat, detach, access, warnings };

@@ -23,10 +23,10 @@ async function call<T>(subject: string, body: object, schema: (v: unknown, path:
   return decodeReply(await client.request(subject, encodeMessage({ timeoutMs, ...body }), timeoutMs + 1000), schema);
 }
 const attach = (topic: string, sessionId: string, accessMode: AccessMode, extra: object = {}) =>
-  call(s.admin('producer-attach'), { topic, accessMode, producerName: `p-${sessionId}`, sessionId, maxWaitMs: 0, ...extra }, producerAttachReply);
+  call(s.admin('producer-attach', topic), { topic, accessMode, producerName: `p-${sessionId}`, sessionId, maxWaitMs: 0, ...extra }, producerAttachReply);
 const heartbeat = (topic: string, sessionId: string, accessMode: AccessMode, epoch: number) =>
-  call(s.admin('producer-heartbeat'), { topic, accessMode, producerName: `p-${sessionId}`, sessionId, epoch }, producerHeartbeatReply);
-const detach = (topic: string, sessionId: string) => call(s.admin('producer-detach'), { topic, sessionId }, producerDetachReply);
+  call(s.admin('producer-heartbeat', topic), { topic, accessMode, producerName: `p-${sessionId}`, sessionId, epoch }, producerHeartbeatReply);
+const detach = (topic: string, sessionId: string) => call(s.admin('producer-detach', topic), { topic, sessionId }, producerDetachReply);
 
 async function code(p: Promise<unknown>): Promise<string> {
   try {
@@ -67,7 +67,7 @@ async function metadataUntil(topic: string, ok: (t: TopicMetadata) => boolean): 
 }
 
 async function createTopic(name: string): Promise<void> {
-  await call(s.admin('create-topic'), { name, partitions: 2, replicationFactor: 1, config: {} }, createTopicReply);
+  await call(s.admin('create-topic', name), { name, partitions: 2, replicationFactor: 1, config: {} }, createTopicReply);
 }
 
 test.before(async () => {

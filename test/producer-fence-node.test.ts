@@ -53,7 +53,7 @@ test.before(async () => {
   nats = await startNatsServer();
   nodes.push(await startTestNode(nats.url, { dataDir: await tempDir() }));
   t0 = await connectNats({ servers: nats.url });
-  const created = await t0.request(s.admin('create-topic'), encodeMessage({ timeoutMs: 5000, name: TOPIC, partitions: 2, replicationFactor: 1, config: {} }), 6000);
+  const created = await t0.request(s.admin('create-topic', TOPIC), encodeMessage({ timeoutMs: 5000, name: TOPIC, partitions: 2, replicationFactor: 1, config: {} }), 6000);
   decodeReply(created, createTopicReply);
   await untilServing(undefined, 'ok');
 });

@@ -286,13 +286,13 @@ test.serial('a paused controller (SIGSTOP) that resumes after a new election com
   // The paused node still holds its subscriptions. Controller subjects have no queue group, so it
   // swallows none of the requests: each create sent now is answered by the new controller at once.
   // The paused node gets them too and sees them when it resumes.
-  const subject = new Subjects('q-paused').admin('create-topic');
+  const subjects = new Subjects('q-paused');
   const alsoHeld: string[] = [];
   for (let i = 0; i < 6; i++) {
     const name = `through-paused-${i}`;
     const request: CreateTopicRequest = { timeoutMs: 10_000, name, partitions: 1, replicationFactor: 1, config: {} };
     const sentAt = performance.now();
-    const data = await raw.request(subject, encodeMessage(request), 2000);
+    const data = await raw.request(subjects.admin('create-topic', name), encodeMessage(request), 2000);
     decodeReply(data, createTopicReply); // throws an error reply
     t.true(performance.now() - sentAt < 2000, `${name} answered by the live controller`);
     alsoHeld.push(name);

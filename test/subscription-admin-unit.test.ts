@@ -57,7 +57,7 @@ class FakeSubscriptionCluster implements Transport {
         const topics = (body['topics'] as string[] | undefined)?.includes('orders') !== false ? [{ ...this.topic, ...(this.subscriptions.length > 0 ? { subscriptions: this.subscriptions } : {}) }] : [];
         return Promise.resolve(encodeMessage({ offset: this.offset, brokers: [1, 2, 3].map((id) => ({ id, epoch: 1, rack: '', fenced: false })), topics }));
       }
-      if (subject === p.admin('create-subscription')) {
+      if (p.parseAdmin(subject)?.op === 'create-subscription') {
         if (body['topic'] !== 'orders') throw new TidemarkError('UNKNOWN_TOPIC', 'no topic');
         const existing = this.subscriptions.find((s) => s.name === body['name']);
         this.offset++;
@@ -66,7 +66,7 @@ class FakeSubscriptionCluster implements Transport {
         this.subscriptions = [...this.subscriptions, s].sort((a, b) => a.name.localeCompare(b.name));
         return Promise.resolve(encodeMessage({ subscription: s, created: true, metadataOffset: this.offset }));
       }
-      if (subject === p.admin('delete-subscription')) {
+      if (p.parseAdmin(subject)?.op === 'delete-subscription') {
         if (!this.subscriptions.some((s) => s.name === body['name'])) throw new TidemarkError('UNKNOWN_SUBSCRIPTION', 'no subscription');
         this.subscriptions = this.subscriptions.filter((s) => s.name !== body['name']);
         this.offset++;

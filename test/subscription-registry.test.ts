@@ -188,7 +188,7 @@ test('controller: create-subscription (created, then idempotent), delete-subscri
   };
   await advance(100);
   const call = async <T>(op: 'create-subscription' | 'delete-subscription', body: object, schema: (v: unknown, p: string) => T): Promise<T> => {
-    const pending = transport.request(subjects.admin(op), encodeMessage({ timeoutMs: 1000, ...body }), 1000).then((d) => decodeReply(d, schema));
+    const pending = transport.request(subjects.admin(op, (body as { topic: string }).topic, (body as { name: string }).name), encodeMessage({ timeoutMs: 1000, ...body }), 1000).then((d) => decodeReply(d, schema));
     await advance(50);
     return pending;
   };

@@ -1,17 +1,53 @@
 /** Argument parsing shared by every command: node's parseArgs, strict, with typed number flags. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { NatsSecurity } from '../runtime/nats-security.js';
 import { UsageError } from './cli-error.js';
 
 export const GLOBAL_OPTIONS = {
   nats: { type: 'string' },
   cluster: { type: 'string' },
+  'nats-creds': { type: 'string' },
+  'nats-user': { type: 'string' },
+  'nats-password': { type: 'string' },
+  'nats-token': { type: 'string' },
+  'nats-nkey': { type: 'string' },
+  'nats-tls-ca': { type: 'string' },
+  'nats-tls-cert': { type: 'string' },
+  'nats-tls-key': { type: 'string' },
+  'nats-inbox-prefix': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies NonNullable<ParseArgsConfig['options']>;
 
 export const GLOBAL_HELP = `Global options:
   --nats URL        NATS server (env TIDEMARK_NATS; default nats://127.0.0.1:4222)
   --cluster NAME    cluster name, the subject prefix (env TIDEMARK_CLUSTER; default tidemark)
-  -h, --help        this help`;
+  -h, --help        this help
+NATS credentials (docs/security.md; each also from its environment variable):
+  --nats-creds FILE         a .creds file (JWT and seed)            TIDEMARK_NATS_CREDS
+  --nats-user NAME          user, with --nats-password              TIDEMARK_NATS_USER
+  --nats-password PASS      (prefer the variable: flags show in ps) TIDEMARK_NATS_PASSWORD
+  --nats-token TOKEN        authorization token                     TIDEMARK_NATS_TOKEN
+  --nats-nkey FILE          a file holding an NKey user seed        TIDEMARK_NATS_NKEY
+  --nats-tls-ca FILE        CA of the server's certificate (PEM)    TIDEMARK_NATS_TLS_CA
+  --nats-tls-cert FILE      client certificate (PEM), with its key  TIDEMARK_NATS_TLS_CERT
+  --nats-tls-key FILE       its private key (PEM)                   TIDEMARK_NATS_TLS_KEY
+  --nats-inbox-prefix P     reply inbox prefix the permissions      TIDEMARK_NATS_INBOX_PREFIX
+                            allow, e.g. _INBOX_alice (see tidemark acl print)`;
+
+/** Each credential flag and the environment variable that gives it when the flag is absent. */
+export const SECURITY_ENV = {
+  'nats-creds': 'TIDEMARK_NATS_CREDS',
+  'nats-user': 'TIDEMARK_NATS_USER',
+  'nats-password': 'TIDEMARK_NATS_PASSWORD',
+  'nats-token': 'TIDEMARK_NATS_TOKEN',
+  'nats-nkey': 'TIDEMARK_NATS_NKEY',
+  'nats-tls-ca': 'TIDEMARK_NATS_TLS_CA',
+  'nats-tls-cert': 'TIDEMARK_NATS_TLS_CERT',
+  'nats-tls-key': 'TIDEMARK_NATS_TLS_KEY',
+  'nats-inbox-prefix': 'TIDEMARK_NATS_INBOX_PREFIX',
+} as const;
+
+type SecurityFlag = keyof typeof SECURITY_ENV;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true }>>;
@@ -96,11 +132,67 @@ function oneLine(text: string): string {
     .join(' ');
 }
 
-export function connection(values: { nats?: string | undefined; cluster?: string | undefined }): { servers: string; cluster: string } {
+/**
+ * Where and as whom to connect: `--nats`, `--cluster` and the NATS credentials, each flag before
+ * its environment variable. The credentials are spread into `Tidemark.connect` / `startNode` as
+ * they are (only the ones given appear).
+ */
+export function connection(
+  values: { nats?: string | undefined; cluster?: string | undefined } & { [F in SecurityFlag]?: string | undefined },
+): { servers: string; cluster: string } & NatsSecurity {
+  const given = (flag: SecurityFlag): string | undefined => {
+    const value = values[flag] ?? process.env[SECURITY_ENV[flag]];
+    return value === '' ? undefined : value;
+  };
+  const caFile = given('nats-tls-ca');
+  const certFile = given('nats-tls-cert');
+  const keyFile = given('nats-tls-key');
+  const tls = { ...(caFile === undefined ? {} : { caFile }), ...(certFile === undefined ? {} : { certFile }), ...(keyFile === undefined ? {} : { keyFile }) };
+  const security: NatsSecurity = {};
+  const set = <K extends keyof NatsSecurity>(key: K, value: NatsSecurity[K] | undefined) => {
+    if (value !== undefined) security[key] = value;
+  };
+  set('credsFile', given('nats-creds'));
+  set('user', given('nats-user'));
+  set('password', given('nats-password'));
+  set('token', given('nats-token'));
+  set('nkeySeedFile', given('nats-nkey'));
+  set('inboxPrefix', given('nats-inbox-prefix'));
+  if (Object.keys(tls).length > 0) security.tls = tls;
+  if (security.password !== undefined && security.user === undefined) throw new UsageError('--nats-password (TIDEMARK_NATS_PASSWORD) needs --nats-user (TIDEMARK_NATS_USER)');
+  if ((certFile === undefined) !== (keyFile === undefined)) throw new UsageError('--nats-tls-cert and --nats-tls-key go together');
   return {
     servers: values.nats ?? process.env['TIDEMARK_NATS'] ?? 'nats://127.0.0.1:4222',
     cluster: values.cluster ?? process.env['TIDEMARK_CLUSTER'] ?? 'tidemark',
+    ...security,
   };
+}
+
+/** The NATS credentials part of `connection(values)`, for what connects without the cluster name. */
+export function natsSecurityOf(connection: { servers: string; cluster: string } & NatsSecurity): NatsSecurity {
+  const { servers: _servers, cluster: _cluster, ...security } = connection;
+  return security;
+}
+
+/**
+ * The environment that gives a child `tidemark` process (dev's nodes) the same credentials as
+ * flags would; variables, so no secret shows in the child's command line.
+ */
+export function natsSecurityEnv(security: NatsSecurity): Record<string, string> {
+  const env: Record<string, string> = {};
+  const put = (flag: SecurityFlag, value: string | undefined) => {
+    if (value !== undefined) env[SECURITY_ENV[flag]] = value;
+  };
+  put('nats-creds', security.credsFile);
+  put('nats-user', security.user);
+  put('nats-password', security.password);
+  put('nats-token', security.token);
+  put('nats-nkey', security.nkeySeedFile);
+  put('nats-tls-ca', security.tls?.caFile);
+  put('nats-tls-cert', security.tls?.certFile);
+  put('nats-tls-key', security.tls?.keyFile);
+  put('nats-inbox-prefix', security.inboxPrefix);
+  return env;
 }
 
 /** Parses an integer flag within bounds, or throws a UsageError naming the flag. */

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { TidemarkError } from '../protocol/errors.js';
 import { GLOBAL_HELP } from './args.js';
 import { UsageError } from './cli-error.js';
+import { aclCommand } from './commands/acl.js';
 import { clusterCommand } from './commands/cluster.js';
 import { consumeCommand } from './commands/consume.js';
 import { devCommand } from './commands/dev.js';
@@ -27,6 +28,7 @@ Commands:
   consume TOPIC               print records, one value per line (or --format '%k %v\\n', --json)
   subscription list|describe|create|reset|delete
   http [--listen HOST:PORT]   serve the JSON API (/v1: lookup, admin, produce) over HTTP
+  acl print --user NAME ...   the nats-server permissions for a client (--produce, --consume, ...)
   version                     print the version (also --version)
 
 Run "tidemark <command> --help" for a command's options.
@@ -42,6 +44,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   consume: consumeCommand,
   subscription: subscriptionCommand,
   http: httpCommand,
+  acl: aclCommand,
 };
 
 /** package.json's version, read from the package root (dist/src/cli/main.js is three levels down). */

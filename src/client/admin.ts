@@ -1,6 +1,6 @@
 /**
  * Topic and cluster administration. Create, delete, create-partitions, alter-config and
- * elect-leaders go to the active controller (`subjects.admin(op)`); list and describe read
+ * elect-leaders go to the active controller (`subjects.admin(op, topic)`); list and describe read
  * metadata, and describe also asks each leading broker for its partitions' offsets and replica
  * progress; describeCluster collects every node's status.
  * Subscriptions: create and delete go to the controller (the registry is in the metadata log);
@@ -378,7 +378,7 @@ export class AdminClient implements Admin {
     const { rpc, subjects } = this.deps;
     const reply = await this.retry((remainingMs) =>
       rpc.request(
-        subjects.admin('create-topic'),
+        subjects.admin('create-topic', options.name),
         {
           timeoutMs: this.timeoutMs(remainingMs),
           name: options.name,
@@ -416,7 +416,7 @@ export class AdminClient implements Admin {
     // lag: retrying it only delays the answer, e.g. after a lost reply to a delete that did happen.
     const reply = await this.retry(
       (remainingMs) =>
-        rpc.request(subjects.admin('delete-topic'), { timeoutMs: this.timeoutMs(remainingMs), name } satisfies DeleteTopicRequest, deleteTopicReply),
+        rpc.request(subjects.admin('delete-topic', name), { timeoutMs: this.timeoutMs(remainingMs), name } satisfies DeleteTopicRequest, deleteTopicReply),
       (error) => isRetriable(error) && !(error instanceof TidemarkError && error.code === 'UNKNOWN_TOPIC'),
     );
     this.deps.metadata.observe(reply.metadataOffset);
@@ -498,7 +498,7 @@ export class AdminClient implements Admin {
     const { rpc, subjects } = this.deps;
     const reply = await this.retry((remainingMs) =>
       rpc.request(
-        subjects.admin('create-partitions'),
+        subjects.admin('create-partitions', name),
         { timeoutMs: this.timeoutMs(remainingMs), name, totalCount } satisfies CreatePartitionsRequest,
         createTopicReply,
       ),
@@ -513,7 +513,7 @@ export class AdminClient implements Admin {
     const { rpc, subjects } = this.deps;
     const reply = await this.retry((remainingMs) =>
       rpc.request(
-        subjects.admin('alter-config'),
+        subjects.admin('alter-config', name),
         { timeoutMs: this.timeoutMs(remainingMs), name, set: change.set ?? {}, delete: change.delete ?? [] } satisfies AlterConfigRequest,
         createTopicReply,
       ),
@@ -609,7 +609,7 @@ export class AdminClient implements Admin {
     const reply = await this.retry(
       (remainingMs) =>
         rpc.request(
-          subjects.admin('create-subscription'),
+          subjects.admin('create-subscription', options.topic, options.name),
           {
             timeoutMs: this.timeoutMs(remainingMs),
             topic: options.topic,
@@ -633,7 +633,7 @@ export class AdminClient implements Admin {
     // Both refusals are final: the controller's image is the committed truth (see deleteTopic).
     const reply = await this.retry(
       (remainingMs) =>
-        rpc.request(subjects.admin('delete-subscription'), { timeoutMs: this.timeoutMs(remainingMs), topic, name } satisfies DeleteSubscriptionRequest, deleteTopicReply),
+        rpc.request(subjects.admin('delete-subscription', topic, name), { timeoutMs: this.timeoutMs(remainingMs), topic, name } satisfies DeleteSubscriptionRequest, deleteTopicReply),
       (error) => isRetriable(error) && !(error instanceof TidemarkError && (error.code === 'UNKNOWN_TOPIC' || error.code === 'UNKNOWN_SUBSCRIPTION')),
     );
     this.deps.metadata.observe(reply.metadataOffset);

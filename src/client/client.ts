@@ -7,6 +7,7 @@ import { TidemarkError } from '../protocol/errors.js';
 import { REQUEST_TIMEOUT_MS_MAX } from '../protocol/messages.js';
 import { Subjects } from '../protocol/subjects.js';
 import { connectNats } from '../runtime/nats-transport.js';
+import { redactServers, type NatsSecurity } from '../runtime/nats-security.js';
 import { systemClock, systemRandom, type Clock, type Random, type Transport } from '../runtime/ports.js';
 import { AdminClient, type Admin } from './admin.js';
 import { MetadataCache } from './metadata.js';
@@ -47,7 +48,15 @@ export type ClientOptions = {
   random?: Random;
 };
 
-export type ConnectOptions = ClientOptions & {
+/**
+ * Options of {@link Tidemark.connect}. The NATS credentials ({@link NatsSecurity}: `user` and
+ * `password`, `token`, `nkeySeedFile` or `credsFile`; `tls`; `inboxPrefix`) are presented to the
+ * NATS server, which alone decides what this client may do (docs/security.md). A client whose
+ * permissions confine its replies to `_INBOX_<name>.>` must set `inboxPrefix: '_INBOX_<name>'`.
+ * A request the permissions deny fails at once with a final `NOT_AUTHORIZED`, as does `connect`
+ * itself when the server refuses the credentials or the cluster's status subject.
+ */
+export type ConnectOptions = ClientOptions & NatsSecurity & {
   /**
    * NATS server URL(s).
    * @default 'nats://127.0.0.1:4222'
@@ -82,6 +91,11 @@ export type FromTransportOptions = ClientOptions & {
   cluster: string;
 };
 
+/** `object` without its undefined fields (exactOptionalPropertyTypes). */
+function definedOnly<T extends object>(object: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(object).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
+}
+
 interface Closable {
   close(): Promise<void>;
 }
@@ -104,12 +118,14 @@ export class Tidemark {
   /** Connects to NATS; `close()` closes that connection. */
   static async connect(options: ConnectOptions = {}): Promise<Tidemark> {
     const subjects = new Subjects(options.cluster ?? 'tidemark');
+    const { user, password, token, nkeySeedFile, credsFile, tls, inboxPrefix } = options;
     const transport = await connectNats({
       servers: options.servers ?? 'nats://127.0.0.1:4222',
       name: options.name ?? 'tidemark-client',
       connectTimeoutMs: options.connectTimeoutMs ?? 2000,
+      ...definedOnly({ user, password, token, nkeySeedFile, credsFile, tls, inboxPrefix }),
     });
-    const servers = [options.servers ?? 'nats://127.0.0.1:4222'].flat().join(',');
+    const servers = redactServers(options.servers ?? 'nats://127.0.0.1:4222');
     try {
       const client = new Tidemark(transport, subjects, options, () => transport.close());
       await client.awaitCluster(options.clusterWaitMs ?? 5000, servers);
@@ -154,6 +170,8 @@ export class Tidemark {
    * subscribes, with the retry policy's backoff); rejects with a final NO_RESPONDERS once the next
    * wait would pass `waitMs` of silence. A node that is
    * subscribed but slow (TIMEOUT) or answers with an error still proves the cluster is there.
+   * NOT_AUTHORIZED (NATS denies this connection the status subject or its reply inbox) is thrown:
+   * every later call would fail the same way.
    */
   private async awaitCluster(waitMs: number, servers: string): Promise<void> {
     if (!Number.isSafeInteger(waitMs) || waitMs < 0 || waitMs > 24 * 3_600_000) {
@@ -170,6 +188,7 @@ export class Tidemark {
         retryIf: silent,
       });
     } catch (error) {
+      if (error instanceof TidemarkError && error.code === 'NOT_AUTHORIZED') throw error;
       if (!silent(error)) return;
       const cluster = this.subjects.cluster;
       throw new TidemarkError(

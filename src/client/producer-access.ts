@@ -130,7 +130,7 @@ export class ProducerAccess {
     if (this.state.kind !== 'attached' && this.state.kind !== 'attaching') return;
     const request: ProducerDetachRequest = { timeoutMs: Math.min(this.deps.requestTimeoutMs, 5_000), topic: this.options.topic, sessionId: this.sessionId };
     try {
-      await this.deps.rpc.request(this.deps.subjects.admin('producer-detach'), request, producerDetachReply);
+      await this.deps.rpc.request(this.deps.subjects.admin('producer-detach', this.options.topic), request, producerDetachReply);
     } catch {
       // The controller forgets the session after its timeout.
     }
@@ -165,7 +165,7 @@ export class ProducerAccess {
             maxWaitMs,
             ...(waitingSince === undefined ? {} : { waitingSince }),
           };
-          return this.deps.rpc.request(this.deps.subjects.admin('producer-attach'), request, producerAttachReply);
+          return this.deps.rpc.request(this.deps.subjects.admin('producer-attach', this.options.topic), request, producerAttachReply);
         },
         {
           policy,
@@ -257,7 +257,7 @@ export class ProducerAccess {
         sessionId: this.sessionId,
         epoch,
       };
-      this.deps.rpc.request(this.deps.subjects.admin('producer-heartbeat'), request, producerHeartbeatReply).then(
+      this.deps.rpc.request(this.deps.subjects.admin('producer-heartbeat', this.options.topic), request, producerHeartbeatReply).then(
         () => {},
         (error: unknown) => {
           // Only a refusal for good matters; anything else is followed by the next heartbeat.

@@ -2,11 +2,11 @@
  * Producer access modes (issue 12; Pulsar's four): who may write to a topic, across all its
  * partitions. Messages on the wire, msgpack, checked where they enter.
  *
- *   tm.<c>.admin.producer-attach      the controller: a producer asks to write (Shared), to be the
- *                                     topic's one writer (Exclusive, ExclusiveWithFencing), or to
- *                                     queue for it (WaitForExclusive: long-polled, asked again)
- *   tm.<c>.admin.producer-heartbeat   the controller: a producer's session is alive (every producer)
- *   tm.<c>.admin.producer-detach      the controller: a producer closed
+ *   tm.<c>.admin.producer-attach.<topic>     the controller: a producer asks to write (Shared), to be the
+ *                                            topic's one writer (Exclusive, ExclusiveWithFencing), or to
+ *                                            queue for it (WaitForExclusive: long-polled, asked again)
+ *   tm.<c>.admin.producer-heartbeat.<topic>  the controller: a producer's session is alive (every producer)
+ *   tm.<c>.admin.producer-detach.<topic>     the controller: a producer closed
  *   tm.<c>.b.<broker>.fence.<topic>   a partition leader: write a fence (a control record with the
  *                                     topic's new producer epoch) to the partitions it leads
  *

@@ -1,7 +1,11 @@
 /**
  * Every NATS subject Tidemark uses is built here and nowhere else.
  *
- *   tm.<cluster>.admin.<op>                         the active controller: topic changes
+ *   tm.<cluster>.admin.<op>.<topic>                 the active controller: create-topic, delete-topic,
+ *                                                   create-partitions, alter-config, producer-attach /
+ *                                                   -heartbeat / -detach, for that topic
+ *   tm.<cluster>.admin.<op>.<topic>.<sub>           the active controller: create-subscription, delete-subscription
+ *   tm.<cluster>.admin.elect-leaders                the active controller: leader elections (cluster-wide)
  *   tm.<cluster>.controller.<op>                    the active controller: broker register / heartbeat / metadata
  *                                                   fetch / alter-partition (ISR change) / shutdown (controlled)
  *   tm.<cluster>.raft.<voter>                       Raft messages to one controller voter (one-way publishes)
@@ -19,25 +23,31 @@
  *   tm.<cluster>.b.<broker>.sub-admin.<topic>       describe / reset the topic's subscriptions on partitions it leads
  *   tm.<cluster>.b.<broker>.fence.<topic>           fence the topic's partitions it leads at a new producer epoch
  *
- * The topic sits in the subject so NATS permissions can allow or deny per topic. Topic names may
- * contain '.', which NATS uses as a token separator, so a topic token writes '.' as '~' ('~' is not
- * a legal topic character, so the mapping is one to one).
+ * Every subject a client publishes to that concerns one topic carries the topic (and the
+ * subscription, where one is meant) as a token, so NATS permissions alone can allow a client to
+ * produce to topic A and consume subscription S of topic B and nothing else (docs/security.md;
+ * `tidemark acl print` builds those allow lists from this class, with `'*'` for "any broker").
+ * The node checks that the subject's topic is the one in the body. Topic names may contain '.',
+ * which NATS uses as a token separator, so a topic token writes '.' as '~' ('~' is not a legal
+ * topic character, so the mapping is one to one).
  */
 import { tidemarkError } from './errors.js';
 
-export const ADMIN_OPS = [
-  'create-topic',
-  'delete-topic',
-  'create-partitions',
-  'alter-config',
-  'elect-leaders',
-  'create-subscription',
-  'delete-subscription',
-  'producer-attach',
-  'producer-heartbeat',
-  'producer-detach',
-] as const;
+/** Admin operations on one topic: `tm.<c>.admin.<op>.<topic>`. */
+export const TOPIC_ADMIN_OPS = ['create-topic', 'delete-topic', 'create-partitions', 'alter-config', 'producer-attach', 'producer-heartbeat', 'producer-detach'] as const;
+/** Admin operations on one subscription of a topic: `tm.<c>.admin.<op>.<topic>.<sub>`. */
+export const SUBSCRIPTION_ADMIN_OPS = ['create-subscription', 'delete-subscription'] as const;
+/** Admin operations that may span topics: `tm.<c>.admin.<op>`. */
+export const CLUSTER_ADMIN_OPS = ['elect-leaders'] as const;
+export const ADMIN_OPS = [...TOPIC_ADMIN_OPS, ...SUBSCRIPTION_ADMIN_OPS, ...CLUSTER_ADMIN_OPS] as const;
+export type TopicAdminOp = (typeof TOPIC_ADMIN_OPS)[number];
+export type SubscriptionAdminOp = (typeof SUBSCRIPTION_ADMIN_OPS)[number];
+export type ClusterAdminOp = (typeof CLUSTER_ADMIN_OPS)[number];
 export type AdminOp = (typeof ADMIN_OPS)[number];
+/** A broker id, or `'*'` (any broker) in a permission pattern. */
+export type BrokerRef = number | '*';
+/** A topic or subscription name, or `'*'` (any) in a permission pattern. */
+export type NameRef = string;
 export type PartitionOp = 'fetch' | 'replica-fetch';
 export type ConsumerOp = 'consume' | 'ack';
 export type ControllerOp = 'register' | 'heartbeat' | 'metadata-fetch' | 'alter-partition' | 'shutdown';
@@ -51,6 +61,11 @@ export function isValidClusterName(name: string): boolean {
 
 export function isValidTopicName(name: string): boolean {
   return TOPIC_NAME.test(name) && name !== '.' && name !== '..';
+}
+
+/** Subscription names: the topic charset, at most 128 characters. */
+export function isValidSubscriptionName(name: string): boolean {
+  return isValidTopicName(name) && name.length <= 128;
 }
 
 export function topicToken(topic: string): string {
@@ -76,8 +91,37 @@ export class Subjects {
     this.prefix = `tm.${cluster}`;
   }
 
-  admin(op: AdminOp): string {
-    return `${this.prefix}.admin.${op}`;
+  /**
+   * An admin request's subject: the topic (and subscription) ride in it, so NATS can allow an op per
+   * topic. Throws INVALID_TOPIC / INVALID_REQUEST for a name that cannot be a subject token (`'*'`
+   * passes: a permission pattern for any topic).
+   */
+  admin(op: ClusterAdminOp): string;
+  admin(op: TopicAdminOp, topic: NameRef): string;
+  admin(op: SubscriptionAdminOp, topic: NameRef, subscription: NameRef): string;
+  admin(op: AdminOp, topic?: NameRef, subscription?: NameRef): string {
+    if (topic === undefined) return `${this.prefix}.admin.${op}`;
+    const base = `${this.prefix}.admin.${op}.${checkedToken(topic, 'topic')}`;
+    return subscription === undefined ? base : `${base}.${checkedToken(subscription, 'subscription')}`;
+  }
+
+  /** What the active controller subscribes to for `op`: every topic (and subscription). */
+  adminWildcard(op: AdminOp): string {
+    if ((CLUSTER_ADMIN_OPS as readonly string[]).includes(op)) return `${this.prefix}.admin.${op}`;
+    return (SUBSCRIPTION_ADMIN_OPS as readonly string[]).includes(op) ? `${this.prefix}.admin.${op}.*.*` : `${this.prefix}.admin.${op}.*`;
+  }
+
+  /** Topic (and subscription) of a per-topic admin subject; undefined if malformed. */
+  parseAdmin(subject: string): { op: AdminOp; topic: string; subscription?: string } | undefined {
+    const tokens = subject.split('.');
+    const op = tokens[3] as AdminOp;
+    if (tokens[2] !== 'admin' || !(ADMIN_OPS as readonly string[]).includes(op)) return undefined;
+    const topic = topicFromToken(tokens[4] ?? '');
+    if (!isValidTopicName(topic)) return undefined;
+    if ((TOPIC_ADMIN_OPS as readonly string[]).includes(op)) return tokens.length === 5 ? { op, topic } : undefined;
+    if (!(SUBSCRIPTION_ADMIN_OPS as readonly string[]).includes(op) || tokens.length !== 6) return undefined;
+    const subscription = topicFromToken(tokens[5]!);
+    return isValidSubscriptionName(subscription) ? { op, topic, subscription } : undefined;
   }
 
   controller(op: ControllerOp): string {
@@ -103,7 +147,7 @@ export class Subjects {
     return `${this.prefix}.dev.control`;
   }
 
-  partition(op: PartitionOp, brokerId: number, topic: string, partition: number): string {
+  partition(op: PartitionOp, brokerId: BrokerRef, topic: NameRef, partition: number | '*'): string {
     return `${this.prefix}.b.${brokerId}.${op}.${topicToken(topic)}.${partition}`;
   }
 
@@ -113,7 +157,7 @@ export class Subjects {
   }
 
   /** One request carries batches for many of the topic's partitions that `brokerId` leads. */
-  produce(brokerId: number, topic: string): string {
+  produce(brokerId: BrokerRef, topic: NameRef): string {
     return `${this.prefix}.b.${brokerId}.produce.${topicToken(topic)}`;
   }
 
@@ -122,7 +166,7 @@ export class Subjects {
   }
 
   /** A new exclusive producer's fence of the topic's partitions `brokerId` leads (producer-messages.ts). */
-  fence(brokerId: number, topic: string): string {
+  fence(brokerId: BrokerRef, topic: NameRef): string {
     return `${this.prefix}.b.${brokerId}.fence.${topicToken(topic)}`;
   }
 
@@ -152,7 +196,7 @@ export class Subjects {
   }
 
   /** A consumer's session poll (op 'consume') or its acks (op 'ack'), per broker, topic and subscription. */
-  consumer(op: ConsumerOp, brokerId: number, topic: string, subscription: string): string {
+  consumer(op: ConsumerOp, brokerId: BrokerRef, topic: NameRef, subscription: NameRef): string {
     return `${this.prefix}.b.${brokerId}.${op}.${topicToken(topic)}.${topicToken(subscription)}`;
   }
 
@@ -166,10 +210,10 @@ export class Subjects {
     if (tokens.length !== 7 || (tokens[4] !== 'consume' && tokens[4] !== 'ack')) return undefined;
     const topic = topicFromToken(tokens[5]!);
     const subscription = topicFromToken(tokens[6]!);
-    return isValidTopicName(topic) && isValidTopicName(subscription) && subscription.length <= 128 ? { topic, subscription } : undefined;
+    return isValidTopicName(topic) && isValidSubscriptionName(subscription) ? { topic, subscription } : undefined;
   }
 
-  subscriptionAdmin(brokerId: number, topic: string): string {
+  subscriptionAdmin(brokerId: BrokerRef, topic: NameRef): string {
     return `${this.prefix}.b.${brokerId}.sub-admin.${topicToken(topic)}`;
   }
 
@@ -185,7 +229,7 @@ export class Subjects {
     return isValidTopicName(topic) ? topic : undefined;
   }
 
-  offsets(brokerId: number): string {
+  offsets(brokerId: BrokerRef): string {
     return `${this.prefix}.b.${brokerId}.offsets`;
   }
 
@@ -198,4 +242,16 @@ export class Subjects {
     if (!/^(0|[1-9][0-9]{0,8})$/.test(partitionText) || !isValidTopicName(topic)) return undefined;
     return { topic, partition: Number(partitionText) };
   }
+}
+
+/** The subject token of a topic or subscription name given by a caller; `'*'` stays a wildcard. */
+function checkedToken(name: string, what: 'topic' | 'subscription'): string {
+  if (name === '*') return name;
+  if (what === 'topic' && !isValidTopicName(name)) {
+    throw tidemarkError('INVALID_TOPIC', `invalid topic name "${name}": use 1-249 of [a-zA-Z0-9._-], not "." or ".."`);
+  }
+  if (what === 'subscription' && !isValidSubscriptionName(name)) {
+    throw tidemarkError('INVALID_REQUEST', `invalid subscription name "${name}": use 1-128 of [a-zA-Z0-9._-], not "." or ".."`);
+  }
+  return topicToken(name);
 }

@@ -6,8 +6,8 @@
  *                                              every partition of the topic it leads (long poll)
  *   tm.<c>.b.<broker>.ack.<topic>.<sub>        acks and nacks; answered once the acks are durable
  *   tm.<c>.b.<broker>.sub-admin.<topic>        describe / reset subscriptions on partitions it leads
- *   tm.<c>.admin.create-subscription           the controller: register a subscription (idempotent)
- *   tm.<c>.admin.delete-subscription           the controller: delete one
+ *   tm.<c>.admin.create-subscription.<topic>.<sub>   the controller: register a subscription (idempotent)
+ *   tm.<c>.admin.delete-subscription.<topic>.<sub>   the controller: delete one
  *
  * A consume request lists every partition the consumer reads from this broker, each with its
  * permits: how many more messages the consumer can take now (its receive window minus what it

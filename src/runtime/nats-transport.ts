@@ -1,10 +1,28 @@
 /**
  * The Transport port over a real NATS connection (nats.js v3). Maps NATS request failures onto the
- * error table so callers only ever see TidemarkError codes.
+ * error table so callers only ever see TidemarkError codes: a publish or reply inbox the server's
+ * permissions deny is NOT_AUTHORIZED at once (nats.js fails the pending request when the server's
+ * `-ERR Permissions Violation` arrives), never a timeout after retries.
+ *
+ * Inbound requests keep their reply subject only when it is an inbox (`_INBOX…`): a node answers
+ * by publishing to the reply subject with its own permissions, so a client that set the reply of
+ * its request to a node-to-node subject (`tm.<c>.raft.1`), a JetStream API subject or a node's
+ * in-process reply address (`_TM_LOCAL.…`) would otherwise make the node publish there for it.
+ * Such a message is handled as a plain publish (no answer).
  */
-import { connect, NoRespondersError, RequestError, TimeoutError, type NatsConnection } from '@nats-io/transport-node';
+import {
+  AuthorizationError,
+  connect,
+  NoRespondersError,
+  PermissionViolationError,
+  RequestError,
+  TimeoutError,
+  UserAuthenticationExpiredError,
+  type NatsConnection,
+} from '@nats-io/transport-node';
 import { TidemarkError } from '../protocol/errors.js';
-import type { InboundMessage, SubscribeOptions, Subscription, Transport } from './ports.js';
+import { describeIdentity, INBOX_PREFIX, natsSecurityOptions, redactServers, type NatsSecurity } from './nats-security.js';
+import type { InboundMessage, Logger, SubscribeOptions, Subscription, Transport } from './ports.js';
 
 export interface NatsTransport extends Transport {
   readonly connection: NatsConnection;
@@ -12,7 +30,7 @@ export interface NatsTransport extends Transport {
   close(): Promise<void>;
 }
 
-export interface NatsConnectOptions {
+export interface NatsConnectOptions extends NatsSecurity {
   /** @default "nats://127.0.0.1:4222" */
   servers: string | string[];
   /** Connection name shown by the NATS server's monitoring. */
@@ -21,19 +39,48 @@ export interface NatsConnectOptions {
   connectTimeoutMs?: number;
 }
 
+/**
+ * Connects with the given credentials. Rejects with NOT_AUTHORIZED when the server refuses them,
+ * INVALID_REQUEST when they are inconsistent or a file is unreadable, CONNECTION_FAILED otherwise.
+ */
 export async function connectNats(options: NatsConnectOptions): Promise<NatsTransport> {
+  const { servers, name, connectTimeoutMs, ...security } = options;
+  const secured = await natsSecurityOptions(security);
   let nc: NatsConnection;
   try {
     nc = await connect({
-      servers: options.servers,
-      name: options.name ?? 'tidemark',
-      timeout: options.connectTimeoutMs ?? 2000,
+      servers,
+      name: name ?? 'tidemark',
+      timeout: connectTimeoutMs ?? 2000,
       maxReconnectAttempts: -1,
+      ...secured,
     });
   } catch (cause) {
-    throw new TidemarkError('CONNECTION_FAILED', `cannot reach NATS at ${String(options.servers)}: ${(cause as Error).message}`, { cause });
+    if (isAuthError(cause)) {
+      throw new TidemarkError('NOT_AUTHORIZED', `NATS at ${redactServers(servers)} refused the connection of ${describeIdentity(security)}: ${(cause as Error).message}`, { cause });
+    }
+    throw new TidemarkError('CONNECTION_FAILED', `cannot reach NATS at ${redactServers(servers)}: ${(cause as Error).message}`, { cause });
   }
   return wrap(nc);
+}
+
+/**
+ * Logs what the server says about this connection: permission violations (a subscription or
+ * publish the node's NATS user may not make: a misconfigured node permission shows here),
+ * disconnects and reconnects. Never a credential. Ends when the connection closes.
+ */
+export function logConnectionEvents(transport: NatsTransport, logger: Logger): void {
+  void (async () => {
+    for await (const status of transport.connection.status()) {
+      if (status.type === 'error') {
+        const error = status.error;
+        if (error instanceof PermissionViolationError) logger.error({ operation: error.operation, subject: error.subject }, 'NATS permission violation: this node may not do that (docs/security.md)');
+        else logger.warn({ err: error.message }, 'NATS error');
+      } else if (status.type === 'disconnect' || status.type === 'reconnect') {
+        logger.warn({ server: redactServers(status.server) }, `NATS ${status.type}`);
+      }
+    }
+  })().catch(() => undefined);
 }
 
 export function wrap(nc: NatsConnection): NatsTransport {
@@ -50,11 +97,12 @@ export function wrap(nc: NatsConnection): NatsTransport {
         ...(options?.queue === undefined ? {} : { queue: options.queue }),
         callback: (err, msg) => {
           if (err) return;
+          const reply = isInbox(msg.reply) ? msg.reply : undefined;
           handler({
             subject: msg.subject,
             data: msg.data,
-            reply: msg.reply,
-            respond: (data) => msg.respond(data),
+            reply,
+            respond: (data) => reply !== undefined && msg.respond(data),
           });
         },
       });
@@ -90,7 +138,31 @@ export function wrap(nc: NatsConnection): NatsTransport {
   };
 }
 
+function isInbox(reply: string | undefined): reply is string {
+  return reply !== undefined && reply.startsWith(INBOX_PREFIX);
+}
+
+function isAuthError(cause: unknown): boolean {
+  const auth = (e: unknown) => e instanceof AuthorizationError || e instanceof UserAuthenticationExpiredError;
+  return auth(cause) || (cause instanceof Error && auth(cause.cause));
+}
+
+function permissionViolation(cause: unknown): PermissionViolationError | undefined {
+  if (cause instanceof PermissionViolationError) return cause;
+  if (cause instanceof Error && cause.cause instanceof PermissionViolationError) return cause.cause;
+  return undefined;
+}
+
 function mapRequestError(cause: unknown, subject: string, timeoutMs: number): TidemarkError {
+  const denied = permissionViolation(cause);
+  if (denied !== undefined) {
+    const what =
+      denied.operation === 'publish'
+        ? `may not publish on ${denied.subject}`
+        : `may not subscribe to its reply inbox ${denied.subject} (connect with the inbox prefix the permissions allow: inboxPrefix, --nats-inbox-prefix)`;
+    return new TidemarkError('NOT_AUTHORIZED', `request on ${subject}: this NATS connection ${what}`, { cause, context: { subject: denied.subject, operation: denied.operation } });
+  }
+  if (isAuthError(cause)) return new TidemarkError('NOT_AUTHORIZED', `request on ${subject}: ${(cause as Error).message}`, { cause });
   const noResponders =
     cause instanceof NoRespondersError ||
     (cause instanceof RequestError && cause.isNoResponders()) ||

@@ -45,6 +45,7 @@ function childEnv(options: CliOptions): NodeJS.ProcessEnv {
   delete env['TIDEMARK_CLUSTER'];
   delete env['TIDEMARK_LOG_LEVEL'];
   delete env['NODE_OPTIONS'];
+  for (const name of Object.keys(env)) if (name.startsWith('TIDEMARK_NATS_')) delete env[name];
   if (options.nats !== undefined) env['TIDEMARK_NATS'] = options.nats;
   return { ...env, ...options.env };
 }
@@ -254,6 +255,10 @@ export interface NodeProcessOptions {
   id?: number;
   /** Bound on reaching "node ready", ms. @default 20000 */
   readyTimeoutMs?: number;
+  /** More arguments for `node start` (e.g. `--nats-user NAME`). */
+  args?: string[];
+  /** More environment for the node (e.g. `TIDEMARK_NATS_PASSWORD`: credentials stay out of argv). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -261,8 +266,8 @@ export interface NodeProcessOptions {
  * its "node ready" JSON line on stderr (pino, level info). If it is not ready in time it is killed.
  */
 export async function startNodeProcess(options: NodeProcessOptions): Promise<CliProcess> {
-  const node = spawnCli(['node', 'start', '--id', String(options.id ?? 1), '--data-dir', options.dataDir, '--nats', options.nats], {
-    env: { TIDEMARK_LOG_LEVEL: 'info' },
+  const node = spawnCli(['node', 'start', '--id', String(options.id ?? 1), '--data-dir', options.dataDir, '--nats', options.nats, ...(options.args ?? [])], {
+    env: { TIDEMARK_LOG_LEVEL: 'info', ...options.env },
   });
   try {
     await node.waitForLine('stderr', (line) => logLine(line)?.msg === 'node ready', options.readyTimeoutMs ?? DEFAULT_TIMEOUT_MS);

@@ -4,7 +4,7 @@ import { devControlReply, type DevAction, type DevControlRequest } from '../../p
 import { TidemarkError } from '../../protocol/errors.js';
 import { Subjects } from '../../protocol/subjects.js';
 import { connectNats, type NatsTransport } from '../../runtime/nats-transport.js';
-import { connection, GLOBAL_OPTIONS, parse } from '../args.js';
+import { connection, GLOBAL_OPTIONS, natsSecurityOf, parse } from '../args.js';
 import { UsageError } from '../cli-error.js';
 
 const CONTROL_OPTIONS = { ...GLOBAL_OPTIONS } as const;
@@ -21,7 +21,8 @@ export async function devControlCommand(action: DevAction, argv: string[]): Prom
   const text = positionals[0]!;
   const node = /^[0-9]{1,9}$/.test(text) ? Number(text) : Number.NaN;
   if (!Number.isSafeInteger(node)) throw new UsageError(`dev ${action}: the node must be a node id (an integer), got "${text}"`);
-  const { servers, cluster } = connection(values);
+  const target = connection(values);
+  const { servers, cluster } = target;
   const subjects = new Subjects(cluster);
   const absent = () => {
     process.stderr.write(`tidemark: no tidemark dev answers for cluster "${cluster}" on ${servers} (is it running, with the same --nats and --cluster?)\n`);
@@ -29,7 +30,7 @@ export async function devControlCommand(action: DevAction, argv: string[]): Prom
   };
   let transport: NatsTransport;
   try {
-    transport = await connectNats({ servers, name: `tidemark dev ${action}` });
+    transport = await connectNats({ ...natsSecurityOf(target), servers, name: `tidemark dev ${action}` });
   } catch (error) {
     if (error instanceof TidemarkError && error.code === 'CONNECTION_FAILED') return absent();
     throw error;

@@ -13,7 +13,8 @@ import { Subjects } from '../../protocol/subjects.js';
 import { connectNats, type NatsTransport } from '../../runtime/nats-transport.js';
 import { systemRandom } from '../../runtime/ports.js';
 import { backoffMs, type BackoffPolicy } from '../../runtime/retry.js';
-import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
+import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, natsSecurityEnv, natsSecurityOf, parse } from '../args.js';
+import type { NatsSecurity } from '../../runtime/nats-security.js';
 import { ensureNats } from '../embedded-nats.js';
 import { onShutdownSignal } from '../signals.js';
 
@@ -93,9 +94,9 @@ function say(line: string): void {
   process.stderr.write(`tidemark dev: ${line}\n`);
 }
 
-async function waitForCluster(servers: string, cluster: string, nodes: number): Promise<void> {
+async function waitForCluster(servers: string, cluster: string, nodes: number, security: NatsSecurity): Promise<void> {
   // The nodes are only starting: no cluster check at connect (this loop is the wait).
-  const client = await Tidemark.connect({ servers, cluster, clusterWaitMs: 0 });
+  const client = await Tidemark.connect({ ...security, servers, cluster, clusterWaitMs: 0 });
   try {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
@@ -147,7 +148,10 @@ export async function devCommand(argv: string[]): Promise<number> {
   const metricsPortOf = (id: number) => (metricsBase === undefined ? undefined : metricsBase + id - 1);
   const autoRestart = values.restart === true;
   const dataDir = resolve(values['data-dir'] ?? '.tidemark/dev');
-  const { servers, cluster } = connection(values);
+  const target = connection(values);
+  const { servers, cluster } = target;
+  // With a NATS that asks for credentials, dev and its nodes present the ones given (nodes by environment, not argv).
+  const security = natsSecurityOf(target);
   const subjects = new Subjects(cluster);
   const nats = await ensureNats(servers, join(dataDir, 'nats'));
   const ids = Array.from({ length: nodes }, (_, i) => i + 1);
@@ -182,7 +186,7 @@ export async function devCommand(argv: string[]): Promise<number> {
     const child = spawn(
       process.execPath,
       [...NODE_PROCESS_FLAGS, BIN, 'node', 'start', '--id', String(id), '--data-dir', join(dataDir, `node-${id}`), '--controllers', ids.join(','), '--nats', nats.url, '--cluster', cluster, '--pretty', '--log-level', values['log-level'] ?? 'info', ...(metricsBase === undefined ? [] : ['--metrics-port', String(metricsPortOf(id))])],
-      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, ...natsSecurityEnv(security) } },
     );
     node.child = child;
     node.startedAtMs = Date.now();
@@ -201,12 +205,12 @@ export async function devCommand(argv: string[]): Promise<number> {
   };
   try {
     await Promise.race([
-      waitForCluster(nats.url, cluster, nodes),
+      waitForCluster(nats.url, cluster, nodes, security),
       ...[...devNodes.values()].map(
         (node) => new Promise<never>((_, reject) => node.child!.once('exit', (code, signal) => reject(new Error(`node ${node.id} exited (${exitText(code, signal)}) while starting`)))),
       ),
     ]);
-    control = await connectNats({ servers: nats.url, name: 'tidemark dev' });
+    control = await connectNats({ ...security, servers: nats.url, name: 'tidemark dev' });
   } catch (error) {
     await stopAll();
     throw error;

@@ -1,7 +1,7 @@
 import { startNode, type NodeRole } from '../../node.js';
 import { createLogger } from '../../runtime/logger.js';
 import { NODE_PROCESS_FLAGS, PRODUCER_SESSION_FLAG_HELP, PRODUCER_SESSION_FLAG_OPTIONS, producerSessionFlags } from '../node-flags.js';
-import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse } from '../args.js';
+import { connection, GLOBAL_HELP, GLOBAL_OPTIONS, intFlag, parse, SECURITY_ENV } from '../args.js';
 import { UsageError } from '../cli-error.js';
 import { onShutdownSignal } from '../signals.js';
 import { applyNodeConfig, formatNodeConfig, readNodeConfig, type EffectiveSetting } from '../node-config.js';
@@ -119,7 +119,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const httpApi = values['http-api'];
   if (httpApi !== undefined && httpApi !== 'on' && httpApi !== 'off') throw new UsageError(`--http-api takes on or off, got "${httpApi}"`);
   if (httpApi !== undefined && metricsPort === undefined) throw new UsageError('--http-api needs --metrics-port');
-  const { servers, cluster } = connection(values);
+  const { servers, cluster, ...natsSecurity } = connection(values);
   if (values['print-config']) {
     process.stdout.write(formatNodeConfig(effectiveSettings(values, sources, id)));
     return 0;
@@ -142,6 +142,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     ...producerSessionFlags(values),
     ...(metricsPort === undefined ? {} : { metricsPort, metricsHost: metricsHost ?? '127.0.0.1', metricsPartitionSeries: values['metrics-partition-series'] ?? false, httpApi: httpApi !== 'off' }),
     natsUrl: servers,
+    natsSecurity,
     cluster,
     logger,
   });
@@ -180,7 +181,7 @@ function nodeDefaults(id: number): Record<string, string | boolean> {
 }
 
 /** Options read from an environment variable when neither flag nor file sets them. */
-const OPTION_ENV: Record<string, string> = { nats: 'TIDEMARK_NATS', cluster: 'TIDEMARK_CLUSTER', 'log-level': 'TIDEMARK_LOG_LEVEL' };
+const OPTION_ENV: Record<string, string> = { nats: 'TIDEMARK_NATS', cluster: 'TIDEMARK_CLUSTER', 'log-level': 'TIDEMARK_LOG_LEVEL', ...SECURITY_ENV };
 
 function effectiveSettings(values: Record<string, unknown>, sources: Map<string, 'flag' | 'file' | 'env' | 'default'>, id: number): EffectiveSetting[] {
   const defaults = nodeDefaults(id);
