@@ -702,6 +702,21 @@ test('admin: create, list, describe with offsets, delete', async (t) => {
   await client.close();
 });
 
+test('lookupTopic answers from metadata alone: no offsets request to any leader', async (t) => {
+  const { cluster, client } = setup(3);
+  const offsetsBefore = cluster.callsOf('offsets').length;
+  const topic = await client.admin().lookupTopic('orders');
+  t.is(topic.name, 'orders');
+  t.deepEqual(
+    topic.partitions.map((p) => p.partition),
+    [0, 1, 2],
+  );
+  t.true(topic.partitions.every((p) => p.leader >= 0 && p.isr.includes(p.leader)));
+  t.is(cluster.callsOf('offsets').length, offsetsBefore, 'no leader was asked');
+  t.is(await rejection(t, client.admin().lookupTopic('nosuch')), 'UNKNOWN_TOPIC');
+  await client.close();
+});
+
 test('deleteTopic whose reply was lost: the retry is told UNKNOWN_TOPIC at once, not after the whole retry budget (sim seed 1)', async (t) => {
   const { clock, cluster, client } = setup();
   let deletes = 0;

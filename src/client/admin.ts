@@ -213,6 +213,12 @@ export interface Admin {
    */
   describeTopic(name: string): Promise<TopicDescription>;
   /**
+   * One topic's metadata alone (Pulsar's topic lookup): config and each partition's leader, leader
+   * epoch, replicas and ISR, from any node, with no request to the leaders (so it answers while a
+   * leader is unreachable, and costs one metadata round trip). Throws UNKNOWN_TOPIC if absent.
+   */
+  lookupTopic(name: string): Promise<TopicMetadata>;
+  /**
    * Grows a topic to `totalCount` partitions. Fewer than now is refused (INVALID_PARTITIONS): it
    * would delete records and move keys. Resolves once brokers' metadata shows the new count.
    */
@@ -441,6 +447,12 @@ export class AdminClient implements Admin {
       throw new TidemarkError('UNKNOWN_TOPIC', `topic "${name}" does not exist`, { context: { topic: name }, final: true });
     }
     return described;
+  }
+
+  async lookupTopic(name: string): Promise<TopicMetadata> {
+    const topic = await this.retry(async () => (await this.deps.metadata.fetch([name])).topics.find((t) => t.name === name));
+    if (topic === undefined) throw new TidemarkError('UNKNOWN_TOPIC', `topic "${name}" does not exist`, { context: { topic: name }, final: true });
+    return topic;
   }
 
   private async withOffsets(topic: TopicMetadata, timeoutMs: number): Promise<TopicDescription> {

@@ -80,8 +80,8 @@ export function createApiHandler(client: Tidemark, options: ApiOptions): ApiHand
     return parseJson(await readBody(req, bytesMax));
   }
 
-  async function partitionOf(topic: string, partition: number) {
-    const described = await admin.describeTopic(topic);
+  /** One partition of `described`, or a final UNKNOWN_TOPIC naming how many the topic has. */
+  function partitionOf<P extends { partition: number }>(described: { partitions: P[] }, topic: string, partition: number): P {
     const found = described.partitions.find((p) => p.partition === partition);
     if (found === undefined) {
       throw new TidemarkError('UNKNOWN_TOPIC', `topic "${topic}" has no partition ${partition} (it has ${described.partitions.length})`, {
@@ -130,10 +130,14 @@ export function createApiHandler(client: Tidemark, options: ApiOptions): ApiHand
       const body = objectWith(await jsonBody(req), 'the body', ['totalCount']);
       return ok(await admin.createPartitions(topic, intField(body['totalCount'], 'totalCount', 1, 2 ** 31 - 1, 'INVALID_PARTITIONS')));
     },
-    describePartition: async ({ params }) => ok(await partitionOf(topicParam(params['topic']!), partitionParam(params['partition']!))),
+    describePartition: async ({ params }) => {
+      const topic = topicParam(params['topic']!);
+      return ok(partitionOf(await admin.describeTopic(topic), topic, partitionParam(params['partition']!)));
+    },
+    // Metadata alone, like Pulsar's lookup: it answers while the partition's leader is unreachable.
     lookupLeader: async ({ params }) => {
       const topic = topicParam(params['topic']!);
-      const p = await partitionOf(topic, partitionParam(params['partition']!));
+      const p = partitionOf(await admin.lookupTopic(topic), topic, partitionParam(params['partition']!));
       if (p.leader < 0) throw new TidemarkError('LEADER_NOT_AVAILABLE', `${topic}/${p.partition} has no leader right now (an election is running, or no replica is alive)`);
       return ok({ topic, partition: p.partition, leader: p.leader, leaderEpoch: p.leaderEpoch, replicas: p.replicas, isr: p.isr });
     },

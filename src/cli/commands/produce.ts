@@ -229,7 +229,7 @@ async function topicMaxMessageBytes(client: Tidemark, topic: string): Promise<nu
   let timer: NodeJS.Timeout | undefined;
   try {
     const described = await Promise.race([
-      client.admin().describeTopic(topic),
+      client.admin().lookupTopic(topic),
       new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), TOPIC_LOOKUP_MS))),
     ]);
     const text = described?.config['max.message.bytes'];
