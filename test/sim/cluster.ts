@@ -22,6 +22,7 @@ import { SimStorage, type DiskLatency } from './disk.js';
 import type { SimConnection, SimNats } from './network.js';
 import type { Rng } from './random.js';
 import type { Trace } from './trace.js';
+import { MetricsTally } from './metrics.js';
 
 export const CLUSTER_NAME = 'sim';
 
@@ -85,6 +86,8 @@ export class SimNode {
 
 export class SimCluster {
   readonly nodes: SimNode[];
+  /** What the nodes' metrics ports counted (metrics.ts). */
+  readonly metrics = new MetricsTally();
   private readonly logger: Logger;
 
   constructor(
@@ -153,7 +156,7 @@ export class SimCluster {
         this.observer.started(n, parts);
       },
     };
-    const ports = { transport: n.conn, storage: n.storage, clock: n.clock, random: this.rng.fork(`node-${id}-${incarnation}`), logger: this.logger };
+    const ports = { transport: n.conn, storage: n.storage, clock: n.clock, random: this.rng.fork(`node-${id}-${incarnation}`), logger: this.logger, metrics: this.metrics.port() };
     const options = { id, roles: n.roles, controllers: this.config.voters, cluster: CLUSTER_NAME, raftTimeouts: this.config.raftTimeouts, raftLimits: { snapshotEveryEntries: this.config.snapshotEveryEntries, ...(this.config.appendBytesMax === undefined ? {} : { appendBytesMax: this.config.appendBytesMax }) } };
     composeNode(ports, options, seam).then(
       (node) => {

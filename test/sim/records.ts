@@ -213,6 +213,19 @@ export class RecordLedger {
     if (this.verifyCommitted(entry, pid, facts!, 'when acknowledged')) this.commit(pid, ack.offset, ack.value, `${ack.value} acknowledged (acks=all)`);
   }
 
+  /** Distinct records acknowledged per topic (a record acknowledged twice, by a retry, counts once). */
+  acknowledgedByTopic(): Map<string, number> {
+    const seen = new Set<string>();
+    const out = new Map<string, number>();
+    for (const { ack } of this.acks) {
+      const key = `${ack.topic}/${ack.partition}@${ack.offset}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.set(ack.topic, (out.get(ack.topic) ?? 0) + 1);
+    }
+    return out;
+  }
+
   read(topic: string, partition: number, offset: number, value: string): void {
     if (this.deleted.has(topic)) return;
     this.stats.read++;

@@ -148,6 +148,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
   }
   if (!violations.failed) ledger.verifyAll();
   if (!violations.failed) checker.checkReplicasAgree('at the end');
+  if (!violations.failed) for (const problem of ref.cluster.metrics.check(ledger.acknowledgedByTopic())) violations.add(problem);
   workload.stop();
   for (const n of ref.cluster.nodes) ref.cluster.crash(n.id, false);
 
@@ -162,6 +163,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
     ...prefixed('sub.', workload.subscribers.stats),
     'epochs.checked': workload.epochs.checked,
     ...prefixed('ledger.', ledger.stats),
+    ...prefixed('metrics.', ref.cluster.metrics.stats),
   };
   return {
     config,
