@@ -242,7 +242,7 @@ function nodeReadiness(view: ScrapeView, session: SessionSeen, nowMs: number): R
             brokerEpoch: view.broker.brokerEpoch,
             fenced: view.broker.fenced,
             metadataOffset: view.broker.image.offset,
-            controllerOffset: session.controllerOffset,
+            controllerOffset: session.previousControllerOffset,
             heartbeatAgeMs: session.heartbeatOkAtMs === undefined ? undefined : Math.max(0, nowMs - session.heartbeatOkAtMs),
           },
         }),

@@ -173,7 +173,9 @@ test('prom metrics: per-topic counters are capped, histograms labelled by acks, 
   t.true(has(s, 'tidemark_process_resident_memory_bytes'), 'default process metrics, prefixed');
   t.true(has(s, 'tidemark_nodejs_eventloop_lag_p99_seconds'), 'event-loop delay');
   c.ms = 1_500;
-  t.deepEqual(m.session(), { heartbeatOkAtMs: 1_000, controllerOffset: 42 });
+  t.deepEqual(m.session(), { heartbeatOkAtMs: 1_000, controllerOffset: 42, previousControllerOffset: undefined });
+  m.port.heartbeat('ok', 45);
+  t.deepEqual(m.session(), { heartbeatOkAtMs: 1_500, controllerOffset: 45, previousControllerOffset: 42 }, 'readiness compares with the answer before the last');
   t.false(has(s, 'tidemark_partition_isr_size'), 'no per-partition series without the option');
   t.false(has(s, 'tidemark_broker_registered'), 'no broker gauges before the node is wired');
 });

@@ -92,6 +92,8 @@ export interface SessionSeen {
   heartbeatOkAtMs: number | undefined;
   /** The controller's committed metadata offset in that answer. */
   controllerOffset: number | undefined;
+  /** The one in the answer before it: what a healthy broker holds by now (readiness). */
+  previousControllerOffset: number | undefined;
 }
 
 export interface PromMetrics {
@@ -139,7 +141,7 @@ export function createPromMetrics(options: PromMetricsOptions): PromMetrics {
     registers,
   });
 
-  const seen: SessionSeen = { heartbeatOkAtMs: undefined, controllerOffset: undefined };
+  const seen: SessionSeen = { heartbeatOkAtMs: undefined, controllerOffset: undefined, previousControllerOffset: undefined };
   const port: NodeMetrics = {
     produceStarted(topic, acks: ProduceAcks, bytes) {
       const label = topics.of(topic);
@@ -165,7 +167,10 @@ export function createPromMetrics(options: PromMetricsOptions): PromMetrics {
       }
       heartbeats.inc();
       seen.heartbeatOkAtMs = options.clock.now();
-      if (controllerOffset !== undefined) seen.controllerOffset = controllerOffset;
+      if (controllerOffset !== undefined) {
+        seen.previousControllerOffset = seen.controllerOffset;
+        seen.controllerOffset = controllerOffset;
+      }
     },
     isrChanged: (topic, change) => (change === 'shrink' ? isrShrinks : isrExpands).inc({ topic: topics.of(topic) }),
     leaderElected: (topic, clean) => elections.inc({ topic: topics.of(topic), kind: clean ? 'clean' : 'unclean' }),

@@ -1,8 +1,11 @@
 /**
  * Readiness (`GET /readyz`), decided from what the node's actors show. A broker is ready when it is
  * registered, unfenced, has heard from the controller recently and holds at least the metadata the
- * controller had committed when it last answered; a controller-only node when it knows the quorum's
- * leader. Anything missing is named, so an operator sees why a node is held out. Pure.
+ * controller had committed one heartbeat before its last answer (a broker follows the metadata log
+ * within milliseconds, so comparing with the latest answer would flap to 503 after every change,
+ * while one heartbeat back a broker that stopped following shows within two heartbeats); a
+ * controller-only node when it knows the quorum's leader. Anything missing is named, so an operator
+ * sees why a node is held out. Pure.
  */
 
 /** A broker whose last answered heartbeat is older than this is not ready (it cannot reach a controller), ms. */
@@ -14,7 +17,7 @@ export interface BrokerReadiness {
   fenced: boolean;
   /** The offset of the metadata this broker has applied. */
   metadataOffset: number;
-  /** The controller's committed metadata offset in its last heartbeat answer; undefined: none yet. */
+  /** The controller's committed metadata offset in the heartbeat answer before its last; undefined: none yet. */
   controllerOffset: number | undefined;
   /** Since the last answered heartbeat, ms; undefined: none answered yet. */
   heartbeatAgeMs: number | undefined;
