@@ -559,3 +559,15 @@ contract('retention bounded by offsetEnd (the leader passes its HW) deletes only
   t.deepEqual([store.logStartOffset(), store.logEndOffset()], [3, 9]);
   t.is((await store.applyRetention({ retentionMs: 0, retentionBytes: 0, nowMs: 1e12, offsetEnd: 9 })).deletedBatches, 2);
 });
+
+test('a data directory another node holds is refused with RocksDB\'s reason, not "Database is not open"', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tm-storage-lock-'));
+  const first = await openRocksNodeStorage(dir);
+  try {
+    const error = await t.throwsAsync(openRocksNodeStorage(dir), { instanceOf: TidemarkError });
+    t.regex(error!.message, /cannot open the node's storage in .*: .*lock.*\(is another node running on this data directory\?\)/i);
+  } finally {
+    await first.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

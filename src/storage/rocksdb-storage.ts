@@ -555,7 +555,15 @@ export async function openRocksNodeStorage(dir: string, options: RocksStorageOpt
   const db = new RocksLevel(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   // WAL compression runs on the JS thread with this binding and costs more than it saves on
   // record batches (see the benchmark); SST files are still compressed in the background.
-  await db.open({ createIfMissing: true, walCompression: false, compression: false, compaction: 'universal' });
+  try {
+    await db.open({ createIfMissing: true, walCompression: false, compression: false, compaction: 'universal' });
+  } catch (error) {
+    // abstract-level says only "Database is not open"; RocksDB's reason (a LOCK another process holds,
+    // a permission) is in the cause.
+    const reason = (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message;
+    const inUse = /lock/i.test(reason) ? ' (is another node running on this data directory?)' : '';
+    throw new TidemarkError('INTERNAL', `cannot open the node's storage in ${dir}: ${reason}${inUse}`, { cause: error });
+  }
   const walSync = createWalSync(dir, () => db.getProperty('rocksdb.current-super-version-number'), options.observeSync);
   let closed = false;
   const live = () => {
