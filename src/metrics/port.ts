@@ -31,6 +31,10 @@ export interface NodeMetrics {
    * said) or not (`missed`: no controller answered in time, or the request failed).
    */
   heartbeat(outcome: 'ok' | 'missed', controllerOffset?: number): void;
+  /** A consumer of `subscription` on `topic` sent a session poll (`consume`) or acks / nacks (`ack`) to this broker. */
+  consumerRequest(topic: string, subscription: string, op: 'consume' | 'ack'): void;
+  /** This broker handed `messages` messages of `topic` to a consumer of `subscription` (redeliveries included). */
+  delivered(topic: string, subscription: string, messages: number): void;
   /** Committed metadata changed the ISR of a partition of `topic` that this broker leads. */
   isrChanged(topic: string, change: 'shrink' | 'expand'): void;
   /** Committed metadata made this broker the leader of a partition of `topic`; `clean`: it was in the ISR. */
@@ -47,6 +51,8 @@ export const noMetrics: NodeMetrics = {
   appended: () => {},
   fsyncStarted: () => done,
   heartbeat: () => {},
+  consumerRequest: () => {},
+  delivered: () => {},
   isrChanged: () => {},
   leaderElected: () => {},
 };

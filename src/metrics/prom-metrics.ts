@@ -141,6 +141,23 @@ export function createPromMetrics(options: PromMetricsOptions): PromMetrics {
     registers,
   });
 
+  const consumerRequests = new Counter({
+    name: 'tidemark_consumer_requests_total',
+    help: 'Consumer session polls (op="consume") and ack / nack requests (op="ack") received, per subscription.',
+    labelNames: ['topic', 'subscription', 'op'],
+    registers,
+  });
+  const deliveredMessages = new Counter({
+    name: 'tidemark_subscription_delivered_total',
+    help: 'Messages handed to consumers, per subscription (redeliveries included).',
+    labelNames: ['topic', 'subscription'],
+    registers,
+  });
+  /** (topic, subscription) pairs with their own consumer counters; later ones count as _other/_other. */
+  const pairs = new BoundedLabels(SUBSCRIPTION_SERIES_MAX);
+  const pairLabels = (topic: string, subscription: string) =>
+    pairs.of(`${topic}\u0000${subscription}`) === OTHER_LABEL ? { topic: OTHER_LABEL, subscription: OTHER_LABEL } : { topic, subscription };
+
   const seen: SessionSeen = { heartbeatOkAtMs: undefined, controllerOffset: undefined, previousControllerOffset: undefined };
   const port: NodeMetrics = {
     produceStarted(topic, acks: ProduceAcks, bytes) {
@@ -171,6 +188,10 @@ export function createPromMetrics(options: PromMetricsOptions): PromMetrics {
         seen.previousControllerOffset = seen.controllerOffset;
         seen.controllerOffset = controllerOffset;
       }
+    },
+    consumerRequest: (topic, subscription, op) => consumerRequests.inc({ ...pairLabels(topic, subscription), op }),
+    delivered: (topic, subscription, messages) => {
+      if (messages > 0) deliveredMessages.inc(pairLabels(topic, subscription), messages);
     },
     isrChanged: (topic, change) => (change === 'shrink' ? isrShrinks : isrExpands).inc({ topic: topics.of(topic) }),
     leaderElected: (topic, clean) => elections.inc({ topic: topics.of(topic), kind: clean ? 'clean' : 'unclean' }),

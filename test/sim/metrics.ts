@@ -29,6 +29,8 @@ export class MetricsTally {
         this.stats.appendedRecords += records;
       },
       fsyncStarted: () => done,
+      consumerRequest: () => {},
+      delivered: () => {},
       heartbeat: (outcome) => {
         if (outcome === 'ok') this.stats.heartbeats++;
         else this.stats.heartbeatsMissed++;

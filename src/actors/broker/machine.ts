@@ -376,6 +376,7 @@ export const brokerMachine = setup({
             clock: context.clock,
             logger: context.logger.child({ actor: 'subscriptions' }),
             followers: context.sessionHub,
+            metrics: context.metrics,
             // Followers ask at least every replicaFetchWaitMs; three of those without one and the lease is gone.
             leaseMs: Math.max(1_000, 3 * context.partitionLimits.replicaFetchWaitMs),
           }),

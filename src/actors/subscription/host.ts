@@ -10,6 +10,7 @@
  * Replies hold whole batches read from the log (the tail cache keeps the recent ones in memory);
  * nothing is read ahead beyond the dispatchers' bounded read-ahead of offsets and key hashes.
  */
+import type { NodeMetrics } from '../../metrics/port.js';
 import { readBatchHeader } from '../../protocol/batch.js';
 import { TidemarkError, type ErrorCode, type WireError } from '../../protocol/errors.js';
 import { encodeError, encodeMessage } from '../../protocol/messages.js';
@@ -49,6 +50,8 @@ export interface HostPorts {
   clock: Clock;
   /** @default none */
   observer?: () => SubscriptionObserver | undefined;
+  /** Told how many messages each delivery hands out. @default none */
+  metrics?: Pick<NodeMetrics, 'delivered'>;
   logger: Logger;
   maxPayloadBytes: number;
   /** The subscriptions metadata holds for a topic (by id); undefined when the topic is gone. */
@@ -429,6 +432,7 @@ export class SubscriptionHost {
             const offsets = read.sent.map((x) => x.offset);
             delivered.set(partition, offsets);
             this.ports.observer?.()?.delivered(session.topicId, partition, session.subscription, offsets);
+            this.ports.metrics?.delivered(session.topic, session.subscription, offsets.length);
           }
         }
       }

@@ -6,6 +6,7 @@
  * in-process reply subject.
  */
 import { fromCallback, type AnyActorRef } from 'xstate';
+import { noMetrics, type NodeMetrics } from '../../metrics/port.js';
 import { topicByName } from '../../metadata/image.js';
 import type { MetadataView } from '../../metadata/metadata-store.js';
 import { TidemarkError } from '../../protocol/errors.js';
@@ -82,15 +83,19 @@ export interface SubscriptionListenerInput {
   followers?: { follows(replicaId: number, topicId: string, partition: number, leaderEpoch: number, sinceMs: number): boolean };
   /** @default DEFAULT_LEASE_MS */
   leaseMs?: number;
+  /** @default noMetrics */
+  metrics?: NodeMetrics;
 }
 
 export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionListenerInput>(({ input, system }) => {
   const { brokerId, subjects, transport, metadata, logger, clock, local } = input;
+  const metrics = input.metrics ?? noMetrics;
   const host = new SubscriptionHost(
     {
       clock,
       logger,
       observer: () => input.hub.observer,
+      metrics,
       maxPayloadBytes: transport.maxPayloadBytes,
       subscriptionsOf: (topicId) => {
         const topic = metadata.image().topicsById.get(topicId);
@@ -174,6 +179,7 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
       guarded((msg) => {
         const { topic, subscription } = target(msg.subject);
         const request = decodeRequest(msg.data, consumeRequest);
+        metrics.consumerRequest(topic, subscription, 'consume');
         const maxWaitMs = Math.min(request.maxWaitMs, Math.max(0, request.timeoutMs - 100));
         host.consume(topic, subscription, { ...request, maxWaitMs }, (data) => msg.respond(data));
       }),
@@ -182,6 +188,7 @@ export const subscriptionListener = fromCallback<{ type: 'NONE' }, SubscriptionL
       subjects.consumerWildcard('ack', brokerId),
       guarded((msg) => {
         const { topic, subscription } = target(msg.subject);
+        metrics.consumerRequest(topic, subscription, 'ack');
         host.ack(topic, subscription, decodeRequest(msg.data, ackRequest), (data) => msg.respond(data));
       }),
     ),
