@@ -3,7 +3,7 @@
  * Subjects class, so each listed pattern matches the subjects the SDK publishes on.
  */
 import test from 'ava';
-import { clientPermissions, inboxPrefixFor, nodePermissions } from '../src/protocol/permissions.js';
+import { clientPermissions, clientServices, inboxPrefixFor, nodePermissions } from '../src/protocol/permissions.js';
 import { Subjects } from '../src/protocol/subjects.js';
 import { runCli } from './helpers/cli.js';
 
@@ -89,4 +89,22 @@ test('acl print refuses what cannot be a grant with a one-line usage error', asy
   t.is(ok.code, 0, ok.stderr);
   t.true(ok.stdout.includes('"tm.prod.admin.create-topic.*"'));
   t.true(ok.stdout.startsWith("# tidemark acl print --user ops --admin '*' --cluster prod\n"));
+});
+
+test('two accounts: the exports are every client-facing subject and no node-to-node one; status passes every node\'s reply', async (t) => {
+  const services = clientServices(s);
+  const exported = services.map((x) => x.subject);
+  // Everything any grant allows is exported, so a user's allow list is the only narrowing.
+  const everything = clientPermissions(s, '_INBOX_x', { produce: ['a'], consume: [{ topic: 'b', subscription: 'c' }], read: ['d'], admin: ['e'], clusterAdmin: true }).publish;
+  for (const subject of everything) t.true(allowed(exported, subject), `${subject} is exported`);
+  for (const subject of [s.raft(1), s.controller('register'), s.controller('heartbeat'), s.controller('alter-partition'), s.replicaFetchSession(1), s.partition('replica-fetch', 1, 'a', 0), s.devControl()]) {
+    t.false(allowed(exported, subject), `${subject} is not exported`);
+  }
+  t.deepEqual(services.filter((x) => x.stream).map((x) => x.subject), [s.status()]);
+  const imports = await runCli(['acl', 'print', '--imports', 'NODES', '--cluster', 'prod']);
+  t.is(imports.code, 0, imports.stderr);
+  t.is(imports.stdout.match(/\{ service: \{ account: NODES, subject: "/g)?.length, services.length);
+  const bad = await runCli(['acl', 'print', '--exports', '--user', 'alice']);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /--exports and --imports stand alone/);
 });

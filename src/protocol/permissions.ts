@@ -94,6 +94,29 @@ export function nodePermissions(subjects: Subjects): Permissions {
   return { publish: [all, inbox], subscribe: [all, inbox], allowResponses: { max: 1, expires: NODE_RESPONSE_EXPIRES } };
 }
 
+/** Everything a client may be granted: the subjects the nodes' account exports when clients live in another account. */
+const EVERYTHING: ClientGrant = { produce: ['*'], consume: [{ topic: '*', subscription: '*' }], read: ['*'], admin: ['*'], clusterAdmin: true };
+
+/**
+ * The client-facing subjects, as services: what a nodes' account exports and a clients' account
+ * imports (docs/security.md, two accounts). No node-to-node subject is among them, so a client in
+ * the other account cannot even address one. `stream`: every node answers (status), so the import
+ * must pass several replies.
+ */
+export function clientServices(subjects: Subjects): Array<{ subject: string; stream: boolean }> {
+  return clientPermissions(subjects, INBOX_PREFIX, EVERYTHING).publish.map((subject) => ({ subject, stream: subject === subjects.status() }));
+}
+
+/** The nodes' account's `exports` list, in nats-server configuration syntax. */
+export function renderExports(services: ReadonlyArray<{ subject: string; stream: boolean }>): string {
+  return ['exports: [', ...services.map((s) => `  { service: "${s.subject}"${s.stream ? ', response: stream' : ''} }`), ']'].join('\n');
+}
+
+/** A clients' account's `imports` list of the nodes' account's services. */
+export function renderImports(account: string, services: ReadonlyArray<{ subject: string }>): string {
+  return ['imports: [', ...services.map((s) => `  { service: { account: ${account}, subject: "${s.subject}" } }`), ']'].join('\n');
+}
+
 /** The `permissions` block of a nats-server user, in its configuration syntax. */
 export function renderPermissions(permissions: Permissions): string {
   const list = (subjects: string[]) => ['[', ...subjects.map((s, i) => `      "${s}"${i < subjects.length - 1 ? ',' : ''}`), '    ]'].join('\n');

@@ -4,7 +4,9 @@
  * permissions deny is NOT_AUTHORIZED at once (nats.js fails the pending request when the server's
  * `-ERR Permissions Violation` arrives), never a timeout after retries.
  *
- * Inbound requests keep their reply subject only when it is an inbox (`_INBOX…`): a node answers
+ * Inbound requests keep their reply subject only when it is an inbox (`_INBOX…`) or a service
+ * import's response subject (`_R_.…`: the server's rewrite of a reply when the client lives in
+ * another account than the nodes, docs/security.md): a node answers
  * by publishing to the reply subject with its own permissions, so a client that set the reply of
  * its request to a node-to-node subject (`tm.<c>.raft.1`), a JetStream API subject or a node's
  * in-process reply address (`_TM_LOCAL.…`) would otherwise make the node publish there for it.
@@ -138,8 +140,11 @@ export function wrap(nc: NatsConnection): NatsTransport {
   };
 }
 
+/** nats-server's prefix for the replies of a request that crossed a service import into this account. */
+const SERVICE_REPLY_PREFIX = '_R_.';
+
 function isInbox(reply: string | undefined): reply is string {
-  return reply !== undefined && reply.startsWith(INBOX_PREFIX);
+  return reply !== undefined && (reply.startsWith(INBOX_PREFIX) || reply.startsWith(SERVICE_REPLY_PREFIX));
 }
 
 function isAuthError(cause: unknown): boolean {

@@ -1,5 +1,5 @@
 /** `tidemark acl print`: the nats-server permissions block for one client (or the nodes). */
-import { clientPermissions, inboxPrefixFor, nodePermissions, renderPermissions, type ClientGrant } from '../../protocol/permissions.js';
+import { clientPermissions, clientServices, inboxPrefixFor, nodePermissions, renderExports, renderImports, renderPermissions, type ClientGrant } from '../../protocol/permissions.js';
 import { Subjects } from '../../protocol/subjects.js';
 import { TidemarkError } from '../../protocol/errors.js';
 import { GLOBAL_OPTIONS, parse } from '../args.js';
@@ -8,6 +8,7 @@ import { UsageError } from '../cli-error.js';
 export const ACL_HELP = `Usage: tidemark acl print --user NAME [--produce TOPIC]... [--consume TOPIC:SUB]...
                           [--read TOPIC]... [--admin TOPIC]... [--cluster-admin]
        tidemark acl print --node
+       tidemark acl print --exports | --imports ACCOUNT
 
 Prints the "permissions" block of a nats-server user (configuration syntax) that lets a client do
 what the flags say and nothing else: the publish allow list (metadata and status for every client,
@@ -25,6 +26,9 @@ Options:
   --cluster-admin      leader elections (any topic)
   --node               the block for the nodes' user instead: the cluster's subjects, the
                        default inbox, and answers to clients' requests
+  --exports            nodes and clients in two accounts: the nodes' account's exports, the
+                       subjects clients may use as services (no node-to-node subject)
+  --imports ACCOUNT    the clients' account's imports of those services from ACCOUNT
   --cluster NAME       cluster name, the subject prefix (env TIDEMARK_CLUSTER; default tidemark)
   -h, --help           this help`;
 
@@ -38,6 +42,8 @@ const OPTIONS = {
   admin: { type: 'string', multiple: true },
   'cluster-admin': { type: 'boolean' },
   node: { type: 'boolean' },
+  exports: { type: 'boolean' },
+  imports: { type: 'string' },
 } as const;
 
 export async function aclCommand(argv: string[]): Promise<number> {
@@ -54,6 +60,18 @@ export async function aclCommand(argv: string[]): Promise<number> {
   }
   const subjects = new Subjects(values.cluster ?? process.env['TIDEMARK_CLUSTER'] ?? 'tidemark');
   const command = ['tidemark', 'acl', 'print', ...rest].map((a) => (/^[\w./:=-]+$/.test(a) ? a : `'${a}'`)).join(' ');
+  const clientFlags = values.user !== undefined || values.produce || values.consume || values.read || values.admin || values['cluster-admin'];
+  if (values.exports || values.imports !== undefined) {
+    if (clientFlags || values.node || (values.exports && values.imports !== undefined)) throw new UsageError('--exports and --imports stand alone');
+    const services = clientServices(subjects);
+    if (values.exports) {
+      process.stdout.write(`# ${command}\n# the nodes' account exports what clients may use, as services (no node-to-node subject)\n${renderExports(services)}\n`);
+    } else {
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(values.imports!)) throw new UsageError(`--imports takes the nodes' account name (1-64 of [A-Za-z0-9_-]), got "${values.imports}"`);
+      process.stdout.write(`# ${command}\n# the clients' account imports them from ${values.imports}; each user's permissions narrow them\n${renderImports(values.imports!, services)}\n`);
+    }
+    return 0;
+  }
   if (values.node) {
     if (values.user !== undefined || values.produce || values.consume || values.read || values.admin || values['cluster-admin']) {
       throw new UsageError('--node takes no client grants');
