@@ -55,7 +55,7 @@ export async function runSimulation(config: SimConfig): Promise<SimResult> {
   const book = new PartitionBook(elapsedMs, trace);
   const ledger = new RecordLedger(cluster, book, violations, trace, elapsedMs);
   // flush.mode=replicated: a power loss of every replica loses committed records, fences included.
-  ledger.onLostEverywhere = (topic, partition, from) => ref.workload?.epochs.lost(topic, partition, from);
+  ledger.onLostEverywhere = (topic, partition, from) => ref.workload?.lostEverywhere(topic, partition, from);
   const checker = new SafetyChecker(cluster, book, ledger, violations, trace, elapsedMs);
   const observer: ClusterObserver = {
     started: (node, parts) => {

@@ -407,6 +407,12 @@ export class Workload {
     return Promise.all(open.map((p) => this.send(p, true).then((ok) => (ok || p.closed ? undefined : p.tag)))).then((failed) => failed.filter((t): t is string => t !== undefined));
   }
 
+  /** flush.mode=replicated: a power loss took committed records from `fromOffset` on off every replica. */
+  lostEverywhere(topic: string, partition: number, fromOffset: number): void {
+    this.epochs.lost(topic, partition, fromOffset);
+    this.readers.lost(topic, partition, fromOffset);
+  }
+
   get readerStats(): Readonly<Record<string, number>> {
     return this.readers.stats;
   }
